@@ -1,0 +1,115 @@
+"""The NumPy backend: renders a graph as a readable Python module of NumPy calls, the oracle.
+
+Every node becomes one line built from its op's NumPy template (`compiler.ops`), so the module
+reads like the IR it came from:
+
+    def gpt2_block(x, w_ln, b_ln):
+        v0 = ref.layer_norm(x, w_ln, b_ln, normalized_shape=(512,), eps=1e-05)  # h.0.ln_1
+        return (v0,)
+
+Floats compute in float32 (f32, f16 and bf16 tensors alike: NumPy has no bf16) or float64 on
+request; integers and bools keep their types. Constants (folded masks) are module globals bound
+at load time.
+"""
+
+from __future__ import annotations
+
+import linecache
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from compiler.ir import ConstArray, DType, Graph, Node, TensorType, format_attr, print_graph
+from compiler.ops import get as get_op
+from compiler.ops import ref as ref_module
+
+NAME = "numpy"
+INT_NUMPY = {DType.i64: "np.int64", DType.i32: "np.int32", DType.bool: "np.bool_"}
+
+
+def numpy_dtype(dtype: DType, float_dtype: str = "float32") -> str:
+    return f"np.{float_dtype}" if dtype.is_float else INT_NUMPY[dtype]
+
+
+def render_value(v: Any, float_dtype: str) -> str:
+    if isinstance(v, DType):
+        return numpy_dtype(v, float_dtype)
+    if isinstance(v, ConstArray):
+        return f"_const_{v.digest}"
+    if isinstance(v, float) and not np.isfinite(v):
+        return f"float({str(v)!r})"
+    return format_attr(v)
+
+
+def numpy_expr(node: Node, inputs: Sequence[str], out_type: TensorType, float_dtype: str) -> str:
+    """The NumPy expression computing `node` from the named input arrays."""
+    op = get_op(node.op)
+    attrs = {k: render_value(v, float_dtype) for k, v in node.attrs}
+    attrs.update((f"{k}_ir", v.value) for k, v in node.attrs if isinstance(v, DType))
+    attrs["out_dtype"] = numpy_dtype(out_type.dtype, float_dtype)
+    if callable(op.numpy):
+        return op.numpy(inputs, attrs)
+    return op.numpy.format(*inputs, inputs=", ".join(inputs), **attrs)
+
+
+@dataclass(frozen=True)
+class NumpyProgram:
+    """Generated source plus the constants it needs; `load()` gives the callable."""
+
+    name: str
+    source: str
+    constants: dict[str, np.ndarray]
+    float_dtype: str
+
+    def load(self) -> Callable[..., tuple[np.ndarray, ...]]:
+        filename = f"<tilefuse-numpy:{self.name}:{abs(hash(self.source)):x}>"
+        # Registered with linecache so tracebacks through generated code show its lines.
+        linecache.cache[filename] = (len(self.source), None, self.source.splitlines(True), filename)
+        namespace: dict[str, Any] = {"np": np, "ref": ref_module, **self.constants}
+        exec(compile(self.source, filename, "exec"), namespace)
+        return namespace[self.name]
+
+
+def render(g: Graph, *, float_dtype: str = "float32") -> NumpyProgram:
+    """Render `g` as a module defining one function named after the graph."""
+    names = {v.name: v.name for v in g.inputs}
+    for i, n in enumerate(g.nodes):
+        names[n.out.name] = f"v{i}"
+    ir_text = "".join(f"#   {line}\n" for line in print_graph(g).splitlines())
+    lines = [
+        f'"""tilefuse NumPy reference for {g.name} ({float_dtype} compute)."""',
+        "# IR:",
+        ir_text.rstrip("\n"),
+        "import numpy as np",
+        "from compiler.ops import ref",
+        "",
+        "",
+        f"def {g.name}({', '.join(names[v.name] for v in g.inputs)}):",
+    ]
+    constants: dict[str, np.ndarray] = {}
+    for n in g.nodes:
+        for _, v in n.attrs:
+            if isinstance(v, ConstArray):
+                array = v.array()
+                if array.dtype.kind == "f":
+                    array = array.astype(float_dtype)
+                constants[f"_const_{v.digest}"] = array
+        expr = numpy_expr(n, [names[i] for i in n.inputs], n.out.type, float_dtype)
+        comment = f"  # {n.source}" if n.source else ""
+        lines.append(f"    {names[n.out.name]} = {expr}{comment}")
+    outs = ", ".join(names[o] for o in g.outputs)
+    lines.append(f"    return ({outs},)" if len(g.outputs) == 1 else f"    return ({outs})")
+    return NumpyProgram(g.name, "\n".join(lines) + "\n", constants, float_dtype)
+
+
+def evaluate_node(node: Node, inputs: Sequence[np.ndarray], float_dtype: str = "float64") -> Any:
+    """Evaluate one node on NumPy arrays (constant folding uses this: the reference decides)."""
+    names = [f"a{i}" for i in range(len(inputs))]
+    env: dict[str, Any] = {"np": np, "ref": ref_module, **dict(zip(names, inputs, strict=True))}
+    for _, v in node.attrs:
+        if isinstance(v, ConstArray):
+            env[f"_const_{v.digest}"] = v.array()
+    expr = numpy_expr(node, names, node.out.type, float_dtype)
+    return np.asarray(eval(expr, env))

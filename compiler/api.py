@@ -1,0 +1,232 @@
+"""The public entry points: `compile`, `jit` and the `Compiled` object they give."""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils import _pytree as pytree
+
+import backends
+from backends import numpy_ref
+from compiler import config
+from compiler.dtypes import to_torch
+from compiler.errors import InputMismatchError
+from compiler.frontend import Captured, capture
+from compiler.ir import DType, Graph
+from passes.pipeline import PassContext, run_pipeline
+
+GPUS = ("a100", "h100", "h200", "b200", "l4", "rtx4090", "mi300x")
+
+
+def _check_gpu(gpu: str | None) -> str | None:
+    if gpu is not None and gpu.lower() not in GPUS:
+        raise ValueError(f"unknown gpu profile {gpu!r}; known: {', '.join(GPUS)}")
+    return gpu.lower() if gpu else None
+
+
+class Compiled:
+    """A compiled model: call it like the model. Holds the IR, generated sources and stats."""
+
+    def __init__(self, captured: Captured, graph: Graph, backend: str, gpu: str | None) -> None:
+        self.captured = captured
+        self.graph = graph
+        self.backend = backend
+        self.gpu = gpu
+        self.stats: dict[str, Any] = {"compiles": 1, "calls": 0}
+        self._programs: dict[str, numpy_ref.NumpyProgram] = {}
+        self._runners: dict[str, Callable[..., tuple[np.ndarray, ...]]] = {}
+        self._float_dtype = (
+            "float64" if any(v.type.dtype is DType.f64 for v in graph.inputs) else "float32"
+        )
+
+    # --- generated code
+
+    def source(self, backend: str | None = None) -> str:
+        """The generated source for a backend (default: the one this was compiled for)."""
+        return self._program(backends.resolve(backend or self.backend)).source
+
+    def _program(self, backend: str) -> numpy_ref.NumpyProgram:
+        if backend not in self._programs:
+            self._programs[backend] = numpy_ref.render(self.graph, float_dtype=self._float_dtype)
+        return self._programs[backend]
+
+    def _runner(self, backend: str) -> Callable[..., tuple[np.ndarray, ...]]:
+        if backend not in self._runners:
+            self._runners[backend] = self._program(backend).load()
+        return self._runners[backend]
+
+    # --- calling
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.run(args, kwargs)
+
+    def run(
+        self,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any] | None = None,
+        backend: str | None = None,
+    ) -> Any:
+        """Run on `args` with `backend` (default: the compiled one); same output structure."""
+        name = backends.resolve(backend or self.backend)
+        leaves = self.check_inputs(args, kwargs or {})
+        fn = self._runner(name)
+        inputs = [self._to_numpy(self._bind(b, leaves)) for b in self.captured.bindings]
+        outs = fn(*inputs)
+        self.stats["calls"] += 1
+        return self._rebuild(outs)
+
+    def check_inputs(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> list[Any]:
+        leaves, spec = pytree.tree_flatten((tuple(args), dict(kwargs)))
+        want = self.captured.arg_specs
+        if spec != self.captured.in_spec or len(leaves) != len(want):
+            raise InputMismatchError(
+                f"{self.graph.name} was compiled for {_count(want)} and called with "
+                f"{len(leaves)} input(s) in another structure: expected {self.captured.in_spec}, "
+                f"got {spec}"
+            )
+        for i, (x, s) in enumerate(zip(leaves, want, strict=True)):
+            if s.shape is None:
+                if isinstance(x, torch.Tensor) or x != s.value:
+                    raise InputMismatchError(
+                        f"{self.graph.name} input {i}: expected {s.describe()} (it was compiled "
+                        f"for that value), got {_describe(x)}; compiler.jit recompiles instead"
+                    )
+            elif not isinstance(x, torch.Tensor) or tuple(x.shape) != s.shape or x.dtype != s.dtype:
+                raise InputMismatchError(
+                    f"{self.graph.name} input {i}: expected {s.describe()}, got {_describe(x)}; "
+                    f"compile again for new shapes or dtypes, or use compiler.jit"
+                )
+        return leaves
+
+    def _bind(self, binding: Any, leaves: list[Any]) -> torch.Tensor:
+        module = self.captured.module
+        if binding.kind == "user":
+            return leaves[binding.key]
+        if binding.kind == "parameter":
+            return module.get_parameter(binding.key)
+        return module.get_buffer(binding.key)
+
+    def _to_numpy(self, t: torch.Tensor) -> np.ndarray:
+        t = t.detach()
+        if t.device.type != "cpu":
+            t = t.cpu()
+        if t.is_floating_point():
+            t = t.to(torch.float64 if self._float_dtype == "float64" else torch.float32)
+        return t.numpy()
+
+    def _rebuild(self, outs: tuple[np.ndarray, ...]) -> Any:
+        values = []
+        for i, o in enumerate(self.graph.outputs):
+            dtype = to_torch(self.graph.type_of(o).dtype)
+            values.append(torch.from_numpy(np.array(outs[i])).to(dtype))
+        leaves = [values[x] if kind == "value" else x for kind, x in self.captured.out_leaves]
+        return pytree.tree_unflatten(leaves, self.captured.out_spec)
+
+    def __repr__(self) -> str:
+        return (
+            f"<Compiled {self.graph.name}: {len(self.graph)} nodes, backend={self.backend}, "
+            f"calls={self.stats['calls']}>"
+        )
+
+
+def _count(specs: tuple[Any, ...]) -> str:
+    return f"{len(specs)} input(s) [" + "; ".join(s.describe() for s in specs) + "]"
+
+
+def _describe(x: Any) -> str:
+    if isinstance(x, torch.Tensor):
+        return f"a {str(x.dtype).removeprefix('torch.')} tensor of shape {list(x.shape)}"
+    return f"{type(x).__name__} {x!r}"
+
+
+def compile(
+    model: Callable[..., Any],
+    args: tuple[Any, ...] | Any,
+    kwargs: Mapping[str, Any] | None = None,
+    *,
+    gpu: str | None = None,
+    backend: str = "auto",
+) -> Compiled:
+    """Capture `model(*args, **kwargs)`, optimize the graph, and prepare `backend` to run it."""
+    cfg = config.load()
+    config.configure_logging(cfg)
+    name = backends.resolve(backend)
+    gpu = _check_gpu(gpu)
+    args = args if isinstance(args, tuple) else (args,)
+    captured = capture(model, args, kwargs)
+    start = time.perf_counter()
+    ctx = PassContext(dump_dir=cfg.dump_dir, print_ir=cfg.debug >= 2)
+    graph = run_pipeline(captured.graph, ctx=ctx)
+    compiled = Compiled(captured, graph, name, gpu)
+    compiled._runner(name)  # render and load now: compile time is paid here, not on first call
+    compiled.stats.update(
+        capture_s=captured.capture_seconds,
+        compile_s=time.perf_counter() - start,
+        pass_timings=ctx.timings,
+        nodes_captured=len(captured.graph),
+        nodes=len(graph),
+    )
+    if cfg.dump_dir is not None:
+        (cfg.dump_dir / f"{graph.name}.{name}.py").write_text(compiled.source(name))
+    if cfg.debug >= 3:
+        print(compiled.source(name))
+    if cfg.debug >= 1:
+        print(
+            f"[tilefuse] compiled {graph.name}: {len(captured.graph)} -> {len(graph)} nodes, "
+            f"capture {captured.capture_seconds:.2f} s, ours {compiled.stats['compile_s']:.3f} s"
+        )
+    return compiled
+
+
+class JitFunction:
+    """`compiler.jit(fn)`: compiles on the first call per input signature, then reuses."""
+
+    def __init__(self, fn: Callable[..., Any], gpu: str | None, backend: str) -> None:
+        self.fn = fn
+        self.gpu = _check_gpu(gpu)
+        self.backend = backend
+        backends.resolve(backend)
+        self.cache: dict[Any, Compiled] = {}
+        self.stats: dict[str, int] = {"compiles": 0, "calls": 0, "cache_hits": 0}
+        self._lock = threading.Lock()
+        if not isinstance(fn, torch.nn.Module):
+            functools.update_wrapper(self, fn)
+
+    @staticmethod
+    def signature(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
+        leaves, spec = pytree.tree_flatten((tuple(args), dict(kwargs)))
+        key = tuple(
+            ("tensor", tuple(x.shape), x.dtype, x.device.type)
+            if isinstance(x, torch.Tensor)
+            else ("value", type(x).__name__, repr(x))
+            for x in leaves
+        )
+        return (str(spec), key)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        key = self.signature(args, kwargs)
+        with self._lock:
+            self.stats["calls"] += 1
+            compiled = self.cache.get(key)
+            if compiled is None:
+                compiled = compile(self.fn, args, kwargs, gpu=self.gpu, backend=self.backend)
+                self.cache[key] = compiled
+                self.stats["compiles"] += 1
+            else:
+                self.stats["cache_hits"] += 1
+        return compiled(*args, **kwargs)
+
+
+def jit(
+    fn: Callable[..., Any] | None = None, *, gpu: str | None = None, backend: str = "auto"
+) -> Any:
+    """Decorator or wrapper: `@compiler.jit(backend="numpy")` or `compiler.jit(model)`."""
+    if fn is None:
+        return lambda f: JitFunction(f, gpu, backend)
+    return JitFunction(fn, gpu, backend)

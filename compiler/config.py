@@ -1,0 +1,48 @@
+"""The one place tilefuse reads environment variables.
+
+TILEFUSE_DEBUG=0..4   1: compile summary and timings; 2: IR after each pass; 3: generated source;
+                      4: every rewrite that fires.
+TILEFUSE_DUMP=dir     write the IR after each pass and the generated sources into dir.
+TILEFUSE_LOG=a,b      enable named loggers (`tilefuse.<name>`: fold, rewrite, passes, ...).
+TILEFUSE_CACHE_DIR    where compiled artifacts are cached (default ~/.cache/tilefuse).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Config:
+    debug: int
+    dump_dir: Path | None
+    log: tuple[str, ...]
+    cache_dir: Path
+
+
+def load() -> Config:
+    env = os.environ
+    debug = int(env.get("TILEFUSE_DEBUG", "0") or 0)
+    dump = env.get("TILEFUSE_DUMP") or None
+    logs = tuple(x.strip() for x in env.get("TILEFUSE_LOG", "").split(",") if x.strip())
+    cache = env.get("TILEFUSE_CACHE_DIR") or str(Path.home() / ".cache" / "tilefuse")
+    return Config(debug, Path(dump) if dump else None, logs, Path(cache))
+
+
+def configure_logging(cfg: Config) -> None:
+    """Turn on the loggers TILEFUSE_LOG / TILEFUSE_DEBUG ask for (idempotent)."""
+    names = set(cfg.log)
+    if cfg.debug >= 1:
+        names.add("passes")
+    if cfg.debug >= 4:
+        names.update({"rewrite", "fold"})
+    for name in names:
+        logger = logging.getLogger(f"tilefuse.{name}")
+        logger.setLevel(logging.DEBUG)
+        if not logger.handlers:
+            handler = logging.StreamHandler()
+            handler.setFormatter(logging.Formatter("[%(name)s] %(message)s"))
+            logger.addHandler(handler)

@@ -1,0 +1,230 @@
+"""Capture: a model or function + example inputs -> `Captured` (our IR graph and its bindings).
+
+torch.export (non-strict) traces the program to ATen; `run_decompositions()` with the default
+table minus the composites we keep (`KEEP`) brings it to about 30 distinct ops; `lowering.py`
+turns those into IR nodes.
+
+Note [Weights are inputs]
+Parameters and buffers become graph *inputs* bound by their qualified name, never constants:
+a compiled model reads the module's current parameters at every call, as eager does, so changing
+a weight in place changes the output and nothing recompiles.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch.export import ExportedProgram
+from torch.export.graph_signature import InputKind, OutputKind
+from torch.utils import _pytree as pytree
+
+from compiler.errors import CaptureError, UnsupportedOpError
+from compiler.ir import Graph
+
+aten = torch.ops.aten
+
+# Composites kept whole (DESIGN.md: fusion keeps them; backends lower them).
+KEEP = (
+    aten.layer_norm.default,
+    aten.group_norm.default,
+    aten.rms_norm.default,
+    aten.softmax.int,
+    aten.log_softmax.int,
+    aten.silu.default,
+    aten.scaled_dot_product_attention.default,
+    aten.linear.default,
+    aten.matmul.default,
+)
+
+
+@dataclass(frozen=True)
+class InputBinding:
+    """Where a graph input comes from at call time: a user argument leaf or a module state."""
+
+    kind: str  # "user" (flat argument index) | "parameter" | "buffer"
+    key: int | str
+
+
+@dataclass(frozen=True)
+class ArgSpec:
+    """What one flat user argument must look like: a tensor's shape/dtype, or a fixed value."""
+
+    shape: tuple[int, ...] | None
+    dtype: torch.dtype | None
+    value: Any = None  # non-tensor arguments are specialized on their example value
+
+    def describe(self) -> str:
+        if self.shape is None:
+            return f"the value {self.value!r}"
+        return f"a {str(self.dtype).removeprefix('torch.')} tensor of shape {list(self.shape)}"
+
+
+@dataclass
+class Captured:
+    graph: Graph
+    bindings: tuple[InputBinding, ...]  # one per graph input, in order
+    arg_specs: tuple[ArgSpec, ...]  # one per flat user argument
+    in_spec: pytree.TreeSpec
+    out_spec: pytree.TreeSpec
+    out_leaves: tuple[tuple[str, Any], ...]  # ("value", graph output index) | ("const", obj)
+    module: torch.nn.Module
+    capture_seconds: float = 0.0
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+class _FunctionModule(torch.nn.Module):
+    """Wraps a plain function so torch.export can take it."""
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+
+def as_module(model: Callable[..., Any]) -> torch.nn.Module:
+    return model if isinstance(model, torch.nn.Module) else _FunctionModule(model)
+
+
+def decomposition_table() -> dict[Any, Callable[..., Any]]:
+    table = torch.export.default_decompositions()
+    for op in KEEP:
+        table.pop(op, None)
+    return dict(table)
+
+
+def export_program(
+    module: torch.nn.Module, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+) -> ExportedProgram:
+    """torch.export + decompositions, with a clear error when torch cannot capture the model."""
+    name = _model_name(module)
+    try:
+        ep = torch.export.export(module, tuple(args), dict(kwargs), strict=False)
+    except Exception as e:  # torch raises many types here; all mean "could not capture"
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        hint = _export_hint(str(e))
+        raise CaptureError(
+            f"torch.export could not capture {name}: {type(e).__name__}: {reason}\n  hint: {hint}"
+        ) from e
+    return ep.run_decompositions(decomposition_table())
+
+
+def _export_hint(message: str) -> str:
+    if "DynamicCache" in message or ("Cache" in message and "pytree" in message):
+        return "this model returns a KV cache object; build it with use_cache=False."
+    if "data-dependent" in message.lower() or "guard" in message.lower():
+        return "control flow depends on tensor values; tilefuse needs static shapes and control."
+    return (
+        "tilefuse captures with torch.export.export(model, args, strict=False); make that call "
+        "work on its own first (see the torch.export docs on unsupported Python constructs)."
+    )
+
+
+def _model_name(module: torch.nn.Module) -> str:
+    if isinstance(module, _FunctionModule):
+        return getattr(module.fn, "__name__", "function")
+    return type(module).__name__
+
+
+def graph_name(module: torch.nn.Module) -> str:
+    name = _model_name(module)
+    cleaned = "".join(c if c.isalnum() or c == "_" else "_" for c in name)
+    return cleaned if cleaned and not cleaned[0].isdigit() else f"f_{cleaned}"
+
+
+def capture(
+    model: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any] | None = None
+) -> Captured:
+    """Export `model(*args, **kwargs)` and lower it to our IR (not yet optimized)."""
+    from compiler.lowering import lower_program
+
+    kwargs = dict(kwargs or {})
+    module = as_module(model)
+    start = time.perf_counter()
+    ep = export_program(module, args, kwargs)
+    capture_seconds = time.perf_counter() - start
+
+    leaves, in_spec = pytree.tree_flatten((tuple(args), kwargs))
+    arg_specs = tuple(
+        ArgSpec(tuple(x.shape), x.dtype) if isinstance(x, torch.Tensor) else ArgSpec(None, None, x)
+        for x in leaves
+    )
+    sig = ep.graph_signature
+    for spec in sig.output_specs:
+        if spec.kind is not OutputKind.USER_OUTPUT:
+            raise UnsupportedOpError(
+                f"output kind {spec.kind.name}",
+                spec.arg.name if hasattr(spec.arg, "name") else "?",
+                "",
+                "the model mutates a buffer or input in place during forward; tilefuse compiles "
+                "inference programs without state updates",
+            )
+    graph, input_kinds, out_leaves = lower_program(ep, graph_name(module), leaves)
+    bindings = []
+    user_index = {
+        s.arg.name: i
+        for i, s in enumerate(s for s in sig.input_specs if s.kind is InputKind.USER_INPUT)
+    }
+    for placeholder, kind, target in input_kinds:
+        if kind is InputKind.USER_INPUT:
+            bindings.append(InputBinding("user", user_index[placeholder]))
+        elif kind is InputKind.PARAMETER:
+            bindings.append(InputBinding("parameter", target))
+        else:
+            bindings.append(InputBinding("buffer", target))
+    return Captured(
+        graph=graph,
+        bindings=tuple(bindings),
+        arg_specs=arg_specs,
+        in_spec=in_spec,
+        out_spec=ep.call_spec.out_spec,
+        out_leaves=tuple(out_leaves),
+        module=module,
+        capture_seconds=capture_seconds,
+    )
+
+
+# ----------------------------------------------------------------------------- source lines
+
+
+def user_frame(stack_trace: str | None) -> tuple[str, int, str] | None:
+    """The innermost frame of the user's code (not torch's) in an fx node's stack trace."""
+    if not stack_trace:
+        return None
+    torch_dir = torch.__file__.rsplit("/", 1)[0]
+    frames = []
+    lines = stack_trace.splitlines()
+    for i, line in enumerate(lines):
+        parsed = _parse_frame(line)
+        if parsed is None:
+            continue
+        path, lineno = parsed
+        code = lines[i + 1].strip() if i + 1 < len(lines) else ""
+        frames.append((path, lineno, code))
+    # Skip torch's own files and generated code ("<eval_with_key>.3").
+    mine = [f for f in frames if not f[0].startswith((torch_dir, "<"))]
+    return (mine or frames)[-1] if frames else None
+
+
+def _parse_frame(line: str) -> tuple[str, int] | None:
+    summary = line.strip()
+    if not summary.startswith('File "'):
+        return None
+    try:
+        path = summary.split('"', 2)[1]
+        lineno = int(summary.split(", line ", 1)[1].split(",", 1)[0])
+    except (IndexError, ValueError):
+        return None
+    return path, lineno
+
+
+def format_frame(frame: tuple[str, int, str] | None) -> str:
+    if frame is None:
+        return ""
+    path, lineno, code = frame
+    return f"{path}:{lineno}: {code}" if code else f"{path}:{lineno}"

@@ -1,0 +1,131 @@
+"""NumPy references for ops that are more than one NumPy call.
+
+These functions *define* the semantics of their ops: every backend is checked against them. They
+compute in the dtype of their float inputs (the NumPy backend passes float32 or float64) and
+follow PyTorch's definitions (biased variance in norms, `tril` causal masks aligned top-left,
+fully masked attention rows giving 0 as `_safe_softmax` does).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+_erf = np.frompyfunc(math.erf, 1, 1)
+
+
+def round_to_bf16(x: np.ndarray) -> np.ndarray:
+    """Round float32 values to the nearest bfloat16 (ties to even), kept as float32."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    bits = x.view(np.uint32)
+    rounded = (bits + (((bits >> 16) & 1) + np.uint32(0x7FFF))) & np.uint32(0xFFFF0000)
+    return np.where(np.isnan(x), x, rounded.view(np.float32))
+
+
+def cast(x: np.ndarray, to: str, np_type: type) -> np.ndarray:
+    """Convert to IR dtype `to`, stored as `np_type`: a cast to a narrower float rounds to it
+    (bf16 and f16 values live in float32 arrays here, but a cast must lose what torch loses)."""
+    if to == "bf16":
+        return round_to_bf16(x).astype(np_type)
+    if to in ("f16", "f32"):
+        return x.astype(np.float16 if to == "f16" else np.float32).astype(np_type)
+    return x.astype(np_type)
+
+
+def erf(x: np.ndarray) -> np.ndarray:
+    return np.asarray(_erf(x), dtype=x.dtype)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    # exp of a non-positive number only: no overflow for large |x|.
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype)
+
+
+def silu(x: np.ndarray) -> np.ndarray:
+    return x * sigmoid(x)
+
+
+def gelu(x: np.ndarray, approximate: str = "none") -> np.ndarray:
+    if approximate == "tanh":
+        inner = math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)
+        return 0.5 * x * (1 + np.tanh(inner))
+    return 0.5 * x * (1 + erf(x * (1 / math.sqrt(2))))
+
+
+def softmax(x: np.ndarray, dim: int, safe: bool = False) -> np.ndarray:
+    """`safe`: a row that is all -inf gives zeros (torch's `_safe_softmax`), not NaN."""
+    m = np.max(x, axis=dim, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0)
+    e = np.exp(x - m)
+    s = np.sum(e, axis=dim, keepdims=True)
+    return e / np.where(s == 0, 1, s) if safe else e / s
+
+
+def log_softmax(x: np.ndarray, dim: int) -> np.ndarray:
+    m = np.max(x, axis=dim, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0)
+    return x - m - np.log(np.sum(np.exp(x - m), axis=dim, keepdims=True))
+
+
+def _affine(y: np.ndarray, params: tuple[np.ndarray, ...], channel_axis: int | None) -> np.ndarray:
+    if channel_axis is not None:  # group_norm: per-channel params on axis 1
+        params = tuple(p.reshape((-1,) + (1,) * (y.ndim - 2)) for p in params)
+    if len(params) >= 1:
+        y = y * params[0]
+    if len(params) == 2:
+        y = y + params[1]
+    return y
+
+
+def layer_norm(
+    x: np.ndarray, *params: np.ndarray, normalized_shape: tuple[int, ...], eps: float
+) -> np.ndarray:
+    axes = tuple(range(x.ndim - len(normalized_shape), x.ndim))
+    mean = np.mean(x, axis=axes, keepdims=True)
+    var = np.mean(np.square(x - mean), axis=axes, keepdims=True)
+    return _affine((x - mean) / np.sqrt(var + eps), params, None)
+
+
+def rms_norm(
+    x: np.ndarray, *params: np.ndarray, normalized_shape: tuple[int, ...], eps: float
+) -> np.ndarray:
+    axes = tuple(range(x.ndim - len(normalized_shape), x.ndim))
+    ms = np.mean(np.square(x), axis=axes, keepdims=True)
+    return _affine(x / np.sqrt(ms + eps), params, None)
+
+
+def group_norm(x: np.ndarray, *params: np.ndarray, groups: int, eps: float) -> np.ndarray:
+    g = x.reshape((x.shape[0], groups, -1))
+    mean = np.mean(g, axis=2, keepdims=True)
+    var = np.mean(np.square(g - mean), axis=2, keepdims=True)
+    y = ((g - mean) / np.sqrt(var + eps)).reshape(x.shape)
+    return _affine(y, params, 1)
+
+
+def sdpa(
+    q: np.ndarray,
+    k: np.ndarray,
+    v: np.ndarray,
+    mask: np.ndarray | None = None,
+    *,
+    scale: float | None,
+    is_causal: bool,
+    enable_gqa: bool,
+) -> np.ndarray:
+    hq, hk = q.shape[-3], k.shape[-3]
+    if hq != hk:  # grouped-query attention: each key head serves hq/hk query heads
+        k = np.repeat(k, hq // hk, axis=-3)
+        v = np.repeat(v, hq // hk, axis=-3)
+    if scale is None:
+        scale = 1 / math.sqrt(q.shape[-1])
+    scores = np.matmul(q, np.swapaxes(k, -1, -2)) * scale
+    length, source = scores.shape[-2:]
+    if is_causal:
+        keep = np.tril(np.ones((length, source), dtype=bool))
+        scores = np.where(keep, scores, -np.inf)
+    if mask is not None:
+        keep_or_add = mask.dtype == bool
+        scores = np.where(mask, scores, -np.inf) if keep_or_add else scores + mask
+    return np.matmul(softmax(scores, -1, safe=True), v)

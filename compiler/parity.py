@@ -1,0 +1,197 @@
+"""Model parity against eager PyTorch (DESIGN.md, Parity).
+
+The reference is eager PyTorch in float64 on the same inputs (weights cast to f64). A compiled
+output passes when
+
+    max|out - ref| <= k * max|eager_at_dtype - ref| + rtol_floor * max|ref|
+
+with k = 2 and rtol_floor = 1e-5 (f32), 1e-3 (f16), 8e-3 (bf16): the FlashAttention test rule,
+plus a floor for when eager's own error is ~0. Integer and bool outputs must match exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch.utils import _pytree as pytree
+
+K = 2.0
+RTOL_FLOOR = {torch.float32: 1e-5, torch.float16: 1e-3, torch.bfloat16: 8e-3, torch.float64: 1e-12}
+
+
+@dataclass(frozen=True)
+class ParityRow:
+    output: str
+    backend: str
+    dtype: str
+    max_abs: float
+    max_rel: float
+    eager_err: float
+    budget: float
+    ok: bool
+    note: str = ""
+
+
+@dataclass
+class ParityReport:
+    model: str
+    rows: list[ParityRow] = field(default_factory=list)
+    compiled: Any = field(default=None, repr=False)  # the Compiled that was checked
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.rows) and all(r.ok for r in self.rows)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "ok": self.ok, "rows": [asdict(r) for r in self.rows]}
+
+    def __str__(self) -> str:
+        head = (
+            "output",
+            "backend",
+            "dtype",
+            "max abs err",
+            "max rel err",
+            "eager err",
+            "budget",
+            "verdict",
+        )
+        body = [
+            (
+                r.output,
+                r.backend,
+                r.dtype,
+                f"{r.max_abs:.3e}",
+                f"{r.max_rel:.3e}",
+                f"{r.eager_err:.3e}",
+                f"{r.budget:.3e}",
+                ("ok" if r.ok else "FAIL") + (f" ({r.note})" if r.note else ""),
+            )
+            for r in self.rows
+        ]
+        widths = [max(len(str(x)) for x in col) for col in zip(head, *body, strict=True)]
+        fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+        lines = [f"parity of {self.model} against eager float64 (k={K:g})", fmt.format(*head)]
+        lines += [fmt.format(*row) for row in body]
+        lines.append("PASS" if self.ok else "FAIL")
+        return "\n".join(lines)
+
+
+def _to_f64(x: Any) -> Any:
+    if isinstance(x, torch.Tensor) and x.is_floating_point():
+        return x.detach().to(torch.float64)
+    return x
+
+
+def reference_f64(
+    model: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]
+) -> Any:
+    """Eager PyTorch in float64: weights and float inputs cast up, same computation."""
+    model64 = (
+        copy.deepcopy(model).to(torch.float64) if isinstance(model, torch.nn.Module) else model
+    )
+    args64 = pytree.tree_map(_to_f64, tuple(args))
+    kwargs64 = pytree.tree_map(_to_f64, dict(kwargs))
+    with torch.no_grad():
+        return model64(*args64, **kwargs64)
+
+
+def compare(name: str, backend: str, out: Any, eager: Any, ref: Any) -> ParityRow:
+    """One output leaf against the reference, with eager's error setting the budget."""
+    if not isinstance(out, torch.Tensor):
+        ok = out == eager
+        return ParityRow(
+            name,
+            backend,
+            type(out).__name__,
+            0.0,
+            0.0,
+            0.0,
+            0.0,
+            bool(ok),
+            "" if ok else f"got {out!r}, eager {eager!r}",
+        )
+    dtype = str(eager.dtype).removeprefix("torch.")
+    if tuple(out.shape) != tuple(eager.shape) or out.dtype != eager.dtype:
+        return ParityRow(
+            name,
+            backend,
+            dtype,
+            float("inf"),
+            float("inf"),
+            0.0,
+            0.0,
+            False,
+            f"got {out.dtype} {list(out.shape)}, eager {eager.dtype} {list(eager.shape)}",
+        )
+    if not eager.is_floating_point():
+        mismatches = int((out != eager).sum())
+        return ParityRow(
+            name,
+            backend,
+            dtype,
+            float(mismatches),
+            0.0,
+            0.0,
+            0.0,
+            mismatches == 0,
+            f"{mismatches} elements differ" if mismatches else "exact",
+        )
+    ref64 = ref.detach().to(torch.float64)
+    err = (out.detach().to(torch.float64) - ref64).abs()
+    eager_err = (
+        float((eager.detach().to(torch.float64) - ref64).abs().max()) if ref64.numel() else 0.0
+    )
+    scale = float(ref64.abs().max()) if ref64.numel() else 0.0
+    max_abs = float(err.max()) if err.numel() else 0.0
+    budget = K * eager_err + RTOL_FLOOR[eager.dtype] * scale
+    nan_note = ""
+    if torch.isnan(err).any():
+        max_abs, nan_note = float("nan"), "NaN in output"
+    return ParityRow(
+        name,
+        backend,
+        dtype,
+        max_abs,
+        max_abs / scale if scale else 0.0,
+        eager_err,
+        budget,
+        max_abs <= budget,
+        nan_note,
+    )
+
+
+def check_parity(
+    model: Callable[..., Any],
+    args: tuple[Any, ...] | Any,
+    kwargs: Mapping[str, Any] | None = None,
+    *,
+    backends: Sequence[str] = ("numpy",),
+    gpu: str | None = None,
+) -> ParityReport:
+    """Compile `model` once and check every backend's outputs against eager (see module doc)."""
+    from compiler.api import compile as compile_model
+
+    args = args if isinstance(args, tuple) else (args,)
+    kwargs = dict(kwargs or {})
+    with torch.no_grad():
+        eager = model(*args, **kwargs)
+    ref = reference_f64(model, args, kwargs)
+    compiled = compile_model(model, args, kwargs, gpu=gpu, backend=backends[0])
+    report = ParityReport(compiled.graph.name, compiled=compiled)
+    eager_leaves = _leaves(eager)
+    ref_leaves = _leaves(ref)
+    for backend in backends:
+        out_leaves = _leaves(compiled.run(args, kwargs, backend=backend))
+        for (path, e), (_, r), (_, o) in zip(eager_leaves, ref_leaves, out_leaves, strict=True):
+            report.rows.append(compare(path, backend, o, e, r))
+    return report
+
+
+def _leaves(tree: Any) -> list[tuple[str, Any]]:
+    flat, _ = pytree.tree_flatten_with_path(tree)
+    return [(pytree.keystr(path) or "output", leaf) for path, leaf in flat]
