@@ -1,35 +1,46 @@
 """tilefuse: a domain-specific JIT compiler for diffusion and transformer models.
 
-import compiler
-c = compiler.compile(model, (x,), backend="numpy")
-y = c(x)
-print(compiler.check_parity(model, (x,)))
+    import compiler
+    c = compiler.compile(model, (x,), backend="numpy")
+    y = c(x)
+    print(compiler.check_parity(model, (x,)))
+
+The public names load lazily, so `passes` and `backends` can import `compiler.ir` without
+pulling in the whole API (which imports them back).
 """
 
-from compiler.api import Compiled, JitFunction, compile, jit
-from compiler.errors import (
-    CaptureError,
-    InputMismatchError,
-    OpTypeError,
-    TilefuseError,
-    UnsupportedOpError,
-    VerifyError,
-)
-from compiler.parity import ParityReport, check_parity
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "CaptureError",
-    "Compiled",
-    "InputMismatchError",
-    "JitFunction",
-    "OpTypeError",
-    "ParityReport",
-    "TilefuseError",
-    "UnsupportedOpError",
-    "VerifyError",
-    "check_parity",
-    "compile",
-    "jit",
-]
+_PUBLIC = {
+    "compile": "compiler.api",
+    "jit": "compiler.api",
+    "Compiled": "compiler.api",
+    "JitFunction": "compiler.api",
+    "check_parity": "compiler.parity",
+    "ParityReport": "compiler.parity",
+    "TilefuseError": "compiler.errors",
+    "CaptureError": "compiler.errors",
+    "InputMismatchError": "compiler.errors",
+    "OpTypeError": "compiler.errors",
+    "UnsupportedOpError": "compiler.errors",
+    "VerifyError": "compiler.errors",
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PUBLIC:
+        value = getattr(importlib.import_module(_PUBLIC[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'compiler' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_PUBLIC))

@@ -206,9 +206,10 @@ def user_frame(stack_trace: str | None) -> tuple[str, int, str] | None:
         path, lineno = parsed
         code = lines[i + 1].strip() if i + 1 < len(lines) else ""
         frames.append((path, lineno, code))
-    # Skip torch's own files and generated code ("<eval_with_key>.3").
-    mine = [f for f in frames if not f[0].startswith((torch_dir, "<"))]
-    return (mine or frames)[-1] if frames else None
+    # Prefer the user's files over torch's own; never generated code ("<eval_with_key>.3").
+    real = [f for f in frames if not f[0].startswith("<")]
+    mine = [f for f in real if not f[0].startswith(torch_dir)]
+    return (mine or real)[-1] if real else None
 
 
 def _parse_frame(line: str) -> tuple[str, int] | None:

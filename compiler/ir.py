@@ -77,7 +77,9 @@ class TensorType:
         return self.numel * self.dtype.itemsize
 
     def __str__(self) -> str:
-        return f"{self.dtype.value}[{','.join(map(str, self.shape))}]"
+        # 0-d prints as f32[()] so the printed graph stays valid Python
+        dims = ",".join(map(str, self.shape)) if self.shape else "()"
+        return f"{self.dtype.value}[{dims}]"
 
 
 @dataclass(frozen=True)
@@ -122,7 +124,7 @@ class ConstArray:
         return hash((self.data, self.shape, self.np_dtype))
 
     def __repr__(self) -> str:
-        return f"ConstArray(<{np.dtype(self.np_dtype).name}{list(self.shape)} {self.digest}>)"
+        return f"ConstArray({np.dtype(self.np_dtype).name}{list(self.shape)}, sha={self.digest})"
 
 
 Attrs = tuple[tuple[str, Any], ...]
@@ -230,6 +232,9 @@ class Graph:
 # ----------------------------------------------------------------------------- printing
 
 
+CONST_PRINT_LIMIT = 16  # constants with at most this many elements print their values
+
+
 def format_attr(v: Any) -> str:
     if isinstance(v, DType):
         return v.value
@@ -239,7 +244,10 @@ def format_attr(v: Any) -> str:
         inner = ", ".join(format_attr(x) for x in v)
         return f"({inner},)" if len(v) == 1 else f"({inner})"
     if isinstance(v, ConstArray):
-        return f"<{np.dtype(v.np_dtype).name}{list(v.shape)} {v.digest}>"
+        # Valid Python either way: small constants show their values, large ones a digest.
+        if int(np.prod(v.shape)) <= CONST_PRINT_LIMIT:
+            return f"const({v.array().tolist()!r})"
+        return f"const(sha={v.digest!r}, shape={format_attr(v.shape)})"
     return repr(v)
 
 

@@ -6,8 +6,9 @@
         return (v0,)
     ''')
 
-Types written on each line are checked against the type rules (`verify`). Constant tensors
-(`constant(value=<...>)`) print as digests and cannot be parsed back.
+Types written on each line are checked against the type rules (`verify`). Small constant
+tensors (`constant(value=const([...]), dtype=...)`) parse back; larger ones print as a digest
+(`const(sha=..., shape=...)`) and cannot.
 """
 
 from __future__ import annotations
@@ -16,19 +17,21 @@ import ast
 import textwrap
 from typing import Any
 
-from compiler.ir import DType, Graph, GraphBuilder, TensorType, Value
+import numpy as np
+
+from compiler.ir import ConstArray, DType, Graph, GraphBuilder, TensorType, Value
 from compiler.verify import verify
 
 _DTYPES = {d.value: d for d in DType}
 
 
 def parse_type(node: ast.expr) -> TensorType:
-    """`f32[2,3]` (a subscript expression) -> TensorType; `f32[]` is written `f32[()]`."""
+    """`f32[2,3]` (a subscript expression) -> TensorType; 0-d is `f32[()]`."""
     if not (isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name)):
         raise ValueError(f"expected a type like f32[2,3], got {ast.unparse(node)}")
     dtype = _DTYPES[node.value.id]
     dims = node.slice
-    if isinstance(dims, ast.Tuple):
+    if isinstance(dims, ast.Tuple):  # f32[2,3], and f32[()] for 0-d
         shape = tuple(ast.literal_eval(e) for e in dims.elts)
     else:
         shape = (ast.literal_eval(dims),)
@@ -38,12 +41,28 @@ def parse_type(node: ast.expr) -> TensorType:
 def _attr(node: ast.expr) -> Any:
     if isinstance(node, ast.Name) and node.id in _DTYPES:
         return _DTYPES[node.id]
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "const":
+        if node.keywords or len(node.args) != 1:
+            raise ValueError(
+                f"{ast.unparse(node)}: a constant printed as a digest cannot be parsed"
+            )
+        return _Values(ast.literal_eval(node.args[0]))
     return ast.literal_eval(node)
+
+
+class _Values(list):  # type: ignore[type-arg]
+    """A constant's values, waiting for the node's dtype attribute."""
+
+
+def _const(values: _Values, dtype: DType) -> ConstArray:
+    np_dtype = {DType.f64: np.float64, DType.i64: np.int64, DType.i32: np.int32}.get(dtype)
+    if np_dtype is None:
+        np_dtype = np.bool_ if dtype is DType.bool else np.float32
+    return ConstArray.of(np.array(values, dtype=np_dtype))
 
 
 def parse_graph(text: str) -> Graph:
     source = textwrap.dedent(text).strip() + "\n"
-    source = source.replace("[]", "[()]")  # 0-d types print as f32[]
     module = ast.parse(source)
     fn = module.body[0]
     if not isinstance(fn, ast.FunctionDef):
@@ -66,6 +85,9 @@ def parse_graph(text: str) -> Graph:
         assert isinstance(stmt.target, ast.Name) and isinstance(call.func, ast.Name)
         args = [a.id for a in call.args if isinstance(a, ast.Name)]
         attrs = {k.arg: _attr(k.value) for k in call.keywords if k.arg}
+        attrs = {
+            k: _const(v, attrs["dtype"]) if isinstance(v, _Values) else v for k, v in attrs.items()
+        }
         name = b.add(call.func.id, args, attrs, name=stmt.target.id)
         declared = parse_type(stmt.annotation)
         if b.type(name) != declared:

@@ -8,12 +8,12 @@ Example:
     Before:
         v0: f32[3,2] = reshape(x, shape=(3, 2))
         v1: f32[2,3] = reshape(v0, shape=(2, 3))
-        v2: f32[] = full(shape=(), value=1.0, dtype=f32)
+        v2: f32[()] = full(shape=(), value=1.0, dtype=f32)
         v3: f32[2,3] = mul(v1, v2)
         return (v3,)
     After:
         v0: f32[3,2] = reshape(x, shape=(3, 2))
-        v1: f32[] = full(shape=(), value=1.0, dtype=f32)
+        v1: f32[()] = full(shape=(), value=1.0, dtype=f32)
         return (x,)
 """
 

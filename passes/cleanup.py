@@ -23,11 +23,11 @@ def fold_constants(g: Graph) -> Graph:
     Example:
         Before:
             v0: i64[4] = arange(start=0, end=4, step=1, dtype=i64)
-            v1: i64[] = full(shape=(), value=2, dtype=i64)
+            v1: i64[()] = full(shape=(), value=2, dtype=i64)
             v2: bool[4] = lt(v0, v1)
             v3: f32[4] = where(v2, x, y)
         After:
-            v0: bool[4] = constant(value=<bool[4] 1a2b3c4d5e>, dtype=bool)
+            v0: bool[4] = constant(value=const([True, True, False, False]), dtype=bool)
             v1: f32[4] = where(v0, x, y)
     """
     from backends.numpy_ref import evaluate_node
@@ -76,13 +76,13 @@ def eliminate_common_subexpressions(g: Graph) -> Graph:
 
     Example:
         Before:
-            v0: f32[] = full(shape=(), value=1.0, dtype=f32)
-            v1: f32[] = full(shape=(), value=1.0, dtype=f32)
+            v0: f32[()] = full(shape=(), value=1.0, dtype=f32)
+            v1: f32[()] = full(shape=(), value=1.0, dtype=f32)
             v2: f32[4] = add(x, v0)
             v3: f32[4] = add(x, v1)
             return (v2, v3)
         After:
-            v0: f32[] = full(shape=(), value=1.0, dtype=f32)
+            v0: f32[()] = full(shape=(), value=1.0, dtype=f32)
             v1: f32[4] = add(x, v0)
             return (v1, v1)
     """

@@ -1,0 +1,48 @@
+"""Shared test helpers: IR comparison and NumPy equivalence of two graphs."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from backends.numpy_ref import render
+from compiler.ir import Graph, print_graph
+from compiler.ir_text import parse_graph
+from compiler.ops import ref
+
+
+def ir(text: str) -> Graph:
+    return parse_graph(text)
+
+
+def assert_ir(actual: Graph, expected: str) -> None:
+    """`actual` prints exactly as the expected IR text does (renumbered, without sources)."""
+    want = print_graph(parse_graph(expected), sources=False)
+    got = print_graph(actual, sources=False)
+    assert got == want, f"\n--- got\n{got}--- expected\n{want}"
+
+
+def random_inputs(g: Graph, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for v in g.inputs:
+        t = v.type
+        if t.dtype.is_float:
+            # values a tensor of that dtype can hold (bf16/f16 live in float32 arrays)
+            x = rng.standard_normal(t.shape).astype(np.float32)
+            out.append(ref.cast(x, t.dtype.value, np.float32))
+        elif t.dtype.value == "bool":
+            out.append(rng.random(t.shape) > 0.5)
+        else:
+            out.append(rng.integers(0, 4, t.shape).astype(np.int64))
+    return out
+
+
+def run(g: Graph, inputs: list[np.ndarray]) -> tuple[np.ndarray, ...]:
+    return render(g).load()(*inputs)
+
+
+def assert_numpy_equivalent(before: Graph, after: Graph, seed: int = 0) -> None:
+    """Both graphs give the same outputs on random inputs (the NumPy reference decides)."""
+    inputs = random_inputs(before, seed)
+    for a, b in zip(run(before, inputs), run(after, inputs), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-6)

@@ -1,0 +1,76 @@
+"""check_parity: the rule, the report, and that it catches a wrong kernel."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import compiler
+from compiler.ops import OPS
+from compiler.parity import RTOL_FLOOR, compare
+
+
+def mlp(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    return F.gelu(x @ w, approximate="tanh").softmax(-1)
+
+
+def inputs(dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(4, 8, generator=g).to(dtype), torch.randn(8, 16, generator=g).to(dtype)
+
+
+def test_passes_and_prints_a_table() -> None:
+    report = compiler.check_parity(mlp, inputs())
+    assert report.ok
+    text = str(report)
+    assert "max abs err" in text and "budget" in text and text.rstrip().endswith("PASS")
+    assert report.to_dict()["rows"][0]["backend"] == "numpy"
+
+
+@pytest.mark.parametrize(
+    ("op", "wrong"),
+    [
+        ("gelu", "ref.gelu({0}, approximate='none')"),  # the erf form instead of tanh
+        ("softmax", "ref.softmax({0}, dim=0)"),  # the wrong axis
+        ("matmul", "np.matmul({0}, {1}) * 1.001"),  # a small scaling error
+    ],
+)
+def test_a_wrong_op_implementation_fails(
+    monkeypatch: pytest.MonkeyPatch, op: str, wrong: str
+) -> None:
+    monkeypatch.setitem(OPS, op, dataclasses.replace(OPS[op], numpy=wrong))
+    report = compiler.check_parity(mlp, inputs())
+    assert not report.ok
+    assert "FAIL" in str(report)
+
+
+def test_budget_follows_the_rule() -> None:
+    ref = torch.tensor([1.0, -2.0, 4.0], dtype=torch.float64)
+    eager = torch.tensor([1.0, -2.0, 4.001], dtype=torch.bfloat16)
+    out = torch.tensor([1.0, -2.0, 4.0], dtype=torch.bfloat16)
+    row = compare("y", "numpy", out, eager, ref)
+    eager_err = float((eager.double() - ref).abs().max())
+    assert row.budget == pytest.approx(2 * eager_err + RTOL_FLOOR[torch.bfloat16] * 4.0)
+    assert row.ok
+
+
+def test_integer_outputs_must_match_exactly() -> None:
+    row = compare(
+        "ids", "numpy", torch.tensor([1, 2, 4]), torch.tensor([1, 2, 3]), torch.tensor([1, 2, 3])
+    )
+    assert not row.ok and "1 elements differ" in row.note
+
+
+def test_nan_fails() -> None:
+    ref = torch.tensor([1.0, 2.0], dtype=torch.float64)
+    row = compare("y", "numpy", torch.tensor([1.0, float("nan")]), ref.float(), ref)
+    assert not row.ok and "NaN" in row.note
+
+
+def test_shape_mismatch_fails() -> None:
+    ref = torch.zeros(2, 3, dtype=torch.float64)
+    row = compare("y", "numpy", torch.zeros(3, 2), ref.float(), ref)
+    assert not row.ok and "[3, 2]" in row.note
