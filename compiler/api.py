@@ -33,7 +33,14 @@ def _check_gpu(gpu: str | None) -> str | None:
 class Compiled:
     """A compiled model: call it like the model. Holds the IR, generated sources and stats."""
 
-    def __init__(self, captured: Captured, graph: Graph, backend: str, gpu: str | None) -> None:
+    def __init__(
+        self,
+        captured: Captured,
+        graph: Graph,
+        backend: str,
+        gpu: str | None,
+        compute_dtype: torch.dtype | None = None,
+    ) -> None:
         self.captured = captured
         self.graph = graph
         self.backend = backend
@@ -41,9 +48,7 @@ class Compiled:
         self.stats: dict[str, Any] = {"compiles": 1, "calls": 0}
         self._programs: dict[str, numpy_ref.NumpyProgram] = {}
         self._runners: dict[str, Callable[..., tuple[np.ndarray, ...]]] = {}
-        self._float_dtype = (
-            "float64" if any(v.type.dtype is DType.f64 for v in graph.inputs) else "float32"
-        )
+        self._float_dtype = _float_dtype(graph, compute_dtype)
 
     # --- generated code
 
@@ -82,6 +87,9 @@ class Compiled:
         return self._rebuild(outs)
 
     def check_inputs(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> list[Any]:
+        order = self.captured.kwarg_names
+        if set(kwargs) == set(order):  # keywords bind by name, whatever order they come in
+            kwargs = {k: kwargs[k] for k in order}
         leaves, spec = pytree.tree_flatten((tuple(args), dict(kwargs)))
         want = self.captured.arg_specs
         if spec != self.captured.in_spec or len(leaves) != len(want):
@@ -135,6 +143,19 @@ class Compiled:
         )
 
 
+def _float_dtype(graph: Graph, compute_dtype: torch.dtype | None) -> str:
+    """float32, unless the model is float64 or float64 is asked for (NumPy has no bf16/f16
+    arithmetic worth using: those compute in float32 too)."""
+    if compute_dtype is None:
+        f64 = any(v.type.dtype is DType.f64 for v in graph.inputs)
+        return "float64" if f64 else "float32"
+    if compute_dtype not in (torch.float32, torch.float64):
+        raise ValueError(
+            f"compute_dtype must be torch.float32 or torch.float64, got {compute_dtype}"
+        )
+    return str(compute_dtype).removeprefix("torch.")
+
+
 def _count(specs: tuple[Any, ...]) -> str:
     return f"{len(specs)} input(s) [" + "; ".join(s.describe() for s in specs) + "]"
 
@@ -152,8 +173,13 @@ def compile(
     *,
     gpu: str | None = None,
     backend: str = "auto",
+    compute_dtype: torch.dtype | None = None,
 ) -> Compiled:
-    """Capture `model(*args, **kwargs)`, optimize the graph, and prepare `backend` to run it."""
+    """Capture `model(*args, **kwargs)`, optimize the graph, and prepare `backend` to run it.
+
+    `compute_dtype`: what the NumPy backend computes floats in (default float32, or float64
+    for a float64 model); `torch.float64` makes it a tighter reference for any model.
+    """
     cfg = config.load()
     config.configure_logging(cfg)
     name = backends.resolve(backend)
@@ -163,7 +189,7 @@ def compile(
     start = time.perf_counter()
     ctx = PassContext(dump_dir=cfg.dump_dir, print_ir=cfg.debug >= 2)
     graph = run_pipeline(captured.graph, ctx=ctx)
-    compiled = Compiled(captured, graph, name, gpu)
+    compiled = Compiled(captured, graph, name, gpu, compute_dtype)
     compiled._runner(name)  # render and load now: compile time is paid here, not on first call
     compiled.stats.update(
         capture_s=captured.capture_seconds,
@@ -200,7 +226,7 @@ class JitFunction:
 
     @staticmethod
     def signature(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
-        leaves, spec = pytree.tree_flatten((tuple(args), dict(kwargs)))
+        leaves, spec = pytree.tree_flatten((tuple(args), dict(sorted(kwargs.items()))))
         key = tuple(
             ("tensor", tuple(x.shape), x.dtype, x.device.type)
             if isinstance(x, torch.Tensor)

@@ -1,5 +1,7 @@
-"""The ATen lowerings: `ATEN_LOWERINGS` maps an ATen op (overload packet name) to a function
-`(Lowering, fx.Node) -> IR value`. An ATen op missing here is an `UnsupportedOpError`.
+"""ATen lowerings for elementwise ops, sources, reductions and movement. `LOWERINGS` maps an
+ATen op (overload packet name) to a function `(Lowering, fx.Node) -> IR value`; `aten_nn.py`
+holds the network ops (matmul, conv, attention, norms). An ATen op in neither table is an
+`UnsupportedOpError`.
 
 Type promotion is made explicit here: each lowering computes the dtype torch computes in (from
 the recorded output type, or `torch.result_type` for comparisons) and casts its inputs to it.
@@ -18,10 +20,11 @@ from compiler.ir import DType
 from compiler.ops.structural import slice_len
 
 if TYPE_CHECKING:
-    from compiler.lowering import Lowered, Lowering
+    from compiler.lowering import Lowered, LowerFn, Lowering
 
 
-def _arg(n: fx.Node, i: int, name: str, default: Any = None) -> Any:
+def arg(n: fx.Node, i: int, name: str, default: Any = None) -> Any:
+    """Positional argument i of an fx node, or its keyword `name`."""
     if len(n.args) > i:
         return n.args[i]
     return n.kwargs.get(name, default)
@@ -67,7 +70,7 @@ def lower_binary(L: Lowering, n: fx.Node) -> Lowered:
     name = _BINARY[L.op]
     a, b = n.args[0], n.args[1]
     dtype = L.out_type().dtype
-    if name == "div" and _arg(n, 2, "rounding_mode") is not None:
+    if name == "div" and arg(n, 2, "rounding_mode") is not None:
         raise L.fail("div with rounding_mode (floor/trunc division) is not supported")
     x, y = L.v(a, dtype), L.v(b, dtype)
     alpha = n.kwargs.get("alpha", 1)
@@ -104,15 +107,15 @@ def lower_unary(L: Lowering, n: fx.Node) -> Lowered:
 
 
 def lower_gelu(L: Lowering, n: fx.Node) -> Lowered:
-    approximate = _arg(n, 1, "approximate", "none")
+    approximate = arg(n, 1, "approximate", "none")
     return L.emit("gelu", [L.t(n.args[0])], approximate=approximate)
 
 
 def lower_clamp(L: Lowering, n: fx.Node) -> Lowered:
     dtype = L.out_type().dtype
     x = L.v(n.args[0], dtype)
-    lo = _arg(n, 1, "min")
-    hi = _arg(n, 2, "max")
+    lo = arg(n, 1, "min")
+    hi = arg(n, 2, "max")
     if L.op == "clamp_max":
         lo, hi = None, lo
     if lo is not None:
@@ -143,8 +146,8 @@ def lower_identity(L: Lowering, n: fx.Node) -> Lowered:
 
 
 def lower_dropout(L: Lowering, n: fx.Node) -> Lowered:
-    train = _arg(n, 2, "train", False)
-    p = _arg(n, 1, "p", 0.0)
+    train = arg(n, 2, "train", False)
+    p = arg(n, 1, "p", 0.0)
     if train and p > 0:
         raise L.fail("dropout in training mode: call model.eval() before compiling")
     return L.t(n.args[0])
@@ -185,10 +188,10 @@ def lower_arange(L: Lowering, n: fx.Node) -> Lowered:
 # ----------------------------------------------------------------------------- reductions
 
 
-def _dims(arg: Any, rank: int) -> tuple[int, ...]:
-    if arg is None or arg == []:
+def _dims(given: Any, rank: int) -> tuple[int, ...]:
+    if given is None or given == []:
         return tuple(range(rank))
-    dims = [arg] if isinstance(arg, int) else list(arg)
+    dims = [given] if isinstance(given, int) else list(given)
     return tuple(sorted(d % max(rank, 1) for d in dims))
 
 
@@ -196,8 +199,8 @@ def lower_reduction(L: Lowering, n: fx.Node) -> Lowered:
     x = L.t(n.args[0])
     out = L.out_type()
     rank = L.b.type(x).rank
-    dims = _dims(_arg(n, 1, "dim"), rank)
-    keepdim = bool(_arg(n, 2, "keepdim", False))
+    dims = _dims(arg(n, 1, "dim"), rank)
+    keepdim = bool(arg(n, 2, "keepdim", False))
     op = {"sum": "sum", "mean": "mean", "amax": "amax", "amin": "amin"}[L.op]
     if op in ("sum", "mean") and out.dtype.is_float:
         x = L.cast(x, out.dtype)
@@ -209,7 +212,7 @@ def lower_max_dim(L: Lowering, n: fx.Node) -> Lowered:
     x = L.t(n.args[0])
     rank = L.b.type(x).rank
     dims = _dims(n.args[1], rank)
-    keepdim = bool(_arg(n, 2, "keepdim", False))
+    keepdim = bool(arg(n, 2, "keepdim", False))
     values = L.emit("amax" if L.op == "max" else "amin", [x], dims=dims, keepdim=keepdim)
     return [values, "<indices are not supported>"]
 
@@ -261,11 +264,11 @@ def _slice(L: Lowering, x: str, dim: int, start: Any, end: Any, step: int = 1) -
 def lower_slice(L: Lowering, n: fx.Node) -> Lowered:
     x = L.t(n.args[0])
     rank = L.b.type(x).rank
-    dim = _arg(n, 1, "dim", 0) % rank
-    start = _arg(n, 2, "start", None)
-    end = _arg(n, 3, "end", None)
+    dim = arg(n, 1, "dim", 0) % rank
+    start = arg(n, 2, "start", None)
+    end = arg(n, 3, "end", None)
     end = None if end is not None and end >= sys.maxsize else end
-    return _slice(L, x, dim, start, end, _arg(n, 4, "step", 1))
+    return _slice(L, x, dim, start, end, arg(n, 4, "step", 1))
 
 
 def lower_select(L: Lowering, n: fx.Node) -> Lowered:
@@ -286,12 +289,12 @@ def lower_narrow(L: Lowering, n: fx.Node) -> Lowered:
 def lower_split(L: Lowering, n: fx.Node) -> Lowered:
     x = L.t(n.args[0])
     shape = L.b.type(x).shape
-    dim = _arg(n, 2, "dim", 0) % len(shape)
-    arg = n.args[1]
+    dim = arg(n, 2, "dim", 0) % len(shape)
+    split = n.args[1]
     if L.op == "split_with_sizes":
-        sizes = list(arg)
-    else:  # split.Tensor: chunks of `arg`
-        sizes = [min(arg, shape[dim] - s) for s in range(0, shape[dim], arg)]
+        sizes = list(split)
+    else:  # split.Tensor: chunks of `split` elements
+        sizes = [min(split, shape[dim] - s) for s in range(0, shape[dim], split)]
     outs, start = [], 0
     for size in sizes:
         outs.append(_slice(L, x, dim, start, start + size))
@@ -302,7 +305,7 @@ def lower_split(L: Lowering, n: fx.Node) -> Lowered:
 def lower_unbind(L: Lowering, n: fx.Node) -> Lowered:
     x = L.t(n.args[0])
     shape = L.b.type(x).shape
-    dim = _arg(n, 1, "dim", 0) % len(shape)
+    dim = arg(n, 1, "dim", 0) % len(shape)
     rest = shape[:dim] + shape[dim + 1 :]
     return [L.emit("reshape", [_slice(L, x, dim, i, i + 1)], shape=rest) for i in range(shape[dim])]
 
@@ -314,13 +317,13 @@ def lower_getitem(L: Lowering, n: fx.Node) -> Lowered:
         raise L.fail(f"getitem on a single value {source.name}")
     value = values[index]
     if value.startswith("<"):
-        raise L.fail(f"output {index} of {source.target}: {value[1:-1]}")
+        raise L.fail(f"output {index}: {value[1:-1]}", op=str(source.target))
     return value
 
 
 def lower_cat(L: Lowering, n: fx.Node) -> Lowered:
     out = L.out_type()
-    dim = _arg(n, 1, "dim", 0) % len(out.shape)
+    dim = arg(n, 1, "dim", 0) % len(out.shape)
     parts = [L.cast(L.t(a), out.dtype) for a in n.args[0]]
     parts = [p for p in parts if L.b.type(p).shape != (0,)]  # legacy empty tensors
     if len(parts) == 1:
@@ -356,118 +359,7 @@ def lower_embedding(L: Lowering, n: fx.Node) -> Lowered:
     return L.emit("embedding", [L.t(n.args[0]), L.t(n.args[1])])
 
 
-# ----------------------------------------------------------------------------- compute
-
-
-def _matmul(L: Lowering, a: str, b: str) -> str:
-    ta, tb = L.b.type(a), L.b.type(b)
-    if ta.rank == 1:
-        a = L.emit("reshape", [a], shape=(1, ta.shape[0]))
-    if tb.rank == 1:
-        b = L.emit("reshape", [b], shape=(tb.shape[0], 1))
-    out = L.emit("matmul", [a, b])
-    want = L.out_type().shape
-    return out if L.b.type(out).shape == want else L.emit("reshape", [out], shape=want)
-
-
-def lower_matmul(L: Lowering, n: fx.Node) -> Lowered:
-    dtype = L.out_type().dtype
-    return _matmul(L, L.v(n.args[0], dtype), L.v(n.args[1], dtype))
-
-
-def lower_linear(L: Lowering, n: fx.Node) -> Lowered:
-    x, w = L.t(n.args[0]), L.t(n.args[1])
-    wt = L.emit("permute", [w], dims=(1, 0)) if L.b.type(w).rank == 2 else w
-    y = _matmul(L, x, wt)
-    bias = _arg(n, 2, "bias")
-    return y if bias is None else L.emit("add", [y, L.t(bias)])
-
-
-def lower_addmm(L: Lowering, n: fx.Node) -> Lowered:
-    dtype = L.out_type().dtype
-    bias, m1, m2 = (L.t(a) for a in n.args[:3])
-    beta, alpha = n.kwargs.get("beta", 1), n.kwargs.get("alpha", 1)
-    y = _matmul(L, m1, m2)
-    if alpha != 1:
-        y = L.emit("mul", [y, L.scalar(alpha, dtype)])
-    if beta != 1:
-        bias = L.emit("mul", [bias, L.scalar(beta, dtype)])
-    return L.emit("add", [y, bias])
-
-
-def lower_sdpa(L: Lowering, n: fx.Node) -> Lowered:
-    q, k, v = (L.t(a) for a in n.args[:3])
-    mask = _arg(n, 3, "attn_mask")
-    if _arg(n, 4, "dropout_p", 0.0):
-        raise L.fail("attention dropout_p > 0 (training): call model.eval() and pass 0.0")
-    inputs = [q, k, v]
-    if mask is not None:
-        m = L.t(mask)
-        inputs.append(m if L.b.type(m).dtype is DType.bool else L.cast(m, L.b.type(q).dtype))
-    return L.emit(
-        "sdpa",
-        inputs,
-        scale=_arg(n, 6, "scale"),
-        is_causal=bool(_arg(n, 5, "is_causal", False)),
-        enable_gqa=bool(_arg(n, 7, "enable_gqa", False)),
-    )
-
-
-def _norm_params(L: Lowering, n: fx.Node, weight: Any, bias: Any, x: str) -> list[str]:
-    """Optional weight/bias inputs; a bias without a weight gets an explicit weight of ones."""
-    if weight is None and bias is None:
-        return []
-    if weight is None:
-        size = L.b.type(L.t(bias)).shape
-        weight_v = L.emit("full", [], shape=size, value=1.0, dtype=L.b.type(x).dtype)
-    else:
-        weight_v = L.t(weight)
-    return [weight_v] + ([] if bias is None else [L.t(bias)])
-
-
-def lower_layer_norm(L: Lowering, n: fx.Node) -> Lowered:
-    x = L.t(n.args[0])
-    ns = tuple(n.args[1])
-    params = _norm_params(L, n, _arg(n, 2, "weight"), _arg(n, 3, "bias"), x)
-    out = L.emit("layer_norm", [x] + params, normalized_shape=ns, eps=_arg(n, 4, "eps", 1e-5))
-    if L.op == "native_layer_norm":
-        return [out, "<mean is not supported>", "<rstd is not supported>"]
-    return out
-
-
-def lower_rms_norm(L: Lowering, n: fx.Node) -> Lowered:
-    x = L.t(n.args[0])
-    weight = _arg(n, 2, "weight")
-    eps = _arg(n, 3, "eps")
-    if eps is None:
-        eps = torch.finfo(n.args[0].meta["val"].dtype).eps
-    params = [] if weight is None else [L.t(weight)]
-    return L.emit("rms_norm", [x] + params, normalized_shape=tuple(n.args[1]), eps=eps)
-
-
-def lower_group_norm(L: Lowering, n: fx.Node) -> Lowered:
-    x = L.t(n.args[0])
-    if L.op == "native_group_norm":
-        weight, bias, groups, eps = n.args[1], n.args[2], n.args[6], n.args[7]
-    else:
-        groups = n.args[1]
-        weight, bias, eps = _arg(n, 2, "weight"), _arg(n, 3, "bias"), _arg(n, 4, "eps", 1e-5)
-    params = _norm_params(L, n, weight, bias, x)
-    out = L.emit("group_norm", [x] + params, groups=groups, eps=eps)
-    if L.op == "native_group_norm":
-        return [out, "<mean is not supported>", "<rstd is not supported>"]
-    return out
-
-
-def lower_softmax(L: Lowering, n: fx.Node) -> Lowered:
-    out = L.out_type()
-    x = L.cast(L.t(n.args[0]), out.dtype)
-    dim = n.args[1] % max(out.rank, 1)
-    op = "log_softmax" if "log" in L.op else "softmax"
-    return L.emit(op, [x], dim=dim)
-
-
-ATEN_LOWERINGS = {
+LOWERINGS: dict[str, LowerFn] = {
     **{name: lower_binary for name in _BINARY},
     **{name: lower_compare for name in _COMPARE},
     **{name: lower_logical for name in _LOGICAL},
@@ -525,14 +417,4 @@ ATEN_LOWERINGS = {
     "cat": lower_cat,
     "index": lower_index,
     "embedding": lower_embedding,
-    **{name: lower_matmul for name in ("mm", "bmm", "matmul")},
-    "linear": lower_linear,
-    "addmm": lower_addmm,
-    "scaled_dot_product_attention": lower_sdpa,
-    "layer_norm": lower_layer_norm,
-    "native_layer_norm": lower_layer_norm,
-    "rms_norm": lower_rms_norm,
-    "group_norm": lower_group_norm,
-    "native_group_norm": lower_group_norm,
-    **{name: lower_softmax for name in ("_softmax", "softmax", "_log_softmax", "log_softmax")},
 }

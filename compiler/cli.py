@@ -54,7 +54,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     import compiler
 
     model, inputs = build_example(args.factory, args.dtype)
-    report = compiler.check_parity(model, inputs, backends=tuple(args.backend.split(",")))
+    try:
+        report = compiler.check_parity(model, inputs, backends=tuple(args.backend.split(",")))
+    except ValueError as e:  # an unknown or unbuilt backend
+        raise SystemExit(f"tilefuse: {e}") from None
     print(report)
     return 0 if report.ok else 1
 

@@ -18,17 +18,22 @@ class VerifyError(TilefuseError):
 class UnsupportedOpError(TilefuseError, NotImplementedError):
     """The captured program uses an ATen op (or an op form) outside tilefuse's op set."""
 
-    def __init__(self, op: str, node: str, source: str, reason: str = "") -> None:
+    ADD_OP_HINT = (
+        "To add it: declare the op in compiler/ops/ (type rule + NumPy reference) and lower the "
+        "ATen op in compiler/aten_ops.py or compiler/aten_nn.py (see compiler/lowering.py)."
+    )
+
+    def __init__(
+        self, op: str, node: str, source: str, reason: str = "", hint: str | None = None
+    ) -> None:
+        """`reason`: why this use of the op is refused (default: the op is not in the table);
+        `hint`: what the user can do (default: how to add the op)."""
         self.op, self.node, self.source = op, node, source
         where = source or "<unknown source line>"
         why = f": {reason}" if reason else " is not supported by tilefuse"
+        hint = self.ADD_OP_HINT if hint is None else hint
         super().__init__(
-            f"{op}{why}\n"
-            f"  node:   {node}\n"
-            f"  source: {where}\n"
-            f"  To add it: declare the op in compiler/ops/ (type rule + NumPy reference) and lower "
-            f"the ATen op in compiler/lowering.py; or run the model under "
-            f'torch.compile(model, backend="tilefuse") so Dynamo runs this region eagerly.'
+            f"{op}{why}\n  node:   {node}\n  source: {where}" + (f"\n  {hint}" if hint else "")
         )
 
 

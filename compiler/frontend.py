@@ -13,6 +13,7 @@ a weight in place changes the output and nothing recompiles.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +39,7 @@ KEEP = (
     aten.scaled_dot_product_attention.default,
     aten.linear.default,
     aten.matmul.default,
+    aten.upsample_nearest2d.vec,
 )
 
 
@@ -72,6 +74,7 @@ class Captured:
     out_spec: pytree.TreeSpec
     out_leaves: tuple[tuple[str, Any], ...]  # ("value", graph output index) | ("const", obj)
     module: torch.nn.Module
+    kwarg_names: tuple[str, ...] = ()  # keyword arguments in the order they were captured
     capture_seconds: float = 0.0
     stats: dict[str, Any] = field(default_factory=dict)
 
@@ -82,6 +85,11 @@ class _FunctionModule(torch.nn.Module):
     def __init__(self, fn: Callable[..., Any]) -> None:
         super().__init__()
         self.fn = fn
+        # torch.export keeps stack frames of `forward` functions only; anchoring the user's
+        # function keeps its frames too, so errors and IR comments point at the user's lines.
+        anchor = getattr(torch.fx.proxy, "_register_stack_trace_anchor", None)
+        if anchor is not None:
+            anchor(fn)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
@@ -111,7 +119,10 @@ def export_program(
         raise CaptureError(
             f"torch.export could not capture {name}: {type(e).__name__}: {reason}\n  hint: {hint}"
         ) from e
-    return ep.run_decompositions(decomposition_table())
+    with warnings.catch_warnings():
+        # torch 2.13 warns from inside run_decompositions about its own pytree internals.
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
+        return ep.run_decompositions(decomposition_table())
 
 
 def _export_hint(message: str) -> str:
@@ -163,6 +174,7 @@ def capture(
                 "",
                 "the model mutates a buffer or input in place during forward; tilefuse compiles "
                 "inference programs without state updates",
+                hint="",
             )
     graph, input_kinds, out_leaves = lower_program(ep, graph_name(module), leaves)
     bindings = []
@@ -185,6 +197,7 @@ def capture(
         out_spec=ep.call_spec.out_spec,
         out_leaves=tuple(out_leaves),
         module=module,
+        kwarg_names=tuple(kwargs),
         capture_seconds=capture_seconds,
     )
 

@@ -1,10 +1,10 @@
 """ATen (after decompositions) -> IR: the driver.
 
-The lowerings themselves live in `aten_ops.py`, one function per ATen op family, gathered in
-its `ATEN_LOWERINGS` table. Each lowering gets the fx node and returns the IR value (or a list,
-for multi-output ops that `getitem` picks from). After every node the lowered type is checked
-against the type torch recorded (`meta["val"]`): a lowering bug stops here, naming the node, not
-as a wrong answer later.
+The lowerings themselves live in `aten_ops.py` and `aten_nn.py`, one function per ATen op
+family, gathered in `ATEN_LOWERINGS`. Each lowering gets the fx node and returns the IR value
+(or a list, for multi-output ops that `getitem` picks from). After every node the lowered type
+is checked against the type torch recorded (`meta["val"]`): a lowering bug stops here, naming
+the node, not as a wrong answer later.
 Python scalars become 0-d `full` nodes and dtype promotion becomes explicit `cast`s
 (Note [Scalars are 0-d constants] in ir.py).
 """
@@ -12,7 +12,7 @@ Python scalars become 0-d `full` nodes and dtype promotion becomes explicit `cas
 from __future__ import annotations
 
 import operator
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -20,13 +20,15 @@ from torch import fx
 from torch.export import ExportedProgram
 from torch.export.graph_signature import InputKind, TensorArgument
 
-from compiler.aten_ops import ATEN_LOWERINGS
+from compiler import aten_nn, aten_ops
 from compiler.dtypes import to_dtype
 from compiler.errors import OpTypeError, UnsupportedOpError
 from compiler.frontend import format_frame, user_frame
 from compiler.ir import ConstArray, DType, Graph, GraphBuilder, TensorType, Value
 
 Lowered = str | list[str] | None
+LowerFn = Callable[["Lowering", fx.Node], Lowered]
+ATEN_LOWERINGS: dict[str, LowerFn] = {**aten_ops.LOWERINGS, **aten_nn.LOWERINGS}
 DROPPED_OPS = {"_assert_tensor_metadata", "_assert_scalar", "sym_constrain_range_for_size"}
 
 
@@ -89,10 +91,11 @@ class Lowering:
     def arg_dtype(self, arg: Any) -> Any:
         return arg.meta["val"] if isinstance(arg, fx.Node) else arg
 
-    def fail(self, reason: str) -> UnsupportedOpError:
+    def fail(self, reason: str, op: str | None = None) -> UnsupportedOpError:
+        """A refusal of this use of a known op: `reason` says why and what to do instead."""
         n = self.node
         assert n is not None
-        return UnsupportedOpError(str(n.target), n.name, self.user_source(n), reason)
+        return UnsupportedOpError(op or str(n.target), n.name, self.user_source(n), reason, hint="")
 
     @staticmethod
     def user_source(n: fx.Node) -> str:
@@ -122,7 +125,9 @@ class Lowering:
                 self.env[n.name] = self.constant(tensor, n.name)
                 continue
             if kind not in (InputKind.USER_INPUT, InputKind.PARAMETER, InputKind.BUFFER):
-                raise UnsupportedOpError(f"input kind {kind.name}", n.name, "", "not supported")
+                raise UnsupportedOpError(
+                    f"input kind {kind.name}", n.name, "", "not supported", hint=""
+                )
             name = _input_name(n.name, kind, taken)
             self.b.add_input(Value(name, self.out_type(n)))
             self.env[n.name] = name

@@ -470,4 +470,56 @@ SAMPLES: list[OpSample] = [
         lambda x: torch.log_softmax(x, dim=1),
         lambda d: (randn(2, 7, 3, dtype=d),),
     ),
+    OpSample(
+        "conv2d-3x3-pad",
+        "conv2d",
+        lambda x, w, b: F.conv2d(x, w, b, padding=1),
+        lambda d: (randn(2, 3, 7, 6, dtype=d), randn(5, 3, 3, 3, dtype=d), randn(5, dtype=d)),
+    ),
+    OpSample(
+        "conv2d-stride2-odd",
+        "conv2d",
+        lambda x, w: F.conv2d(x, w, stride=2, padding=1),
+        lambda d: (randn(1, 4, 9, 7, dtype=d), randn(6, 4, 3, 3, dtype=d)),
+    ),
+    OpSample(
+        "conv2d-1x1-channels-last",
+        "conv2d",
+        lambda x, w, b: F.conv2d(x, w, b),
+        lambda d: (
+            randn(2, 8, 5, 5, dtype=d).to(memory_format=torch.channels_last),
+            randn(4, 8, 1, 1, dtype=d),
+            randn(4, dtype=d),
+        ),
+    ),
+    OpSample(
+        "conv2d-patchify",
+        "conv2d",
+        lambda x, w, b: F.conv2d(x, w, b, stride=2),
+        lambda d: (randn(1, 4, 8, 8, dtype=d), randn(16, 4, 2, 2, dtype=d), randn(16, dtype=d)),
+    ),
+    OpSample(
+        "conv2d-groups-dilation",
+        "conv2d",
+        lambda x, w: F.conv2d(x, w, padding=2, dilation=2, groups=2),
+        lambda d: (randn(1, 4, 6, 6, dtype=d), randn(6, 2, 3, 3, dtype=d)),
+    ),
+    OpSample(
+        "conv2d-noncontig",
+        "conv2d",
+        lambda x, w: F.conv2d(x, w, padding=1),
+        lambda d: (randn(1, 3, 6, 5, dtype=d).transpose(2, 3), randn(2, 3, 3, 3, dtype=d)),
+    ),
+    OpSample(
+        "upsample_nearest2d-x2",
+        "upsample_nearest2d",
+        lambda x: F.interpolate(x, scale_factor=2.0, mode="nearest"),
+        lambda d: (randn(1, 3, 4, 5, dtype=d),),
+    ),
+    OpSample(
+        "upsample_nearest2d-size",
+        "upsample_nearest2d",
+        lambda x: F.interpolate(x, size=(7, 9), mode="nearest"),
+        lambda d: (randn(2, 2, 3, 4, dtype=d).to(memory_format=torch.channels_last),),
+    ),
 ]

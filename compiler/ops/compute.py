@@ -1,5 +1,6 @@
-"""Compute anchors (`matmul`, `sdpa`) and composites kept whole until fusion (norms, softmax,
-GELU, SiLU). Each composite's NumPy reference in `compiler.ops.ref` is its decomposition."""
+"""Compute anchors (`matmul`, `conv2d`, `sdpa`) and composites kept whole until fusion (norms,
+softmax, GELU, SiLU). Each composite's NumPy reference in `compiler.ops.ref` is its
+decomposition."""
 
 from __future__ import annotations
 
@@ -18,6 +19,30 @@ def _matmul(ts: r.Types, a: r.Attrs) -> TensorType:
         raise OpTypeError(f"matmul: inner sizes differ: {x} @ {w}")
     batch = r.broadcast_shapes(x.shape[:-2], w.shape[:-2])
     return TensorType(batch + (x.shape[-2], w.shape[-1]), dtype)
+
+
+def conv_out_size(size: int, k: int, stride: int, pad: int, dilation: int) -> int:
+    return (size + 2 * pad - dilation * (k - 1) - 1) // stride + 1
+
+
+def _conv2d(ts: r.Types, a: r.Attrs) -> TensorType:
+    x, w = ts[0], ts[1]
+    dtype = r.same_dtype(ts, "conv2d")
+    r.require_float(x, "conv2d")
+    if x.rank != 4 or w.rank != 4:
+        raise OpTypeError(f"conv2d: needs x[N,C,H,W] and w[O,C/groups,kh,kw], got {x} and {w}")
+    groups = a["groups"]
+    n, c, h, wd = x.shape
+    o, cg, kh, kw = w.shape
+    if c != cg * groups or o % groups:
+        raise OpTypeError(f"conv2d: {c} input channels, weight {w}, groups={groups} disagree")
+    if len(ts) == 3 and ts[2].shape != (o,):
+        raise OpTypeError(f"conv2d: bias must be [{o}], got {ts[2]}")
+    (sh, sw), (ph, pw), (dh, dw) = a["stride"], a["padding"], a["dilation"]
+    oh, ow = conv_out_size(h, kh, sh, ph, dh), conv_out_size(wd, kw, sw, pw, dw)
+    if oh < 1 or ow < 1:
+        raise OpTypeError(f"conv2d: kernel {kh}x{kw} does not fit input {h}x{wd}")
+    return TensorType((n, o, oh, ow), dtype)
 
 
 def _sdpa(ts: r.Types, a: r.Attrs) -> TensorType:
@@ -74,6 +99,17 @@ def _gelu(ts: r.Types, a: r.Attrs) -> TensorType:
 
 
 OPS = [
+    OpDef(
+        "conv2d",
+        "compute",
+        (2, 3),
+        _conv2d,
+        "ref.conv2d({inputs}, stride={stride}, padding={padding}, dilation={dilation}, "
+        "groups={groups})",
+        "2-d cross-correlation x[N,C,H,W] * w[O,C/groups,kh,kw] (+ b[O]), zero padding",
+        (("stride", (1, 1)), ("padding", (0, 0)), ("dilation", (1, 1)), ("groups", 1)),
+        ("aten.convolution (2-d, not transposed)",),
+    ),
     OpDef(
         "matmul",
         "compute",

@@ -129,3 +129,44 @@ def sdpa(
         keep_or_add = mask.dtype == bool
         scores = np.where(mask, scores, -np.inf) if keep_or_add else scores + mask
     return np.matmul(softmax(scores, -1, safe=True), v)
+
+
+def conv2d(
+    x: np.ndarray,
+    w: np.ndarray,
+    b: np.ndarray | None = None,
+    *,
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+    groups: int,
+) -> np.ndarray:
+    """Cross-correlation as im2col: a strided window view, then one contraction per group."""
+    n, _, h, wd = x.shape
+    o, cg, kh, kw = w.shape
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    xp = np.ascontiguousarray(np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))))
+    oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    ow = (wd + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    s = xp.strides
+    windows = np.lib.stride_tricks.as_strided(
+        xp,
+        shape=(n, groups, cg, oh, ow, kh, kw),
+        strides=(s[0], s[1] * cg, s[1], s[2] * sh, s[3] * sw, s[2] * dh, s[3] * dw),
+        writeable=False,
+    )
+    wg = w.reshape(groups, o // groups, cg, kh, kw)
+    out = np.einsum("ngchwij,gocij->ngohw", windows, wg, optimize=True).reshape(n, o, oh, ow)
+    return out if b is None else out + b.reshape(1, o, 1, 1)
+
+
+def upsample_nearest2d(
+    x: np.ndarray, *, size: tuple[int, int], scales: tuple[float, float] | None
+) -> np.ndarray:
+    """torch's "nearest": source index floor(dst * in/out), or floor(dst / scale_factor)."""
+    idx = []
+    for axis, out in zip((2, 3), size, strict=True):
+        n_in = x.shape[axis]
+        step = n_in / out if scales is None else 1.0 / scales[axis - 2]
+        idx.append(np.minimum(np.floor(np.arange(out) * step).astype(np.int64), n_in - 1))
+    return x[:, :, idx[0][:, None], idx[1][None, :]]

@@ -149,6 +149,13 @@ def _embedding(ts: r.Types, a: r.Attrs) -> TensorType:
     return TensorType(ids.shape + (w.shape[1],), w.dtype)
 
 
+def _upsample(ts: r.Types, a: r.Attrs) -> TensorType:
+    x = ts[0]
+    if x.rank != 4 or len(a["size"]) != 2 or min(a["size"]) < 1:
+        raise OpTypeError(f"upsample_nearest2d: needs x[N,C,H,W] and size (H, W), got {x}")
+    return TensorType(x.shape[:2] + tuple(a["size"]), x.dtype)
+
+
 MOVEMENT = [
     OpDef(
         "reshape",
@@ -217,6 +224,16 @@ MOVEMENT = [
         "x[i0, i1, ...]: integer index tensors (broadcast together) on the leading dims",
         (),
         ("aten.index.Tensor",),
+    ),
+    OpDef(
+        "upsample_nearest2d",
+        "movement",
+        (1, 1),
+        _upsample,
+        "ref.upsample_nearest2d({0}, size={size}, scales={scales})",
+        "nearest resize of H, W: source index floor(dst * in/out), or dst / scale when given",
+        (("size", REQUIRED), ("scales", None)),
+        ("aten.upsample_nearest2d",),
     ),
     OpDef(
         "embedding",
