@@ -343,3 +343,22 @@ def test_known_gpu_is_accepted_case_insensitively(model: Tiny) -> None:
     c = compiler.compile(model, (x,), gpu="H100", backend="numpy")
     assert c.gpu == "h100"
     torch.testing.assert_close(c(x), _eager(model, x), atol=1e-5, rtol=1e-5)
+
+
+def test_compute_dtype_float64_is_a_tighter_reference() -> None:
+    torch.manual_seed(0)
+    x, w = torch.randn(8, 64), torch.randn(64, 64)
+
+    def f(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(x @ w, dim=-1)
+
+    exact = f(x.double(), w.double())
+    c32 = compiler.compile(f, (x, w), backend="numpy")
+    c64 = compiler.compile(f, (x, w), backend="numpy", compute_dtype=torch.float64)
+    assert "float64 compute" in c64.source() and "float32 compute" in c32.source()
+    err32 = (c32(x, w).double() - exact).abs().max()
+    err64 = (c64(x, w).double() - exact).abs().max()
+    assert c64(x, w).dtype == torch.float32  # outputs keep the model's dtype
+    assert err64 <= err32
+    with pytest.raises(ValueError, match="compute_dtype"):
+        compiler.compile(f, (x, w), backend="numpy", compute_dtype=torch.float16)

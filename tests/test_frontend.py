@@ -338,6 +338,7 @@ def test_dropout_in_train_mode_is_rejected(x8: torch.Tensor) -> None:
     with pytest.raises(compiler.UnsupportedOpError, match="eval") as e:
         _compile(m, x8)
     assert "dropout" in str(e.value)
+    assert "To add it" not in str(e.value)  # the op exists; the advice is to call eval()
 
 
 # ----------------------------------------------------------------------------- errors
