@@ -16,7 +16,13 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(PY) examples/gpt2.py
+	$(PY) examples/gpt2.py --dtype bfloat16
 	$(PY) examples/llama.py
+	$(PY) examples/llama.py --dtype bfloat16
+	$(PY) examples/unet.py
+	$(PY) examples/unet.py --dtype bfloat16
+	$(PY) examples/dit.py
+	$(PY) examples/dit.py --dtype bfloat16
 
 test: $(STAMP)
 	$(PY) -m ruff check .

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ("gpt2", "llama")
+EXAMPLES = ("gpt2", "llama", "unet", "dit")
 
 
 def measure_one(example: str, backend: str) -> dict[str, float]:

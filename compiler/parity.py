@@ -1,7 +1,7 @@
 """Model parity against eager PyTorch (DESIGN.md, Parity).
 
-The reference is eager PyTorch in float64 on the same inputs (weights cast to f64). A compiled
-output passes when
+The reference is eager PyTorch in float64 on the same inputs (weights cast to f64, and float32
+that the model's own code asks for widened too: `Float64Mode`). A compiled output passes when
 
     max|out - ref| <= k * max|eager_at_dtype - ref| + rtol_floor * max|ref|
 
@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
+from torch.overrides import TorchFunctionMode
 from torch.utils import _pytree as pytree
 
 K = 2.0
@@ -87,17 +88,57 @@ def _to_f64(x: Any) -> Any:
     return x
 
 
+_NARROW_FLOATS = (torch.float32, torch.float16, torch.bfloat16)
+_TO_DOUBLE = {torch.Tensor.float, torch.Tensor.half, torch.Tensor.bfloat16}
+
+
+def _widen(x: Any) -> Any:
+    return torch.float64 if x in _NARROW_FLOATS else x
+
+
+class Float64Mode(TorchFunctionMode):
+    """Runs a model in float64 even where its code names a narrower float.
+
+    Models pin float32 in places (`arange(..., dtype=torch.float32)` in timestep embeddings,
+    `.to(torch.float32)` in RMSNorm, `.float()`): without this the "float64" reference would
+    round exactly as eager float32 does there, eager's own error would read as zero, and the
+    budget would not see it. Under this mode those requests ask for float64 instead.
+    """
+
+    def __torch_function__(
+        self,
+        func: Callable[..., Any],
+        types: Any,
+        args: tuple[Any, ...] = (),
+        kwargs: Mapping[str, Any] | None = None,
+    ) -> Any:
+        kwargs = dict(kwargs or {})
+        if func in _TO_DOUBLE:
+            func = torch.Tensor.double
+        if "dtype" in kwargs:
+            kwargs["dtype"] = _widen(kwargs["dtype"])
+        if func is torch.Tensor.to or func is torch.Tensor.type:
+            args = tuple(_widen(a) for a in args)
+        return func(*args, **kwargs)
+
+
 def reference_f64(
     model: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]
 ) -> Any:
-    """Eager PyTorch in float64: weights and float inputs cast up, same computation."""
+    """Eager PyTorch in float64: weights and float inputs cast up, narrower floats the code
+    asks for widened (`Float64Mode`), new float tensors float64 by default."""
     model64 = (
         copy.deepcopy(model).to(torch.float64) if isinstance(model, torch.nn.Module) else model
     )
     args64 = pytree.tree_map(_to_f64, tuple(args))
     kwargs64 = pytree.tree_map(_to_f64, dict(kwargs))
-    with torch.no_grad():
-        return model64(*args64, **kwargs64)
+    default = torch.get_default_dtype()
+    try:
+        torch.set_default_dtype(torch.float64)
+        with torch.no_grad(), Float64Mode():
+            return model64(*args64, **kwargs64)
+    finally:
+        torch.set_default_dtype(default)
 
 
 def compare(name: str, backend: str, out: Any, eager: Any, ref: Any) -> ParityRow:
@@ -193,5 +234,12 @@ def check_parity(
 
 
 def _leaves(tree: Any) -> list[tuple[str, Any]]:
-    flat, _ = pytree.tree_flatten_with_path(tree)
+    try:
+        flat, _ = pytree.tree_flatten_with_path(tree)
+    except ValueError:  # a node type registered without key paths (diffusers' BaseOutput)
+        leaves, _ = pytree.tree_flatten(tree)
+        names = [f"[{k!r}]" for k in tree] if isinstance(tree, Mapping) else []
+        if len(names) != len(leaves):
+            names = [f"output[{i}]" for i in range(len(leaves))]
+        return list(zip(names, leaves, strict=True))
     return [(pytree.keystr(path) or "output", leaf) for path, leaf in flat]

@@ -42,12 +42,8 @@ def ints(*shape: int, high: int = 10, seed: int = 0) -> torch.Tensor:
 
 
 def transposed(*shape: int, dtype: torch.dtype) -> torch.Tensor:
-    """A non-contiguous tensor of `shape` (the transpose of a contiguous one)."""
-    return (
-        randn(*reversed(shape), dtype=dtype).transpose(0, -1)
-        if len(shape) > 1
-        else randn(*shape, dtype=dtype)
-    )
+    """A non-contiguous tensor of `shape`: a contiguous one with its dims reversed, permuted."""
+    return randn(*reversed(shape), dtype=dtype).permute(*reversed(range(len(shape))))
 
 
 def unary(op: str, fn: Callable[..., Any], pos: bool = False) -> list[OpSample]:

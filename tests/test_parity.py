@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 import compiler
 from compiler.ops import OPS
-from compiler.parity import RTOL_FLOOR, compare
+from compiler.parity import RTOL_FLOOR, compare, reference_f64
 
 
 def mlp(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -74,3 +74,19 @@ def test_shape_mismatch_fails() -> None:
     ref = torch.zeros(2, 3, dtype=torch.float64)
     row = compare("y", "numpy", torch.zeros(3, 2), ref.float(), ref)
     assert not row.ok and "[3, 2]" in row.note
+
+
+def test_reference_widens_the_float32_a_model_pins() -> None:
+    """Timestep embeddings pin float32; the reference must still be float64 there, or eager's
+    own error reads as zero and the budget is blind to it."""
+
+    def embed(t: torch.Tensor) -> torch.Tensor:
+        freqs = torch.exp(-9.2 * torch.arange(16, dtype=torch.float32) / 16)
+        return torch.cos(t[:, None].float() * freqs)
+
+    t = torch.tensor([999])
+    ref = reference_f64(embed, (t,), {})
+    assert ref.dtype == torch.float64
+    exact = torch.cos(t[:, None].double() * torch.exp(-9.2 * torch.arange(16).double() / 16))
+    torch.testing.assert_close(ref, exact, rtol=1e-12, atol=1e-12)
+    assert torch.get_default_dtype() == torch.float32  # restored
