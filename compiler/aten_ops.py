@@ -310,6 +310,26 @@ def lower_unbind(L: Lowering, n: fx.Node) -> Lowered:
     return [L.emit("reshape", [_slice(L, x, dim, i, i + 1)], shape=rest) for i in range(shape[dim])]
 
 
+def lower_constant_pad(L: Lowering, n: fx.Node) -> Lowered:
+    """torch lists (before, after) pairs from the last dim backwards; negative pads crop."""
+    x = L.t(n.args[0])
+    flat, value = list(n.args[1]), arg(n, 2, "value", 0)
+    rank = L.b.type(x).rank
+    pads = [(0, 0)] * rank
+    for i in range(len(flat) // 2):
+        pads[rank - 1 - i] = (flat[2 * i], flat[2 * i + 1])
+    for dim, (lo, hi) in enumerate(pads):
+        if lo < 0 or hi < 0:  # crop first, then pad what is positive
+            size = L.b.type(x).shape[dim]
+            x = _slice(L, x, dim, max(-lo, 0), size - max(-hi, 0))
+    pads = [(max(lo, 0), max(hi, 0)) for lo, hi in pads]
+    if all(p == (0, 0) for p in pads):
+        return x
+    dtype = L.out_type().dtype
+    value = float(value) if dtype.is_float else int(value)
+    return L.emit("pad", [x], pads=tuple(pads), value=value)
+
+
 def lower_getitem(L: Lowering, n: fx.Node) -> Lowered:
     source, index = n.args
     values = L.env[source.name]
@@ -414,6 +434,7 @@ LOWERINGS: dict[str, LowerFn] = {
     "split": lower_split,
     "unbind": lower_unbind,
     "getitem": lower_getitem,
+    "constant_pad_nd": lower_constant_pad,
     "cat": lower_cat,
     "index": lower_index,
     "embedding": lower_embedding,

@@ -507,6 +507,24 @@ SAMPLES: list[OpSample] = [
         lambda d: (randn(1, 3, 6, 5, dtype=d).transpose(2, 3), randn(2, 3, 3, 3, dtype=d)),
     ),
     OpSample(
+        "pad-asymmetric-channels-last",
+        "pad",
+        lambda x: F.pad(x, (0, 1, 0, 1)),
+        lambda d: (randn(1, 3, 5, 7, dtype=d).to(memory_format=torch.channels_last),),
+    ),
+    OpSample(
+        "pad-value-crop-noncontig",
+        "pad",
+        lambda x: F.pad(x, (2, -1, 1, 0), value=-0.5),
+        lambda d: (transposed(3, 4, 6, dtype=d),),
+    ),
+    OpSample(
+        "group_norm-noncontig-odd",
+        "group_norm",
+        lambda x, w, b: F.group_norm(x, 3, w, b, eps=1e-6),
+        lambda d: (transposed(2, 6, 5, 3, dtype=d), randn(6, dtype=d), randn(6, dtype=d)),
+    ),
+    OpSample(
         "upsample_nearest2d-x2",
         "upsample_nearest2d",
         lambda x: F.interpolate(x, scale_factor=2.0, mode="nearest"),

@@ -186,3 +186,107 @@ def test_examples_at_default_size(example: Any, dtype: torch.dtype) -> None:
     model, inputs = example.build(dtype=dtype)
     report = compiler.check_parity(model, inputs)
     assert report.ok, f"\n{report}"
+
+
+# ----------------------------------------------------------------------------- more diffusers
+
+
+def _sdxl_like_unet() -> tuple[torch.nn.Module, tuple[Any, ...], dict[str, Any]]:
+    from diffusers import UNet2DConditionModel
+
+    unet = UNet2DConditionModel(
+        sample_size=16,
+        layers_per_block=1,
+        block_out_channels=(32, 64),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=(4, 8),
+        transformer_layers_per_block=(1, 2),
+        use_linear_projection=True,
+        norm_num_groups=16,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=32 + 6 * 8,
+    )
+    cond = {"text_embeds": randn(1, 32), "time_ids": randn(1, 6)}
+    inputs = (randn(1, 4, 16, 16), torch.tensor([500]), randn(1, 5, 32))
+    return unet, inputs, {"added_cond_kwargs": cond}
+
+
+def _vae() -> tuple[torch.nn.Module, tuple[Any, ...], dict[str, Any]]:
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL(
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        block_out_channels=(32, 64),
+        latent_channels=4,
+        norm_num_groups=8,
+        sample_size=16,
+    )
+    return vae, (randn(1, 3, 16, 16),), {"sample_posterior": False}
+
+
+def _dit() -> tuple[torch.nn.Module, tuple[Any, ...], dict[str, Any]]:
+    from diffusers import DiTTransformer2DModel
+
+    model = DiTTransformer2DModel(
+        num_attention_heads=2,
+        attention_head_dim=16,
+        in_channels=4,
+        out_channels=4,
+        num_layers=2,
+        sample_size=8,
+        patch_size=2,
+        num_embeds_ada_norm=1000,
+    )
+    return model, (randn(1, 4, 8, 8), torch.tensor([10]), torch.tensor([3])), {}
+
+
+def _sd3() -> tuple[torch.nn.Module, tuple[Any, ...], dict[str, Any]]:
+    from diffusers import SD3Transformer2DModel
+
+    model = SD3Transformer2DModel(
+        sample_size=8,
+        patch_size=2,
+        in_channels=4,
+        num_layers=2,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=24,
+        caption_projection_dim=32,
+        pooled_projection_dim=20,
+        out_channels=4,
+        pos_embed_max_size=16,
+    )
+    kwargs = {
+        "hidden_states": randn(1, 4, 8, 8),
+        "encoder_hidden_states": randn(1, 5, 24),
+        "pooled_projections": randn(1, 20),
+        "timestep": torch.tensor([10]),
+    }
+    return model, (), kwargs
+
+
+DIFFUSERS = {"unet-sdxl-like": _sdxl_like_unet, "vae": _vae, "dit": _dit, "sd3": _sd3}
+
+
+def _cast(tree: Any, dtype: torch.dtype) -> Any:
+    if isinstance(tree, torch.Tensor):
+        return tree.to(dtype) if tree.is_floating_point() else tree
+    if isinstance(tree, dict):
+        return {k: _cast(v, dtype) for k, v in tree.items()}
+    if isinstance(tree, tuple):
+        return tuple(_cast(v, dtype) for v in tree)
+    return tree
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("name", list(DIFFUSERS))
+def test_more_diffusers_models(name: str, dtype: torch.dtype) -> None:
+    torch.manual_seed(0)
+    model, inputs, kwargs = DIFFUSERS[name]()
+    model = model.eval().to(dtype)
+    report = compiler.check_parity(model, _cast(inputs, dtype), _cast(kwargs, dtype))
+    assert report.ok, f"\n{report}"

@@ -114,6 +114,15 @@ def _slice_numpy(ins: Sequence[str], a: Mapping[str, str]) -> str:
     return f"{ins[0]}[{':, ' * dim}{a['start']}:{a['end']}{step}]"
 
 
+def _pad(ts: r.Types, a: r.Attrs) -> TensorType:
+    t, pads = ts[0], a["pads"]
+    if len(pads) != t.rank or any(len(p) != 2 or min(p) < 0 for p in pads):
+        raise OpTypeError(f"pad: pads must be one non-negative (before, after) per dim of {t}")
+    return TensorType(
+        tuple(s + lo + hi for s, (lo, hi) in zip(t.shape, pads, strict=True)), t.dtype
+    )
+
+
 def _cat(ts: r.Types, a: r.Attrs) -> TensorType:
     rank = ts[0].rank
     dim = r.norm_dim(a["dim"], rank)
@@ -204,6 +213,16 @@ MOVEMENT = [
         "x[start:end:step] along dim (end clamps)",
         (("dim", REQUIRED), ("start", 0), ("end", REQUIRED), ("step", 1)),
         ("aten.slice", "aten.select", "aten.split_with_sizes", "aten.narrow"),
+    ),
+    OpDef(
+        "pad",
+        "movement",
+        (1, 1),
+        _pad,
+        "np.pad({0}, {pads}, constant_values={value})",
+        "constant padding: pads[d] = (before, after) elements on dim d",
+        (("pads", REQUIRED), ("value", 0.0)),
+        ("aten.constant_pad_nd", "aten.pad (constant)"),
     ),
     OpDef(
         "cat",
