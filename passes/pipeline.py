@@ -16,6 +16,7 @@ from compiler.ir import Graph, print_graph
 from compiler.verify import verify
 from passes.canonicalize import canonicalize
 from passes.cleanup import eliminate_common_subexpressions, eliminate_dead_code, fold_constants
+from passes.recognize import recognize_composites
 
 log = logging.getLogger("tilefuse.passes")
 
@@ -27,6 +28,8 @@ PIPELINE: list[GraphPass] = [
     eliminate_common_subexpressions,
     eliminate_dead_code,
     canonicalize,
+    recognize_composites,
+    eliminate_dead_code,
 ]
 
 

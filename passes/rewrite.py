@@ -77,12 +77,14 @@ def _apply_once(g: Graph, by_op: Mapping[str, list[Rule]]) -> tuple[Graph, int]:
         ins = tuple(subst.get(i, i) for i in node.inputs)
         node = node if ins == node.inputs else Node(node.op, ins, node.attrs, node.out, node.source)
         rw.source = node.source
+        rw.producers[node.out.name] = node  # rules may match from the root value itself
         for rule in by_op.get(node.op, ()):
             out = rule.build(node, rw)
             if out is not None:
                 if rw.type(out) != node.out.type:
                     raise AssertionError(f"rule {rule.name!r} changed the type of {node.name}")
                 log.debug("%s: %s", rule.name, node.out.name)
+                del rw.producers[node.out.name]
                 subst[node.out.name] = out
                 fired += 1
                 break

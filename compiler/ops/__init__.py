@@ -55,10 +55,10 @@ REQUIRED: Any = _Required()
 
 
 def _collect() -> dict[str, OpDef]:
-    from compiler.ops import compute, elementwise, structural
+    from compiler.ops import compute, elementwise, recognized, structural
 
     table: dict[str, OpDef] = {}
-    for family in (elementwise.OPS, structural.OPS, compute.OPS):
+    for family in (elementwise.OPS, structural.OPS, compute.OPS, recognized.OPS):
         for op in family:
             if op.name in table:
                 raise RuntimeError(f"op {op.name} declared twice")

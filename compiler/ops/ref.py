@@ -170,3 +170,9 @@ def upsample_nearest2d(
         step = n_in / out if scales is None else 1.0 / scales[axis - 2]
         idx.append(np.minimum(np.floor(np.arange(out) * step).astype(np.int64), n_in - 1))
     return x[:, :, idx[0][:, None], idx[1][None, :]]
+
+
+def rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
+    half = x.shape[-1] // 2
+    rotated = np.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+    return x * cos + rotated * sin
