@@ -525,6 +525,30 @@ SAMPLES: list[OpSample] = [
         lambda d: (transposed(2, 6, 5, 3, dtype=d), randn(6, dtype=d), randn(6, dtype=d)),
     ),
     OpSample(
+        "swiglu",
+        "swiglu",
+        lambda g, u: F.silu(g) * u,
+        lambda d: (randn(2, 3, 8, dtype=d), randn(2, 3, 8, dtype=d)),
+    ),
+    OpSample(
+        "geglu-broadcast-tanh",
+        "geglu",
+        lambda h, g: h * F.gelu(g, approximate="tanh"),
+        lambda d: (randn(2, 1, 8, dtype=d), transposed(2, 3, 8, dtype=d)),
+    ),
+    OpSample(
+        "rope",
+        "rope",
+        lambda x, c, s: x * c + torch.cat([-x[..., 3:], x[..., :3]], dim=-1) * s,
+        lambda d: (randn(1, 2, 5, 6, dtype=d), randn(1, 1, 5, 6, dtype=d), randn(5, 6, dtype=d)),
+    ),
+    OpSample(
+        "adaln_modulate",
+        "adaln_modulate",
+        lambda x, scale, shift: x * (1 + scale[:, None]) + shift[:, None],
+        lambda d: (randn(2, 5, 8, dtype=d), randn(2, 8, dtype=d), randn(2, 8, dtype=d)),
+    ),
+    OpSample(
         "upsample_nearest2d-x2",
         "upsample_nearest2d",
         lambda x: F.interpolate(x, scale_factor=2.0, mode="nearest"),

@@ -29,8 +29,9 @@ def _cases() -> list[object]:
 def test_parity(sample: OpSample, dtype: torch.dtype) -> None:
     inputs = sample.make(dtype)
     report = compiler.check_parity(sample.fn, inputs, backends=("numpy",))
-    captured = report.compiled.captured.graph.op_counts()
-    assert sample.op in captured, f"{sample.id} did not lower to {sample.op}: {captured}"
+    # lowered to the op, or (for recognized composites) rewritten to it by the passes
+    ops = {*report.compiled.captured.graph.op_counts(), *report.compiled.graph.op_counts()}
+    assert sample.op in ops, f"{sample.id} did not become {sample.op}: {sorted(ops)}"
     assert report.ok, f"\n{report}\n{report.compiled.graph}"
 
 
