@@ -64,16 +64,34 @@ class NumpyProgram:
     float_dtype: str
 
     def load(self) -> Callable[..., tuple[np.ndarray, ...]]:
+        return self.load_namespace()[self.name]
+
+    def load_namespace(self) -> dict[str, Any]:
+        """Execute the module; its globals (the program and kernel functions) by name."""
         filename = f"<tilefuse-numpy:{self.name}:{abs(hash(self.source)):x}>"
         # Registered with linecache so tracebacks through generated code show its lines.
         linecache.cache[filename] = (len(self.source), None, self.source.splitlines(True), filename)
         namespace: dict[str, Any] = {"np": np, "ref": ref_module, **self.constants}
         exec(compile(self.source, filename, "exec"), namespace)
-        return namespace[self.name]
+        return namespace
 
 
-def render(g: Graph, *, float_dtype: str = "float32") -> NumpyProgram:
-    """Render `g` as a module defining one function named after the graph."""
+def constants_of(nodes: Sequence[Node], float_dtype: str) -> dict[str, np.ndarray]:
+    """The module globals the `constant` nodes among `nodes` render as."""
+    constants: dict[str, np.ndarray] = {}
+    for n in nodes:
+        for _, v in n.attrs:
+            if isinstance(v, ConstArray):
+                array = v.array()
+                if array.dtype.kind == "f":
+                    array = array.astype(float_dtype)
+                constants[f"_const_{v.digest}"] = array
+    return constants
+
+
+def render(g: Graph, *, float_dtype: str = "float32", all_values: bool = False) -> NumpyProgram:
+    """Render `g` as a module defining one function named after the graph. With `all_values`
+    the function returns a dict of every value by its IR name (kernel bisection reads it)."""
     names = {v.name: v.name for v in g.inputs}
     for i, n in enumerate(g.nodes):
         names[n.out.name] = f"v{i}"
@@ -88,20 +106,18 @@ def render(g: Graph, *, float_dtype: str = "float32") -> NumpyProgram:
         "",
         f"def {g.name}({', '.join(names[v.name] for v in g.inputs)}):",
     ]
-    constants: dict[str, np.ndarray] = {}
     for n in g.nodes:
-        for _, v in n.attrs:
-            if isinstance(v, ConstArray):
-                array = v.array()
-                if array.dtype.kind == "f":
-                    array = array.astype(float_dtype)
-                constants[f"_const_{v.digest}"] = array
         expr = numpy_expr(n, [names[i] for i in n.inputs], n.out.type, float_dtype)
         comment = f"  # {n.source}" if n.source else ""
         lines.append(f"    {names[n.out.name]} = {expr}{comment}")
-    outs = ", ".join(names[o] for o in g.outputs)
-    lines.append(f"    return ({outs},)" if len(g.outputs) == 1 else f"    return ({outs})")
-    return NumpyProgram(g.name, "\n".join(lines) + "\n", constants, float_dtype)
+    if all_values:
+        lines.append("    return {" + ", ".join(f"{k!r}: {v}" for k, v in names.items()) + "}")
+    else:
+        outs = ", ".join(names[o] for o in g.outputs)
+        lines.append(f"    return ({outs},)" if len(g.outputs) == 1 else f"    return ({outs})")
+    return NumpyProgram(
+        g.name, "\n".join(lines) + "\n", constants_of(g.nodes, float_dtype), float_dtype
+    )
 
 
 def evaluate_node(node: Node, inputs: Sequence[np.ndarray], float_dtype: str = "float64") -> Any:

@@ -13,12 +13,15 @@ import torch
 from torch.utils import _pytree as pytree
 
 import backends
-from backends import numpy_ref
+from backends import numpy_kernels, numpy_ref
 from compiler import config
 from compiler.dtypes import to_torch
 from compiler.errors import InputMismatchError
 from compiler.frontend import Captured, capture
 from compiler.ir import DType, Graph
+from compiler.schedule import KernelSpec, Schedule
+from passes.fusion import fuse_kernels
+from passes.memory import eager_peak_bytes, plan_memory
 from passes.pipeline import PassContext, run_pipeline
 
 GPUS = ("a100", "h100", "h200", "b200", "l4", "rtx4090", "mi300x")
@@ -36,13 +39,15 @@ class Compiled:
     def __init__(
         self,
         captured: Captured,
-        graph: Graph,
+        schedule: Schedule,
         backend: str,
         gpu: str | None,
         compute_dtype: torch.dtype | None = None,
     ) -> None:
         self.captured = captured
-        self.graph = graph
+        self.schedule = schedule
+        self.graph = schedule.graph
+        graph = self.graph
         self.backend = backend
         self.gpu = gpu
         self.stats: dict[str, Any] = {"compiles": 1, "calls": 0}
@@ -56,10 +61,28 @@ class Compiled:
         """The generated source for a backend (default: the one this was compiled for)."""
         return self._program(backends.resolve(backend or self.backend)).source
 
+    @property
+    def kernels(self) -> tuple[KernelSpec, ...]:
+        return self.schedule.kernels
+
     def _program(self, backend: str) -> numpy_ref.NumpyProgram:
         if backend not in self._programs:
-            self._programs[backend] = numpy_ref.render(self.graph, float_dtype=self._float_dtype)
+            self._programs[backend] = numpy_kernels.render_schedule(
+                self.schedule, float_dtype=self._float_dtype
+            )
         return self._programs[backend]
+
+    def kernel_functions(self, backend: str | None = None) -> dict[str, Any]:
+        """The loaded module namespace of a backend: its kernel functions by name."""
+        program = self._program(backends.resolve(backend or self.backend))
+        return program.load_namespace()
+
+    def reference_values(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict:
+        """Every IR value of the unfused graph-level NumPy reference on these inputs."""
+        leaves = self.check_inputs(args, kwargs)
+        inputs = [self._to_numpy(self._bind(b, leaves)) for b in self.captured.bindings]
+        program = numpy_ref.render(self.graph, float_dtype=self._float_dtype, all_values=True)
+        return program.load()(*inputs)
 
     def _runner(self, backend: str) -> Callable[..., tuple[np.ndarray, ...]]:
         if backend not in self._runners:
@@ -189,7 +212,8 @@ def compile(
     start = time.perf_counter()
     ctx = PassContext(dump_dir=cfg.dump_dir, print_ir=cfg.debug >= 2)
     graph = run_pipeline(captured.graph, ctx=ctx)
-    compiled = Compiled(captured, graph, name, gpu, compute_dtype)
+    schedule = plan_memory(fuse_kernels(graph))
+    compiled = Compiled(captured, schedule, name, gpu, compute_dtype)
     compiled._runner(name)  # render and load now: compile time is paid here, not on first call
     compiled.stats.update(
         capture_s=captured.capture_seconds,
@@ -197,6 +221,9 @@ def compile(
         pass_timings=ctx.timings,
         nodes_captured=len(captured.graph),
         nodes=len(graph),
+        kernels=len(schedule),
+        planned_bytes=schedule.plan.total_bytes if schedule.plan else 0,
+        eager_peak_bytes=eager_peak_bytes(captured.graph),
     )
     if cfg.dump_dir is not None:
         (cfg.dump_dir / f"{graph.name}.{name}.py").write_text(compiled.source(name))
@@ -205,6 +232,7 @@ def compile(
     if cfg.debug >= 1:
         print(
             f"[tilefuse] compiled {graph.name}: {len(captured.graph)} -> {len(graph)} nodes, "
+            f"{len(schedule)} kernels, "
             f"capture {captured.capture_seconds:.2f} s, ours {compiled.stats['compile_s']:.3f} s"
         )
     return compiled

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import fx
 
-from compiler.dtypes import to_dtype
+from compiler.dtypes import to_dtype, to_torch
 from compiler.ir import DType
 from compiler.ops.structural import slice_len
 
@@ -170,7 +170,8 @@ def lower_full(L: Lowering, n: fx.Node) -> Lowered:
     if isinstance(value, fx.Node):
         raise L.fail("fill with a tensor value is not supported")
     value = bool(value) if out.dtype is DType.bool else value
-    value = float(value) if out.dtype.is_float else value
+    if out.dtype.is_float:  # the value a tensor of this dtype holds
+        value = torch.tensor(float(value), dtype=to_torch(out.dtype)).item()
     return L.emit("full", [], shape=out.shape, value=value, dtype=out.dtype)
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -239,7 +240,7 @@ def format_attr(v: Any) -> str:
     if isinstance(v, DType):
         return v.value
     if isinstance(v, float):
-        return repr(v)
+        return repr(v) if math.isfinite(v) else f"float({repr(v)!r})"  # valid Python
     if isinstance(v, tuple):
         inner = ", ".join(format_attr(x) for x in v)
         return f"({inner},)" if len(v) == 1 else f"({inner})"

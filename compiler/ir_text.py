@@ -41,6 +41,8 @@ def parse_type(node: ast.expr) -> TensorType:
 def _attr(node: ast.expr) -> Any:
     if isinstance(node, ast.Name) and node.id in _DTYPES:
         return _DTYPES[node.id]
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "float":
+        return float(ast.literal_eval(node.args[0]))  # float('-inf'), float('nan')
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "const":
         if node.keywords or len(node.args) != 1:
             raise ValueError(

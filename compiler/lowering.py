@@ -21,7 +21,7 @@ from torch.export import ExportedProgram
 from torch.export.graph_signature import InputKind, TensorArgument
 
 from compiler import aten_nn, aten_ops
-from compiler.dtypes import to_dtype
+from compiler.dtypes import to_dtype, to_torch
 from compiler.errors import OpTypeError, UnsupportedOpError
 from compiler.frontend import format_frame, user_frame
 from compiler.ir import ConstArray, DType, Graph, GraphBuilder, TensorType, Value
@@ -73,8 +73,8 @@ class Lowering:
             value = bool(value)
         elif not dtype.is_float:
             value = int(value)
-        else:
-            value = float(value)
+        else:  # the value a tensor of this dtype holds (bf16 keeps -9984.0 of -1e4)
+            value = torch.tensor(float(value), dtype=to_torch(dtype)).item()
         return self.emit("full", [], shape=(), value=value, dtype=dtype)
 
     def v(self, arg: Any, dtype: DType) -> str:

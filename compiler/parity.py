@@ -20,6 +20,8 @@ import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils import _pytree as pytree
 
+from compiler.bisect import bisect_kernels
+
 K = 2.0
 RTOL_FLOOR = {torch.float32: 1e-5, torch.float16: 1e-3, torch.bfloat16: 8e-3, torch.float64: 1e-12}
 
@@ -42,13 +44,19 @@ class ParityReport:
     model: str
     rows: list[ParityRow] = field(default_factory=list)
     compiled: Any = field(default=None, repr=False)  # the Compiled that was checked
+    divergences: dict[str, Any] = field(default_factory=dict)  # backend -> first bad kernel
 
     @property
     def ok(self) -> bool:
         return bool(self.rows) and all(r.ok for r in self.rows)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "ok": self.ok, "rows": [asdict(r) for r in self.rows]}
+        return {
+            "model": self.model,
+            "ok": self.ok,
+            "rows": [asdict(r) for r in self.rows],
+            "divergences": {b: str(d) for b, d in self.divergences.items()},
+        }
 
     def __str__(self) -> str:
         head = (
@@ -78,6 +86,8 @@ class ParityReport:
         fmt = "  ".join(f"{{:<{w}}}" for w in widths)
         lines = [f"parity of {self.model} against eager float64 (k={K:g})", fmt.format(*head)]
         lines += [fmt.format(*row) for row in body]
+        for backend, d in self.divergences.items():
+            lines.append(f"[{backend}] {d}")
         lines.append("PASS" if self.ok else "FAIL")
         return "\n".join(lines)
 
@@ -228,8 +238,14 @@ def check_parity(
     ref_leaves = _leaves(ref)
     for backend in backends:
         out_leaves = _leaves(compiled.run(args, kwargs, backend=backend))
-        for (path, e), (_, r), (_, o) in zip(eager_leaves, ref_leaves, out_leaves, strict=True):
-            report.rows.append(compare(path, backend, o, e, r))
+        rows = [
+            compare(path, backend, o, e, r)
+            for (path, e), (_, r), (_, o) in zip(eager_leaves, ref_leaves, out_leaves, strict=True)
+        ]
+        report.rows += rows
+        if not all(row.ok for row in rows):
+            found = bisect_kernels(compiled, args, kwargs, backend)
+            report.divergences[backend] = found or "no single kernel diverged from the reference"
     return report
 
 

@@ -17,6 +17,7 @@ from compiler.verify import verify
 from passes.canonicalize import canonicalize
 from passes.cleanup import eliminate_common_subexpressions, eliminate_dead_code, fold_constants
 from passes.recognize import recognize_composites
+from passes.recognize_attention import recognize_attention
 
 log = logging.getLogger("tilefuse.passes")
 
@@ -29,6 +30,7 @@ PIPELINE: list[GraphPass] = [
     eliminate_dead_code,
     canonicalize,
     recognize_composites,
+    recognize_attention,
     eliminate_dead_code,
 ]
 

@@ -90,3 +90,30 @@ def test_reference_widens_the_float32_a_model_pins() -> None:
     exact = torch.cos(t[:, None].double() * torch.exp(-9.2 * torch.arange(16).double() / 16))
     torch.testing.assert_close(ref, exact, rtol=1e-12, atol=1e-12)
     assert torch.get_default_dtype() == torch.float32  # restored
+
+
+def test_a_wrong_kernel_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Break one fused kernel (not the op semantics): parity fails and bisection names it."""
+    from backends import numpy_kernels
+
+    real = numpy_kernels.render_kernel
+
+    def broken(k, float_dtype):  # the gelu kernel writes a 1% larger result
+        lines = real(k, float_dtype)
+        if "gelu" in k.name:
+            lines = [ln + " * 1.01" if ln.lstrip().startswith("out_") else ln for ln in lines]
+        return lines
+
+    monkeypatch.setattr(numpy_kernels, "render_kernel", broken)
+    report = compiler.check_parity(mlp, inputs())
+    assert not report.ok
+    d = report.divergences["numpy"]
+    assert "gelu" in d.kernel and d.kernel.startswith("k")
+    text = str(report)
+    assert f"first kernel that diverged: {d.kernel}" in text
+    assert "gelu(" in text  # the kernel's IR is printed with it
+
+
+def test_no_divergence_reported_when_parity_holds() -> None:
+    report = compiler.check_parity(mlp, inputs())
+    assert report.ok and report.divergences == {}

@@ -60,7 +60,9 @@ def _sdpa(ts: r.Types, a: r.Attrs) -> TensorType:
         m = ts[3]
         if m.dtype.value != "bool" and m.dtype != dtype:
             raise OpTypeError(f"sdpa: mask must be bool or {dtype.value}, got {m}")
-        r.broadcast_shapes(m.shape, q.shape[:-1] + (k.shape[-2],))
+        scores = q.shape[:-1] + (k.shape[-2],)
+        if r.broadcast_shapes(m.shape, scores) != scores:
+            raise OpTypeError(f"sdpa: mask {m} must broadcast to the scores {list(scores)}")
     batch = r.broadcast_shapes(q.shape[:-3], k.shape[:-3])
     return TensorType(batch + (hq, q.shape[-2], v.shape[-1]), dtype)
 

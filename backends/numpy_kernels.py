@@ -1,0 +1,111 @@
+"""The NumPy backend, per kernel: each KernelSpec becomes its own readable NumPy function, and a
+program function allocates exactly the planned buffers and calls the kernels in order.
+
+    def k3_fused_group_norm_silu(x, w, b, out_t7):
+        # k3_fused_group_norm_silu  reduction  domain=[1,320,32,32]  reduce=(1, 2, 3)
+        # ... (the kernel's IR)
+        v0 = ref.group_norm(x, w, b, groups=32, eps=1e-05)
+        v1 = ref.silu(v0)
+        out_t7[...] = v1
+
+Views inside a kernel are NumPy views (index maps, no copies); the oracle for each kernel is the
+graph-level rendering in `backends.numpy_ref`, against which `compiler.bisect` compares kernels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from backends.numpy_ref import NumpyProgram, constants_of, numpy_dtype, numpy_expr
+from compiler.ir import DType, print_graph
+from compiler.schedule import SOURCE_OPS, VIEW_OPS, KernelSpec, Schedule
+from passes.memory import plan_buffers
+
+
+def storage_itemsize(float_dtype: str) -> object:
+    """Element sizes as this backend stores them: every float as `float_dtype`."""
+
+    def itemsize(d: DType) -> int:
+        return np.dtype(float_dtype).itemsize if d.is_float else d.itemsize
+
+    return itemsize
+
+
+def render_kernel(k: KernelSpec, float_dtype: str) -> list[str]:
+    params = [v.name for v in k.inputs] + [f"out_{o}" for o in k.outputs]
+    lines = [f"def {k.name}({', '.join(params)}):"]
+    lines += [f"    # {line}" for line in str(k).splitlines()]
+    names = {v.name: v.name for v in k.inputs}
+    for i, n in enumerate(k.body):
+        names[n.out.name] = f"v{i}"
+        expr = numpy_expr(n, [names[x] for x in n.inputs], n.out.type, float_dtype)
+        lines.append(f"    v{i} = {expr}")
+    for o in k.outputs:
+        lines.append(f"    out_{o}[...] = {names[o]}")
+    return lines
+
+
+def render_schedule(s: Schedule, *, float_dtype: str = "float32") -> NumpyProgram:
+    """A module with one function per kernel and a program function named after the graph."""
+    g = s.graph
+    plan = plan_buffers(s, storage_itemsize(float_dtype))  # type: ignore[arg-type]
+    lines = [
+        f'"""tilefuse NumPy kernels for {g.name} ({float_dtype} compute): {len(s)} kernels, '
+        f'{len(plan.sizes)} buffers ({plan.total_bytes} bytes)."""',
+        "import numpy as np",
+        "from compiler.ops import ref",
+        "",
+        "",
+        "def _buffer(buf, shape, dtype):",
+        "    count = int(np.prod(shape))",
+        "    return buf[: count * np.dtype(dtype).itemsize].view(dtype).reshape(shape)",
+    ]
+    for k in s.kernels:
+        lines += ["", ""] + render_kernel(k, float_dtype)
+    lines += ["", "", *_program(s, plan, float_dtype)]
+    source = "\n".join(lines) + "\n"
+    return NumpyProgram(g.name, source, constants_of(g.nodes, float_dtype), float_dtype)
+
+
+def _program(s: Schedule, plan: object, float_dtype: str) -> list[str]:
+    g = s.graph
+    assignment = dict(plan.assignment)  # type: ignore[attr-defined]
+    lines = [f"def {g.name}({', '.join(v.name for v in g.inputs)}):"]
+    lines += [f"    # {line}" for line in print_graph(g).splitlines()[:1]]
+    for i, size in enumerate(plan.sizes):  # type: ignore[attr-defined]
+        lines.append(f"    buf{i} = np.empty({size}, dtype=np.uint8)")
+    for k in s.kernels:
+        for o in k.outputs:
+            t = k.type_of(o)
+            dtype = numpy_dtype(t.dtype, float_dtype)
+            if o in assignment:
+                lines.append(f"    {o} = _buffer(buf{assignment[o]}, {t.shape}, {dtype})")
+            else:
+                lines.append(f"    {o} = np.empty({t.shape}, dtype={dtype})")
+        args = [v.name for v in k.inputs] + list(k.outputs)
+        lines.append(f"    {k.name}({', '.join(args)})")
+    # outputs that are views (or sources) are computed here, on the kernels' outputs
+    producers = g.producers()
+    done = {v.name for v in g.inputs} | {o for k in s.kernels for o in k.outputs}
+    for n in g.nodes:
+        if n.out.name in done or not _needed(n.out.name, g.outputs, producers):
+            continue
+        expr = numpy_expr(n, list(n.inputs), n.out.type, float_dtype)
+        lines.append(f"    {n.out.name} = {expr}")
+        done.add(n.out.name)
+    outs = ", ".join(g.outputs)
+    lines.append(f"    return ({outs},)" if len(g.outputs) == 1 else f"    return ({outs})")
+    return lines
+
+
+def _needed(name: str, outputs: tuple[str, ...], producers: dict) -> bool:
+    """Whether `name` is an output or on a chain of views and sources leading to one."""
+    todo = list(outputs)
+    while todo:
+        o = todo.pop()
+        if o == name:
+            return True
+        p = producers.get(o)
+        if p is not None and p.op in VIEW_OPS | SOURCE_OPS:
+            todo.extend(p.inputs)
+    return False

@@ -1,0 +1,207 @@
+"""The schedule: what each kernel computes, in order, and where its outputs live.
+
+`fuse_kernels` (passes/fusion.py) turns a graph into a `Schedule` of `KernelSpec`s; every backend
+renders the same specs. A kernel is frozen data:
+
+    k2_fused_layer_norm_add  reduction  domain=[1,128,512]  reduce=(2,)
+      in:  x: f32[1,128,512], r: f32[1,128,512], w: f32[512], b: f32[512]
+      out: v1 -> buf0, v2
+        v0: f32[1,128,512] = add(x, r)
+        v1: f32[1,128,512] = layer_norm(v0, w, b, normalized_shape=(512,), eps=1e-05)
+
+Note [Views are index maps]
+Movement ops that only re-index (reshape, permute, expand, slice) and sources (full, arange,
+constant) are copied into every kernel that uses them: inside a kernel they are index
+arithmetic on the input it reads (or a value it computes on the spot), never a copy in memory.
+`index_map` gives the strided form of such a chain where one exists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from compiler.ir import Graph, Node, TensorType, Value, format_attr
+
+KINDS = ("pointwise", "reduction", "matmul", "conv2d", "attention")
+VIEW_OPS = frozenset({"reshape", "permute", "expand", "slice"})
+SOURCE_OPS = frozenset({"full", "arange", "constant"})
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """One kernel: reads `inputs` from memory, computes `body`, writes `outputs`.
+
+    `domain` is the iteration space (the anchor's output shape, or the pointwise output shape),
+    `reduction_axes` the axes of `domain`'s input that a reduction kernel reduces over, and
+    `tile` the tile config a GPU profile chose (None until tiling runs)."""
+
+    name: str
+    kind: str
+    inputs: tuple[Value, ...]
+    body: tuple[Node, ...]
+    outputs: tuple[str, ...]
+    domain: tuple[int, ...]
+    reduction_axes: tuple[int, ...] = ()
+    anchors: tuple[str, ...] = ()  # the matmul/conv/attention/reduction nodes it is built on
+    tile: Any = None
+
+    def type_of(self, name: str) -> TensorType:
+        for v in self.inputs:
+            if v.name == name:
+                return v.type
+        for n in self.body:
+            if n.out.name == name:
+                return n.out.type
+        raise KeyError(name)
+
+    @property
+    def compute_ops(self) -> list[str]:
+        return [n.op for n in self.body if n.op not in VIEW_OPS | SOURCE_OPS]
+
+    def summary(self) -> str:
+        ins = ", ".join(f"{v.name}: {v.type}" for v in self.inputs)
+        outs = ", ".join(f"{o}: {self.type_of(o)}" for o in self.outputs)
+        return f"{self.name}  {self.kind}  in: {ins}  out: {outs}"
+
+    def __str__(self) -> str:
+        reduce = f"  reduce={self.reduction_axes}" if self.reduction_axes else ""
+        lines = [f"{self.name}  {self.kind}  domain={list(self.domain)}{reduce}"]
+        lines.append("  in:  " + ", ".join(f"{v.name}: {v.type}" for v in self.inputs))
+        lines.append("  out: " + ", ".join(self.outputs))
+        for n in self.body:
+            args = [*n.inputs, *(f"{k}={format_attr(v)}" for k, v in n.attrs)]
+            lines.append(f"    {n.out.name}: {n.out.type} = {n.op}({', '.join(args)})")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class BufferPlan:
+    """Where every intermediate lives: `assignment[value] = buffer index`, `sizes[i]` in bytes.
+    Graph outputs are not in it: each call returns freshly allocated outputs."""
+
+    sizes: tuple[int, ...]
+    assignment: tuple[tuple[str, int], ...]
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(self.sizes)
+
+    def buffer_of(self, value: str) -> int | None:
+        return dict(self.assignment).get(value)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Kernels in execution order over the graph's inputs and outputs, plus the buffer plan."""
+
+    graph: Graph
+    kernels: tuple[KernelSpec, ...]
+    plan: BufferPlan | None = None
+    refusals: tuple[str, ...] = field(default=(), compare=False)  # why merges were refused
+
+    def __iter__(self) -> Iterator[KernelSpec]:
+        return iter(self.kernels)
+
+    def __len__(self) -> int:
+        return len(self.kernels)
+
+    def with_plan(self, plan: BufferPlan) -> Schedule:
+        return replace(self, plan=plan)
+
+    def producer_kernel(self) -> dict[str, KernelSpec]:
+        return {o: k for k in self.kernels for o in k.outputs}
+
+    def __str__(self) -> str:
+        head = f"schedule {self.graph.name}: {len(self.kernels)} kernels"
+        if self.plan is not None:
+            head += f", {len(self.plan.sizes)} buffers, {self.plan.total_bytes} bytes planned"
+        parts = [head]
+        for k in self.kernels:
+            text = str(k)
+            if self.plan is not None:
+                homes = [
+                    f"{o} -> buf{self.plan.buffer_of(o)}"
+                    if self.plan.buffer_of(o) is not None
+                    else o
+                    for o in k.outputs
+                ]
+                lines = text.splitlines()
+                lines[2] = "  out: " + ", ".join(homes)
+                text = "\n".join(lines)
+            parts.append(text)
+        return "\n\n".join(parts) + "\n"
+
+
+def index_map(
+    chain: list[Node], source: TensorType
+) -> tuple[tuple[int, ...], tuple[int, ...], int] | None:
+    """The (shape, strides, offset) in elements of a chain of view ops applied to a contiguous
+    tensor of type `source`, or None where a reshape would need a copy (a non-strided view)."""
+    shape = list(source.shape)
+    strides = _contiguous_strides(shape)
+    offset = 0
+    for n in chain:
+        if n.op == "permute":
+            dims = n.attr("dims")
+            shape, strides = [shape[d] for d in dims], [strides[d] for d in dims]
+        elif n.op == "expand":
+            new = list(n.attr("shape"))
+            lead = len(new) - len(shape)
+            strides = [0] * lead + [
+                0 if s == 1 and d != 1 else st
+                for s, d, st in zip(shape, new[lead:], strides, strict=True)
+            ]
+            shape = new
+        elif n.op == "slice":
+            d = n.attr("dim")
+            offset += n.attr("start") * strides[d]
+            shape[d] = n.out.type.shape[d]
+            strides[d] *= n.attr("step")
+        elif n.op == "reshape":
+            reshaped = _reshape_strides(shape, strides, list(n.attr("shape")))
+            if reshaped is None:
+                return None
+            shape, strides = list(n.attr("shape")), reshaped
+        else:
+            raise ValueError(f"index_map: {n.op} is not a view op")
+    return tuple(shape), tuple(strides), offset
+
+
+def _contiguous_strides(shape: list[int]) -> list[int]:
+    strides, acc = [], 1
+    for s in reversed(shape):
+        strides.append(acc)
+        acc *= s
+    return strides[::-1]
+
+
+def _reshape_strides(shape: list[int], strides: list[int], new: list[int]) -> list[int] | None:
+    """Strides for viewing (shape, strides) as `new` without a copy, like torch's `view`."""
+    dims = [(s, st) for s, st in zip(shape, strides, strict=True) if s != 1]
+    # merge runs of dims that are contiguous with each other into chunks
+    chunks: list[tuple[int, int]] = []  # (size, stride of the innermost dim)
+    for s, st in dims:
+        if chunks and chunks[-1][1] == st * s:
+            size, _ = chunks[-1]
+            chunks[-1] = (size * s, st)
+        else:
+            chunks.append((s, st))
+    out: list[int] = []
+    i = 0
+    remaining = chunks[0][0] if chunks else 1
+    inner_stride = chunks[0][1] if chunks else 1
+    for size in new:
+        if size == 1:
+            out.append(0 if not out else out[-1])
+            continue
+        if i >= len(chunks) or remaining % size:
+            return None
+        remaining //= size
+        out.append(inner_stride * remaining)
+        if remaining == 1:
+            i += 1
+            if i < len(chunks):
+                remaining, inner_stride = chunks[i]
+    return out if i >= len(chunks) else None
