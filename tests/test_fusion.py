@@ -172,3 +172,13 @@ def test_no_pointwise_kernel_writes_for_a_single_reader(name: str) -> None:
         if a.kind == "pointwise" or b.kind == "pointwise"
     ]
     assert not bad, f"{bad}\n{s}"
+
+
+@pytest.mark.parametrize("name", ["hf_llama", "unet_resnet", "dit"])
+def test_every_kernel_matches_the_reference(name: str) -> None:
+    """Kernel by kernel against the unfused graph-level reference, not only end to end."""
+    from compiler.bisect import bisect_kernels
+
+    model, inputs = CASES[name][0]()
+    c = compiler.compile(model, inputs, backend="numpy")
+    assert bisect_kernels(c, inputs, {}, "numpy") is None
