@@ -159,6 +159,18 @@ class Compiled:
         leaves = [values[x] if kind == "value" else x for kind, x in self.captured.out_leaves]
         return pytree.tree_unflatten(leaves, self.captured.out_spec)
 
+    def explain(self, gpu: str | list[str] | None = None) -> Any:
+        """The plan priced per kernel on `gpu` (a profile name, a list of them, or None for
+        the compiled-for GPU, else the device present, else h100): an `ExplainReport`."""
+        from compiler.explain import explain
+
+        return explain(
+            self.schedule,
+            self.captured.graph,
+            gpu if gpu is not None else self.gpu,
+            planned_bytes=self.stats.get("planned_bytes", 0),
+        )
+
     def __repr__(self) -> str:
         return (
             f"<Compiled {self.graph.name}: {len(self.graph)} nodes, backend={self.backend}, "
