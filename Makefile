@@ -9,7 +9,6 @@ STAMP := $(VENV)/.tilefuse-installed
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# torch first, pinned: a CPU build is on this machine's disk; nothing later may replace it.
-	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)

@@ -47,13 +47,12 @@ class Compiled:
         self.captured = captured
         self.schedule = schedule
         self.graph = schedule.graph
-        graph = self.graph
         self.backend = backend
         self.gpu = gpu
         self.stats: dict[str, Any] = {"compiles": 1, "calls": 0}
         self._programs: dict[str, numpy_ref.NumpyProgram] = {}
         self._runners: dict[str, Callable[..., tuple[np.ndarray, ...]]] = {}
-        self._float_dtype = _float_dtype(graph, compute_dtype)
+        self._float_dtype = _float_dtype(self.graph, compute_dtype)
 
     # --- generated code
 
