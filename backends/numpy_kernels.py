@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from backends.numpy_ref import NumpyProgram, constants_of, numpy_dtype, numpy_expr
+from backends.numpy_ref import NumpyProgram, constants_of, local, numpy_dtype, numpy_expr
 from compiler.ir import DType, print_graph
 from compiler.schedule import SOURCE_OPS, VIEW_OPS, KernelSpec, Schedule
 from passes.memory import plan_buffers
@@ -32,13 +32,14 @@ def storage_itemsize(float_dtype: str) -> object:
 
 
 def render_kernel(k: KernelSpec, float_dtype: str) -> list[str]:
-    params = [v.name for v in k.inputs] + [f"out_{o}" for o in k.outputs]
+    params = [local(v.name) for v in k.inputs] + [f"out_{o}" for o in k.outputs]
     lines = [f"def {k.name}({', '.join(params)}):"]
     lines += [f"    # {line}" for line in str(k).splitlines()]
-    names = {v.name: v.name for v in k.inputs}
+    names = {v.name: local(v.name) for v in k.inputs}
     for i, n in enumerate(k.body):
         names[n.out.name] = f"v{i}"
-        expr = numpy_expr(n, [names[x] for x in n.inputs], n.out.type, float_dtype)
+        in_types = [k.type_of(x) for x in n.inputs]
+        expr = numpy_expr(n, [names[x] for x in n.inputs], in_types, float_dtype)
         lines.append(f"    v{i} = {expr}")
     for o in k.outputs:
         lines.append(f"    out_{o}[...] = {names[o]}")
@@ -70,7 +71,7 @@ def render_schedule(s: Schedule, *, float_dtype: str = "float32") -> NumpyProgra
 def _program(s: Schedule, plan: object, float_dtype: str) -> list[str]:
     g = s.graph
     assignment = dict(plan.assignment)  # type: ignore[attr-defined]
-    lines = [f"def {g.name}({', '.join(v.name for v in g.inputs)}):"]
+    lines = [f"def {g.name}({', '.join(local(v.name) for v in g.inputs)}):"]
     lines += [f"    # {line}" for line in print_graph(g).splitlines()[:1]]
     for i, size in enumerate(plan.sizes):  # type: ignore[attr-defined]
         lines.append(f"    buf{i} = np.empty({size}, dtype=np.uint8)")
@@ -79,21 +80,23 @@ def _program(s: Schedule, plan: object, float_dtype: str) -> list[str]:
             t = k.type_of(o)
             dtype = numpy_dtype(t.dtype, float_dtype)
             if o in assignment:
-                lines.append(f"    {o} = _buffer(buf{assignment[o]}, {t.shape}, {dtype})")
+                lines.append(f"    {local(o)} = _buffer(buf{assignment[o]}, {t.shape}, {dtype})")
             else:
-                lines.append(f"    {o} = np.empty({t.shape}, dtype={dtype})")
-        args = [v.name for v in k.inputs] + list(k.outputs)
+                lines.append(f"    {local(o)} = np.empty({t.shape}, dtype={dtype})")
+        args = [local(v.name) for v in k.inputs] + [local(o) for o in k.outputs]
         lines.append(f"    {k.name}({', '.join(args)})")
     # outputs that are views (or sources) are computed here, on the kernels' outputs
     producers = g.producers()
+    types = g.values()
     done = {v.name for v in g.inputs} | {o for k in s.kernels for o in k.outputs}
     for n in g.nodes:
         if n.out.name in done or not _needed(n.out.name, g.outputs, producers):
             continue
-        expr = numpy_expr(n, list(n.inputs), n.out.type, float_dtype)
-        lines.append(f"    {n.out.name} = {expr}")
+        in_types = [types[i].type for i in n.inputs]
+        expr = numpy_expr(n, [local(i) for i in n.inputs], in_types, float_dtype)
+        lines.append(f"    {local(n.out.name)} = {expr}")
         done.add(n.out.name)
-    outs = ", ".join(g.outputs)
+    outs = ", ".join(local(o) for o in g.outputs)
     lines.append(f"    return ({outs},)" if len(g.outputs) == 1 else f"    return ({outs})")
     return lines
 

@@ -43,12 +43,21 @@ def render_value(v: Any, float_dtype: str) -> str:
     return format_attr(v)
 
 
-def numpy_expr(node: Node, inputs: Sequence[str], out_type: TensorType, float_dtype: str) -> str:
-    """The NumPy expression computing `node` from the named input arrays."""
+def local(name: str) -> str:
+    """The Python name of an IR value in generated code: prefixed, so no graph input (`v0`,
+    `np`, `ref`, a keyword) can collide with generated names (`v3`, `out_*`, `buf2`)."""
+    return f"a_{name}"
+
+
+def numpy_expr(
+    node: Node, inputs: Sequence[str], in_types: Sequence[TensorType], float_dtype: str
+) -> str:
+    """The NumPy expression computing `node` from the named input arrays of `in_types`."""
     op = get_op(node.op)
     attrs = {k: render_value(v, float_dtype) for k, v in node.attrs}
     attrs.update((f"{k}_ir", v.value) for k, v in node.attrs if isinstance(v, DType))
-    attrs["out_dtype"] = numpy_dtype(out_type.dtype, float_dtype)
+    attrs["out_dtype"] = numpy_dtype(node.out.type.dtype, float_dtype)
+    attrs["src_ir"] = in_types[0].dtype.value if in_types else ""
     if callable(op.numpy):
         return op.numpy(inputs, attrs)
     return op.numpy.format(*inputs, inputs=", ".join(inputs), **attrs)
@@ -92,9 +101,10 @@ def constants_of(nodes: Sequence[Node], float_dtype: str) -> dict[str, np.ndarra
 def render(g: Graph, *, float_dtype: str = "float32", all_values: bool = False) -> NumpyProgram:
     """Render `g` as a module defining one function named after the graph. With `all_values`
     the function returns a dict of every value by its IR name (kernel bisection reads it)."""
-    names = {v.name: v.name for v in g.inputs}
+    names = {v.name: local(v.name) for v in g.inputs}
     for i, n in enumerate(g.nodes):
         names[n.out.name] = f"v{i}"
+    types = g.values()
     ir_text = "".join(f"#   {line}\n" for line in print_graph(g).splitlines())
     lines = [
         f'"""tilefuse NumPy reference for {g.name} ({float_dtype} compute)."""',
@@ -107,7 +117,8 @@ def render(g: Graph, *, float_dtype: str = "float32", all_values: bool = False) 
         f"def {g.name}({', '.join(names[v.name] for v in g.inputs)}):",
     ]
     for n in g.nodes:
-        expr = numpy_expr(n, [names[i] for i in n.inputs], n.out.type, float_dtype)
+        ins = [names[i] for i in n.inputs]
+        expr = numpy_expr(n, ins, [types[i].type for i in n.inputs], float_dtype)
         comment = f"  # {n.source}" if n.source else ""
         lines.append(f"    {names[n.out.name]} = {expr}{comment}")
     if all_values:
@@ -120,12 +131,14 @@ def render(g: Graph, *, float_dtype: str = "float32", all_values: bool = False) 
     )
 
 
-def evaluate_node(node: Node, inputs: Sequence[np.ndarray], float_dtype: str = "float64") -> Any:
+def evaluate_node(
+    node: Node, inputs: Sequence[np.ndarray], in_types: Sequence[TensorType], float_dtype: str
+) -> Any:
     """Evaluate one node on NumPy arrays (constant folding uses this: the reference decides)."""
     names = [f"a{i}" for i in range(len(inputs))]
     env: dict[str, Any] = {"np": np, "ref": ref_module, **dict(zip(names, inputs, strict=True))}
     for _, v in node.attrs:
         if isinstance(v, ConstArray):
             env[f"_const_{v.digest}"] = v.array()
-    expr = numpy_expr(node, names, node.out.type, float_dtype)
+    expr = numpy_expr(node, names, in_types, float_dtype)
     return np.asarray(eval(expr, env))

@@ -45,9 +45,11 @@ def lower_addmm(L: Lowering, n: fx.Node) -> Lowered:
     beta, alpha = n.kwargs.get("beta", 1), n.kwargs.get("alpha", 1)
     y = _matmul(L, m1, m2)
     if alpha != 1:
-        y = L.emit("mul", [y, L.scalar(alpha, dtype)])
+        y = L.emit("mul", [y, L.scalar(alpha, dtype, exact=True)])
+    if beta == 0:  # torch ignores the bias entirely (even NaN) when beta is 0
+        return y
     if beta != 1:
-        bias = L.emit("mul", [bias, L.scalar(beta, dtype)])
+        bias = L.emit("mul", [bias, L.scalar(beta, dtype, exact=True)])
     return L.emit("add", [y, bias])
 
 
@@ -95,8 +97,9 @@ def lower_rms_norm(L: Lowering, n: fx.Node) -> Lowered:
     x = L.t(n.args[0])
     weight = arg(n, 2, "weight")
     eps = arg(n, 3, "eps")
-    if eps is None:
-        eps = torch.finfo(n.args[0].meta["val"].dtype).eps
+    if eps is None:  # torch uses the epsilon of the dtype it computes in (float32 for 16-bit)
+        dtype = n.args[0].meta["val"].dtype
+        eps = torch.finfo(torch.float64 if dtype == torch.float64 else torch.float32).eps
     params = [] if weight is None else [L.t(weight)]
     return L.emit("rms_norm", [x] + params, normalized_shape=tuple(n.args[1]), eps=eps)
 

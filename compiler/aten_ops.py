@@ -72,16 +72,17 @@ def lower_binary(L: Lowering, n: fx.Node) -> Lowered:
     dtype = L.out_type().dtype
     if name == "div" and arg(n, 2, "rounding_mode") is not None:
         raise L.fail("div with rounding_mode (floor/trunc division) is not supported")
-    x, y = L.v(a, dtype), L.v(b, dtype)
+    exact = name not in ("maximum", "minimum")
+    x, y = L.v(a, dtype, exact), L.v(b, dtype, exact)
     alpha = n.kwargs.get("alpha", 1)
     if name in ("add", "sub") and alpha != 1:
-        y = L.emit("mul", [y, L.scalar(alpha, dtype)])
+        y = L.emit("mul", [y, L.scalar(alpha, dtype, exact=True)])
     return L.emit(name, [x, y])
 
 
 def lower_rsub(L: Lowering, n: fx.Node) -> Lowered:
     dtype = L.out_type().dtype
-    return L.emit("sub", [L.v(n.args[1], dtype), L.v(n.args[0], dtype)])
+    return L.emit("sub", [L.v(n.args[1], dtype, True), L.v(n.args[0], dtype, True)])
 
 
 def lower_compare(L: Lowering, n: fx.Node) -> Lowered:
@@ -209,12 +210,16 @@ def lower_reduction(L: Lowering, n: fx.Node) -> Lowered:
 
 
 def lower_max_dim(L: Lowering, n: fx.Node) -> Lowered:
-    """max.dim / min.dim return (values, indices); only values are supported."""
+    """max.dim / min.dim return (values, indices): only values are supported. max(x) with no
+    dim (the .default overload) is the maximum over every element."""
     x = L.t(n.args[0])
     rank = L.b.type(x).rank
+    op = "amax" if L.op == "max" else "amin"
+    if len(n.args) < 2:
+        return L.emit(op, [x], dims=tuple(range(rank)), keepdim=False)
     dims = _dims(n.args[1], rank)
     keepdim = bool(arg(n, 2, "keepdim", False))
-    values = L.emit("amax" if L.op == "max" else "amin", [x], dims=dims, keepdim=keepdim)
+    values = L.emit(op, [x], dims=dims, keepdim=keepdim)
     return [values, "<indices are not supported>"]
 
 

@@ -85,6 +85,14 @@ class _FunctionModule(torch.nn.Module):
     def __init__(self, fn: Callable[..., Any]) -> None:
         super().__init__()
         self.fn = fn
+        # Modules the function reaches (a bound method's owner, modules in its closure) become
+        # submodules, so their weights are parameters, read at call time, never constants.
+        owners = [getattr(fn, "__self__", None)]
+        owners += [
+            c.cell_contents for c in getattr(fn, "__closure__", None) or () if _has_contents(c)
+        ]
+        for i, owner in enumerate(o for o in owners if isinstance(o, torch.nn.Module)):
+            self.add_module(f"captured_{i}", owner)
         # torch.export keeps stack frames of `forward` functions only; anchoring the user's
         # function keeps its frames too, so errors and IR comments point at the user's lines.
         anchor = getattr(torch.fx.proxy, "_register_stack_trace_anchor", None)
@@ -93,6 +101,14 @@ class _FunctionModule(torch.nn.Module):
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
+
+
+def _has_contents(cell: Any) -> bool:
+    try:
+        cell.cell_contents  # noqa: B018  (an empty cell raises)
+    except ValueError:
+        return False
+    return True
 
 
 def as_module(model: Callable[..., Any]) -> torch.nn.Module:

@@ -104,7 +104,7 @@ class ConstArray:
 
     @staticmethod
     def of(array: np.ndarray) -> ConstArray:
-        a = np.ascontiguousarray(array)
+        a = np.ascontiguousarray(array).reshape(np.shape(array))  # keeps 0-d arrays 0-d
         return ConstArray(a.tobytes(), tuple(a.shape), a.dtype.str)
 
     def array(self) -> np.ndarray:

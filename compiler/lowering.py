@@ -68,20 +68,25 @@ class Lowering:
             raise OpTypeError(f"{arg.name} is a multi-output value; index it first")
         return v
 
-    def scalar(self, value: float | int | bool, dtype: DType) -> str:
+    def scalar(self, value: float | int | bool, dtype: DType, exact: bool = False) -> str:
+        """A Python scalar as a 0-d `full`. Arithmetic (`exact`) keeps the Python value, as
+        torch computes `x_bf16 * 1e5` in float32 with the unrounded scalar; a scalar compared
+        with or stored into a tensor takes the value the dtype holds (bf16: -1e4 -> -9984)."""
         if dtype is DType.bool:
             value = bool(value)
         elif not dtype.is_float:
             value = int(value)
-        else:  # the value a tensor of this dtype holds (bf16 keeps -9984.0 of -1e4)
+        elif exact:
+            value = float(value)
+        else:
             value = torch.tensor(float(value), dtype=to_torch(dtype)).item()
         return self.emit("full", [], shape=(), value=value, dtype=dtype)
 
-    def v(self, arg: Any, dtype: DType) -> str:
+    def v(self, arg: Any, dtype: DType, exact: bool = False) -> str:
         """A tensor or scalar argument as an IR value of `dtype` (casting a tensor if needed)."""
         if isinstance(arg, fx.Node):
             return self.cast(self.t(arg), dtype)
-        return self.scalar(arg, dtype)
+        return self.scalar(arg, dtype, exact)
 
     def cast(self, value: str, dtype: DType) -> str:
         if self.b.type(value).dtype is dtype:

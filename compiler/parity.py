@@ -193,16 +193,23 @@ def compare(name: str, backend: str, out: Any, eager: Any, ref: Any) -> ParityRo
             f"{mismatches} elements differ" if mismatches else "exact",
         )
     ref64 = ref.detach().to(torch.float64)
-    err = (out.detach().to(torch.float64) - ref64).abs()
-    eager_err = (
-        float((eager.detach().to(torch.float64) - ref64).abs().max()) if ref64.numel() else 0.0
+    out64, eager64 = out.detach().to(torch.float64), eager.detach().to(torch.float64)
+    # inf and nan must sit where eager has them (same sign); error is measured elsewhere
+    finite = torch.isfinite(eager64)
+    same_special = bool(
+        torch.equal(out64[~finite].nan_to_num(nan=7.0), eager64[~finite].nan_to_num(nan=7.0))
     )
-    scale = float(ref64.abs().max()) if ref64.numel() else 0.0
+    keep = finite & torch.isfinite(ref64)
+    err = (out64 - ref64).abs()[keep]
+    eager_err = float((eager64 - ref64).abs()[keep].max()) if keep.any() else 0.0
+    scale = float(ref64[keep].abs().max()) if keep.any() else 0.0
     max_abs = float(err.max()) if err.numel() else 0.0
     budget = K * eager_err + RTOL_FLOOR[eager.dtype] * scale
     nan_note = ""
-    if torch.isnan(err).any():
-        max_abs, nan_note = float("nan"), "NaN in output"
+    if torch.isnan(err).any() or not torch.isfinite(out64[keep]).all():
+        max_abs, nan_note = float("nan"), "NaN or inf where eager is finite"
+    elif not same_special:
+        max_abs, nan_note = float("inf"), "inf/NaN positions differ from eager's"
     return ParityRow(
         name,
         backend,

@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 from compiler.ir import DType, Graph, Node
@@ -90,12 +91,22 @@ def _cast_of_cast(node: Node, rw: Rewriter) -> str | None:
     return x if src == dst else rw.emit("cast", [x], {"dtype": dst})
 
 
+def _is_identity(node: Node, rw: Rewriter, c: str, other: str, value: float) -> bool:
+    v = scalar_value(rw, c)
+    if v is None or v != value:
+        return False
+    # x + 0.0 turns -0.0 into +0.0: for floats only -0.0 is the identity of add
+    if node.op == "add" and rw.type(other).dtype.is_float:
+        return math.copysign(1.0, v) < 0
+    return True
+
+
 def _identity_with(value: float) -> Callable[[Node, Rewriter], str | None]:
     def build(node: Node, rw: Rewriter) -> str | None:
         x, c = node.inputs
-        if scalar_value(rw, c) == value and rw.type(x) == node.out.type:
+        if _is_identity(node, rw, c, x, value) and rw.type(x) == node.out.type:
             return x
-        if node.op in ("add", "mul") and scalar_value(rw, x) == value:
+        if node.op in ("add", "mul") and _is_identity(node, rw, x, c, value):
             return _same_type_as_input(node, rw, 1)
         return None
 
@@ -125,7 +136,7 @@ CANONICALIZE_RULES = [
     Rule("cast(x, x.dtype) => x", "cast", _same_type_as_input),
     Rule("cast(cast(x, exact), t) => cast(x, t)", "cast", _cast_of_cast),
     Rule("mul(x, 1) => x", "mul", _identity_with(1)),
-    Rule("add(x, 0) => x", "add", _identity_with(0)),
+    Rule("add(x, 0) => x  (integer 0, or -0.0)", "add", _identity_with(0)),
     Rule("sub(x, 0) => x", "sub", _identity_with(0)),
     Rule("div(x, 1) => x", "div", _identity_with(1)),
     Rule("pow(x, 2) => mul(x, x)", "pow", _square),

@@ -6,7 +6,8 @@ import logging
 
 import numpy as np
 
-from compiler.ir import ConstArray, Graph, Node, make_attrs
+from compiler.ir import ConstArray, DType, Graph, Node, make_attrs
+from compiler.ops import ref
 
 log = logging.getLogger("tilefuse.fold")
 
@@ -32,18 +33,29 @@ def fold_constants(g: Graph) -> Graph:
     """
     from backends.numpy_ref import evaluate_node
 
+    types = {name: v.type for name, v in g.values().items()}
+
+    def evaluate(n: Node, inputs: list[np.ndarray]) -> np.ndarray:
+        # In the precision the program would compute it in, rounded to the node's dtype.
+        wide = any(types[i].dtype is DType.f64 for i in (*n.inputs, n.out.name))
+        in_types = [types[i] for i in n.inputs]
+        result = evaluate_node(n, inputs, in_types, "float64" if wide else "float32")
+        if n.out.type.dtype in (DType.bf16, DType.f16) and n.op not in SOURCE_OPS:
+            result = ref.cast(result, n.out.type.dtype.value, np.float32)
+        return result
+
     values: dict[str, np.ndarray] = {}
     nodes: list[Node] = []
     changed = False
     for n in g.nodes:
         if n.op in SOURCE_OPS:
             nodes.append(n)
-            values[n.out.name] = evaluate_node(n, [])
+            values[n.out.name] = evaluate(n, [])
             continue
         if not n.inputs or not all(i in values for i in n.inputs):
             nodes.append(n)
             continue
-        result = evaluate_node(n, [values[i] for i in n.inputs])
+        result = evaluate(n, [values[i] for i in n.inputs])
         folded = _as_source(n, result)
         if folded is None:
             nodes.append(n)
@@ -91,7 +103,7 @@ def eliminate_common_subexpressions(g: Graph) -> Graph:
     nodes: list[Node] = []
     for n in g.nodes:
         ins = tuple(subst.get(i, i) for i in n.inputs)
-        key = (n.op, ins, n.attrs, n.out.type)
+        key = (n.op, ins, repr(n.attrs), n.out.type)  # repr: -0.0 is not 0.0, nan is nan
         if key in seen:
             subst[n.out.name] = seen[key]
             continue

@@ -224,6 +224,9 @@ class Fuser:
             grp = self.groups[other]
             if grp.kind != "matmul" or not self.same_lhs(n, grp):
                 continue
+            if other in self.dep_groups(n):
+                self.refuse(n, other, "it reads that GEMM's output: not a sibling")
+                continue
             if len(self.groups[mine].nodes) != 1:
                 self.refuse(n, other, "it already has a prologue or epilogue")
             elif self.creates_cycle(other, mine):
@@ -243,8 +246,7 @@ class Fuser:
                 return "the kernel already has an anchor"
             return None
         if other.kind != "pointwise" and mine.kind != "pointwise":
-            if kind == "matmul" and other.kind == "matmul" and self.same_lhs(n, other):
-                return None  # horizontal: GEMMs sharing an input
+            # (GEMMs sharing an input join in fuse_horizontally: siblings, never producers)
             return f"two anchors ({other.kind} and {mine.kind}) do not share a kernel"
         if other.kind == "pointwise" and mine.kind == "pointwise":
             if other.domain == n.out.type.shape:
@@ -257,10 +259,12 @@ class Fuser:
                 return f"it would recompute {list(other.domain)} {ratio:.0f}x"
             return None
         # other is pointwise, mine is anchored: a prologue
-        if mine.kind in ("matmul", "conv2d", "attention"):
-            readers = self.consumers_outside(other.id) - set(mine.nodes)
-            if readers:
-                return f"the prologue is also read by {sorted(readers)[:3]}"
+        readers = self.consumers_outside(other.id) - set(mine.nodes)
+        if readers and mine.kind in ("matmul", "conv2d", "attention"):
+            return f"the prologue is also read by {sorted(readers)[:3]}"
+        if readers and other.domain != self.g.type_of(n.inputs[0]).shape:
+            # a reduction writing its prologue for other readers must iterate all of it
+            return f"the prologue {list(other.domain)} is read elsewhere and is not the input"
         return None
 
     def reshaped_only(self, n: Node, other: Group) -> bool:

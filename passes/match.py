@@ -36,7 +36,7 @@ class Var(Pattern):
 @dataclass(frozen=True)
 class Const(Pattern):
     value: float
-    rel_tol: float = 1e-4
+    rel_tol: float = 1e-6  # Python floats: only a real constant matches, not a nearby one
     bind: str | None = None
 
 

@@ -67,7 +67,7 @@ def _split_factors(rw: Rewriter, value: str, want_const: float) -> tuple[list[st
     factors = _product(rw, value)
     for i, f in enumerate(factors):
         c = _scalar(rw, f)
-        if c is not None and math.isclose(c, want_const, rel_tol=1e-4):
+        if c is not None and math.isclose(c, want_const, rel_tol=1e-6):
             return factors[:i] + factors[i + 1 :], True
     return factors, False
 
@@ -100,7 +100,7 @@ def _gelu_inner_erf(rw: Rewriter, e: str) -> str | None:
         return rest[0]
     d = rw.producer_op(e, "div")
     divisor = None if d is None else _scalar(rw, d.inputs[1])
-    if d is not None and divisor is not None and math.isclose(divisor, math.sqrt(2), rel_tol=1e-4):
+    if d is not None and divisor is not None and math.isclose(divisor, math.sqrt(2), rel_tol=1e-6):
         return d.inputs[0]
     return None
 

@@ -172,7 +172,7 @@ def f(x: f32[2,3]):
 """,
     ),
     (
-        "add(x, 0) => x",
+        "add(x, 0) => x  (integer 0, or -0.0)",
         """
 def f(x: i64[4]):
     v0: i64[()] = full(shape=(), value=0, dtype=i64)

@@ -45,7 +45,7 @@ def f(x: f32[2,3]):
         after,
         f"""
 def f(x: f32[2,3]):
-    v0: f32[2,3] = full(shape=(2, 3), value={float(np.exp(2.0))!r}, dtype=f32)
+    v0: f32[2,3] = full(shape=(2, 3), value={float(np.exp(np.float32(2.0)))!r}, dtype=f32)
     v1: f32[2,3] = mul(x, v0)
     return (v1,)
 """,

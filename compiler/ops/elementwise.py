@@ -113,7 +113,7 @@ OTHER = [
         "elementwise",
         (1, 1),
         r.cast,
-        'ref.cast({0}, "{dtype_ir}", {dtype})',
+        'ref.cast({0}, "{dtype_ir}", {dtype}, src="{src_ir}")',
         "convert to dtype (float->int truncates; to a narrower float rounds)",
         attrs=(("dtype", REQUIRED),),
         aten=("aten._to_copy", "aten.to"),

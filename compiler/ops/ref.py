@@ -23,9 +23,12 @@ def round_to_bf16(x: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(x), x, rounded.view(np.float32))
 
 
-def cast(x: np.ndarray, to: str, np_type: type) -> np.ndarray:
-    """Convert to IR dtype `to`, stored as `np_type`: a cast to a narrower float rounds to it
-    (bf16 and f16 values live in float32 arrays here, but a cast must lose what torch loses)."""
+def cast(x: np.ndarray, to: str, np_type: type, src: str = "") -> np.ndarray:
+    """Convert from IR dtype `src` to IR dtype `to`, stored as `np_type`. bf16 and f16 values
+    live in float32 arrays here, unrounded between ops; a cast first rounds them to `src` (the
+    value a torch tensor would hold) and a cast to a narrower float rounds to it."""
+    if src in ("bf16", "f16") and to != src:
+        x = cast(x, src, np.float32)
     if to == "bf16":
         return round_to_bf16(x).astype(np_type)
     if to in ("f16", "f32"):
