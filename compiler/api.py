@@ -18,19 +18,17 @@ from compiler import config
 from compiler.dtypes import to_torch
 from compiler.errors import InputMismatchError
 from compiler.frontend import Captured, capture
+from compiler.gpu import get_profile
 from compiler.ir import DType, Graph
 from compiler.schedule import KernelSpec, Schedule
 from passes.fusion import fuse_kernels
 from passes.memory import eager_peak_bytes, plan_memory
 from passes.pipeline import PassContext, run_pipeline
 
-GPUS = ("a100", "h100", "h200", "b200", "l4", "rtx4090", "mi300x")
-
 
 def _check_gpu(gpu: str | None) -> str | None:
-    if gpu is not None and gpu.lower() not in GPUS:
-        raise ValueError(f"unknown gpu profile {gpu!r}; known: {', '.join(GPUS)}")
-    return gpu.lower() if gpu else None
+    """A known profile name (lower case), or a ValueError that lists them."""
+    return get_profile(gpu).name if gpu else None
 
 
 class Compiled:

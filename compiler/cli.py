@@ -1,6 +1,8 @@
 """The `tilefuse` command (also `python -m compiler`).
 
     tilefuse check FILE.py:FACTORY [--backend numpy] [--dtype bfloat16]
+    tilefuse explain FILE.py:FACTORY [--gpu h100,mi300x] [--dtype float16] [--json]
+    tilefuse profiles
 
 A FACTORY is a function in FILE.py that, called with no arguments (or with `dtype=`), returns
 `(model_or_function, example_inputs_tuple)`; every file in examples/ has one named `build`.
@@ -62,6 +64,30 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_profiles(args: argparse.Namespace) -> int:
+    from compiler.gpu import profiles_table
+
+    print(profiles_table())
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    import json
+
+    import compiler
+    from compiler.gpu import resolve_profiles
+
+    try:
+        gpus = [p.name for p in resolve_profiles(args.gpu)]
+    except ValueError as e:
+        raise SystemExit(f"tilefuse: {e}") from None
+    model, inputs = build_example(args.factory, args.dtype)
+    compiled = compiler.compile(model, inputs, backend="numpy")
+    report = compiled.explain(gpus)
+    print(json.dumps(report.to_dict(), indent=1) if args.json else report)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tilefuse", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -70,6 +96,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     check.add_argument("--backend", default="numpy", help="comma-separated backends")
     check.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None)
     check.set_defaults(run=cmd_check)
+    explain = sub.add_parser("explain", help="bytes, FLOPs, tiles and time per kernel per GPU")
+    explain.add_argument("factory", help="FILE.py:FACTORY, e.g. examples/gpt2.py:build")
+    explain.add_argument(
+        "--gpu",
+        default=None,
+        help="comma-separated profiles (default: the GPU present, else h100)",
+    )
+    explain.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None)
+    explain.add_argument("--json", action="store_true", help="print report.to_dict() as JSON")
+    explain.set_defaults(run=cmd_explain)
+    profiles = sub.add_parser("profiles", help="the GPU profiles and their figures")
+    profiles.set_defaults(run=cmd_profiles)
     args = parser.parse_args(argv)
     return int(args.run(args))
 

@@ -331,11 +331,11 @@ def test_planned_backend_is_not_built_yet(model: Tiny) -> None:
 
 
 def test_unknown_gpu(model: Tiny) -> None:
-    with pytest.raises(ValueError, match="unknown gpu profile 'tpu9'") as e:
+    with pytest.raises(ValueError, match="unknown GPU profile 'tpu9'") as e:
         compiler.compile(model, (_inputs(2, 8),), gpu="tpu9", backend="numpy")
     assert "a100" in str(e.value)
     assert "h100" in str(e.value)
-    with pytest.raises(ValueError, match="unknown gpu profile"):
+    with pytest.raises(ValueError, match="unknown GPU profile"):
         compiler.jit(model, gpu="tpu9", backend="numpy")
 
 

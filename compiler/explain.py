@@ -1,0 +1,316 @@
+"""explain: the plan of a compiled model priced on one or more GPU profiles.
+
+For every kernel: kind, fused ops, bytes read and written, FLOPs, the tile config `tile()`
+chose, the estimated time and whether it is memory- or compute-bound. Totals set the plan's
+HBM traffic against three references:
+
+    eager_bytes        every ATen op of the captured graph as one kernel: reads its inputs,
+                       writes its output (views and sources are free)
+    lower_bound_bytes  each kernel of the plan reads each input once and writes each output
+                       once: the best tiling can reach; `bytes` / this shows tile re-reads
+    model_min_bytes    graph inputs (weights included) read once, outputs written once: what
+                       only a whole-model megakernel could reach
+
+`bytes` is the DRAM traffic the cost model predicts for the chosen tiles (operand re-reads a
+wave's L2 cannot catch, second passes of looped reductions, split-K partials).
+
+With several GPUs the report ranks them by estimated time and by energy at TDP (an upper
+bound: time x TDP) and says whether weights + peak activations fit in each one's memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from compiler.gpu import GB, GpuProfile, GpuSpec, resolve_profiles
+from compiler.ir import Graph
+from compiler.schedule import SOURCE_OPS, VIEW_OPS, Schedule
+from passes.tiling import GATHER_OPS, gemm_problem, kernel_cost, tile_kernels
+
+FREE_OPS = VIEW_OPS | SOURCE_OPS
+
+
+@dataclass(frozen=True)
+class KernelRow:
+    """One kernel of the plan on one GPU."""
+
+    name: str
+    kind: str
+    ops: tuple[str, ...]
+    bytes_read: int
+    bytes_written: int
+    dram_bytes: float
+    flops: float
+    tile: str
+    est_time_s: float
+    bound: str
+    reason: str
+    blocks: tuple[tuple[str, int], ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "ops": list(self.ops),
+            "bytes_read": self.bytes_read,
+            "bytes_written": self.bytes_written,
+            "dram_bytes": self.dram_bytes,
+            "flops": self.flops,
+            "tile": self.tile,
+            "blocks": dict(self.blocks),
+            "est_time_s": self.est_time_s,
+            "bound": self.bound,
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True)
+class GpuPlan:
+    """The schedule tiled and priced for one profile."""
+
+    profile: GpuProfile
+    rows: tuple[KernelRow, ...]
+    memory_needed: int
+
+    @property
+    def est_time_s(self) -> float:
+        return sum(r.est_time_s for r in self.rows)
+
+    @property
+    def bytes(self) -> float:
+        return sum(r.dram_bytes for r in self.rows)
+
+    @property
+    def energy_j(self) -> float:
+        return self.est_time_s * self.profile.tdp_w
+
+    @property
+    def fits(self) -> bool:
+        return self.memory_needed <= self.profile.hbm_bytes
+
+
+@dataclass(frozen=True)
+class ExplainReport:
+    """What `Compiled.explain()` returns: print it for tables, `.to_dict()` for the figures."""
+
+    model: str
+    plans: tuple[GpuPlan, ...]
+    eager_bytes: int
+    lower_bound_bytes: int
+    model_min_bytes: int
+    flops: float
+    advice: tuple[str, ...] = ()
+
+    def totals(self, plan: GpuPlan) -> dict[str, Any]:
+        return {
+            "bytes": plan.bytes,
+            "eager_bytes": self.eager_bytes,
+            "lower_bound_bytes": self.lower_bound_bytes,
+            "model_min_bytes": self.model_min_bytes,
+            "flops": self.flops,
+            "est_time_s": plan.est_time_s,
+            "energy_j": plan.energy_j,
+            "memory_needed": plan.memory_needed,
+            "fits": plan.fits,
+            "kernels": len(plan.rows),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """Per-kernel rows and totals of the first GPU at the top level, every GPU under
+        `per_gpu`, and rankings by time and energy."""
+        first = self.plans[0]
+        return {
+            "model": self.model,
+            "gpu": first.profile.name,
+            "kernels": [r.to_dict() for r in first.rows],
+            "totals": self.totals(first),
+            "per_gpu": {
+                p.profile.name: {"kernels": [r.to_dict() for r in p.rows], "totals": self.totals(p)}
+                for p in self.plans
+            },
+            "ranking": {
+                "time": [p.profile.name for p in sorted(self.plans, key=lambda p: p.est_time_s)],
+                "energy": [p.profile.name for p in sorted(self.plans, key=lambda p: p.energy_j)],
+            },
+            "advice": list(self.advice),
+        }
+
+    def __str__(self) -> str:
+        parts = [self._table(p) for p in self.plans]
+        if len(self.plans) > 1:
+            parts.append(self._ranking())
+        if self.advice:
+            parts.append("advice:\n" + "\n".join(f"  {a}" for a in self.advice))
+        return "\n\n".join(parts) + "\n"
+
+    def _table(self, plan: GpuPlan) -> str:
+        p = plan.profile
+        head = (
+            f"{self.model} on {p.name} ({p.full_name}, {p.hbm_bw / 1e12:g} TB/s, "
+            f"bf16 {p.bf16_flops / 1e12:g} TFLOP/s): {len(plan.rows)} kernels"
+        )
+        cols = (
+            f"{'kernel':34} {'kind':9} {'read':>9} {'written':>9} {'dram':>9} {'FLOPs':>9} "
+            f"{'tile':28} {'est':>9}  bound"
+        )
+        lines = [head, cols]
+        for r in plan.rows:
+            lines.append(
+                f"{r.name[:34]:34} {r.kind:9} {_b(r.bytes_read):>9} {_b(r.bytes_written):>9} "
+                f"{_b(r.dram_bytes):>9} {_f(r.flops):>9} {r.tile[:28]:28} "
+                f"{_t(r.est_time_s):>9}  {r.bound}"
+            )
+            lines.append(f"{'':4}ops: {', '.join(r.ops)}")
+        t = self.totals(plan)
+        lines.append(
+            f"total: {_b(t['bytes'])} moved ({t['bytes'] / max(1, t['eager_bytes']):.2f}x eager "
+            f"{_b(t['eager_bytes'])}, {t['bytes'] / max(1, t['lower_bound_bytes']):.2f}x lower "
+            f"bound {_b(t['lower_bound_bytes'])}, model minimum {_b(t['model_min_bytes'])}), "
+            f"{_f(t['flops'])}FLOP, est. {_t(t['est_time_s'])}, {t['energy_j']:.3g} J at TDP; "
+            f"needs {_b(plan.memory_needed)} of {p.hbm_bytes / GB:g} GB "
+            f"({'fits' if plan.fits else 'does NOT fit'})"
+        )
+        return "\n".join(lines)
+
+    def _ranking(self) -> str:
+        lines = ["ranking (estimated time; energy at TDP; memory):"]
+        by_time = sorted(self.plans, key=lambda p: p.est_time_s)
+        best_e = min(p.energy_j for p in self.plans)
+        for i, p in enumerate(by_time, 1):
+            lines.append(
+                f"  {i}. {p.profile.name:8} {_t(p.est_time_s):>9}  {p.energy_j:.3g} J "
+                f"({p.energy_j / best_e:.2f}x best)  {'fits' if p.fits else 'does NOT fit'}"
+            )
+        return "\n".join(lines)
+
+
+def _b(n: float) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n:.0f} B"
+
+
+def _f(n: float) -> str:
+    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n:.0f} "
+
+
+def _t(s: float) -> str:
+    return f"{s * 1e3:.3f} ms" if s >= 1e-3 else f"{s * 1e6:.1f} us"
+
+
+def eager_bytes(g: Graph) -> int:
+    """Op-by-op traffic of `g`: every compute node reads its inputs and writes its output;
+    views and sources move nothing, and reading through a view reads at most its base."""
+    producers = g.producers()
+
+    def base_bytes(name: str) -> int:
+        size = g.type_of(name).nbytes
+        n = producers.get(name)
+        while n is not None and n.op in VIEW_OPS and n.inputs:
+            size = min(size, g.type_of(n.inputs[0]).nbytes)
+            n = producers.get(n.inputs[0])
+        return size
+
+    total = 0
+    for n in g.nodes:
+        if n.op in FREE_OPS:
+            continue
+        reads = [base_bytes(i) for i in n.inputs]
+        if n.op in GATHER_OPS:  # the table is read once per gathered row, at most whole
+            reads[0] = min(reads[0], n.out.type.nbytes)
+        total += sum(reads) + n.out.type.nbytes
+    return total
+
+
+def lower_bound_bytes(s: Schedule) -> int:
+    """Each kernel reads each input once and writes each output once."""
+    return sum(r + w for _, r, w in map(kernel_cost, s.kernels))
+
+
+def model_min_bytes(g: Graph) -> int:
+    """Graph inputs (weights included) read once, graph outputs written once."""
+    return sum(v.type.nbytes for v in g.inputs) + sum(g.type_of(o).nbytes for o in g.outputs)
+
+
+def plan_for(s: Schedule, profile: GpuProfile, memory_needed: int) -> GpuPlan:
+    """Tile `s` for `profile` and price every kernel."""
+    rows = []
+    for k in tile_kernels(s, profile).kernels:
+        flops, read, written = kernel_cost(k)
+        t = k.tile
+        rows.append(
+            KernelRow(
+                k.name, k.kind, tuple(k.compute_ops), read, written, t.dram_bytes or read + written,
+                flops, t.short, t.est_time_s, t.bound, t.reason, t.blocks,
+            )
+        )  # fmt: skip
+    return GpuPlan(profile, tuple(rows), memory_needed)
+
+
+def shape_advice(s: Schedule, plan: GpuPlan, min_waste: float = 0.02) -> list[str]:
+    """Dimensions that waste tile work on this GPU: a GEMM M/N/K or an attention head dim
+    that pads up to the tile, the nearest sizes that would not, and the time at stake (each
+    compute-bound kernel's estimate x its padded fraction), grouped over kernels."""
+    found: dict[tuple[str, int, int], list[tuple[str, float]]] = {}
+    for k, row in zip(s.kernels, plan.rows, strict=True):
+        if row.bound != "compute":
+            continue
+        blocks = dict(row.blocks)
+        if k.kind in ("matmul", "conv2d"):
+            _, M, N, K, _, _ = gemm_problem(k)
+            dims = [("M", M, blocks["BLOCK_M"]), ("N", N, blocks["BLOCK_N"])]
+            dims.append(("K", K, blocks["BLOCK_K"]))
+        elif k.kind == "attention":
+            sdpa = next(n for n in k.body if n.op == "sdpa")
+            dims = [("head dim", k.type_of(sdpa.inputs[0]).shape[-1], blocks["HEAD_DIM"])]
+        else:
+            continue
+        for what, size, block in dims:
+            if size < block // 2 and what != "head dim":
+                continue  # smaller than half a tile: the tile shrinks, not the model
+            padded = -(-size // block) * block
+            if 1 - size / padded >= min_waste:
+                found.setdefault((what, size, block), []).append(
+                    (row.name, row.est_time_s * (1 - size / padded))
+                )
+    out = []
+    for (what, size, block), hits in found.items():
+        padded, down = -(-size // block) * block, size // block * block
+        names = ", ".join(n for n, _ in hits[:3]) + (", ..." if len(hits) > 3 else "")
+        lower = f", {what} {down} would save it" if down else ""
+        out.append(
+            f"{what} {size} pads to {padded} in {block}-wide tiles on {plan.profile.name} in "
+            f"{len(hits)} kernel(s) ({names}): {1 - size / padded:.0%} of their MMA work, up to "
+            f"{sum(t for _, t in hits) * 1e6:.1f} us of {plan.est_time_s * 1e6:.1f} us, is "
+            f"padding; {what} {padded} would do useful work in the same time{lower}"
+        )
+    return out
+
+
+def explain(
+    schedule: Schedule,
+    captured_graph: Graph,
+    gpu: GpuSpec = None,
+    planned_bytes: int = 0,
+) -> ExplainReport:
+    """Price `schedule` on each GPU of `gpu` (None: the device present, else h100)."""
+    profiles = resolve_profiles(gpu)
+    g = schedule.graph
+    memory_needed = model_min_bytes(g) + planned_bytes
+    plans = tuple(plan_for(schedule, p, memory_needed) for p in profiles)
+    flops = sum(kernel_cost(k)[0] for k in schedule.kernels)
+    advice = [a for p in plans[:1] for a in shape_advice(schedule, p)]
+    return ExplainReport(
+        g.name,
+        plans,
+        eager_bytes(captured_graph),
+        lower_bound_bytes(schedule),
+        model_min_bytes(g),
+        flops,
+        tuple(advice),
+    )
