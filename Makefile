@@ -42,6 +42,7 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/compile_time.py
 	$(PY) benchmarks/fusion.py
+	$(PY) benchmarks/explain.py
 
 docs: $(STAMP)
 	$(PY) -m compiler.docs > docs/ops.md
