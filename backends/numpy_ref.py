@@ -73,7 +73,13 @@ class NumpyProgram:
     float_dtype: str
 
     def load(self) -> Callable[..., tuple[np.ndarray, ...]]:
-        return self.load_namespace()[self.name]
+        fn = self.load_namespace()[self.name]
+
+        def run(*inputs: np.ndarray) -> Any:
+            with np.errstate(all="ignore"):  # IEEE results (1/0 = inf) without warnings, as torch
+                return fn(*inputs)
+
+        return run
 
     def load_namespace(self) -> dict[str, Any]:
         """Execute the module; its globals (the program and kernel functions) by name."""
@@ -141,4 +147,5 @@ def evaluate_node(
         if isinstance(v, ConstArray):
             env[f"_const_{v.digest}"] = v.array()
     expr = numpy_expr(node, names, in_types, float_dtype)
-    return np.asarray(eval(expr, env))
+    with np.errstate(all="ignore"):
+        return np.asarray(eval(expr, env))
