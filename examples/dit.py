@@ -230,20 +230,9 @@ def build(
     return model, (x, t, y)
 
 
-def main() -> None:
-    import argparse
+if __name__ == "__main__":  # parity of this example, like `tilefuse check FILE.py:build`
+    import sys
 
-    import compiler
+    from compiler.cli import main
 
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--backend", default="numpy")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    args = p.parse_args()
-    model, inputs = build(dtype=getattr(torch, args.dtype))
-    report = compiler.check_parity(model, inputs, backends=(args.backend,))
-    print(report)
-    raise SystemExit(0 if report.ok else 1)
-
-
-if __name__ == "__main__":
-    main()
+    raise SystemExit(main(["check", f"{__file__}:build", *sys.argv[1:]]))
