@@ -76,8 +76,7 @@ class Compiled:
 
     def reference_values(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict:
         """Every IR value of the unfused graph-level NumPy reference on these inputs."""
-        leaves = self.check_inputs(args, kwargs)
-        inputs = [self._to_numpy(self._bind(b, leaves)) for b in self.captured.bindings]
+        inputs = self.numpy_inputs(args, kwargs)
         program = numpy_ref.render(self.graph, float_dtype=self._float_dtype, all_values=True)
         return program.load()(*inputs)
 
@@ -98,11 +97,8 @@ class Compiled:
         backend: str | None = None,
     ) -> Any:
         """Run on `args` with `backend` (default: the compiled one); same output structure."""
-        name = backends.resolve(backend or self.backend)
-        leaves = self.check_inputs(args, kwargs or {})
-        fn = self._runner(name)
-        inputs = [self._to_numpy(self._bind(b, leaves)) for b in self.captured.bindings]
-        outs = fn(*inputs)
+        fn = self._runner(backends.resolve(backend or self.backend))
+        outs = fn(*self.numpy_inputs(args, kwargs or {}))
         self.stats["calls"] += 1
         return self._rebuild(outs)
 
@@ -131,6 +127,12 @@ class Compiled:
                     f"compile again for new shapes or dtypes, or use compiler.jit"
                 )
         return leaves
+
+    def numpy_inputs(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> list[np.ndarray]:
+        """The graph inputs for this call, checked: user arguments and the module's current
+        parameters and buffers, as the NumPy arrays the generated code takes."""
+        leaves = self.check_inputs(args, kwargs)
+        return [self._to_numpy(self._bind(b, leaves)) for b in self.captured.bindings]
 
     def _bind(self, binding: Any, leaves: list[Any]) -> torch.Tensor:
         module = self.captured.module

@@ -80,11 +80,6 @@ def lower_binary(L: Lowering, n: fx.Node) -> Lowered:
     return L.emit(name, [x, y])
 
 
-def lower_rsub(L: Lowering, n: fx.Node) -> Lowered:
-    dtype = L.out_type().dtype
-    return L.emit("sub", [L.v(n.args[1], dtype, True), L.v(n.args[0], dtype, True)])
-
-
 def lower_compare(L: Lowering, n: fx.Node) -> Lowered:
     a, b = n.args[0], n.args[1]
     dtype = to_dtype(torch.result_type(L.arg_dtype(a), L.arg_dtype(b)))
@@ -390,7 +385,6 @@ LOWERINGS: dict[str, LowerFn] = {
     **{name: lower_compare for name in _COMPARE},
     **{name: lower_logical for name in _LOGICAL},
     **{name: lower_unary for name in _UNARY},
-    "rsub": lower_rsub,
     "logical_not": lower_logical_not,
     "bitwise_not": lower_logical_not,
     "gelu": lower_gelu,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -76,7 +76,6 @@ class Captured:
     module: torch.nn.Module
     kwarg_names: tuple[str, ...] = ()  # keyword arguments in the order they were captured
     capture_seconds: float = 0.0
-    stats: dict[str, Any] = field(default_factory=dict)
 
 
 class _FunctionModule(torch.nn.Module):

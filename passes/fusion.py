@@ -89,6 +89,7 @@ class Fuser:
         self.groups: dict[int, Group] = {}
         self.dag = nx.DiGraph()
         self.refusals: list[str] = []
+        self._reader_cache: dict[str, set[str]] = {}
         self._next = 0
 
     # --- graph helpers
@@ -123,6 +124,9 @@ class Fuser:
         return outside
 
     def _readers(self, name: str) -> set[str]:
+        """Compute nodes reading `name` (through free chains); memoized: the graph is fixed."""
+        if name in self._reader_cache:
+            return self._reader_cache[name]
         readers: set[str] = set()
         if name in self.g.outputs:
             readers.add("<output>")
@@ -131,6 +135,7 @@ class Fuser:
                 readers |= self._readers(u.out.name)
             else:
                 readers.add(u.out.name)
+        self._reader_cache[name] = readers
         return readers
 
     # --- groups
