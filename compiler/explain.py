@@ -26,7 +26,8 @@ from typing import Any
 from compiler.gpu import GB, GpuProfile, GpuSpec, resolve_profiles
 from compiler.ir import Graph
 from compiler.schedule import SOURCE_OPS, VIEW_OPS, Schedule
-from passes.tiling import GATHER_OPS, gemm_problem, kernel_cost, tile_kernels
+from passes.cost import GATHER_OPS, kernel_cost
+from passes.tiling import gemm_problem, tile_kernels
 
 FREE_OPS = VIEW_OPS | SOURCE_OPS
 

@@ -6,8 +6,9 @@ import pytest
 
 from compiler.gpu import KB, PROFILES, get_profile
 from compiler.schedule import KernelSpec
+from passes.cost import causal_fraction, kernel_cost
 from passes.fusion import fuse_kernels
-from passes.tiling import TileConfig, causal_fraction, kernel_cost, tile, tile_kernels
+from passes.tiling import TileConfig, tile, tile_kernels
 from tests.helpers import ir
 
 
