@@ -1,0 +1,279 @@
+"""Native-code runtime for the `llvm` CPU backend: LLVM IR text in, callable machine code out.
+
+    obj = compile_object(ir_text)            # parse, verify, -O3, emit; cached on disk
+    lib = NativeLibrary([obj])               # link into this process (ORC LLJIT)
+    fn = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(lib.address("k0_fused_gelu"))
+
+The IR generator lives elsewhere; this module only knows about IR *text* and object bytes.
+Environment: TILEFUSE_NUM_THREADS is read here with `os.environ` (see `num_threads`), and
+TILEFUSE_CACHE_DIR through `compiler.config`.
+
+Note [Why 512-bit vectors need a feature flag]
+LLVM tunes Skylake-AVX512/Cascade Lake with `prefer-256-bit`, so even with avx512f the loop
+vectorizer picks ymm registers. We compile for the CPU we run on and want zmm, so `host()` adds
+`-prefer-256-bit` to the feature string when avx512f is present. It is part of `Host.features`
+and therefore of the object cache key.
+
+Note [Why ORC LLJIT and not MCJIT]
+Both load object files in llvmlite 0.50. MCJIT (`create_mcjit_compiler`) takes ownership of the
+TargetMachine passed to it (so it cannot be the cached one) and finalizes objects with unresolved
+externals without complaint: the first call segfaults. LLJIT (`create_lljit_compiler` +
+`JITLibraryBuilder().add_object_img(..).add_current_process().export_symbol(..).link(jit, name)`)
+copies the TargetMachine settings, fails the link with an error on unresolved symbols, and gives
+every library its own JITDylib, so two libraries may both define `f`. Its catch: exports must be
+named at link time, and a tracker from `LLJIT.lookup` clears the *whole* library when it is
+garbage collected. So we read the object's ELF symbol table, export every defined global symbol
+at link time, and never call `LLJIT.lookup`.
+
+Note [Large code model]
+Objects are emitted with codemodel="jitdefault" (large on x86-64) and the default (static)
+relocation model: the RuntimeDyld linker places sections and external libraries (libm, libgomp)
+anywhere in the address space, so 32-bit PC-relative references could overflow.
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import hashlib
+import importlib.util
+import itertools
+import os
+import struct
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import llvmlite
+import llvmlite.binding as llvm
+
+import compiler
+from compiler import config
+
+STATS: dict[str, int] = {"compiled": 0, "cache_hits": 0}
+_IR_CONTEXT_LINES = 20
+
+
+@dataclass(frozen=True)
+class Host:
+    """The CPU we compile for."""
+
+    triple: str
+    cpu: str
+    features: str  # LLVM feature string, e.g. "+avx2,+avx512f,...,-prefer-256-bit"
+    vector_bits: int  # 512 with avx512f, 256 with avx2, else 128
+
+
+@functools.cache
+def host() -> Host:
+    """Describe the host CPU (initializing LLVM's native target once)."""
+    llvm.initialize_native_target()
+    llvm.initialize_native_asmprinter()
+    feats = llvm.get_host_cpu_features()
+    names = sorted(feats)  # sorted: the string is part of the cache key
+    flags = [("+" if feats[n] else "-") + n for n in names]
+    if feats.get("avx512f"):
+        vector_bits = 512
+        flags.append("-prefer-256-bit")  # Note [Why 512-bit vectors need a feature flag]
+    elif feats.get("avx2"):
+        vector_bits = 256
+    else:
+        vector_bits = 128
+    return Host(llvm.get_process_triple(), llvm.get_host_cpu_name(), ",".join(flags), vector_bits)
+
+
+@functools.cache
+def target_machine() -> llvm.TargetMachine:
+    """The -O3 TargetMachine for the host, emitting objects that JIT linking can load."""
+    h = host()
+    target = llvm.Target.from_triple(h.triple)
+    return target.create_target_machine(
+        cpu=h.cpu, features=h.features, opt=3, reloc="default", codemodel="jitdefault"
+    )
+
+
+def _ir_excerpt(ir_text: str) -> str:
+    lines = ir_text.splitlines()[:_IR_CONTEXT_LINES]
+    return "\n".join(f"{i:4d} | {line}" for i, line in enumerate(lines, 1))
+
+
+def optimize(ir_text: str) -> llvm.ModuleRef:
+    """Parse and verify `ir_text`, run the -O3 pipeline for the host, return the module.
+
+    Raises ValueError (with LLVM's message and the first lines of the IR) if the text does not
+    parse or the module does not verify.
+    """
+    try:
+        mod = llvm.parse_assembly(ir_text)
+    except RuntimeError as e:
+        raise ValueError(f"LLVM IR does not parse: {e}\n{_ir_excerpt(ir_text)}") from None
+    try:
+        mod.verify()
+    except RuntimeError as e:
+        raise ValueError(f"LLVM IR fails verification: {e}\n{_ir_excerpt(ir_text)}") from None
+    tm = target_machine()
+    mod.triple = tm.triple
+    mod.data_layout = str(tm.target_data)
+    pto = llvm.create_pipeline_tuning_options(speed_level=3)
+    pto.loop_vectorization = True
+    pto.slp_vectorization = True
+    pto.loop_unrolling = True
+    pto.loop_interleaving = True
+    pb = llvm.create_pass_builder(tm, pto)
+    pb.getModulePassManager().run(mod, pb)
+    return mod
+
+
+def optimized_ir(ir_text: str) -> str:
+    """The LLVM IR after -O3."""
+    return str(optimize(ir_text))
+
+
+def assembly(ir_text: str) -> str:
+    """Host assembly after -O3."""
+    return target_machine().emit_assembly(optimize(ir_text))
+
+
+def _cache_key(ir_text: str) -> str:
+    h = host()
+    parts = (ir_text, h.triple, h.cpu, h.features, llvmlite.__version__, compiler.__version__)
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+def compile_object(ir_text: str) -> bytes:
+    """-O3 object code for `ir_text`, from the disk cache when another run already built it.
+
+    Cached as <cache_dir>/llvm/<sha256>.o, keyed on the IR, the host and the tool versions,
+    written atomically (temporary file + os.replace) so concurrent processes never see a torn file.
+    """
+    path = config.load().cache_dir / "llvm" / f"{_cache_key(ir_text)}.o"
+    try:
+        obj = path.read_bytes()
+        STATS["cache_hits"] += 1
+        return obj
+    except FileNotFoundError:
+        pass
+    obj = target_machine().emit_object(optimize(ir_text))
+    STATS["compiled"] += 1
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(obj)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return obj
+
+
+def _elf_symbols(obj: bytes) -> tuple[list[str], list[str]]:
+    """(defined, undefined) global symbol names of an ELF64 little-endian relocatable object."""
+    if obj[:4] != b"\x7fELF" or obj[4] != 2 or obj[5] != 1:
+        raise NotImplementedError("NativeLibrary loads ELF64 little-endian objects only")
+    (shoff,) = struct.unpack_from("<Q", obj, 0x28)
+    shentsize, shnum = struct.unpack_from("<HH", obj, 0x3A)
+    sections = [struct.unpack_from("<IIQQQQIIQQ", obj, shoff + i * shentsize) for i in range(shnum)]
+    defined: list[str] = []
+    undefined: list[str] = []
+    for _, sh_type, _, _, offset, size, link, _, _, entsize in sections:
+        if sh_type != 2:  # SHT_SYMTAB
+            continue
+        str_off = sections[link][4]
+        for pos in range(offset + entsize, offset + size, entsize):  # entry 0 is null
+            st_name, st_info, _, st_shndx = struct.unpack_from("<IBBH", obj, pos)
+            if st_info >> 4 not in (1, 2):  # STB_GLOBAL, STB_WEAK
+                continue
+            name = obj[str_off + st_name : obj.index(b"\0", str_off + st_name)].decode()
+            (undefined if st_shndx == 0 else defined).append(name)
+    return defined, undefined
+
+
+class NativeLibrary:
+    """Machine code loaded into this process from object files; keeps the engine alive.
+
+    Each library is its own JITDylib in one process-wide LLJIT: symbols resolve first within the
+    library, then against the process (libc, libm, and whatever `openmp()` loaded). Libraries do
+    not see each other, so the same function name may live in several. The code is freed when
+    the library is garbage collected; addresses taken from it must not outlive it.
+    """
+
+    _ids = itertools.count()
+
+    def __init__(self, objects: list[bytes]) -> None:
+        defined: list[str] = []
+        undefined: list[str] = []
+        builder = llvm.JITLibraryBuilder().add_current_process()
+        for obj in objects:
+            d, u = _elf_symbols(obj)
+            defined += d
+            undefined += u
+            builder.add_object_img(obj)
+        for name in defined:
+            builder.export_symbol(name)
+        self.name = f"tilefuse{next(NativeLibrary._ids)}"
+        try:
+            self._tracker = builder.link(_lljit(), self.name)
+        except RuntimeError as e:
+            missing = sorted(
+                {n for n in undefined if n not in defined and llvm.address_of_symbol(n) is None}
+            )
+            hint = (
+                " (call openmp() first)"
+                if any(n.startswith(("GOMP_", "omp_")) for n in missing)
+                else ""
+            )
+            raise RuntimeError(
+                f"cannot load native code: {e}; unresolved symbols: {missing or '?'}{hint}"
+            ) from None
+        self.symbols: tuple[str, ...] = tuple(sorted(defined))
+
+    def address(self, name: str) -> int:
+        """The address of the global symbol `name` defined in this library's objects."""
+        if name not in self.symbols:
+            raise KeyError(f"symbol {name!r} is not defined in {self.name}; it has {self.symbols}")
+        return self._tracker[name]
+
+    def __repr__(self) -> str:
+        return f"NativeLibrary({self.name}, symbols={list(self.symbols)})"
+
+
+@functools.cache
+def _lljit() -> llvm.LLJIT:
+    # suppress_errors: link failures come back as RuntimeError instead of stderr noise.
+    return llvm.create_lljit_compiler(target_machine(), suppress_errors=True)
+
+
+@functools.cache
+def openmp() -> str:
+    """Make torch's OpenMP runtime (libgomp) visible to JIT code; return its path. Idempotent.
+
+    JIT code may then call GOMP_parallel, GOMP_barrier, omp_get_thread_num, ... We locate torch's
+    lib/ directory without importing torch (that costs seconds); loading the same file torch loads
+    keeps one OpenMP runtime (one thread pool) in the process.
+    """
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("openmp(): torch is not installed; its libgomp is our OpenMP runtime")
+    libdir = Path(next(iter(spec.submodule_search_locations))) / "lib"
+    found = sorted(glob.glob(str(libdir / "libgomp*.so*")))  # libgomp.so.1 or libgomp-<hash>.so.1
+    if not found:
+        raise RuntimeError(f"openmp(): no libgomp*.so* in {libdir}")
+    path = found[0]
+    llvm.load_library_permanently(path)
+    return path
+
+
+def num_threads() -> int:
+    """Threads for parallel kernels: the CPUs this process may run on.
+
+    Overridden by the environment variable TILEFUSE_NUM_THREADS, read here with os.environ (not
+    yet through compiler/config.py; move it there when config grows a field for it).
+    """
+    env = os.environ.get("TILEFUSE_NUM_THREADS", "").strip()
+    if env:
+        n = int(env)
+        if n < 1:
+            raise ValueError(f"TILEFUSE_NUM_THREADS must be >= 1, got {env!r}")
+        return n
+    return len(os.sched_getaffinity(0))

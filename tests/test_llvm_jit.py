@@ -1,0 +1,208 @@
+"""The LLVM native-code runtime: IR text -> -O3 object code -> callable machine code.
+
+Repro: .venv/bin/python -m pytest tests/test_llvm_jit.py -q
+"""
+
+import ctypes
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from backends import llvm_jit
+
+AXPY = """
+define void @axpy(ptr noalias %x, ptr noalias %y, i64 %n) {
+entry:
+  %empty = icmp sle i64 %n, 0
+  br i1 %empty, label %exit, label %loop
+loop:
+  %i = phi i64 [ 0, %entry ], [ %i1, %loop ]
+  %px = getelementptr float, ptr %x, i64 %i
+  %py = getelementptr float, ptr %y, i64 %i
+  %a = load float, ptr %px
+  %b = load float, ptr %py
+  %ax = fmul float %a, 2.0
+  %s = fadd float %ax, %b
+  store float %s, ptr %py
+  %i1 = add i64 %i, 1
+  %more = icmp slt i64 %i1, %n
+  br i1 %more, label %loop, label %exit
+exit:
+  ret void
+}
+
+declare float @expf(float)
+declare float @erff(float)
+
+define float @exp_plus_erf(float %x) {
+  %e = call float @expf(float %x)
+  %r = call float @erff(float %x)
+  %s = fadd float %e, %r
+  ret float %s
+}
+"""
+
+RETURNS = "define i32 @f() {{\n  ret i32 {}\n}}\n"
+
+# Each OpenMP thread writes its thread number into out[thread]; `count` gets the team size.
+PARALLEL = """
+declare void @GOMP_parallel(ptr, ptr, i32, i32)
+declare i32 @omp_get_thread_num()
+declare i32 @omp_get_num_threads()
+declare void @GOMP_barrier()
+
+define internal void @body(ptr %out) {
+  %t = call i32 @omp_get_thread_num()
+  %n = call i32 @omp_get_num_threads()
+  %slot = getelementptr i32, ptr %out, i32 %t
+  store i32 %t, ptr %slot
+  call void @GOMP_barrier()
+  %is0 = icmp eq i32 %t, 0
+  br i1 %is0, label %first, label %done
+first:
+  %count = getelementptr i32, ptr %out, i32 64
+  store i32 %n, ptr %count
+  br label %done
+done:
+  ret void
+}
+
+define void @run(ptr %out, i32 %nthreads) {
+  call void @GOMP_parallel(ptr @body, ptr %out, i32 %nthreads, i32 0)
+  ret void
+}
+"""
+
+NOT_DOMINATING = """
+define i32 @g(i1 %c) {
+entry:
+  br i1 %c, label %then, label %join
+then:
+  %x = add i32 1, 2
+  br label %join
+join:
+  ret i32 %x
+}
+"""
+
+UNRESOLVED = """
+declare i32 @no_such_fn()
+define i32 @h() {
+  %r = call i32 @no_such_fn()
+  ret i32 %r
+}
+"""
+
+
+@pytest.fixture(autouse=True)
+def cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("TILEFUSE_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def load(ir_text: str) -> llvm_jit.NativeLibrary:
+    return llvm_jit.NativeLibrary([llvm_jit.compile_object(ir_text)])
+
+
+def test_host_describes_this_cpu():
+    h = llvm_jit.host()
+    assert h is llvm_jit.host()
+    assert h.triple.startswith(("x86_64", "aarch64"))
+    assert h.vector_bits in (128, 256, 512)
+    assert ("+avx512f" in h.features) == (h.vector_bits == 512)
+
+
+def test_axpy_runs_on_numpy_arrays():
+    lib = load(AXPY)
+    axpy = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)(
+        lib.address("axpy")
+    )
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(1003).astype(np.float32)
+    y = rng.standard_normal(1003).astype(np.float32)
+    expected = 2 * x + y
+    axpy(x.ctypes.data, y.ctypes.data, len(x))
+    np.testing.assert_allclose(y, expected, rtol=1e-6)
+
+
+def test_libm_symbols_resolve():
+    lib = load(AXPY)
+    f = ctypes.CFUNCTYPE(ctypes.c_float, ctypes.c_float)(lib.address("exp_plus_erf"))
+    assert f(0.5) == pytest.approx(np.exp(0.5) + 0.5204998778, rel=1e-6)
+
+
+def test_axpy_uses_512_bit_vectors():
+    if llvm_jit.host().vector_bits < 512:
+        pytest.skip(f"host has {llvm_jit.host().vector_bits}-bit vectors, not AVX-512")
+    assert "zmm" in llvm_jit.assembly(AXPY)
+    assert "<16 x float>" in llvm_jit.optimized_ir(AXPY)
+
+
+def test_disk_cache_hits_in_process_and_in_a_fresh_process(cache_dir):
+    before = dict(llvm_jit.STATS)
+    first = llvm_jit.compile_object(AXPY)
+    second = llvm_jit.compile_object(AXPY)
+    assert first == second
+    assert llvm_jit.STATS["compiled"] == before["compiled"] + 1
+    assert llvm_jit.STATS["cache_hits"] == before["cache_hits"] + 1
+    assert [p.suffix for p in (cache_dir / "llvm").iterdir()] == [".o"]  # no temporary left
+
+    script = (
+        "import sys; from backends import llvm_jit as j; "
+        "j.compile_object(sys.stdin.read()); print(j.STATS['compiled'], j.STATS['cache_hits'])"
+    )
+    repo = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [sys.executable, "-c", script], input=AXPY, capture_output=True, text=True, cwd=repo
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["0", "1"]
+
+
+def test_verifier_failure_names_the_problem():
+    with pytest.raises(ValueError, match="does not dominate all uses") as info:
+        llvm_jit.optimize(NOT_DOMINATING)
+    assert "fails verification" in str(info.value)
+    assert "@g(i1 %c)" in str(info.value)  # the IR excerpt
+    with pytest.raises(ValueError, match="does not parse"):
+        llvm_jit.compile_object("define i32 @g( {")
+
+
+def test_same_symbol_in_two_libraries_does_not_collide():
+    one, two = load(RETURNS.format(1)), load(RETURNS.format(2))
+    f1 = ctypes.CFUNCTYPE(ctypes.c_int32)(one.address("f"))
+    f2 = ctypes.CFUNCTYPE(ctypes.c_int32)(two.address("f"))
+    assert (f1(), f2()) == (1, 2)
+    del two  # freeing one library leaves the other intact
+    assert f1() == 1
+
+
+def test_missing_symbol_is_a_clear_error():
+    lib = load(RETURNS.format(3))
+    with pytest.raises(KeyError, match="'nope' is not defined"):
+        lib.address("nope")
+    with pytest.raises(RuntimeError, match="no_such_fn"):
+        load(UNRESOLVED)
+
+
+def test_gomp_parallel_runs_on_every_thread():
+    path = llvm_jit.openmp()
+    assert llvm_jit.openmp() == path and "libgomp" in Path(path).name
+    n = llvm_jit.num_threads()
+    lib = load(PARALLEL)
+    run = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int32)(lib.address("run"))
+    out = np.full(65, -1, dtype=np.int32)
+    run(out.ctypes.data, n)
+    assert out[64] == n
+    assert out[:n].tolist() == list(range(n))
+    assert (out[n:64] == -1).all()
+
+
+def test_num_threads_env_override(monkeypatch):
+    monkeypatch.setenv("TILEFUSE_NUM_THREADS", "3")
+    assert llvm_jit.num_threads() == 3
+    monkeypatch.delenv("TILEFUSE_NUM_THREADS")
+    assert llvm_jit.num_threads() >= 1
