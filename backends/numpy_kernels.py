@@ -21,6 +21,13 @@ from compiler.ir import DType, print_graph
 from compiler.schedule import SOURCE_OPS, VIEW_OPS, KernelSpec, Schedule
 from passes.memory import plan_buffers
 
+NAME = "numpy"
+
+
+def supports(spec: KernelSpec) -> bool:
+    """Every kernel kind: each op has a NumPy template."""
+    return True
+
 
 def storage_itemsize(float_dtype: str) -> object:
     """Element sizes as this backend stores them: every float as `float_dtype`."""

@@ -13,7 +13,7 @@ import torch
 from torch.utils import _pytree as pytree
 
 import backends
-from backends import numpy_kernels, numpy_ref
+from backends import numpy_ref
 from compiler import config
 from compiler.dtypes import to_torch
 from compiler.errors import InputMismatchError
@@ -48,9 +48,11 @@ class Compiled:
         self.backend = backend
         self.gpu = gpu
         self.stats: dict[str, Any] = {"compiles": 1, "calls": 0}
-        self._programs: dict[str, numpy_ref.NumpyProgram] = {}
+        self._programs: dict[str, Any] = {}
         self._runners: dict[str, Callable[..., tuple[np.ndarray, ...]]] = {}
         self._float_dtype = _float_dtype(self.graph, compute_dtype)
+        self._torch_float = getattr(torch, self._float_dtype)
+        self._converted: dict[str, tuple[Any, torch.Tensor]] = {}
 
     # --- generated code
 
@@ -62,17 +64,20 @@ class Compiled:
     def kernels(self) -> tuple[KernelSpec, ...]:
         return self.schedule.kernels
 
-    def _program(self, backend: str) -> numpy_ref.NumpyProgram:
+    def _program(self, backend: str) -> Any:
         if backend not in self._programs:
-            self._programs[backend] = numpy_kernels.render_schedule(
-                self.schedule, float_dtype=self._float_dtype
-            )
+            render = backends.get(backend).render_schedule
+            self._programs[backend] = render(self.schedule, float_dtype=self._float_dtype)
         return self._programs[backend]
 
     def kernel_functions(self, backend: str | None = None) -> dict[str, Any]:
-        """The loaded module namespace of a backend: its kernel functions by name."""
-        program = self._program(backends.resolve(backend or self.backend))
-        return program.load_namespace()
+        """A backend's kernel functions by kernel name, each taking NumPy arrays (the kernel's
+        inputs, then one output array per kernel output, written in place)."""
+        name = backends.resolve(backend or self.backend)
+        namespace = self._program(name).load_namespace()
+        if name == "numpy":
+            return namespace
+        return {k.name: _numpy_kernel(namespace[k.name]) for k in self.schedule.kernels}
 
     def reference_values(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict:
         """Every IR value of the unfused graph-level NumPy reference on these inputs."""
@@ -80,7 +85,7 @@ class Compiled:
         program = numpy_ref.render(self.graph, float_dtype=self._float_dtype, all_values=True)
         return program.load()(*inputs)
 
-    def _runner(self, backend: str) -> Callable[..., tuple[np.ndarray, ...]]:
+    def _runner(self, backend: str) -> Callable[..., tuple[Any, ...]]:
         if backend not in self._runners:
             self._runners[backend] = self._program(backend).load()
         return self._runners[backend]
@@ -97,8 +102,14 @@ class Compiled:
         backend: str | None = None,
     ) -> Any:
         """Run on `args` with `backend` (default: the compiled one); same output structure."""
-        fn = self._runner(backends.resolve(backend or self.backend))
-        outs = fn(*self.numpy_inputs(args, kwargs or {}))
+        name = backends.resolve(backend or self.backend)
+        fn = self._runner(name)
+        if name == "numpy":
+            outs = [
+                torch.from_numpy(np.array(o)) for o in fn(*self.numpy_inputs(args, kwargs or {}))
+            ]
+        else:
+            outs = list(fn(*self.torch_inputs(args, kwargs or {})))
         self.stats["calls"] += 1
         return self._rebuild(outs)
 
@@ -134,6 +145,29 @@ class Compiled:
         leaves = self.check_inputs(args, kwargs)
         return [self._to_numpy(self._bind(b, leaves)) for b in self.captured.bindings]
 
+    def torch_inputs(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> list[torch.Tensor]:
+        """The graph inputs for this call as contiguous CPU tensors in storage dtypes (floats
+        in the compute float type). Parameters converted from another dtype are cached until
+        the parameter changes (its version counter)."""
+        leaves = self.check_inputs(args, kwargs)
+        out = []
+        for b in self.captured.bindings:
+            t = self._bind(b, leaves).detach()
+            if b.kind != "user":
+                key = (b.key, t.data_ptr(), t._version)
+                hit = self._converted.get(b.key)
+                if hit is not None and hit[0] == key:
+                    out.append(hit[1])
+                    continue
+            x = t.cpu() if t.device.type != "cpu" else t
+            if x.is_floating_point() and x.dtype != self._torch_float:
+                x = x.to(self._torch_float)
+            x = x.contiguous()
+            if b.kind != "user" and x is not t:
+                self._converted[b.key] = (key, x)
+            out.append(x)
+        return out
+
     def _bind(self, binding: Any, leaves: list[Any]) -> torch.Tensor:
         module = self.captured.module
         if binding.kind == "user":
@@ -150,11 +184,11 @@ class Compiled:
             t = t.to(torch.float64 if self._float_dtype == "float64" else torch.float32)
         return t.numpy()
 
-    def _rebuild(self, outs: tuple[np.ndarray, ...]) -> Any:
+    def _rebuild(self, outs: list[torch.Tensor]) -> Any:
         values = []
         for i, o in enumerate(self.graph.outputs):
             dtype = to_torch(self.graph.type_of(o).dtype)
-            values.append(torch.from_numpy(np.array(outs[i])).to(dtype))
+            values.append(outs[i].to(dtype))
         leaves = [values[x] if kind == "value" else x for kind, x in self.captured.out_leaves]
         return pytree.tree_unflatten(leaves, self.captured.out_spec)
 
@@ -175,6 +209,15 @@ class Compiled:
             f"<Compiled {self.graph.name}: {len(self.graph)} nodes, backend={self.backend}, "
             f"calls={self.stats['calls']}>"
         )
+
+
+def _numpy_kernel(fn: Callable[..., None]) -> Callable[..., None]:
+    """A kernel function over tensors, called with NumPy arrays (shared memory)."""
+
+    def run(*arrays: np.ndarray) -> None:
+        fn(*(torch.from_numpy(np.ascontiguousarray(a)) for a in arrays))
+
+    return run
 
 
 def _float_dtype(graph: Graph, compute_dtype: torch.dtype | None) -> str:

@@ -93,7 +93,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     check = sub.add_parser("check", help="parity of the compiled model against eager PyTorch")
     check.add_argument("factory", help="FILE.py:FACTORY, e.g. examples/gpt2.py:build")
-    check.add_argument("--backend", default="numpy", help="comma-separated backends")
+    check.add_argument(
+        "--backend", default="numpy,llvm", help="comma-separated backends (default: all built)"
+    )
     check.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None)
     check.set_defaults(run=cmd_check)
     explain = sub.add_parser("explain", help="bytes, FLOPs, tiles and time per kernel per GPU")

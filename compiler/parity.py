@@ -228,11 +228,15 @@ def check_parity(
     args: tuple[Any, ...] | Any,
     kwargs: Mapping[str, Any] | None = None,
     *,
-    backends: Sequence[str] = ("numpy",),
+    backends: Sequence[str] | None = None,
     gpu: str | None = None,
 ) -> ParityReport:
-    """Compile `model` once and check every backend's outputs against eager (see module doc)."""
+    """Compile `model` once and check every backend's outputs against eager (see module doc);
+    `backends` defaults to every backend built (`backends.AVAILABLE`)."""
+    import backends as backend_registry
     from compiler.api import compile as compile_model
+
+    backends = tuple(backends or backend_registry.AVAILABLE)
 
     args = args if isinstance(args, tuple) else (args,)
     kwargs = dict(kwargs or {})

@@ -134,6 +134,153 @@ class Schedule:
         return "\n\n".join(parts) + "\n"
 
 
+@dataclass(frozen=True)
+class ExternCall:
+    """A compute anchor a backend delegates to a library instead of generating it: on CPU,
+    matmul and conv2d go to the BLAS/oneDNN torch ships, through torch.
+
+    `views` are the view ops from `inputs` (kernel inputs or earlier results) to the anchor's
+    operands: the library reads them as strided views, never as copies we make."""
+
+    name: str
+    node: Node
+    inputs: tuple[Value, ...]
+    views: tuple[Node, ...]
+    library: str
+
+    @property
+    def output(self) -> str:
+        return self.node.out.name
+
+    def __str__(self) -> str:
+        ins = ", ".join(f"{v.name}: {v.type}" for v in self.inputs)
+        lines = [f"{self.name}  extern {self.library}", f"  in:  {ins}", f"  out: {self.output}"]
+        for n in (*self.views, self.node):
+            args = [*n.inputs, *(f"{k}={format_attr(v)}" for k, v in n.attrs)]
+            lines.append(f"    {n.out.name}: {n.out.type} = {n.op}({', '.join(args)})")
+        return "\n".join(lines)
+
+
+Step = KernelSpec | ExternCall
+
+
+def split_externs(k: KernelSpec, extern_ops: dict[str, str]) -> list[Step]:
+    """`k` as native kernels and extern calls, in order, for a backend that delegates the ops
+    in `extern_ops` (op -> library). Each native part reads the extern results it needs, so
+    a GEMM's epilogue stays fused around it:
+
+        k5_fused_matmul_add_gelu -> [k5.0 extern matmul, k5.1_add_gelu (reads t27 once)]
+
+    A part's outputs are the kernel's outputs it computes plus what later parts and externs
+    read; views and sources are copied into every part that reads them."""
+    anchors = [n for n in k.body if n.op in extern_ops]
+    if not anchors:
+        return [k]
+    producers = {n.out.name: n for n in k.body}
+    cheap = VIEW_OPS | SOURCE_OPS
+    index = {a.out.name: i for i, a in enumerate(anchors)}
+
+    def root(name: str) -> tuple[str, list[Node]]:
+        chain: list[Node] = []
+        while name in producers and producers[name].op in VIEW_OPS:
+            chain.append(producers[name])
+            name = producers[name].inputs[0]
+        return name, chain[::-1]
+
+    # which part (0..len(anchors)) computes each native node: after every anchor it depends on
+    part: dict[str, int] = {}
+    for n in k.body:
+        deps = [part.get(i, 0) for i in n.inputs] + [index[i] + 1 for i in n.inputs if i in index]
+        part[n.out.name] = max(deps, default=0)
+    must: dict[int, set[str]] = {}  # part -> values other parts or externs read from it
+    for a in anchors:
+        for operand in a.inputs:
+            r, _ = root(operand)
+            if r in producers and r not in index:
+                must.setdefault(part[r], set()).add(r)
+    for n in k.body:
+        if n.op in cheap or n.op in extern_ops:
+            continue
+        for i in n.inputs:
+            r, _ = root(i)
+            crosses = r in producers and r not in index and part[r] != part[n.out.name]
+            if crosses and producers[r].op not in cheap:
+                must.setdefault(part[r], set()).add(r)
+    steps: list[Step] = []
+    for p in range(len(anchors) + 1):
+        own = [
+            n
+            for n in k.body
+            if part[n.out.name] == p and n.op not in cheap and n.op not in extern_ops
+        ]
+        own += [
+            producers[r] for r in must.get(p, ()) if producers[r].op in SOURCE_OPS
+        ]  # a source an extern reads is materialized by this part
+        outs = [n.out.name for n in own if n.out.name in k.outputs or n.out.name in must.get(p, ())]
+        if own and outs:
+            steps.append(_part(k, p, own, outs, producers))
+        if p < len(anchors):
+            a = anchors[p]
+            roots, views = [], []
+            for operand in a.inputs:
+                r, chain = root(operand)
+                roots.append(r)
+                views += [v for v in chain if v not in views]
+            types = {v.name: v.type for v in k.inputs} | {n.out.name: n.out.type for n in k.body}
+            inputs = tuple(Value(r, types[r]) for r in dict.fromkeys(roots))
+            steps.append(
+                ExternCall(f"{k.name}.{p}_{a.op}", a, inputs, tuple(views), extern_ops[a.op])
+            )
+    return steps
+
+
+def _part(k: KernelSpec, p: int, own: list[Node], outs: list[str], producers: dict) -> KernelSpec:
+    """The native kernel of part `p`: its own nodes plus copies of the views and sources they
+    read; everything else it reads is an input."""
+    body_names = {n.out.name for n in own}
+    needed: list[Node] = []
+    inputs: dict[str, Value] = {}
+    types = {v.name: v.type for v in k.inputs} | {n.out.name: n.out.type for n in k.body}
+
+    def need(name: str) -> None:
+        if name in body_names:
+            return
+        n = producers.get(name)
+        if n is not None and n.op in VIEW_OPS | SOURCE_OPS:
+            body_names.add(name)
+            for i in n.inputs:
+                need(i)
+            needed.append(n)
+        elif name not in inputs:
+            inputs[name] = Value(name, types[name])
+
+    for n in own:
+        for i in n.inputs:
+            need(i)
+    order = {n.out.name: i for i, n in enumerate(k.body)}
+    body = sorted([*needed, *own], key=lambda n: order[n.out.name])
+    ops = [n.op for n in own]
+    kind = "reduction" if any(o in REDUCTION_LIKE for o in ops) else "pointwise"
+    name = f"{k.name}.{p}_" + "_".join(dict.fromkeys(ops))[:48]
+    return KernelSpec(name, kind, tuple(inputs.values()), tuple(body), tuple(outs), k.domain)
+
+
+REDUCTION_LIKE = frozenset(
+    {
+        "sum",
+        "mean",
+        "amax",
+        "amin",
+        "cumsum",
+        "softmax",
+        "log_softmax",
+        "layer_norm",
+        "rms_norm",
+        "group_norm",
+    }
+)
+
+
 def index_map(
     chain: list[Node], source: TensorType
 ) -> tuple[tuple[int, ...], tuple[int, ...], int] | None:

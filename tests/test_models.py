@@ -61,7 +61,7 @@ MODELS: dict[str, Callable[[torch.dtype], tuple[torch.nn.Module, tuple[Any, ...]
 @pytest.mark.parametrize("name", list(MODELS))
 def test_model_parity(name: str, dtype: torch.dtype) -> None:
     model, inputs = MODELS[name](dtype)
-    report = compiler.check_parity(model, inputs, backends=("numpy",))
+    report = compiler.check_parity(model, inputs, backends=("numpy", "llvm"))
     assert report.ok, f"\n{report}"
 
 
@@ -96,5 +96,5 @@ def test_hf_output_structure_is_preserved() -> None:
 @pytest.mark.parametrize("example", [gpt2, llama], ids=["gpt2", "llama"])
 def test_examples_at_default_size(example: Any, dtype: torch.dtype) -> None:
     model, inputs = example.build(dtype=dtype)
-    report = compiler.check_parity(model, inputs, backends=("numpy",))
+    report = compiler.check_parity(model, inputs, backends=("numpy", "llvm"))
     assert report.ok, f"\n{report}"

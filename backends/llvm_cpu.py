@@ -1,0 +1,352 @@
+"""The `llvm` backend: native CPU code through llvmlite, with GEMMs and convolutions in the
+library torch ships.
+
+Each kernel of the schedule becomes native parts and extern calls (`split_externs`): a fused
+`matmul + bias + gelu` kernel runs `torch.matmul` (MKL/oneDNN) into a slot, then one native
+loop reads the product once, adds the bias, applies GELU and writes the kernel's output. The
+program is a readable Python module (`LlvmProgram.driver`) with one function per kernel and a
+program function that allocates exactly the memory plan's buffers (once, at load) plus the
+slots extern results land in; the native parts are LLVM modules (`LlvmProgram.modules`),
+compiled with -O3 for this CPU, cached on disk and loaded into the process.
+
+    def k5_fused_matmul_add_gelu(a_t25, a_w, a_b, out_t29):
+        # k5_fused_matmul_add_gelu  matmul  domain=[1, 128, 2048] ...
+        torch.matmul(a_t25, a_w.permute(1, 0), out=g_t27)  # extern k5.0_matmul: MKL via torch
+        tf_add_gelu_3f2a9c01d2(g_t27, a_b, out_t29)          # native k5.1_add_gelu
+
+Floats are stored and computed in float32 (or float64 on request); bf16/f16 values are rounded
+where the IR casts, as the NumPy reference does.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import math
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from backends import llvm_jit
+from backends.llvm_kernel import KernelModule, render_kernel
+from backends.numpy_ref import local
+from compiler.dtypes import to_torch
+from compiler.ir import DType, Graph, Node, TensorType, print_graph
+from compiler.schedule import (
+    SOURCE_OPS,
+    VIEW_OPS,
+    ExternCall,
+    KernelSpec,
+    Schedule,
+    Step,
+    split_externs,
+)
+from passes.memory import output_roots, plan_buffers
+
+NAME = "llvm"
+EXTERNS = {
+    "matmul": "torch.matmul (MKL/oneDNN)",
+    "conv2d": "torch conv2d (oneDNN)",
+    "sdpa": "torch scaled_dot_product_attention",
+}
+log = logging.getLogger("tilefuse.extern")
+
+
+def supports(spec: KernelSpec) -> bool:
+    """Every kernel: the ops in EXTERNS are extern calls, the rest native code."""
+    return True
+
+
+@dataclass
+class LlvmProgram:
+    """The driver module, the LLVM modules it calls, and how to load them."""
+
+    name: str
+    driver: str
+    modules: dict[str, KernelModule]
+    constants: dict[str, np.ndarray]
+    steps: list[tuple[str, list[Step]]] = field(default_factory=list)
+
+    @property
+    def source(self) -> str:
+        parts = [self.driver]
+        for m in self.modules.values():
+            parts.append(m.ir)
+        return "\n\n".join(parts)
+
+    def load_namespace(self) -> dict[str, Any]:
+        """Compile (or fetch from the disk cache) every module, link them, run the driver."""
+        llvm_jit.openmp()
+        objects = [llvm_jit.compile_object(m.ir) for m in self.modules.values()]
+        lib = llvm_jit.NativeLibrary(objects) if objects else None
+        namespace: dict[str, Any] = {
+            "torch": torch,
+            "F": torch.nn.functional,
+            "view": _view,
+            "NTHREADS": llvm_jit.num_threads(),
+            "_library": lib,
+        }
+        for symbol, m in self.modules.items():
+            assert lib is not None
+            namespace[symbol] = NativeKernel(symbol, lib.address(symbol), m)
+        for name, array in self.constants.items():
+            namespace[name] = torch.from_numpy(np.array(array, copy=True))
+        filename = f"<tilefuse-llvm:{self.name}:{abs(hash(self.driver)):x}>"
+        import linecache
+
+        linecache.cache[filename] = (len(self.driver), None, self.driver.splitlines(True), filename)
+        exec(compile(self.driver, filename, "exec"), namespace)
+        return namespace
+
+    def load(self) -> Callable[..., tuple[torch.Tensor, ...]]:
+        namespace = self.load_namespace()
+        fn = namespace[self.name]
+        lock = threading.Lock()  # the planned buffers are shared by calls
+
+        def run(*inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            with lock:
+                return fn(*inputs)
+
+        return run
+
+
+class NativeKernel:
+    """A loaded native kernel: call it with tensors, one per parameter, in order."""
+
+    def __init__(self, symbol: str, address: int, module: KernelModule) -> None:
+        self.symbol = symbol
+        self.module = module
+        self._fn = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64)(address)
+        self._args = (ctypes.c_void_p * len(module.params))()
+        self._scratch = torch.empty(max(module.scratch_bytes, 1), dtype=torch.uint8)
+
+    def __call__(self, nthreads: int, *tensors: torch.Tensor) -> None:
+        args = self._args
+        for i, t in enumerate(tensors):
+            args[i] = t.data_ptr()
+        if self.module.scratch_bytes:
+            args[len(tensors)] = self._scratch.data_ptr()
+        self._fn(args, nthreads)
+
+    def __repr__(self) -> str:
+        return f"<native {self.symbol}: {len(self.module.params)} params>"
+
+
+def _view(buf: torch.Tensor, shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
+    count = math.prod(shape)
+    return buf[: count * dtype.itemsize].view(dtype).view(tuple(shape))
+
+
+def storage_dtype(d: DType, float_dtype: str) -> torch.dtype:
+    if d.is_float:
+        return torch.float64 if float_dtype == "float64" else torch.float32
+    return to_torch(d)
+
+
+def _itemsize(float_dtype: str) -> Callable[[DType], int]:
+    return lambda d: (8 if float_dtype == "float64" else 4) if d.is_float else d.itemsize
+
+
+def render_schedule(s: Schedule, *, float_dtype: str = "float32") -> LlvmProgram:
+    return _Renderer(s, float_dtype).program()
+
+
+class _Renderer:
+    def __init__(self, s: Schedule, float_dtype: str) -> None:
+        self.s, self.g, self.fd = s, s.graph, float_dtype
+        self.modules: dict[str, KernelModule] = {}
+        self.constants: dict[str, np.ndarray] = {}
+        self.slots: list[int] = []  # bytes per slot
+        self.globals: list[str] = []
+        self.steps: list[tuple[str, list[Step]]] = []
+
+    def dtype(self, t: TensorType) -> str:
+        return str(storage_dtype(t.dtype, self.fd))
+
+    def program(self) -> LlvmProgram:
+        kernels = [self._kernel(k) for k in self.s.kernels]
+        main = self._main()
+        natives = sum(isinstance(x, KernelSpec) for _, steps in self.steps for x in steps)
+        externs = sum(isinstance(x, ExternCall) for _, steps in self.steps for x in steps)
+        plan = self.plan
+        head = [
+            f'"""tilefuse llvm program for {self.g.name} ({self.fd} compute): '
+            f"{len(self.s)} kernels as {natives} native calls ({len(self.modules)} distinct "
+            f"modules) and {externs} extern calls; {len(plan.sizes)} planned buffers "
+            f'({plan.total_bytes} bytes) and {len(self.slots)} slots ({sum(self.slots)} bytes)."""',
+            "",
+            "# memory: the plan's buffers, and the slots extern results and parts hand over in",
+        ]
+        head += [f"buf{i} = torch.empty({n}, dtype=torch.uint8)" for i, n in enumerate(plan.sizes)]
+        head += [f"slot{i} = torch.empty({n}, dtype=torch.uint8)" for i, n in enumerate(self.slots)]
+        head += self.globals
+        source = "\n".join(head) + "\n" + "".join("\n\n" + k for k in kernels) + "\n\n\n" + main
+        return LlvmProgram(self.g.name, source + "\n", self.modules, self.constants, self.steps)
+
+    # ---- one kernel: a function over its inputs and outputs
+
+    def _kernel(self, k: KernelSpec) -> str:
+        steps = split_externs(k, EXTERNS)
+        self.steps.append((k.name, steps))
+        names = {v.name: local(v.name) for v in k.inputs}
+        names.update((o, f"out_{o}") for o in k.outputs)
+        params = [local(v.name) for v in k.inputs] + [f"out_{o}" for o in k.outputs]
+        lines = [f"def {k.name}({', '.join(params)}):"]
+        lines += [f"    # {line}" for line in str(k).splitlines()]
+        self.kernel_slots = 0
+        for st in steps:
+            if isinstance(st, ExternCall):
+                lines += self._extern(st, names)
+                continue
+            for o in st.outputs:
+                if o not in names:  # handed to a later part: a slot
+                    names[o] = self._slot(o, st.type_of(o))
+            m = render_kernel(st, self.fd)
+            self.modules.setdefault(m.symbol, m)
+            args = []
+            for p in m.params:
+                if p.role == "const":
+                    cname = f"c_{p.const.digest}"  # type: ignore[union-attr]
+                    array = p.const.array()  # type: ignore[union-attr]
+                    if array.dtype.kind == "f":
+                        array = array.astype(self.fd)
+                    self.constants[cname] = array
+                    args.append(cname)
+                elif p.role != "scratch":
+                    args.append(names[p.name])
+            lines.append(f"    {m.symbol}(NTHREADS, {', '.join(args)})  # native {st.name}")
+        return "\n".join(lines)
+
+    def _slot(self, value: str, t: TensorType) -> str:
+        """A global view of the kernel's next free slot for `value` (slots are reused by every
+        kernel: what they hold only lives inside one kernel)."""
+        slot = self.kernel_slots
+        self.kernel_slots += 1
+        nbytes = max(t.numel * _itemsize(self.fd)(t.dtype), 1)
+        while len(self.slots) <= slot:
+            self.slots.append(0)
+        self.slots[slot] = max(self.slots[slot], nbytes)
+        name = f"g_{value}"
+        self.globals.append(
+            f"{name} = view(slot{slot}, {t.shape}, torch.{self.dtype(t).split('.')[1]})"
+        )
+        return name
+
+    def _extern(self, e: ExternCall, names: dict[str, str]) -> list[str]:
+        log.debug("%s: %s", e.name, e.library)
+        lines = []
+        exprs = dict(names)
+        for v in e.views:
+            exprs[v.out.name] = torch_expr(v, [exprs[i] for i in v.inputs])
+        ops = [exprs[i] for i in e.node.inputs]
+        n = e.node
+        out = n.out.name
+        comment = f"  # extern {e.name}: {e.library}"
+        persistent = out in names  # a kernel output
+        if n.op == "matmul":
+            if not persistent:
+                names[out] = self._slot(out, n.out.type)
+            lines.append(f"    torch.matmul({ops[0]}, {ops[1]}, out={names[out]}){comment}")
+            return lines
+        if n.op == "conv2d":
+            call = (
+                f"F.conv2d({', '.join(ops)}, stride={n.attr('stride')}, "
+                f"padding={n.attr('padding')}, dilation={n.attr('dilation')}, "
+                f"groups={n.attr('groups')})"
+            )
+        else:
+            mask = f", attn_mask={ops[3]}" if len(ops) > 3 else ""
+            call = (
+                f"F.scaled_dot_product_attention({ops[0]}, {ops[1]}, {ops[2]}{mask}, "
+                f"scale={n.attr('scale')}, is_causal={n.attr('is_causal')}, "
+                f"enable_gqa={n.attr('enable_gqa')})"
+            )
+        if persistent:
+            lines.append(f"    {names[out]}.copy_({call}){comment}")
+        else:
+            names[out] = f"x_{out}"
+            lines.append(f"    x_{out} = {call}.contiguous(){comment}")
+        return lines
+
+    # ---- the program function
+
+    def _main(self) -> str:
+        g = self.g
+        self.plan = plan_buffers(self.s, _itemsize(self.fd))
+        assignment = dict(self.plan.assignment)
+        roots = output_roots(g)
+        lines = [f"def {g.name}({', '.join(local(v.name) for v in g.inputs)}):"]
+        lines += [f"    # {line}" for line in print_graph(g).splitlines()[:1]]
+        names = {v.name: local(v.name) for v in g.inputs}
+        for k in self.s.kernels:
+            for o in k.outputs:
+                t = k.type_of(o)
+                dtype = f"torch.{self.dtype(t).split('.')[1]}"
+                if o in assignment:
+                    names[o] = f"g_{o}"
+                    self.globals.append(f"g_{o} = view(buf{assignment[o]}, {t.shape}, {dtype})")
+                else:
+                    assert o in roots
+                    names[o] = local(o)
+                    lines.append(f"    {local(o)} = torch.empty({t.shape}, dtype={dtype})")
+            args = [names[v.name] for v in k.inputs] + [names[o] for o in k.outputs]
+            lines.append(f"    {k.name}({', '.join(args)})")
+        producers = g.producers()
+        done = set(names)
+        for n in g.nodes:  # outputs that are views (or sources) of kernel outputs
+            if n.out.name in done or not _needed(n.out.name, g, producers):
+                continue
+            names[n.out.name] = local(n.out.name)
+            expr = torch_expr(n, [names[i] for i in n.inputs], self)
+            lines.append(f"    {local(n.out.name)} = {expr}")
+            done.add(n.out.name)
+        outs = ", ".join(names[o] for o in g.outputs)
+        lines.append(f"    return ({outs},)" if len(g.outputs) == 1 else f"    return ({outs})")
+        return "\n".join(lines)
+
+
+def _needed(name: str, g: Graph, producers: dict[str, Node]) -> bool:
+    todo = list(g.outputs)
+    while todo:
+        o = todo.pop()
+        if o == name:
+            return True
+        p = producers.get(o)
+        if p is not None and p.op in VIEW_OPS | SOURCE_OPS:
+            todo.extend(p.inputs)
+    return False
+
+
+def torch_expr(n: Node, ins: list[str], r: _Renderer | None = None) -> str:
+    """A torch expression for a view or source op (views stay views)."""
+    op = n.op
+    if op == "reshape":
+        return f"{ins[0]}.reshape({n.attr('shape')})"
+    if op == "permute":
+        return f"{ins[0]}.permute({n.attr('dims')})"
+    if op == "expand":
+        return f"{ins[0]}.expand({n.attr('shape')})"
+    if op == "slice":
+        d, start, end, step = (n.attr(a) for a in ("dim", "start", "end", "step"))
+        return f"{ins[0]}[{':, ' * d}{start}:{end}:{step}]"
+    dtype = str(storage_dtype(n.out.type.dtype, r.fd if r else "float32"))
+    if op == "full":
+        value = n.attr("value")
+        value = (
+            f"float({str(value)!r})"
+            if isinstance(value, float) and not math.isfinite(value)
+            else repr(value)
+        )
+        return f"torch.full({n.out.type.shape}, {value}, dtype={dtype})"
+    if op == "arange":
+        return f"torch.arange({n.attr('start')}, {n.attr('end')}, {n.attr('step')}).to({dtype})"
+    if op == "constant" and r is not None:
+        value = n.attr("value")
+        array = value.array()
+        r.constants[f"c_{value.digest}"] = array.astype(r.fd) if array.dtype.kind == "f" else array
+        return f"c_{value.digest}.clone()"
+    raise ValueError(f"llvm backend: {op} is not a view or source op")

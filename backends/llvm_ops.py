@@ -1,0 +1,292 @@
+"""Elementwise ops as LLVM IR: one function per op, applied to values already in compute type.
+
+Floats follow IEEE as NumPy does (no fast-math outside reductions): `maximum` propagates NaN,
+`rsqrt` is `1 / sqrt`, and a cast rounds to bf16/f16 exactly like `compiler.ops.ref.cast` (bf16
+by integer bit manipulation: LLVM 0.50's llvmlite has no bfloat type). Transcendentals come
+from `backends.llvm_math` (polynomials that vectorize, for float32).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from llvmlite import ir
+
+from backends.llvm_index import Lin
+from compiler.ir import DType, Node
+
+if TYPE_CHECKING:
+    from backends.llvm_kernel import _Codegen
+
+I1, I16, I32, I64 = ir.IntType(1), ir.IntType(16), ir.IntType(32), ir.IntType(64)
+Op = Callable[["_Codegen", Node, list[ir.Value], list[DType]], ir.Value]
+ELEMENTWISE: dict[str, Op] = {}
+
+
+def _op(*names: str) -> Callable[[Op], Op]:
+    def register(fn: Op) -> Op:
+        for n in names:
+            ELEMENTWISE[n] = fn
+        return fn
+
+    return register
+
+
+def is_float(v: ir.Value) -> bool:
+    return isinstance(v.type, ir.FloatType | ir.DoubleType)
+
+
+def intrinsic(cg: _Codegen, name: str, ty: ir.Type, nargs: int) -> ir.Function:
+    suffix = "f64" if isinstance(ty, ir.DoubleType) else "f32"
+    full = f"{name}.{suffix}"
+    fn = cg.m.globals.get(full)
+    if fn is None:
+        fn = ir.Function(cg.m, ir.FunctionType(ty, [ty] * nargs), full)
+    return fn
+
+
+def constant(cg: _Codegen, value: Any, dtype: DType) -> ir.Constant:
+    if dtype.is_float:
+        return cg.fconst(float(value))
+    if dtype is DType.bool:
+        return I1(int(bool(value)))
+    return ir.Constant(cg._compute(dtype), int(value))
+
+
+def arange(cg: _Codegen, node: Node, i: Lin) -> ir.Value:
+    """start + i * step, computed in i64 or float64 (as np.arange), then converted."""
+    b = cg.b
+    start, step = node.attr("start"), node.attr("step")
+    dtype = node.out.type.dtype
+    iv = cg.lin(i)
+    if isinstance(start, int) and isinstance(step, int):
+        v = b.add(b.mul(iv, I64(step)), I64(start))
+        return convert(cg, v, DType.i64, dtype)
+    d = ir.DoubleType()
+    v = b.fadd(b.fmul(b.sitofp(iv, d), ir.Constant(d, float(step))), ir.Constant(d, float(start)))
+    if dtype.is_float:
+        return v if d == cg.F else b.fptrunc(v, cg.F)
+    return convert(cg, b.fptosi(v, I64), DType.i64, dtype)
+
+
+def convert(cg: _Codegen, v: ir.Value, src: DType, dst: DType) -> ir.Value:
+    """Plain type conversion between compute types (no bf16/f16 rounding)."""
+    b = cg.b
+    to = cg._compute(dst)
+    if v.type == to:
+        return v
+    if dst is DType.bool:
+        return (
+            b.fcmp_unordered("!=", v, ir.Constant(v.type, 0.0))
+            if src.is_float
+            else (b.icmp_signed("!=", v, ir.Constant(v.type, 0)))
+        )
+    if dst.is_float:
+        if src is DType.bool:
+            return b.uitofp(v, to)
+        return b.sitofp(v, to) if not src.is_float else v
+    if src.is_float:
+        return b.fptosi(v, to)
+    if src is DType.bool:
+        return b.zext(v, to)
+    return b.sext(v, to) if v.type.width < to.width else b.trunc(v, to)
+
+
+def round_float(cg: _Codegen, v: ir.Value, to: DType) -> ir.Value:
+    """Round a compute-type float to `to`'s precision, keeping the compute type."""
+    b = cg.b
+    f32 = ir.FloatType()
+    if to is DType.f64:
+        return v
+    x = b.fptrunc(v, f32) if f32 != cg.F else v
+    if to is DType.f16:
+        x = b.fpext(b.fptrunc(x, ir.HalfType()), f32)
+    elif to is DType.bf16:
+        bits = b.bitcast(x, I32)
+        lsb = b.and_(b.lshr(bits, I32(16)), I32(1))
+        rounded = b.and_(b.add(bits, b.add(lsb, I32(0x7FFF))), I32(0xFFFF0000 - (1 << 32)))
+        nan = b.fcmp_unordered("uno", x, x)
+        x = b.select(nan, x, b.bitcast(rounded, f32))
+    return b.fpext(x, cg.F) if f32 != cg.F else x
+
+
+@_op("cast")
+def _cast(cg: _Codegen, node: Node, args: list[ir.Value], ts: list[DType]) -> ir.Value:
+    (x,), src, to = args, ts[0], node.attr("dtype")
+    if src in (DType.bf16, DType.f16) and to != src:
+        x = round_float(cg, x, src)
+    if to.is_float:
+        x = convert(cg, x, src, to)
+        return round_float(cg, x, to) if to in (DType.bf16, DType.f16, DType.f32) else x
+    return convert(cg, x, src, to)
+
+
+# ---- unary
+
+
+@_op("neg")
+def _neg(cg: _Codegen, node: Node, args: list[ir.Value], ts: list[DType]) -> ir.Value:
+    (x,) = args
+    return cg.b.fneg(x) if is_float(x) else cg.b.sub(ir.Constant(x.type, 0), x)
+
+
+@_op("abs")
+def _abs(cg: _Codegen, node: Node, args: list[ir.Value], ts: list[DType]) -> ir.Value:
+    (x,) = args
+    if is_float(x):
+        return cg.b.call(intrinsic(cg, "llvm.fabs", x.type, 1), [x])
+    return cg.b.select(cg.b.icmp_signed("<", x, ir.Constant(x.type, 0)), cg.b.neg(x), x)
+
+
+def _math(fn: str) -> Op:
+    def emit(cg: _Codegen, node: Node, args: list[ir.Value], ts: list[DType]) -> ir.Value:
+        return cg.math(fn, args[0])
+
+    return emit
+
+
+for _name in ("exp", "log", "tanh", "erf", "sigmoid", "sin", "cos"):
+    ELEMENTWISE[_name] = _math(_name)
+
+
+@_op("sqrt")
+def _sqrt(cg: _Codegen, node: Node, args: list[ir.Value], ts: list[DType]) -> ir.Value:
+    return cg.b.call(intrinsic(cg, "llvm.sqrt", args[0].type, 1), args)
+
+
+@_op("rsqrt")
+def _rsqrt(cg: _Codegen, node: Node, args: list[ir.Value], ts: list[DType]) -> ir.Value:
+    return cg.b.fdiv(cg.fconst(1.0), _sqrt(cg, node, args, ts))
+
+
+@_op("reciprocal")
+def _reciprocal(cg: _Codegen, node: Node, args: list[ir.Value], ts: list[DType]) -> ir.Value:
+    return cg.b.fdiv(cg.fconst(1.0), args[0])
+
+
+@_op("relu")
+def _relu(cg: _Codegen, node: Node, args: list[ir.Value], ts: list[DType]) -> ir.Value:
+    (x,) = args
+    zero = ir.Constant(x.type, 0.0 if is_float(x) else 0)
+    return _maximum(cg, node, [x, zero], ts)
+
+
+@_op("logical_not")
+def _not(cg: _Codegen, node: Node, args: list[ir.Value], ts: list[DType]) -> ir.Value:
+    return cg.b.xor(args[0], I1(1))
+
+
+# ---- binary
+
+
+def _arith(float_op: str, int_op: str) -> Op:
+    def emit(cg: _Codegen, node: Node, args: list[ir.Value], ts: list[DType]) -> ir.Value:
+        a, b_ = args
+        return getattr(cg.b, float_op if is_float(a) else int_op)(a, b_)
+
+    return emit
+
+
+ELEMENTWISE["add"] = _arith("fadd", "add")
+ELEMENTWISE["sub"] = _arith("fsub", "sub")
+ELEMENTWISE["mul"] = _arith("fmul", "mul")
+ELEMENTWISE["div"] = _arith("fdiv", "sdiv")
+ELEMENTWISE["logical_and"] = _arith("and_", "and_")
+ELEMENTWISE["logical_or"] = _arith("or_", "or_")
+
+
+@_op("pow")
+def _pow(cg: _Codegen, node: Node, args: list[ir.Value], ts: list[DType]) -> ir.Value:
+    x, y = args
+    p = cg.producers.get(node.inputs[1])
+    if p is not None and p.op == "full":
+        e = float(p.attr("value"))
+        if e == 2.0:
+            return cg.b.fmul(x, x)
+        if e == 1.0:
+            return x
+        if e == 0.5:
+            return _sqrt(cg, node, [x], ts)
+        if e == -1.0:
+            return cg.b.fdiv(cg.fconst(1.0), x)
+    return cg.b.call(intrinsic(cg, "llvm.pow", x.type, 2), [x, y])
+
+
+@_op("maximum", "minimum")
+def _maximum(cg: _Codegen, node: Node, args: list[ir.Value], ts: list[DType]) -> ir.Value:
+    a, b_ = args
+    bigger = node.op != "minimum"
+    if is_float(a):  # NaN in either operand gives NaN, like np.maximum
+        pick_a = cg.b.fcmp_ordered(">" if bigger else "<", a, b_)
+        pick_a = cg.b.or_(pick_a, cg.b.fcmp_unordered("uno", a, a))
+        return cg.b.select(pick_a, a, b_)
+    return cg.b.select(cg.b.icmp_signed(">" if bigger else "<", a, b_), a, b_)
+
+
+_CMP = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
+
+
+@_op(*_CMP)
+def _compare(cg: _Codegen, node: Node, args: list[ir.Value], ts: list[DType]) -> ir.Value:
+    a, b_ = args
+    pred = _CMP[node.op]
+    if is_float(a):
+        if node.op == "ne":
+            return cg.b.fcmp_unordered(pred, a, b_)
+        return cg.b.fcmp_ordered(pred, a, b_)
+    if a.type == I1:
+        return cg.b.icmp_unsigned(pred, a, b_)
+    return cg.b.icmp_signed(pred, a, b_)
+
+
+@_op("where")
+def _where(cg: _Codegen, node: Node, args: list[ir.Value], ts: list[DType]) -> ir.Value:
+    return cg.b.select(*args)
+
+
+# ---- elementwise composites, as the NumPy references write them
+
+
+def gelu_of(cg: _Codegen, x: ir.Value, approximate: str) -> ir.Value:
+    b = cg.b
+    half_x = b.fmul(cg.fconst(0.5), x)
+    if approximate == "tanh":
+        cube = b.fmul(b.fmul(x, x), x)
+        inner = b.fmul(
+            cg.fconst(math.sqrt(2 / math.pi)), b.fadd(x, b.fmul(cg.fconst(0.044715), cube))
+        )
+        t = cg.math("tanh", inner)
+    else:
+        t = cg.math("erf", b.fmul(x, cg.fconst(1 / math.sqrt(2))))
+    return b.fmul(half_x, b.fadd(cg.fconst(1.0), t))
+
+
+@_op("gelu")
+def _gelu(cg: _Codegen, node: Node, args: list[ir.Value], ts: list[DType]) -> ir.Value:
+    return gelu_of(cg, args[0], node.attr("approximate"))
+
+
+@_op("silu")
+def _silu(cg: _Codegen, node: Node, args: list[ir.Value], ts: list[DType]) -> ir.Value:
+    return cg.b.fmul(args[0], cg.math("sigmoid", args[0]))
+
+
+@_op("swiglu")
+def _swiglu(cg: _Codegen, node: Node, args: list[ir.Value], ts: list[DType]) -> ir.Value:
+    return cg.b.fmul(_silu(cg, node, args[:1], ts), args[1])
+
+
+@_op("geglu")
+def _geglu(cg: _Codegen, node: Node, args: list[ir.Value], ts: list[DType]) -> ir.Value:
+    return cg.b.fmul(args[0], gelu_of(cg, args[1], node.attr("approximate")))
+
+
+@_op("adaln_modulate")
+def _adaln(cg: _Codegen, node: Node, args: list[ir.Value], ts: list[DType]) -> ir.Value:
+    x, scale, shift = args
+    return cg.b.fadd(cg.b.fmul(x, cg.b.fadd(cg.fconst(1.0), scale)), shift)
+
+
+__all__ = ["ELEMENTWISE", "I16", "arange", "constant", "convert", "intrinsic"]

@@ -1,0 +1,190 @@
+"""The llvm backend: kernel stages, extern calls, threads, vectorization, the disk cache.
+
+Op-level parity of every op runs on this backend in tests/test_op_parity.py; models in
+tests/test_models.py and tests/test_diffusion.py (check_parity checks every backend built).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import compiler
+from backends import llvm_jit
+from backends.llvm_kernel import render_kernel
+from compiler.ir_text import parse_graph
+from compiler.schedule import ExternCall, KernelSpec, split_externs
+from passes.fusion import fuse_kernels
+
+
+def kernel(src: str) -> KernelSpec:
+    (k,) = fuse_kernels(parse_graph(textwrap.dedent(src))).kernels
+    return k
+
+
+def check(fn: object, *inputs: torch.Tensor) -> compiler.Compiled:
+    report = compiler.check_parity(fn, inputs, backends=("llvm",))
+    assert report.ok, f"\n{report}"
+    return report.compiled
+
+
+def test_layer_norm_statistics_are_row_phases_of_one_stage() -> None:
+    m = render_kernel(
+        kernel("""
+        def f(x: f32[4,37,1000], r: f32[4,37,1000], w: f32[1000], b: f32[1000]):
+            t0: f32[4,37,1000] = add(x, r)
+            t1: f32[4,37,1000] = layer_norm(t0, w, b, normalized_shape=(1000,), eps=1e-05)
+            return (t1, t0)
+        """)
+    )
+    (stage,) = m.stages
+    assert stage.startswith("store") and "row phases: mean" in stage
+    assert m.scratch_bytes == 0 and m.parallel
+
+
+def test_group_norm_statistics_go_to_scratch_per_group() -> None:
+    m = render_kernel(
+        kernel("""
+        def f(x: f32[2,64,9,9], w: f32[64], b: f32[64]):
+            t1: f32[2,64,9,9] = group_norm(x, w, b, groups=8, eps=1e-05)
+            t2: f32[2,64,9,9] = silu(t1)
+            return (t2,)
+        """)
+    )
+    assert [s.split()[0] for s in m.stages] == ["reduce", "reduce", "store"]
+    assert "outer [2, 8]" in m.stages[0] and m.scratch_bytes > 0
+
+
+@pytest.mark.parametrize("shape", [(1, 320, 16, 16), (2, 64, 7, 5)])
+def test_group_norm_silu_parity(shape: tuple[int, ...]) -> None:
+    x = torch.randn(shape)
+    w, b = torch.randn(shape[1]), torch.randn(shape[1])
+    check(lambda x, w, b: F.silu(F.group_norm(x, 32, w, b)), x, w, b)
+
+
+@pytest.mark.parametrize("n", [1, 37, 1000, 5000])
+def test_softmax_rows_of_ragged_length(n: int) -> None:
+    check(lambda x: torch.softmax(x * 0.5, dim=-1), torch.randn(3, 5, n))
+
+
+def test_reductions_over_leading_and_several_axes() -> None:
+    x = torch.randn(6, 33, 10)
+    check(lambda x: (x.sum(0), x.mean((0, 2)), x.amax(1, keepdim=True) - x), x)
+
+
+def test_long_sum_accumulates_in_blocks() -> None:
+    check(lambda x: x.sum(-1), torch.randn(2, 100_000) + 3.0)
+
+
+def test_non_contiguous_and_integer_inputs() -> None:
+    x = torch.randn(8, 16).t()  # a transposed view
+    ids = torch.tensor([[3, 1, 0], [2, 2, 7]])
+    table = torch.randn(8, 5)
+    check(lambda x, ids, t: (x.exp() + 1, F.embedding(ids, t) * 2), x, ids, table)
+
+
+def test_epilogue_is_one_native_part_after_the_gemm() -> None:
+    k = kernel("""
+    def f(x: f32[4,64], w: f32[32,64], b: f32[32]):
+        t0: f32[64,32] = permute(w, dims=(1, 0))
+        t1: f32[4,32] = matmul(x, t0)
+        t2: f32[4,32] = add(t1, b)
+        t3: f32[4,32] = gelu(t2, approximate='tanh')
+        return (t3,)
+    """)
+    gemm, epilogue = split_externs(k, {"matmul": "blas"})
+    assert isinstance(gemm, ExternCall) and [v.op for v in gemm.views] == ["permute"]
+    assert isinstance(epilogue, KernelSpec) and epilogue.outputs == ("t3",)
+    assert [v.name for v in epilogue.inputs] == ["t1", "b"]
+    assert "extern blas" in str(gemm)
+
+
+def test_linear_gelu_parity_and_readable_source() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(64, 96), torch.nn.GELU(approximate="tanh"))
+    c = check(model.eval(), torch.randn(3, 10, 64))
+    source = c.source("llvm")
+    assert "torch.matmul(" in source and "# extern" in source
+    assert "define void @\"tf_" in source and "; stages:" in source
+
+
+def test_threads_do_not_change_results() -> None:
+    x, w = torch.randn(64, 4096), torch.randn(4096)
+    c = compiler.compile(lambda x, w: F.rms_norm(x, (4096,), w, eps=1e-6), (x, w), backend="llvm")
+    namespace = c._program("llvm").load_namespace()
+    (k,) = c.schedule.kernels
+    outs = []
+    for nthreads in (1, 2, 3):
+        namespace["NTHREADS"] = nthreads
+        out = torch.empty(64, 4096)
+        namespace[k.name](x, w, out)
+        outs.append(out)
+    assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])
+
+
+@pytest.mark.skipif(llvm_jit.host().vector_bits < 512, reason="the host has no AVX-512")
+def test_pointwise_kernel_uses_512_bit_vectors() -> None:
+    m = render_kernel(
+        kernel("""
+        def f(x: f32[64,1024], y: f32[64,1024]):
+            t0: f32[64,1024] = mul(x, y)
+            t1: f32[64,1024] = exp(t0)
+            return (t1,)
+        """)
+    )
+    asm = llvm_jit.assembly(m.ir)
+    assert "zmm" in asm and "expf" not in asm
+
+
+class GatedLinear(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(32, 32)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.silu(self.lin(x)) * x
+
+
+def test_bf16_model_parity_and_output_dtype() -> None:
+    model = GatedLinear().to(torch.bfloat16).eval()
+    x = torch.randn(4, 32, dtype=torch.bfloat16)
+    c = check(model, x)
+    assert c(x).dtype is torch.bfloat16
+
+
+def test_bisect_runs_llvm_kernels_one_by_one() -> None:
+    x = torch.randn(2, 8, 16)
+    w = torch.randn(16)
+    c = compiler.compile(lambda x, w: torch.softmax(x * w, -1).sum(-1), (x, w), backend="llvm")
+    reference = c.reference_values((x, w), {})
+    fns = c.kernel_functions("llvm")
+    for k in c.schedule.kernels:
+        outs = [np.empty_like(np.asarray(reference[o])) for o in k.outputs]
+        fns[k.name](*(reference[v.name] for v in k.inputs), *outs)
+        for o, got in zip(k.outputs, outs, strict=True):
+            np.testing.assert_allclose(got, reference[o], rtol=1e-5, atol=1e-6)
+
+
+def test_second_process_loads_kernels_from_the_disk_cache(tmp_path: object) -> None:
+    script = textwrap.dedent("""
+        import torch, compiler
+        from backends import llvm_jit
+        c = compiler.compile(lambda x: torch.tanh(x) * 2 + x.sum(-1, keepdim=True),
+                             (torch.randn(8, 300),), backend="llvm")
+        print(llvm_jit.STATS["compiled"], llvm_jit.STATS["cache_hits"])
+    """)
+    env = {**os.environ, "TILEFUSE_CACHE_DIR": str(tmp_path)}
+    runs = [
+        subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+        for _ in range(2)
+    ]
+    for r in runs:
+        assert r.returncode == 0, r.stderr
+    first, second = (tuple(map(int, r.stdout.split())) for r in runs)
+    assert first[0] >= 1 and second == (0, first[0])
