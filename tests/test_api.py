@@ -310,7 +310,7 @@ def test_auto_backend_resolves_to_llvm_on_a_cpu(model: Tiny) -> None:
     x = _inputs(2, 8)
     c = compiler.compile(model, (x,), backend="auto")
     assert c.backend == "llvm"
-    assert "define void @\"tf_" in c.source()
+    assert 'define void @"tf_' in c.source()
     torch.testing.assert_close(c(x), _eager(model, x), atol=1e-5, rtol=1e-5)
 
 

@@ -111,7 +111,7 @@ def test_linear_gelu_parity_and_readable_source() -> None:
     c = check(model.eval(), torch.randn(3, 10, 64))
     source = c.source("llvm")
     assert "torch.matmul(" in source and "# extern" in source
-    assert "define void @\"tf_" in source and "; stages:" in source
+    assert 'define void @"tf_' in source and "; stages:" in source
 
 
 def test_threads_do_not_change_results() -> None:
