@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from backends import llvm_jit
+from backends import llvm_attention, llvm_jit
 from backends.llvm_kernel import KernelModule, render_kernel
 from backends.numpy_ref import local
 from compiler.dtypes import to_torch
@@ -81,12 +81,14 @@ class LlvmProgram:
     def load_namespace(self) -> dict[str, Any]:
         """Compile (or fetch from the disk cache) every module, link them, run the driver."""
         llvm_jit.openmp()
+        llvm_jit.blas()
         objects = [llvm_jit.compile_object(m.ir) for m in self.modules.values()]
         lib = llvm_jit.NativeLibrary(objects) if objects else None
         namespace: dict[str, Any] = {
             "torch": torch,
             "F": torch.nn.functional,
             "view": _view,
+            "W": PackedWeights(),
             "NTHREADS": llvm_jit.num_threads(),
             "_library": lib,
         }
@@ -136,6 +138,42 @@ class NativeKernel:
         return f"<native {self.symbol}: {len(self.module.params)} params>"
 
 
+MKL_PACKED = torch.backends.mkl.is_available() and hasattr(torch.ops.mkl, "_mkl_linear")
+MKLDNN_PACKED = torch.backends.mkldnn.is_available() and hasattr(
+    torch.ops.mkldnn, "_convolution_pointwise"
+)
+
+
+class PackedWeights:
+    """MKL-packed copies of GEMM weights, rebuilt when a weight changes (its version or
+    storage), so a compiled model still reads the module's current weights."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[Any, ...], tuple[int, torch.Tensor, tuple[torch.Tensor, ...]]] = {}
+
+    def conv(self, w: torch.Tensor, *geometry: Any) -> torch.Tensor:
+        """`w` reordered into oneDNN's blocked layout for this convolution geometry."""
+        key = (w.data_ptr(), tuple(w.shape), tuple(w.stride()), w.dtype, repr(geometry))
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] == w._version:
+            return hit[2][0]
+        packed = torch.ops.mkldnn._reorder_convolution_weight(w.contiguous(), *geometry)
+        self._cache[key] = (w._version, w, (packed,))
+        return packed
+
+    def pack(self, w: torch.Tensor, m: int, transposed: bool) -> tuple[torch.Tensor, ...]:
+        # keyed by storage; the entry holds `w`, so its memory cannot be reused by another
+        # tensor while cached, and the version counter says when it was written in place
+        key = (w.data_ptr(), tuple(w.shape), tuple(w.stride()), w.dtype, m, transposed)
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] == w._version:
+            return hit[2]
+        orig = w.t().contiguous() if transposed else w.contiguous()
+        packed = (torch.ops.mkl._mkl_reorder_linear_weight(orig, m), orig)
+        self._cache[key] = (w._version, w, packed)
+        return packed
+
+
 def _view(buf: torch.Tensor, shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
     count = math.prod(shape)
     return buf[: count * dtype.itemsize].view(dtype).view(tuple(shape))
@@ -151,13 +189,18 @@ def _itemsize(float_dtype: str) -> Callable[[DType], int]:
     return lambda d: (8 if float_dtype == "float64" else 4) if d.is_float else d.itemsize
 
 
-def render_schedule(s: Schedule, *, float_dtype: str = "float32") -> LlvmProgram:
-    return _Renderer(s, float_dtype).program()
+def render_schedule(
+    s: Schedule, *, float_dtype: str = "float32", weights: frozenset[str] = frozenset()
+) -> LlvmProgram:
+    """The program for `s`. `weights`: graph inputs that are model weights (parameters),
+    whose GEMM layout may be prepared once and cached while they do not change."""
+    return _Renderer(s, float_dtype, weights).program()
 
 
 class _Renderer:
-    def __init__(self, s: Schedule, float_dtype: str) -> None:
+    def __init__(self, s: Schedule, float_dtype: str, weights: frozenset[str]) -> None:
         self.s, self.g, self.fd = s, s.graph, float_dtype
+        self.weights = weights
         self.modules: dict[str, KernelModule] = {}
         self.constants: dict[str, np.ndarray] = {}
         self.slots: list[int] = []  # bytes per slot
@@ -247,12 +290,40 @@ class _Renderer:
         out = n.out.name
         comment = f"  # extern {e.name}: {e.library}"
         persistent = out in names  # a kernel output
-        if n.op == "matmul":
+        attention = llvm_attention.plan(e) if n.op == "sdpa" and self.fd == "float32" else None
+        if attention is not None:
+            if not persistent:
+                names[out] = self._slot(out, n.out.type)
+            m = llvm_attention.render_attention(e, attention, llvm_jit.num_threads())
+            self.modules.setdefault(m.symbol, m)
+            args = [names[p.name] for p in m.params if p.role != "scratch"]
+            lines.append(
+                f"    {m.symbol}(NTHREADS, {', '.join(args)})  # native attention {e.name}: "
+                "softmax between MKL GEMMs per head block"
+            )
+            return lines
+        linear = self._linear(e, ops) if n.op == "matmul" else None
+        if linear is not None:
+            call, comment = linear, f"  # extern {e.name}: MKL packed GEMM (weights packed once)"
+        elif n.op == "matmul":
             if not persistent:
                 names[out] = self._slot(out, n.out.type)
             lines.append(f"    torch.matmul({ops[0]}, {ops[1]}, out={names[out]}){comment}")
             return lines
-        if n.op == "conv2d":
+        elif n.op == "conv2d" and MKLDNN_PACKED and n.inputs[1] in self.weights:
+            types = {v.name: v.type for v in e.inputs} | {v.out.name: v.out.type for v in e.views}
+            shape = list(types[n.inputs[0]].shape)
+            bias = ops[2] if len(ops) > 2 else "None"
+            geometry = (
+                ", ".join(str(list(n.attr(a))) for a in ("padding", "stride", "dilation"))
+                + f", {n.attr('groups')}"
+            )
+            call = (
+                f"torch.ops.mkldnn._convolution_pointwise({ops[0]}, W.conv({ops[1]}, "
+                f"{geometry}, {shape}), {bias}, {geometry}, 'none', [], '')"
+            )
+            comment = f"  # extern {e.name}: oneDNN convolution (weights reordered once)"
+        elif n.op == "conv2d":
             call = (
                 f"F.conv2d({', '.join(ops)}, stride={n.attr('stride')}, "
                 f"padding={n.attr('padding')}, dilation={n.attr('dilation')}, "
@@ -271,6 +342,31 @@ class _Renderer:
             names[out] = f"x_{out}"
             lines.append(f"    x_{out} = {call}.contiguous(){comment}")
         return lines
+
+    def _linear(self, e: ExternCall, ops: list[str]) -> str | None:
+        """x @ w.T (nn.Linear) or x @ w (HF Conv1D) with w a weight: MKL's packed GEMM, the
+        weight packed once per version (`PackedWeights`), or None for any other matmul."""
+        if not MKL_PACKED:
+            return None
+        n = e.node
+        types = {v.name: v.type for v in e.inputs} | {v.out.name: v.out.type for v in e.views}
+        a, b = (types[i] for i in n.inputs)
+        views = {v.out.name: v for v in e.views}
+        w = views.get(n.inputs[1])
+        if b.rank != 2 or a.rank < 2:
+            return None
+        if n.inputs[1] in self.weights:  # x @ w, w[K, N]: pack w.T
+            root, transposed = n.inputs[1], True
+        elif w is not None and w.op == "permute" and w.inputs[0] in self.weights:
+            root, transposed = w.inputs[0], False
+        else:
+            return None
+        m, k = math.prod(a.shape[:-1]), a.shape[-1]
+        return (
+            f"torch.ops.mkl._mkl_linear({ops[0]}.reshape({m}, {k}), "
+            f"*W.pack({local(root)}, {m}, transposed={transposed}), None, {m})"
+            f".view({n.out.type.shape})"
+        )
 
     # ---- the program function
 

@@ -264,6 +264,18 @@ def openmp() -> str:
     return path
 
 
+@functools.cache
+def blas() -> str:
+    """Make the BLAS torch ships (MKL, inside libtorch_cpu) visible to JIT code: native kernels
+    call its Fortran `sgemm_` (LP64) directly. Returns the library path. Idempotent."""
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("blas(): torch is not installed; its MKL is our BLAS")
+    path = Path(next(iter(spec.submodule_search_locations))) / "lib" / "libtorch_cpu.so"
+    llvm.load_library_permanently(str(path))
+    return str(path)
+
+
 def num_threads() -> int:
     """Threads for parallel kernels: the CPUs this process may run on.
 

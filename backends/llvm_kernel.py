@@ -100,8 +100,24 @@ def render_kernel(spec: KernelSpec, float_dtype: str = "float32") -> KernelModul
     return _Codegen(spec, float_dtype).module()
 
 
-def _contiguous(shape: tuple[int, ...]) -> Index:
-    return tuple(Lin(0) for _ in shape)
+@contextmanager
+def counted_loop(b: ir.IRBuilder, start: ir.Value, stop: ir.Value, name: str) -> Iterator[ir.Value]:
+    """`for i in range(start, stop)`: yields the induction variable; the body is emitted at
+    the builder's position inside the `with`, and the builder ends after the loop."""
+    pre = b.block
+    head = b.append_basic_block(f"{name}.head")
+    body = b.append_basic_block(f"{name}.body")
+    end = b.append_basic_block(f"{name}.end")
+    b.branch(head)
+    b.position_at_end(head)
+    i = b.phi(I64, name=name)
+    i.add_incoming(start, pre)
+    b.cbranch(b.icmp_signed("<", i, stop), body, end)
+    b.position_at_end(body)
+    yield i
+    i.add_incoming(b.add(i, I64(1), name=f"{name}.next", flags=("nsw",)), b.block)
+    b.branch(head)
+    b.position_at_end(end)
 
 
 def _broadcast(index: Index, shape: tuple[int, ...]) -> Index:
@@ -344,8 +360,7 @@ class _Codegen:
     # ------------------------------------------------------------------ module
 
     def module(self) -> KernelModule:
-        canon = "\n".join(str(n) for n in self.nodes) + repr([p.type for p in self.params])
-        digest = hashlib.sha256(f"{canon}|{self.spec.outputs}|{self.fdtype}".encode()).hexdigest()
+        digest = hashlib.sha256(self._structure().encode()).hexdigest()
         base = re.sub(r"^k?\d+_", "", self.spec.name.rsplit(".", 1)[-1])  # not the position
         base = re.sub(r"\W", "_", base)
         symbol = f"tf_{base}_{digest[:10]}"
@@ -365,6 +380,19 @@ class _Codegen:
         return KernelModule(
             symbol, text, self.params, self.scratch_bytes, parallel, tuple(stage_lines)
         )
+
+    def _structure(self) -> str:
+        """The kernel with its values numbered by position: identical layers of a model get
+        the same text, hence the same module (compiled once, cached once)."""
+        pos = {p.name: f"%{i}" for i, p in enumerate(self.params)}
+        lines = [f"{self.fdtype} {[(p.role, str(p.type)) for p in self.params]}"]
+        for i, n in enumerate(self.nodes):
+            pos.setdefault(n.out.name, f"v{i}")
+            attrs = [(k, v.digest if isinstance(v, ConstArray) else v) for k, v in n.attrs]
+            lines.append(
+                f"{pos[n.out.name]} {n.out.type} {n.op}{[pos[i] for i in n.inputs]}{attrs}"
+            )
+        return "\n".join(lines)
 
     def _describe(self, st: Stage) -> str:
         outer = list(st.shape[: st.n_outer])
@@ -444,23 +472,10 @@ class _Codegen:
 
     @contextmanager
     def _loop(self, start: ir.Value, stop: ir.Value, name: str) -> Iterator[ir.Value]:
-        b = self.b
-        pre = b.block
-        head = b.append_basic_block(f"{name}.head")
-        body = b.append_basic_block(f"{name}.body")
-        end = b.append_basic_block(f"{name}.end")
-        b.branch(head)
-        b.position_at_end(head)
-        i = b.phi(I64, name=name)
-        i.add_incoming(start, pre)
-        b.cbranch(b.icmp_signed("<", i, stop), body, end)
-        b.position_at_end(body)
-        self.scopes.append({})
-        yield i
+        self.scopes.append({})  # values computed inside the loop stay inside it
+        with counted_loop(self.b, start, stop, name) as i:
+            yield i
         self.scopes.pop()
-        i.add_incoming(b.add(i, I64(1), name=f"{name}.next", flags=("nsw",)), b.block)
-        b.branch(head)
-        b.position_at_end(end)
 
     def _emit_stage(self, st: Stage, tid: ir.Value, nth: ir.Value) -> None:
         b = self.b

@@ -67,7 +67,10 @@ class Compiled:
     def _program(self, backend: str) -> Any:
         if backend not in self._programs:
             render = backends.get(backend).render_schedule
-            self._programs[backend] = render(self.schedule, float_dtype=self._float_dtype)
+            options: dict[str, Any] = {"float_dtype": self._float_dtype}
+            if backend == "llvm":
+                options["weights"] = self.captured.weight_names()
+            self._programs[backend] = render(self.schedule, **options)
         return self._programs[backend]
 
     def kernel_functions(self, backend: str | None = None) -> dict[str, Any]:

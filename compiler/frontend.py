@@ -77,6 +77,14 @@ class Captured:
     kwarg_names: tuple[str, ...] = ()  # keyword arguments in the order they were captured
     capture_seconds: float = 0.0
 
+    def weight_names(self) -> frozenset[str]:
+        """The graph inputs bound to module parameters."""
+        return frozenset(
+            v.name
+            for v, b in zip(self.graph.inputs, self.bindings, strict=True)
+            if b.kind == "parameter"
+        )
+
 
 class _FunctionModule(torch.nn.Module):
     """Wraps a plain function so torch.export can take it."""

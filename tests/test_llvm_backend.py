@@ -110,7 +110,7 @@ def test_linear_gelu_parity_and_readable_source() -> None:
     model = torch.nn.Sequential(torch.nn.Linear(64, 96), torch.nn.GELU(approximate="tanh"))
     c = check(model.eval(), torch.randn(3, 10, 64))
     source = c.source("llvm")
-    assert "torch.matmul(" in source and "# extern" in source
+    assert "_mkl_linear(" in source and "# extern" in source
     assert 'define void @"tf_' in source and "; stages:" in source
 
 
@@ -188,3 +188,59 @@ def test_second_process_loads_kernels_from_the_disk_cache(tmp_path: object) -> N
         assert r.returncode == 0, r.stderr
     first, second = (tuple(map(int, r.stdout.split())) for r in runs)
     assert first[0] >= 1 and second == (0, first[0])
+
+
+ATTENTION = {
+    "causal": (dict(is_causal=True), (2, 4, 37, 37, 16)),
+    "cross-head-dim-40": ({}, (1, 8, 64, 16, 40)),
+    "gqa": (dict(enable_gqa=True), (1, 8, 33, 33, 32)),
+    "long-rows": ({}, (1, 2, 300, 2000, 8)),
+}
+
+
+@pytest.mark.parametrize("name", list(ATTENTION))
+def test_native_attention(name: str) -> None:
+    kwargs, (b, h, length, source, d) = ATTENTION[name]
+    hk = 2 if name == "gqa" else h
+    q = torch.randn(b, h, length, d)
+    k, v = torch.randn(b, hk, source, d), torch.randn(b, hk, source, d)
+    c = check(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, **kwargs), q, k, v)
+    assert "native attention" in c.source("llvm")
+
+
+@pytest.mark.parametrize("mask_dtype", [torch.bool, torch.float32])
+def test_native_attention_with_a_broadcast_mask(mask_dtype: torch.dtype) -> None:
+    q, k, v = (torch.randn(2, 4, 24, 16) for _ in range(3))
+    mask = torch.rand(24, 24) > 0.3 if mask_dtype is torch.bool else torch.randn(1, 4, 1, 24)
+    if mask_dtype is torch.bool:
+        mask[3] = False  # a fully masked row gives zeros, as torch's safe softmax
+    c = check(lambda q, k, v, m: F.scaled_dot_product_attention(q, k, v, m), q, k, v, mask)
+    assert "native attention" in c.source("llvm")
+
+
+def test_attention_on_strided_heads_of_a_fused_qkv() -> None:
+    qkv = torch.randn(1, 40, 3 * 64)
+
+    def heads(qkv: torch.Tensor) -> torch.Tensor:
+        q, k, v = (t.reshape(1, 40, 4, 16).transpose(1, 2) for t in qkv.split(64, dim=-1))
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2)
+
+    c = check(heads, qkv)
+    assert "native attention" in c.source("llvm")
+
+
+def test_float64_attention_uses_torch() -> None:
+    q, k, v = (torch.randn(1, 2, 8, 4, dtype=torch.float64) for _ in range(3))
+    c = check(lambda q, k, v: F.scaled_dot_product_attention(q, k, v), q, k, v)
+    assert "F.scaled_dot_product_attention(" in c.source("llvm")
+
+
+def test_linear_weights_are_packed_once_and_follow_in_place_updates() -> None:
+    model = torch.nn.Linear(16, 8).eval()
+    x = torch.randn(4, 16)
+    c = compiler.compile(model, (x,), backend="llvm")
+    assert "_mkl_linear" in c.source("llvm")
+    torch.testing.assert_close(c(x), model(x), rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        model.weight.mul_(2)
+    torch.testing.assert_close(c(x), model(x), rtol=1e-5, atol=1e-5)
