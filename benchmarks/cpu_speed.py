@@ -1,0 +1,383 @@
+"""CPU speed of our compiled models against torch eager and torch.compile (Inductor, C++).
+
+Per model, in one process and interleaved (eager, inductor, ours, GEMM floor; round-robin per
+iteration, so drift hits all equally): --warmup calls each, then --runs timed calls each, all under
+torch.inference_mode; medians in ms. "GEMM floor" is the optimized graph's matmuls and convs
+alone, run through torch on random tensors of their shapes (the library eager uses): what a
+backend would pay for the GEMMs even with every other op free. Attention (`sdpa`) is not in it.
+
+Cold compile runs in fresh processes with fresh, empty torch.compile and tilefuse caches:
+ours end to end (capture + compile + first output) against torch.compile's first call. Peak
+RSS compares a fresh process running eager against one running ours (import + setup included;
+VmHWM, i.e. ru_maxrss without the parent's peak that Linux carries across exec).
+Parity is `compiler.check_parity` for our backend.
+
+    python benchmarks/cpu_speed.py [--backend llvm] [--models gpt2,llama,...] [--runs 20]
+        [--no-cold] [--no-rss] [--no-inductor] [--threads N] [--tiny] [--write [PATH]]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+# OpenBLAS (NumPy's BLAS) threads spin ~0.1 s after each call by default; interleaved with
+# torch's OpenMP pool on few cores, that spinning steals the next call's cores (we measured
+# eager gpt2 at 115 ms instead of 28 ms right after a numpy-backend call). Shortest spin
+# instead; it only takes effect when set before NumPy loads (running this file as a script).
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.models import MODELS, Built  # noqa: E402  (needs ROOT on sys.path)
+
+STAT_KEYS = ("capture_s", "compile_s")  # Compiled.stats keys reported
+RESULTS = ROOT / "benchmarks" / "RESULTS.md"
+DEFAULT_MODELS = "gpt2,llama,unet,dit,hf_gpt2,hf_llama,hf_unet"
+COLUMNS = (
+    "model",
+    "eager ms",
+    "inductor ms",
+    "ours ms",
+    "ours/eager",
+    "ours/inductor",
+    "GEMM floor ms",
+    "ours/floor",
+    "ours cold s",
+    "inductor cold s",
+    "cold ours/inductor",
+    "capture s",
+    "ours compile s",
+    "RSS eager MiB",
+    "RSS ours MiB",
+    "parity",
+)
+
+
+def set_threads(n: int = 0) -> int:
+    """The same torch thread count in every process: n, or all cores this process may use."""
+    n = n or len(os.sched_getaffinity(0))
+    torch.set_num_threads(n)
+    return n
+
+
+def build(name: str, tiny: bool) -> Built:
+    return MODELS[name](tiny)
+
+
+def median_ms(seconds: list[float]) -> float:
+    return statistics.median(seconds) * 1e3
+
+
+def time_interleaved(
+    fns: dict[str, Callable[[], Any]], warmup: int, runs: int
+) -> tuple[dict[str, float], dict[str, str]]:
+    """Median ms per function, timed round-robin; a function that raises is dropped (reason)."""
+    errors: dict[str, str] = {}
+    live = dict(fns)
+    with torch.inference_mode():
+        for _ in range(warmup):
+            for name, fn in list(live.items()):
+                try:
+                    fn()
+                except Exception as e:  # report any backend's failure, keep timing the others
+                    errors[name] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                    del live[name]
+        times: dict[str, list[float]] = {name: [] for name in live}
+        for _ in range(runs):
+            for name, fn in live.items():
+                start = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - start)
+    return {name: median_ms(t) for name, t in times.items()}, errors
+
+
+def gemm_floor(graph: Any) -> tuple[Callable[[], None], int]:
+    """A function running the graph's matmul and conv2d nodes alone, in torch on random inputs
+    of their shapes and dtypes; and how many there are."""
+    from compiler.dtypes import to_torch
+
+    gen = torch.Generator().manual_seed(0)
+    calls: list[Callable[[], Any]] = []
+    for node in graph.nodes:
+        if node.op not in ("matmul", "conv2d"):
+            continue
+        types = [graph.type_of(i) for i in node.inputs]
+        ts = [torch.randn(t.shape, generator=gen).to(to_torch(t.dtype)) for t in types]
+        if node.op == "matmul":
+            calls.append(lambda ts=ts: torch.matmul(ts[0], ts[1]))
+        else:
+            attrs = {k: node.attr(k) for k in ("stride", "padding", "dilation", "groups")}
+            bias = ts[2] if len(ts) == 3 else None
+            calls.append(lambda ts=ts, bias=bias, a=attrs: F.conv2d(ts[0], ts[1], bias, **a))
+
+    def run_all() -> None:
+        for call in calls:
+            call()
+
+    return run_all, len(calls)
+
+
+# ----------------------------------------------------------------------------- fresh processes
+
+
+def child(mode: str, name: str, opts: argparse.Namespace) -> dict[str, Any]:
+    """Runs inside a fresh process (see `fresh`): one measurement, returned as JSON."""
+    threads = set_threads(opts.threads)
+    model, args, kwargs = build(name, opts.tiny)
+    out: dict[str, Any] = {"threads": threads}
+    if mode in ("ours", "rss-ours"):
+        import compiler
+
+        start = time.perf_counter()
+        c = compiler.compile(model, args, kwargs, backend=opts.backend)
+        with torch.inference_mode():
+            c(*args, **kwargs)
+        out.update(e2e_s=time.perf_counter() - start, **{k: c.stats[k] for k in STAT_KEYS})
+    elif mode == "inductor":
+        start = time.perf_counter()
+        compiled = torch.compile(model)
+        with torch.inference_mode():
+            compiled(*args, **kwargs)
+        out["e2e_s"] = time.perf_counter() - start
+    elif mode == "rss-eager":
+        with torch.inference_mode():
+            model(*args, **kwargs)
+    out["maxrss_mib"] = peak_rss_mib()
+    return out
+
+
+def peak_rss_mib() -> float:
+    """This process's peak RSS. Linux keeps ru_maxrss across exec, so a child forked from a big
+    parent reports the parent's peak; VmHWM (this address space's high-water mark) does not."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def fresh(mode: str, name: str, opts: argparse.Namespace) -> dict[str, Any]:
+    """`child(mode, ...)` in a new interpreter with empty Inductor and tilefuse caches."""
+    cmd = [sys.executable, __file__, "--child", mode, "--models", name, "--backend", opts.backend]
+    cmd += ["--threads", str(opts.threads)] + (["--tiny"] if opts.tiny else [])
+    with tempfile.TemporaryDirectory(prefix="cpu_speed_") as tmp:
+        env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=f"{tmp}/inductor")
+        env["TILEFUSE_CACHE_DIR"] = f"{tmp}/tilefuse"
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines() or ["(no stderr)"]
+        return {"error": f"{mode} failed: {lines[-1]}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# ----------------------------------------------------------------------------- one model
+
+
+def fmt(x: float | None, digits: int = 2) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    return "-" if a is None or b is None or b == 0 else f"{a / b:.2f}x"
+
+
+def measure(name: str, opts: argparse.Namespace) -> dict[str, str] | None:
+    """One table row for `name` (numbers as formatted strings, '-' when not measured), or None
+    when the model's library is missing."""
+    import compiler
+
+    try:
+        model, args, kwargs = build(name, opts.tiny)
+    except ImportError as e:
+        print(f"skipping {name}: {e}")
+        return None
+    print(f"measuring {name} ...", flush=True)
+    notes: list[str] = []
+    ours, stats, verdict = None, {}, "-"
+    try:
+        report = compiler.check_parity(model, args, kwargs, backends=(opts.backend,))
+        verdict = "PASS" if report.ok else "FAIL"
+        if not report.ok:
+            print(report)
+        ours = report.compiled
+        stats = {k: ours.stats[k] for k in STAT_KEYS}
+    except Exception as e:  # a model we cannot compile is a result, not a crash
+        verdict = "ERR"
+        notes.append(f"ours: {type(e).__name__}: {e}")
+
+    fns: dict[str, Callable[[], Any]] = {"eager": lambda: model(*args, **kwargs)}
+    if not opts.no_inductor:
+        inductor = torch.compile(model)
+        fns["inductor"] = lambda: inductor(*args, **kwargs)
+    gemms = 0
+    if ours is not None:
+        fns["ours"] = lambda: ours(*args, **kwargs)
+        fns["floor"], gemms = gemm_floor(ours.graph)  # timed in the same round-robin
+    ms, errors = time_interleaved(fns, opts.warmup, opts.runs)
+    notes += [f"{k}: {v}" for k, v in errors.items()]
+    floor = ms.get("floor")
+
+    cold: dict[str, dict[str, Any]] = {}
+    if not opts.no_cold:
+        modes = ("ours",) + (() if opts.no_inductor else ("inductor",))
+        cold = {m: fresh(m, name, opts) for m in modes}
+        stats = {k: cold["ours"].get(k) for k in STAT_KEYS} if "e2e_s" in cold["ours"] else stats
+    if not opts.no_rss:
+        cold |= {m: fresh(m, name, opts) for m in ("rss-eager", "rss-ours")}
+    notes += [r["error"] for r in cold.values() if "error" in r]
+    for note in notes:
+        print(f"  [{name}] {note}")
+
+    def cold_value(mode: str, key: str) -> float | None:
+        return cold.get(mode, {}).get(key)
+
+    e2e_ours, e2e_ind = cold_value("ours", "e2e_s"), cold_value("inductor", "e2e_s")
+    row = {
+        "model": name,
+        "eager ms": fmt(ms.get("eager")),
+        "inductor ms": fmt(ms.get("inductor")),
+        "ours ms": fmt(ms.get("ours")),
+        "ours/eager": ratio(ms.get("ours"), ms.get("eager")),
+        "ours/inductor": ratio(ms.get("ours"), ms.get("inductor")),
+        "GEMM floor ms": fmt(floor) + (f" ({gemms})" if floor is not None else ""),
+        "ours/floor": ratio(ms.get("ours"), floor),
+        "ours cold s": fmt(e2e_ours),
+        "inductor cold s": fmt(e2e_ind),
+        "cold ours/inductor": ratio(e2e_ours, e2e_ind),
+        "capture s": fmt(stats.get("capture_s")),
+        "ours compile s": fmt(stats.get("compile_s"), 3),
+        "RSS eager MiB": fmt(cold_value("rss-eager", "maxrss_mib"), 0),
+        "RSS ours MiB": fmt(cold_value("rss-ours", "maxrss_mib"), 0),
+        "parity": verdict,
+    }
+    assert tuple(row) == COLUMNS
+    return row
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def markdown_table(rows: list[dict[str, str]]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(row[c] for c in COLUMNS) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def environment(threads: int) -> list[str]:
+    try:
+        import llvmlite
+
+        llvm = llvmlite.__version__
+    except ImportError:
+        llvm = "not installed"
+    return [
+        f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
+        f"- torch {torch.__version__}, llvmlite {llvm}, Python {platform.python_version()}",
+        f"- CPU: {cpu_name()}, {os.cpu_count()} logical CPUs; torch threads: {threads}",
+        "- load average (1, 5, 15 min) at the end: "
+        + ", ".join(f"{x:.2f}" for x in os.getloadavg()),
+    ]
+
+
+def write_results(path: Path, table: str, argv: list[str], opts: argparse.Namespace) -> None:
+    command = shlex.join(["python", "benchmarks/cpu_speed.py", *argv])
+    text = [
+        "# CPU speed: ours vs torch eager vs torch.compile (Inductor)",
+        "",
+        "Generated by `benchmarks/cpu_speed.py` (its docstring defines every column).",
+        "",
+        f"    {command}",
+        "",
+        *environment(torch.get_num_threads()),
+        f"- backend: {opts.backend}; {opts.warmup} warm-up + {opts.runs} timed calls each,"
+        " interleaved; medians",
+        "",
+        table,
+        "",
+        "Ratios below 1x favour ours. GEMM floor: the optimized graph's matmul + conv2d nodes"
+        " alone in torch (count in parentheses). Cold: fresh process, empty caches, wall seconds"
+        " from the built model to the first output; capture/ours compile s from the same process"
+        " (or in-process with --no-cold). RSS: peak (VmHWM) of a fresh process running one"
+        " forward.",
+        "",
+    ]
+    path.write_text("\n".join(text))
+    print(f"wrote {path}")
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--backend", default="llvm", help="our backend (default llvm)")
+    p.add_argument("--models", default=DEFAULT_MODELS, help=f"comma list of {', '.join(MODELS)}")
+    p.add_argument("--runs", type=int, default=20, help="timed calls per function")
+    p.add_argument("--warmup", type=int, default=3, help="untimed calls first (at least 3)")
+    p.add_argument("--no-cold", action="store_true", help="skip fresh-process compile times")
+    p.add_argument("--no-rss", action="store_true", help="skip fresh-process peak RSS")
+    p.add_argument("--no-inductor", action="store_true", help="skip torch.compile")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
+    p.add_argument("--tiny", action="store_true", help="the test suite's tiny configs")
+    p.add_argument("--write", nargs="?", const=RESULTS, type=Path, help="write RESULTS.md here")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    opts = p.parse_args(argv)
+    unknown = [m for m in opts.models.split(",") if m not in MODELS]
+    if unknown:
+        p.error(f"unknown models {unknown}; choose from {', '.join(MODELS)}")
+    opts.warmup = max(opts.warmup, 3)
+    return opts
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, str]]:
+    """Print (and with --write, save) the table; returns its rows."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    opts = parse(argv)
+    if opts.child:
+        print(json.dumps(child(opts.child, opts.models, opts)))
+        return []
+    threads = opts.threads = set_threads(opts.threads)
+    print(f"torch threads: {threads}; backend: {opts.backend}; runs: {opts.runs}")
+    rows = []
+    for name in opts.models.split(","):
+        row = measure(name, opts)
+        if row is not None:
+            rows.append(row)
+            print(markdown_table([row]).splitlines()[-1], flush=True)  # progress, if interrupted
+    table = markdown_table(rows)
+    print(table)
+    if opts.write:
+        write_results(opts.write, table, argv, opts)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
