@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.tilefuse-installed
 
-.PHONY: demo test test-fast lint format bench docs clean
+.PHONY: demo test test-fast lint format bench bench-cpu docs clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,11 @@ bench: $(STAMP)
 	$(PY) benchmarks/compile_time.py
 	$(PY) benchmarks/fusion.py
 	$(PY) benchmarks/explain.py
+	$(PY) benchmarks/host_overhead.py
+
+# CPU speed against eager and torch.compile; slow (cold compiles), rewrites benchmarks/RESULTS.md
+bench-cpu: $(STAMP)
+	$(PY) benchmarks/cpu_speed.py --runs 20 --write
 
 docs: $(STAMP)
 	$(PY) -m compiler.docs > docs/ops.md

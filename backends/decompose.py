@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
-from compiler.ir import DType, GraphBuilder, Node, Value
+from compiler.ir import GraphBuilder, Node, Value
 
 DECOMPOSED = frozenset({"layer_norm", "rms_norm", "group_norm", "softmax", "log_softmax", "rope"})
 
@@ -122,4 +122,4 @@ class _Expander:
         self.add("add", [a, self.add("mul", [rotated, sin])], last=True)
 
 
-__all__ = ["DECOMPOSED", "DType", "decompose"]
+__all__ = ["DECOMPOSED", "decompose"]

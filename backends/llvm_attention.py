@@ -28,7 +28,7 @@ from llvmlite import ir
 
 from backends import llvm_math
 from backends.llvm_kernel import I8, I32, I64, PTR, KernelModule, Param, counted_loop
-from compiler.ir import DType, Node, TensorType, Value
+from compiler.ir import DType, Node
 from compiler.schedule import ExternCall, index_map
 
 F32 = ir.FloatType()
@@ -335,4 +335,4 @@ def _fabs(m: ir.Module) -> ir.Function:
     return fn or ir.Function(m, ir.FunctionType(F32, [F32]), "llvm.fabs.f32")
 
 
-__all__ = ["Operand", "TensorType", "Value", "plan", "render_attention"]
+__all__ = ["Operand", "plan", "render_attention"]

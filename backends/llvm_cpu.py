@@ -206,6 +206,7 @@ class _Renderer:
         self.slots: list[int] = []  # bytes per slot
         self.globals: list[str] = []
         self.steps: list[tuple[str, list[Step]]] = []
+        self.attentions = 0  # sdpa calls rendered as native attention kernels
 
     def dtype(self, t: TensorType) -> str:
         return str(storage_dtype(t.dtype, self.fd))
@@ -215,11 +216,13 @@ class _Renderer:
         main = self._main()
         natives = sum(isinstance(x, KernelSpec) for _, steps in self.steps for x in steps)
         externs = sum(isinstance(x, ExternCall) for _, steps in self.steps for x in steps)
+        natives, externs = natives + self.attentions, externs - self.attentions
         plan = self.plan
         head = [
             f'"""tilefuse llvm program for {self.g.name} ({self.fd} compute): '
             f"{len(self.s)} kernels as {natives} native calls ({len(self.modules)} distinct "
-            f"modules) and {externs} extern calls; {len(plan.sizes)} planned buffers "
+            f"modules, {self.attentions} of them attention) and {externs} extern calls; "
+            f"{len(plan.sizes)} planned buffers "
             f'({plan.total_bytes} bytes) and {len(self.slots)} slots ({sum(self.slots)} bytes)."""',
             "",
             "# memory: the plan's buffers, and the slots extern results and parts hand over in",
@@ -295,6 +298,7 @@ class _Renderer:
             if not persistent:
                 names[out] = self._slot(out, n.out.type)
             m = llvm_attention.render_attention(e, attention, llvm_jit.num_threads())
+            self.attentions += 1
             self.modules.setdefault(m.symbol, m)
             args = [names[p.name] for p in m.params if p.role != "scratch"]
             lines.append(

@@ -50,7 +50,7 @@ from backends.llvm_index import (
     reshape_index,
 )
 from compiler.errors import UnsupportedOpError
-from compiler.ir import ConstArray, DType, Node, TensorType, Value
+from compiler.ir import ConstArray, DType, Node, TensorType
 from compiler.schedule import KernelSpec
 
 REDUCE_OPS = frozenset({"sum", "mean", "amax", "amin"})
@@ -842,4 +842,4 @@ class _Codegen:
         return getattr(llvm_math, fn)(self.b, x)
 
 
-__all__ = ["KernelModule", "Param", "Value", "render_kernel"]
+__all__ = ["KernelModule", "Param", "counted_loop", "render_kernel"]

@@ -20,7 +20,7 @@ from compiler.ir import DType, Node
 if TYPE_CHECKING:
     from backends.llvm_kernel import _Codegen
 
-I1, I16, I32, I64 = ir.IntType(1), ir.IntType(16), ir.IntType(32), ir.IntType(64)
+I1, I32, I64 = ir.IntType(1), ir.IntType(32), ir.IntType(64)
 Op = Callable[["_Codegen", Node, list[ir.Value], list[DType]], ir.Value]
 ELEMENTWISE: dict[str, Op] = {}
 
@@ -289,4 +289,4 @@ def _adaln(cg: _Codegen, node: Node, args: list[ir.Value], ts: list[DType]) -> i
     return cg.b.fadd(cg.b.fmul(x, cg.b.fadd(cg.fconst(1.0), scale)), shift)
 
 
-__all__ = ["ELEMENTWISE", "I16", "arange", "constant", "convert", "intrinsic"]
+__all__ = ["ELEMENTWISE", "arange", "constant", "convert", "intrinsic"]

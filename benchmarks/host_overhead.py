@@ -1,0 +1,58 @@
+"""Host overhead per kernel of the llvm backend against eager PyTorch's per-op overhead.
+
+On a 16-element tensor nothing but overhead is left:
+- eager op: `torch.add(x, 1.0)` (dispatch, allocation);
+- our kernel: one native kernel called through its generated kernel function (argument
+  pointers, ctypes call) on preallocated tensors, as the program function calls it;
+- our whole call: `compiled(x)` for `x + 1` (input checks, conversions, output allocation).
+
+    python benchmarks/host_overhead.py [--calls 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+import compiler
+
+
+def per_call_us(fn: Callable[[], object], calls: int) -> float:
+    """Median over 5 repeats of the mean time per call in a tight loop, microseconds."""
+    for _ in range(100):
+        fn()
+    means = []
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        means.append((time.perf_counter() - start) / calls * 1e6)
+    return statistics.median(means)
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=20000)
+    args = parser.parse_args(argv)
+    x = torch.randn(16)
+    c = compiler.compile(lambda x: x + 1.0, (x,), backend="llvm")
+    namespace = c._program("llvm").load_namespace()
+    (k,) = c.schedule.kernels
+    out = torch.empty(16)
+    kernel = namespace[k.name]
+    figures = {
+        "eager op (torch.add)": per_call_us(lambda: torch.add(x, 1.0), args.calls),
+        "our kernel (native call)": per_call_us(lambda: kernel(x, out), args.calls),
+        "our whole compiled call": per_call_us(lambda: c(x), args.calls),
+    }
+    for name, us in figures.items():
+        print(f"{name:28s} {us:6.2f} us")
+    return figures
+
+
+if __name__ == "__main__":
+    main()
