@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from backends import llvm_attention, llvm_jit
+from backends import llvm_attention, llvm_jit, llvm_winograd
 from backends.llvm_kernel import KernelModule, render_kernel
 from backends.numpy_ref import local
 from compiler.dtypes import to_torch
@@ -150,6 +150,16 @@ class PackedWeights:
 
     def __init__(self) -> None:
         self._cache: dict[tuple[Any, ...], tuple[int, torch.Tensor, tuple[torch.Tensor, ...]]] = {}
+
+    def winograd(self, w: torch.Tensor) -> torch.Tensor:
+        """`w` [OC, C, 3, 3] as Winograd's U = G w G^T, [16, OC, C]."""
+        key = (w.data_ptr(), tuple(w.shape), tuple(w.stride()), w.dtype, "winograd")
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] == w._version:
+            return hit[2][0]
+        u = llvm_winograd.weight_transform(w)
+        self._cache[key] = (w._version, w, (u,))
+        return u
 
     def conv(self, w: torch.Tensor, *geometry: Any) -> torch.Tensor:
         """`w` reordered into oneDNN's blocked layout for this convolution geometry."""
@@ -306,6 +316,10 @@ class _Renderer:
                 "softmax between MKL GEMMs per head block"
             )
             return lines
+        if n.op == "conv2d" and self.fd == "float32":
+            winograd = self._winograd(e, ops, names, persistent)
+            if winograd is not None:
+                return winograd
         linear = self._linear(e, ops) if n.op == "matmul" else None
         if linear is not None:
             call, comment = linear, f"  # extern {e.name}: MKL packed GEMM (weights packed once)"
@@ -346,6 +360,48 @@ class _Renderer:
             names[out] = f"x_{out}"
             lines.append(f"    x_{out} = {call}.contiguous(){comment}")
         return lines
+
+    def _winograd(
+        self, e: ExternCall, ops: list[str], names: dict[str, str], persistent: bool
+    ) -> list[str] | None:
+        """A 3x3 convolution of a weight as Winograd F(2x2, 3x3): native input transform, one
+        batched MKL GEMM, native output transform (`backends.llvm_winograd`)."""
+        n = e.node
+        types = {v.name: v.type for v in e.inputs} | {v.out.name: v.out.type for v in e.views}
+        x, w = types[n.inputs[0]], types[n.inputs[1]]
+        if not llvm_winograd.eligible(x, w, n.attr_dict, n.inputs[1] in self.weights):
+            return None
+        padding = tuple(n.attr("padding"))
+        oc, c = w.shape[0], w.shape[1]
+        _, _, th, tw = llvm_winograd.tiles(x, padding)
+        count = x.shape[0] * th * tw
+        v = self._slot(f"{n.out.name}_v", TensorType((16, c, count), DType.f32))
+        m = self._slot(f"{n.out.name}_m", TensorType((16, oc, count), DType.f32))
+        out = n.out.name
+        if not persistent:
+            names[out] = self._slot(out, n.out.type)
+        fin = render_kernel(llvm_winograd.input_transform(x, padding, f"{e.name}_in"), self.fd)
+        bias = len(ops) > 2
+        spec = llvm_winograd.output_transform(x, oc, padding, bias, f"{e.name}_out")
+        fout = render_kernel(spec, self.fd)
+        for mod in (fin, fout):
+            self.modules.setdefault(mod.symbol, mod)
+        extra = f", {ops[2]}" if bias else ""
+        planes = self._slot(f"{n.out.name}_y", TensorType((4, *spec.domain), DType.f32))
+        ho, wo = n.out.type.shape[2:]
+        b, oc_, th_, tw_ = spec.domain
+        interleave = (
+            f"{planes}.view(2, 2, {b}, {oc_}, {th_}, {tw_}).permute(2, 3, 4, 0, 5, 1)"
+            f".reshape({b}, {oc_}, {2 * th_}, {2 * tw_})[:, :, :{ho}, :{wo}]"
+        )
+        note = f"  # extern {e.name}: Winograd F(2x2,3x3), the GEMM in MKL"
+        return [
+            f"    {fin.symbol}(NTHREADS, F.pad({ops[0]}, {llvm_winograd.pads(x, padding)}), "
+            f"*{v}.unbind(0)){note}",
+            f"    torch.bmm(W.winograd({ops[1]}), {v}, out={m})",
+            f"    {fout.symbol}(NTHREADS, *{m}.unbind(0){extra}, *{planes}.unbind(0))",
+            f"    {names[out]}.copy_({interleave})",
+        ]
 
     def _linear(self, e: ExternCall, ops: list[str]) -> str | None:
         """x @ w.T (nn.Linear) or x @ w (HF Conv1D) with w a weight: MKL's packed GEMM, the

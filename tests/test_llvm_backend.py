@@ -244,3 +244,18 @@ def test_linear_weights_are_packed_once_and_follow_in_place_updates() -> None:
     with torch.no_grad():
         model.weight.mul_(2)
     torch.testing.assert_close(c(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("size", "padding", "bias"), [(8, 1, True), (11, 1, False), (9, 0, True), (12, 2, True)]
+)
+def test_winograd_conv3x3(size: int, padding: int, bias: bool) -> None:
+    conv = torch.nn.Conv2d(32, 48, 3, padding=padding, bias=bias).eval()
+    c = check(conv, torch.randn(2, 32, size, size))
+    assert "Winograd F(2x2,3x3)" in c.source("llvm")
+
+
+def test_strided_conv_is_not_winograd() -> None:
+    conv = torch.nn.Conv2d(32, 32, 3, stride=2, padding=1).eval()
+    c = check(conv, torch.randn(1, 32, 16, 16))
+    assert "Winograd" not in c.source("llvm") and "oneDNN convolution" in c.source("llvm")
