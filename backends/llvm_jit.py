@@ -5,8 +5,7 @@
     fn = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(lib.address("k0_fused_gelu"))
 
 The IR generator lives elsewhere; this module only knows about IR *text* and object bytes.
-Environment: TILEFUSE_NUM_THREADS is read here with `os.environ` (see `num_threads`), and
-TILEFUSE_CACHE_DIR through `compiler.config`.
+Environment (through `compiler.config`): TILEFUSE_NUM_THREADS, TILEFUSE_CACHE_DIR.
 
 Note [Why 512-bit vectors need a feature flag]
 LLVM tunes Skylake-AVX512/Cascade Lake with `prefer-256-bit`, so even with avx512f the loop
@@ -277,15 +276,6 @@ def blas() -> str:
 
 
 def num_threads() -> int:
-    """Threads for parallel kernels: the CPUs this process may run on.
-
-    Overridden by the environment variable TILEFUSE_NUM_THREADS, read here with os.environ (not
-    yet through compiler/config.py; move it there when config grows a field for it).
-    """
-    env = os.environ.get("TILEFUSE_NUM_THREADS", "").strip()
-    if env:
-        n = int(env)
-        if n < 1:
-            raise ValueError(f"TILEFUSE_NUM_THREADS must be >= 1, got {env!r}")
-        return n
-    return len(os.sched_getaffinity(0))
+    """Threads for parallel kernels: TILEFUSE_NUM_THREADS (`compiler.config`), else the CPUs
+    this process may run on."""
+    return config.load().num_threads or len(os.sched_getaffinity(0))

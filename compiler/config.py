@@ -5,6 +5,8 @@ TILEFUSE_DEBUG=0..4   1: compile summary and timings; 2: IR after each pass; 3: 
 TILEFUSE_DUMP=dir     write the IR after each pass and the generated sources into dir.
 TILEFUSE_LOG=a,b      enable named loggers (`tilefuse.<name>`: fold, rewrite, passes, ...).
 TILEFUSE_CACHE_DIR    where compiled artifacts are cached (default ~/.cache/tilefuse).
+TILEFUSE_NUM_THREADS  threads for the llvm backend's parallel kernels (default: the CPUs this
+                      process may run on).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ class Config:
     dump_dir: Path | None
     log: tuple[str, ...]
     cache_dir: Path
+    num_threads: int | None = None
 
 
 def load() -> Config:
@@ -29,7 +32,12 @@ def load() -> Config:
     dump = env.get("TILEFUSE_DUMP") or None
     logs = tuple(x.strip() for x in env.get("TILEFUSE_LOG", "").split(",") if x.strip())
     cache = env.get("TILEFUSE_CACHE_DIR") or str(Path.home() / ".cache" / "tilefuse")
-    return Config(debug, Path(dump) if dump else None, logs, Path(cache))
+    threads = env.get("TILEFUSE_NUM_THREADS", "").strip()
+    if threads and (not threads.isdigit() or int(threads) < 1):
+        raise ValueError(f"TILEFUSE_NUM_THREADS must be an integer >= 1, got {threads!r}")
+    return Config(
+        debug, Path(dump) if dump else None, logs, Path(cache), int(threads) if threads else None
+    )
 
 
 def configure_logging(cfg: Config) -> None:

@@ -179,6 +179,7 @@ def split_externs(k: KernelSpec, extern_ops: dict[str, str]) -> list[Step]:
     producers = {n.out.name: n for n in k.body}
     cheap = VIEW_OPS | SOURCE_OPS
     index = {a.out.name: i for i, a in enumerate(anchors)}
+    order = {n.out.name: i for i, n in enumerate(k.body)}
 
     def root(name: str) -> tuple[str, list[Node]]:
         chain: list[Node] = []
@@ -213,9 +214,8 @@ def split_externs(k: KernelSpec, extern_ops: dict[str, str]) -> list[Step]:
             for n in k.body
             if part[n.out.name] == p and n.op not in cheap and n.op not in extern_ops
         ]
-        own += [
-            producers[r] for r in must.get(p, ()) if producers[r].op in SOURCE_OPS
-        ]  # a source an extern reads is materialized by this part
+        handed = sorted(must.get(p, ()), key=order.__getitem__)  # deterministic: body order
+        own += [producers[r] for r in handed if producers[r].op in SOURCE_OPS]  # materialized
         outs = [n.out.name for n in own if n.out.name in k.outputs or n.out.name in must.get(p, ())]
         if own and outs:
             steps.append(_part(k, p, own, outs, producers))
