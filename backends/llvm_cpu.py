@@ -35,14 +35,13 @@ from backends import llvm_attention, llvm_jit, llvm_winograd
 from backends.llvm_kernel import KernelModule, render_kernel
 from backends.numpy_ref import local
 from compiler.dtypes import to_torch
-from compiler.ir import DType, Graph, Node, TensorType, print_graph
+from compiler.ir import DType, Node, TensorType, print_graph
 from compiler.schedule import (
-    SOURCE_OPS,
-    VIEW_OPS,
     ExternCall,
     KernelSpec,
     Schedule,
     Step,
+    output_chains,
     split_externs,
 )
 from passes.memory import output_roots, plan_buffers
@@ -451,10 +450,9 @@ class _Renderer:
                     lines.append(f"    {local(o)} = torch.empty({t.shape}, dtype={dtype})")
             args = [names[v.name] for v in k.inputs] + [names[o] for o in k.outputs]
             lines.append(f"    {k.name}({', '.join(args)})")
-        producers = g.producers()
-        done = set(names)
+        done, chains = set(names), output_chains(g)
         for n in g.nodes:  # outputs that are views (or sources) of kernel outputs
-            if n.out.name in done or not _needed(n.out.name, g, producers):
+            if n.out.name in done or n.out.name not in chains:
                 continue
             names[n.out.name] = local(n.out.name)
             expr = torch_expr(n, [names[i] for i in n.inputs], self)
@@ -463,18 +461,6 @@ class _Renderer:
         outs = ", ".join(names[o] for o in g.outputs)
         lines.append(f"    return ({outs},)" if len(g.outputs) == 1 else f"    return ({outs})")
         return "\n".join(lines)
-
-
-def _needed(name: str, g: Graph, producers: dict[str, Node]) -> bool:
-    todo = list(g.outputs)
-    while todo:
-        o = todo.pop()
-        if o == name:
-            return True
-        p = producers.get(o)
-        if p is not None and p.op in VIEW_OPS | SOURCE_OPS:
-            todo.extend(p.inputs)
-    return False
 
 
 def torch_expr(n: Node, ins: list[str], r: _Renderer | None = None) -> str:

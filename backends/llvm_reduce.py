@@ -61,32 +61,22 @@ class Reductions:
             )
             return
         var, rest = fresh[0], fresh[1:]
-        if wide and not rest and var.extent > BLOCK:  # blocked: float partials, f64 total
+        if wide and not rest:  # innermost dim: float partials of <= BLOCK, added in f64
             blocks = -(-var.extent // BLOCK)
             with self._loop(I64(0), I64(blocks), f"{var.name}.blk") as blk:
-                part = self.alloca_builder.alloca(self.F, name=f"{node.out.name}.part")
-                b.store(self._identity(op, self.F), part)
                 start = b.mul(blk, I64(BLOCK))
                 stop_raw = b.add(start, I64(BLOCK))
                 stop = b.select(
                     b.icmp_signed("<", stop_raw, I64(var.extent)), stop_raw, I64(var.extent)
                 )
+                part = self.alloca_builder.alloca(self.F, name=f"{node.out.name}.part")
+                b.store(self._identity(op, self.F), part)
                 with self._loop(start, stop, var.name) as i:
                     self.env[var.name] = i
                     x = self._acc_value(node, xidx, self.F)
                     b.store(self._combine(op, b.load(part, typ=self.F), x), part)
                 total = b.fadd(b.load(acc, typ=acc_ty), b.fpext(b.load(part, typ=self.F), acc_ty))
                 b.store(total, acc)
-            return
-        if wide and len(rest) == 0:  # the innermost of several dims: a float partial per row
-            part = self.alloca_builder.alloca(self.F, name=f"{node.out.name}.part")
-            b.store(self._identity(op, self.F), part)
-            with self._loop(I64(0), I64(var.extent), var.name) as i:
-                self.env[var.name] = i
-                x = self._acc_value(node, xidx, self.F)
-                b.store(self._combine(op, b.load(part, typ=self.F), x), part)
-            total = b.fadd(b.load(acc, typ=acc_ty), b.fpext(b.load(part, typ=self.F), acc_ty))
-            b.store(total, acc)
             return
         with self._loop(I64(0), I64(var.extent), var.name) as i:
             self.env[var.name] = i

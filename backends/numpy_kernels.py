@@ -18,7 +18,7 @@ import numpy as np
 
 from backends.numpy_ref import NumpyProgram, constants_of, local, numpy_dtype, numpy_expr
 from compiler.ir import DType, print_graph
-from compiler.schedule import SOURCE_OPS, VIEW_OPS, KernelSpec, Schedule
+from compiler.schedule import KernelSpec, Schedule, output_chains
 from passes.memory import plan_buffers
 
 NAME = "numpy"
@@ -93,11 +93,11 @@ def _program(s: Schedule, plan: object, float_dtype: str) -> list[str]:
         args = [local(v.name) for v in k.inputs] + [local(o) for o in k.outputs]
         lines.append(f"    {k.name}({', '.join(args)})")
     # outputs that are views (or sources) are computed here, on the kernels' outputs
-    producers = g.producers()
     types = g.values()
     done = {v.name for v in g.inputs} | {o for k in s.kernels for o in k.outputs}
+    chains = output_chains(g)
     for n in g.nodes:
-        if n.out.name in done or not _needed(n.out.name, g.outputs, producers):
+        if n.out.name in done or n.out.name not in chains:
             continue
         in_types = [types[i].type for i in n.inputs]
         expr = numpy_expr(n, [local(i) for i in n.inputs], in_types, float_dtype)
@@ -106,16 +106,3 @@ def _program(s: Schedule, plan: object, float_dtype: str) -> list[str]:
     outs = ", ".join(local(o) for o in g.outputs)
     lines.append(f"    return ({outs},)" if len(g.outputs) == 1 else f"    return ({outs})")
     return lines
-
-
-def _needed(name: str, outputs: tuple[str, ...], producers: dict) -> bool:
-    """Whether `name` is an output or on a chain of views and sources leading to one."""
-    todo = list(outputs)
-    while todo:
-        o = todo.pop()
-        if o == name:
-            return True
-        p = producers.get(o)
-        if p is not None and p.op in VIEW_OPS | SOURCE_OPS:
-            todo.extend(p.inputs)
-    return False

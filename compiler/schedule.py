@@ -281,6 +281,23 @@ REDUCTION_LIKE = frozenset(
 )
 
 
+def output_chains(g: Graph) -> set[str]:
+    """The graph outputs and the values on chains of views and sources leading to them: the
+    program computes those on kernel outputs (a view of a kernel output is not a kernel)."""
+    producers = g.producers()
+    found: set[str] = set()
+    todo = list(g.outputs)
+    while todo:
+        o = todo.pop()
+        if o in found:
+            continue
+        found.add(o)
+        p = producers.get(o)
+        if p is not None and p.op in VIEW_OPS | SOURCE_OPS:
+            todo.extend(p.inputs)
+    return found
+
+
 def index_map(
     chain: list[Node], source: TensorType
 ) -> tuple[tuple[int, ...], tuple[int, ...], int] | None:
