@@ -52,7 +52,7 @@ class Compiled:
         self._runners: dict[str, Callable[..., tuple[np.ndarray, ...]]] = {}
         self._float_dtype = _float_dtype(self.graph, compute_dtype)
         self._torch_float = getattr(torch, self._float_dtype)
-        self._converted: dict[str, tuple[Any, torch.Tensor]] = {}
+        self._converted: dict[str, tuple[Any, torch.Tensor, torch.Tensor]] = {}
         flat = pytree.tree_flatten(((0,) * len(captured.arg_specs), {}))[1]
         self._flat_tensor_args = (
             not captured.kwarg_names
@@ -180,7 +180,8 @@ class Compiled:
                 x = x.to(self._torch_float)
             x = x.contiguous()
             if b.kind != "user" and x is not t:
-                self._converted[b.key] = (key, x)
+                # holding `t` keeps its storage alive: no other tensor can take its address
+                self._converted[b.key] = (key, x, t)
             out.append(x)
         return out
 
