@@ -33,6 +33,7 @@ import torch
 
 from backends import llvm_attention, llvm_jit, llvm_winograd
 from backends.llvm_kernel import KernelModule, render_kernel
+from backends.numpy_kernels import storage_itemsize
 from backends.numpy_ref import local
 from compiler.dtypes import to_torch
 from compiler.ir import DType, Node, TensorType, print_graph
@@ -194,10 +195,6 @@ def storage_dtype(d: DType, float_dtype: str) -> torch.dtype:
     return to_torch(d)
 
 
-def _itemsize(float_dtype: str) -> Callable[[DType], int]:
-    return lambda d: (8 if float_dtype == "float64" else 4) if d.is_float else d.itemsize
-
-
 def render_schedule(
     s: Schedule, *, float_dtype: str = "float32", weights: frozenset[str] = frozenset()
 ) -> LlvmProgram:
@@ -281,7 +278,7 @@ class _Renderer:
         kernel: what they hold only lives inside one kernel)."""
         slot = self.kernel_slots
         self.kernel_slots += 1
-        nbytes = max(t.numel * _itemsize(self.fd)(t.dtype), 1)
+        nbytes = max(t.numel * storage_itemsize(self.fd)(t.dtype), 1)
         while len(self.slots) <= slot:
             self.slots.append(0)
         self.slots[slot] = max(self.slots[slot], nbytes)
@@ -431,7 +428,7 @@ class _Renderer:
 
     def _main(self) -> str:
         g = self.g
-        self.plan = plan_buffers(self.s, _itemsize(self.fd))
+        self.plan = plan_buffers(self.s, storage_itemsize(self.fd))
         assignment = dict(self.plan.assignment)
         roots = output_roots(g)
         lines = [f"def {g.name}({', '.join(local(v.name) for v in g.inputs)}):"]

@@ -14,6 +14,8 @@ graph-level rendering in `backends.numpy_ref`, against which `compiler.bisect` c
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from backends.numpy_ref import NumpyProgram, constants_of, local, numpy_dtype, numpy_expr
@@ -29,7 +31,7 @@ def supports(spec: KernelSpec) -> bool:
     return True
 
 
-def storage_itemsize(float_dtype: str) -> object:
+def storage_itemsize(float_dtype: str) -> Callable[[DType], int]:
     """Element sizes as this backend stores them: every float as `float_dtype`."""
 
     def itemsize(d: DType) -> int:
@@ -56,7 +58,7 @@ def render_kernel(k: KernelSpec, float_dtype: str) -> list[str]:
 def render_schedule(s: Schedule, *, float_dtype: str = "float32") -> NumpyProgram:
     """A module with one function per kernel and a program function named after the graph."""
     g = s.graph
-    plan = plan_buffers(s, storage_itemsize(float_dtype))  # type: ignore[arg-type]
+    plan = plan_buffers(s, storage_itemsize(float_dtype))
     lines = [
         f'"""tilefuse NumPy kernels for {g.name} ({float_dtype} compute): {len(s)} kernels, '
         f'{len(plan.sizes)} buffers ({plan.total_bytes} bytes)."""',
