@@ -139,13 +139,18 @@ def _cache_key(ir_text: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
 
+def object_cache_path(ir_text: str) -> Path:
+    """Where `compile_object` caches the object code of `ir_text` for this host."""
+    return config.load().cache_dir / "llvm" / f"{_cache_key(ir_text)}.o"
+
+
 def compile_object(ir_text: str) -> bytes:
     """-O3 object code for `ir_text`, from the disk cache when another run already built it.
 
     Cached as <cache_dir>/llvm/<sha256>.o, keyed on the IR, the host and the tool versions,
     written atomically (temporary file + os.replace) so concurrent processes never see a torn file.
     """
-    path = config.load().cache_dir / "llvm" / f"{_cache_key(ir_text)}.o"
+    path = object_cache_path(ir_text)
     try:
         obj = path.read_bytes()
         STATS["cache_hits"] += 1

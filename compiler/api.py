@@ -6,6 +6,7 @@ import functools
 import threading
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -50,6 +51,9 @@ class Compiled:
         self.stats: dict[str, Any] = {"compiles": 1, "calls": 0}
         self._programs: dict[str, Any] = {}
         self._runners: dict[str, Callable[..., tuple[np.ndarray, ...]]] = {}
+        self.compute_dtype = compute_dtype
+        self.example: tuple[tuple[Any, ...], dict[str, Any]] | None = None  # set by compile()
+        self.artifact: Path | None = None  # the directory it was loaded from (compiler.load)
         self._float_dtype = _float_dtype(self.graph, compute_dtype)
         self._torch_float = getattr(torch, self._float_dtype)
         self._converted: dict[str, tuple[Any, torch.Tensor, torch.Tensor]] = {}
@@ -169,21 +173,29 @@ class Compiled:
         out = []
         for b in self.captured.bindings:
             t = self._bind(b, leaves).detach()
-            if b.kind != "user":
-                key = (b.key, t.data_ptr(), t._version)
-                hit = self._converted.get(b.key)
-                if hit is not None and hit[0] == key:
-                    out.append(hit[1])
-                    continue
-            x = t.cpu() if t.device.type != "cpu" else t
-            if x.is_floating_point() and x.dtype != self._torch_float:
-                x = x.to(self._torch_float)
-            x = x.contiguous()
-            if b.kind != "user" and x is not t:
+            if b.kind == "user":
+                out.append(self._storage_form(t))
+                continue
+            key = (b.key, t.data_ptr(), t._version)
+            hit = self._converted.get(b.key)
+            if hit is not None and hit[0] == key:
+                out.append(hit[1])
+                continue
+            # a normal tensor even under torch.inference_mode: the cached copy outlives the
+            # call, and the llvm backend reads its version counter (inference tensors have none)
+            with torch.inference_mode(False):
+                x = self._storage_form(t)
+            if x is not t:
                 # holding `t` keeps its storage alive: no other tensor can take its address
                 self._converted[b.key] = (key, x, t)
             out.append(x)
         return out
+
+    def _storage_form(self, t: torch.Tensor) -> torch.Tensor:
+        x = t.cpu() if t.device.type != "cpu" else t
+        if x.is_floating_point() and x.dtype != self._torch_float:
+            x = x.to(self._torch_float)
+        return x.contiguous()
 
     def _bind(self, binding: Any, leaves: list[Any]) -> torch.Tensor:
         module = self.captured.module
@@ -220,6 +232,15 @@ class Compiled:
             gpu if gpu is not None else self.gpu,
             planned_bytes=self.stats.get("planned_bytes", 0),
         )
+
+    def save(self, path: str | Path, *, reference: bool = True) -> Path:
+        """Write this compiled model to the directory `path` (see `compiler.artifact`), to run
+        later with `compiler.load(path)` without the model's code or torch.export. With
+        `reference`, the example inputs it was compiled on are saved with eager's outputs and
+        the float64 reference, for `tilefuse run` to check parity."""
+        from compiler.artifact import save
+
+        return save(self, Path(path), reference=reference)
 
     def __repr__(self) -> str:
         return (
@@ -274,16 +295,35 @@ def compile(
     `compute_dtype`: what the NumPy backend computes floats in (default float32, or float64
     for a float64 model); `torch.float64` makes it a tighter reference for any model.
     """
-    cfg = config.load()
-    config.configure_logging(cfg)
     name = backends.resolve(backend)
     gpu = _check_gpu(gpu)
     args = args if isinstance(args, tuple) else (args,)
     captured = capture(model, args, kwargs)
+    compiled = build(captured, backend=name, gpu=gpu, compute_dtype=compute_dtype)
+    compiled.example = (args, dict(kwargs or {}))
+    return compiled
+
+
+def build(
+    captured: Captured,
+    *,
+    backend: str,
+    gpu: str | None,
+    compute_dtype: torch.dtype | None = None,
+    graph: Graph | None = None,
+) -> Compiled:
+    """Everything after capture: the graph passes (skipped when `graph`, the already optimized
+    graph of a saved artifact, is given), fusion, the memory plan, and the backend's program,
+    rendered and loaded."""
+    cfg = config.load()
+    config.configure_logging(cfg)
     start = time.perf_counter()
     ctx = PassContext(dump_dir=cfg.dump_dir, print_ir=cfg.debug >= 2)
-    graph = run_pipeline(captured.graph, ctx=ctx)
-    schedule = plan_memory(fuse_kernels(graph))
+    if graph is None:
+        graph = run_pipeline(captured.graph, ctx=ctx)
+    schedule = fuse_kernels(graph)
+    schedule = plan_memory(schedule)
+    name = backends.resolve(backend)
     compiled = Compiled(captured, schedule, name, gpu, compute_dtype)
     compiled._runner(name)  # render and load now: compile time is paid here, not on first call
     compiled.stats.update(

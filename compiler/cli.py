@@ -1,5 +1,7 @@
 """The `tilefuse` command (also `python -m compiler`).
 
+    tilefuse compile FILE.py:FACTORY -o build/NAME [--backend llvm] [--gpu h100] [--dtype ...]
+    tilefuse run build/NAME [--backend numpy]
     tilefuse check FILE.py:FACTORY [--backend numpy] [--dtype bfloat16]
     tilefuse explain FILE.py:FACTORY [--gpu h100,mi300x] [--dtype float16] [--json]
     tilefuse profiles
@@ -64,6 +66,45 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_compile(args: argparse.Namespace) -> int:
+    import compiler
+
+    model, inputs = build_example(args.factory, args.dtype)
+    try:
+        c = compiler.compile(model, inputs, gpu=args.gpu, backend=args.backend)
+    except ValueError as e:  # an unknown backend or GPU profile
+        raise SystemExit(f"tilefuse: {e}") from None
+    print(
+        f"compiled {c.graph.name}: {c.stats['nodes']} nodes, {c.stats['kernels']} kernels, "
+        f"backend {c.backend}; capture {c.stats['capture_s']:.2f} s, ours "
+        f"{c.stats['compile_s']:.2f} s"
+    )
+    path = c.save(args.output, reference=not args.no_reference)
+    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    print(f"wrote {path}/ ({size / 2**20:.1f} MiB); run it with: tilefuse run {path}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import time
+
+    from compiler.artifact import run_saved
+    from compiler.errors import ArtifactError
+
+    start = time.perf_counter()
+    try:
+        report = run_saved(args.artifact, backend=args.backend)
+    except (ArtifactError, ValueError) as e:
+        raise SystemExit(f"tilefuse: {e}") from None
+    c = report.compiled
+    print(
+        f"loaded {args.artifact} ({c.graph.name}, {len(c.kernels)} kernels, backend {c.backend}) "
+        f"and ran it on the saved example inputs in {time.perf_counter() - start:.2f} s"
+    )
+    print(report)
+    return 0 if report.ok else 1
+
+
 def cmd_profiles(args: argparse.Namespace) -> int:
     from compiler.gpu import profiles_table
 
@@ -91,6 +132,22 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tilefuse", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    comp = sub.add_parser("compile", help="compile ahead of time into a loadable artifact")
+    comp.add_argument("factory", help="FILE.py:FACTORY, e.g. examples/gpt2.py:build")
+    comp.add_argument("-o", "--output", required=True, help="artifact directory, e.g. build/gpt2")
+    comp.add_argument("--backend", default="auto", help="backend to build (default: auto)")
+    comp.add_argument("--gpu", default=None, help="GPU profile to plan for, e.g. h100")
+    comp.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None)
+    comp.add_argument(
+        "--no-reference",
+        action="store_true",
+        help="do not save the example inputs with eager's outputs (tilefuse run needs them)",
+    )
+    comp.set_defaults(run=cmd_compile)
+    run = sub.add_parser("run", help="load an artifact, run it on its example inputs, parity")
+    run.add_argument("artifact", help="an artifact directory written by tilefuse compile")
+    run.add_argument("--backend", default=None, help="backend (default: the one it was built for)")
+    run.set_defaults(run=cmd_run)
     check = sub.add_parser("check", help="parity of the compiled model against eager PyTorch")
     check.add_argument("factory", help="FILE.py:FACTORY, e.g. examples/gpt2.py:build")
     check.add_argument(

@@ -43,3 +43,7 @@ class CaptureError(TilefuseError):
 
 class InputMismatchError(TilefuseError, TypeError):
     """A compiled model was called with inputs unlike the ones it was compiled for."""
+
+
+class ArtifactError(TilefuseError):
+    """A saved artifact cannot be written or read (missing files, another format or version)."""

@@ -360,3 +360,17 @@ def test_compute_dtype_float64_is_a_tighter_reference() -> None:
     assert err64 <= err32
     with pytest.raises(ValueError, match="compute_dtype"):
         compiler.compile(f, (x, w), backend="numpy", compute_dtype=torch.float16)
+
+
+def test_bf16_model_called_under_inference_mode() -> None:
+    # bf16 weights are converted once and cached; under inference_mode the copy must still be a
+    # normal tensor (the llvm backend's packed-weight cache reads its version counter)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.GELU()).eval().to(torch.bfloat16)
+    x = torch.randn(4, 16).to(torch.bfloat16)
+    c = compiler.compile(model, (x,), backend="llvm")
+    with torch.inference_mode():
+        first = c(x)
+        second = c(x)
+    assert torch.equal(first, second)
+    torch.testing.assert_close(first, model(x), rtol=2e-2, atol=2e-2)

@@ -1,0 +1,382 @@
+"""Saved artifacts: `c.save(dir)` writes a compiled model; `compiler.load(dir)` runs it in a
+process that has neither the model's code nor torch.export.
+
+    c = compiler.compile(model, (x,))
+    c.save("build/gpt2")                   # or: tilefuse compile examples/gpt2.py:build -o ...
+    c2 = compiler.load("build/gpt2")       # no tracing: the optimized graph is read back
+    y = c2(x)                              # or: tilefuse run build/gpt2 (prints parity)
+
+An artifact is a directory:
+
+    manifest.json    format, versions, backend, GPU, bindings, argument and output structure
+    graph.json       the optimized graph (what fusion starts from); constants in constants.npz
+    captured.json    the graph as captured (explain's eager op-by-op figures are priced on it)
+    constants.npz    tensor constants of both graphs, by content digest
+    weights.pt       the parameters and buffers the graph reads (torch.save; loaded weights_only
+                     and memory-mapped)
+    example.pt       example inputs, eager's outputs and the float64 reference (`tilefuse run`)
+    graph.py         the optimized graph as readable Python (for people; not read back)
+    <backend>.txt    the generated source (for people; not read back)
+    llvm/*.o         the llvm backend's object code for the CPU it was built on
+
+Note [What an artifact stores]
+It stores the optimized graph, not the schedule: fusion and the memory plan are deterministic
+and take milliseconds, so `load` re-derives the schedule exactly, and the artifact stays a
+small, readable description of the program. The object code is stored beside it, keyed as
+the object cache keys it (IR, CPU, features, versions): on the same kind of CPU, loading
+compiles nothing; on another CPU the keys differ and the kernels are compiled for it.
+Weights are copied in, so a loaded model no longer follows the original module's parameters.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils import _pytree as pytree
+
+import compiler
+from compiler.errors import ArtifactError
+from compiler.frontend import ArgSpec, Captured, InputBinding
+from compiler.ir import ConstArray, DType, Graph, Node, TensorType, Value
+from compiler.verify import verify
+
+FORMAT = "tilefuse-artifact/1"
+_DTYPES = {d.value: d for d in DType}
+
+
+# ----------------------------------------------------------------------------- graph as JSON
+
+
+def encode_graph(g: Graph, constants: dict[str, np.ndarray]) -> dict[str, Any]:
+    """`g` as JSON-ready data; tensor constants go into `constants` under their digest."""
+
+    def value(v: Value) -> dict[str, Any]:
+        return {"name": v.name, "shape": list(v.type.shape), "dtype": v.type.dtype.value}
+
+    def attr(a: Any) -> Any:
+        if a is None or isinstance(a, bool | int | str):
+            return a
+        if isinstance(a, float):
+            return {"float": a.hex()}  # exact, and inf/nan/-0.0 survive
+        if isinstance(a, tuple):
+            return {"tuple": [attr(x) for x in a]}
+        if isinstance(a, DType):
+            return {"dtype": a.value}
+        if isinstance(a, ConstArray):
+            constants[a.digest] = a.array()
+            return {"const": a.digest}
+        raise ArtifactError(f"cannot save attribute value {a!r} of type {type(a).__name__}")
+
+    return {
+        "name": g.name,
+        "inputs": [value(v) for v in g.inputs],
+        "nodes": [
+            {
+                "op": n.op,
+                "inputs": list(n.inputs),
+                "attrs": [[k, attr(v)] for k, v in n.attrs],
+                "out": value(n.out),
+                "source": n.source,
+            }
+            for n in g.nodes
+        ],
+        "outputs": list(g.outputs),
+    }
+
+
+def decode_graph(data: dict[str, Any], constants: Any) -> Graph:
+    """The inverse of `encode_graph`, verified against the op table."""
+
+    def value(d: dict[str, Any]) -> Value:
+        return Value(d["name"], TensorType(tuple(d["shape"]), _DTYPES[d["dtype"]]))
+
+    def attr(a: Any) -> Any:
+        if not isinstance(a, dict):
+            return a
+        ((kind, x),) = a.items()
+        if kind == "float":
+            return float.fromhex(x)
+        if kind == "tuple":
+            return tuple(attr(e) for e in x)
+        if kind == "dtype":
+            return _DTYPES[x]
+        return ConstArray.of(constants[x])
+
+    nodes = tuple(
+        Node(n["op"], tuple(n["inputs"]), tuple((k, attr(v)) for k, v in n["attrs"]),
+             value(n["out"]), n["source"])
+        for n in data["nodes"]
+    )  # fmt: skip
+    g = Graph(data["name"], tuple(value(v) for v in data["inputs"]), nodes, tuple(data["outputs"]))
+    return verify(g)
+
+
+# ----------------------------------------------------------------------------- saving
+
+
+def save(compiled: Any, path: Path, *, reference: bool = True) -> Path:
+    """Write `compiled` (a `Compiled`) to the directory `path`; see the module docstring."""
+    captured: Captured = compiled.captured
+    path.mkdir(parents=True, exist_ok=True)
+    constants: dict[str, np.ndarray] = {}
+    _write_json(path / "graph.json", encode_graph(compiled.graph, constants))
+    _write_json(path / "captured.json", encode_graph(captured.graph, constants))
+    np.savez(path / "constants.npz", **constants)
+    state = {
+        str(b.key): compiled._bind(b, [])
+        for b in captured.bindings
+        if b.kind != "user"
+    }  # fmt: skip
+    torch.save({k: t.detach().cpu() for k, t in state.items()}, path / "weights.pt")
+    manifest = {
+        "format": FORMAT,
+        "versions": _versions(),
+        "name": compiled.graph.name,
+        "backend": compiled.backend,
+        "gpu": compiled.gpu,
+        "compute_dtype": _dtype_name(compiled.compute_dtype),
+        "bindings": [{"kind": b.kind, "key": b.key} for b in captured.bindings],
+        "args": [_encode_arg(s) for s in captured.arg_specs],
+        "kwarg_names": list(captured.kwarg_names),
+        "in_spec": pytree.treespec_dumps(captured.in_spec),
+        "out_spec": _dump_spec(captured.out_spec),
+        "out_leaves": [[kind, _json_value(x, "an output")] for kind, x in captured.out_leaves],
+        "requires": _spec_modules(captured.out_spec),
+        "kernels": [k.summary() for k in compiled.kernels],
+        "stats": {k: compiled.stats[k] for k in ("capture_s", "compile_s") if k in compiled.stats},
+        "example": False,
+    }
+    if reference and compiled.example is not None:
+        _save_example(compiled, path / "example.pt")
+        manifest["example"] = True
+    (path / "graph.py").write_text(str(compiled.graph))
+    (path / f"{compiled.backend}.txt").write_text(compiled.source())
+    if compiled.backend == "llvm":
+        _save_objects(compiled._program("llvm"), path / "llvm")
+    _write_json(path / "manifest.json", manifest)  # last: a directory without it is incomplete
+    return path
+
+
+def _save_example(compiled: Any, path: Path) -> None:
+    from compiler.parity import reference_f64
+
+    args, kwargs = compiled.example
+    model = compiled.captured.module
+    with torch.no_grad():
+        eager = model(*args, **kwargs)
+    ref = reference_f64(model, args, kwargs)
+    flat = [pytree.tree_leaves(x) for x in (eager, ref)]
+    torch.save({"args": args, "kwargs": kwargs, "eager": flat[0], "reference": flat[1]}, path)
+
+
+def _save_objects(program: Any, folder: Path) -> None:
+    from backends import llvm_jit
+
+    folder.mkdir(exist_ok=True)
+    for m in program.modules.values():
+        llvm_jit.compile_object(m.ir)  # a cache hit after compile; builds it otherwise
+        cached = llvm_jit.object_cache_path(m.ir)
+        shutil.copyfile(cached, folder / cached.name)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=1) + "\n")
+
+
+def _versions() -> dict[str, str]:
+    import llvmlite
+
+    return {"tilefuse": compiler.__version__, "torch": torch.__version__,
+            "llvmlite": llvmlite.__version__}  # fmt: skip
+
+
+def _dtype_name(dtype: torch.dtype | None) -> str | None:
+    return None if dtype is None else str(dtype).removeprefix("torch.")
+
+
+def _json_value(x: Any, what: str) -> Any:
+    if x is None or isinstance(x, bool | int | float | str):
+        return x
+    raise ArtifactError(
+        f"cannot save {what} that is a {type(x).__name__} ({x!r}); artifacts hold tensors and "
+        "plain Python values (None, bool, int, float, str)"
+    )
+
+
+def _encode_arg(spec: ArgSpec) -> dict[str, Any]:
+    if spec.shape is None:
+        return {"value": _json_value(spec.value, "an argument")}
+    return {"shape": list(spec.shape), "dtype": _dtype_name(spec.dtype)}
+
+
+def _decode_arg(d: dict[str, Any]) -> ArgSpec:
+    if "value" in d:
+        return ArgSpec(None, None, d["value"])
+    return ArgSpec(tuple(d["shape"]), getattr(torch, d["dtype"]))
+
+
+def _dump_spec(spec: pytree.TreeSpec) -> str:
+    try:
+        return pytree.treespec_dumps(spec)
+    except Exception as e:  # torch raises NotImplementedError/TypeError for unnamed node types
+        raise ArtifactError(
+            f"cannot save the model's output structure ({spec}): {e}. Return tensors, tuples, "
+            "lists or dicts, or register the output type with a serialized_type_name."
+        ) from e
+
+
+def _spec_modules(spec: pytree.TreeSpec) -> list[str]:
+    """Modules whose import registers the output's node types (a Hugging Face ModelOutput)."""
+    found: list[str] = []
+    stack = [spec]
+    while stack:
+        s = stack.pop()
+        module = getattr(s.type, "__module__", "builtins")
+        if module not in ("builtins", "collections") and module not in found:
+            found.append(module)
+        stack.extend(s.children())
+    return sorted(found)
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+class SavedState(torch.nn.Module):
+    """The parameters and buffers of a saved artifact, looked up by their qualified names."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor], kinds: dict[str, str]) -> None:
+        super().__init__()
+        self.tensors = tensors
+        self.kinds = kinds
+
+    def get_parameter(self, target: str) -> torch.Tensor:
+        return self.tensors[target]
+
+    def get_buffer(self, target: str) -> torch.Tensor:
+        return self.tensors[target]
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        raise ArtifactError("a loaded artifact has no model code to run eagerly")
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    file = path / "manifest.json"
+    if not file.is_file():
+        what = "no such directory" if not path.is_dir() else "it has no manifest.json"
+        raise ArtifactError(
+            f"{path} is not a tilefuse artifact ({what}); write one with c.save(path) or "
+            "`tilefuse compile FILE.py:FACTORY -o PATH`"
+        )
+    manifest = json.loads(file.read_text())
+    if manifest.get("format") != FORMAT:
+        raise ArtifactError(
+            f"{path}: artifact format {manifest.get('format')!r}, this tilefuse reads {FORMAT!r}"
+        )
+    saved, now = manifest["versions"], _versions()
+    if saved["tilefuse"] != now["tilefuse"]:
+        raise ArtifactError(
+            f"{path} was written by tilefuse {saved['tilefuse']}, this is {now['tilefuse']}: "
+            "compile it again"
+        )
+    if saved["torch"] != now["torch"]:
+        warnings.warn(
+            f"{path} was written with torch {saved['torch']}, running with {now['torch']}",
+            stacklevel=3,
+        )
+    return manifest
+
+
+def load_captured(path: Path, manifest: dict[str, Any]) -> tuple[Captured, Graph]:
+    """The saved capture (bindings, structure, weights) and the optimized graph."""
+    for module in manifest["requires"]:
+        importlib.import_module(module)  # registers the output node types for treespec_loads
+    with np.load(path / "constants.npz") as npz:
+        constants = {k: npz[k] for k in npz.files}
+    graph = decode_graph(json.loads((path / "graph.json").read_text()), constants)
+    captured_graph = decode_graph(json.loads((path / "captured.json").read_text()), constants)
+    bindings = tuple(InputBinding(b["kind"], b["key"]) for b in manifest["bindings"])
+    tensors = torch.load(path / "weights.pt", weights_only=True, mmap=True)
+    kinds = {str(b.key): b.kind for b in bindings if b.kind != "user"}
+    captured = Captured(
+        graph=captured_graph,
+        bindings=bindings,
+        arg_specs=tuple(_decode_arg(a) for a in manifest["args"]),
+        in_spec=pytree.treespec_loads(manifest["in_spec"]),
+        out_spec=pytree.treespec_loads(manifest["out_spec"]),
+        out_leaves=tuple((kind, x) for kind, x in manifest["out_leaves"]),
+        module=SavedState(tensors, kinds),
+        kwarg_names=tuple(manifest["kwarg_names"]),
+        capture_seconds=manifest["stats"].get("capture_s", 0.0),
+    )
+    return captured, graph
+
+
+def load(path: str | Path, *, backend: str | None = None) -> Any:
+    """A `Compiled` from the artifact at `path`, ready to call; `backend` defaults to the one it
+    was saved for. Nothing is traced; on the CPU it was built on, nothing is compiled either."""
+    from compiler.api import build
+
+    path = Path(path)
+    manifest = read_manifest(path)
+    captured, graph = load_captured(path, manifest)
+    name = backend or manifest["backend"]
+    if name == "llvm" or (name == "auto" and (path / "llvm").is_dir()):
+        _restore_objects(path / "llvm")
+    dtype = manifest["compute_dtype"]
+    compiled = build(
+        captured,
+        backend=name,
+        gpu=manifest["gpu"],
+        compute_dtype=getattr(torch, dtype) if dtype else None,
+        graph=graph,
+    )
+    compiled.artifact = path
+    return compiled
+
+
+def _restore_objects(folder: Path) -> None:
+    """Put the saved object code where the object cache looks (keys name the host: another
+    CPU's objects are never picked up)."""
+    from compiler import config
+
+    if not folder.is_dir():
+        return
+    cache = config.load().cache_dir / "llvm"
+    cache.mkdir(parents=True, exist_ok=True)
+    for obj in folder.glob("*.o"):
+        target = cache / obj.name
+        if not target.exists():
+            shutil.copyfile(obj, target)
+
+
+def load_example(path: Path) -> dict[str, Any]:
+    """The saved example inputs with eager's outputs and the float64 reference (flat leaves)."""
+    if not (path / "example.pt").is_file():
+        raise ArtifactError(
+            f"{path} holds no example inputs (saved with reference=False); call the loaded "
+            "model on your own inputs instead"
+        )
+    return torch.load(path / "example.pt", weights_only=True)
+
+
+def run_saved(path: str | Path, *, backend: str | None = None) -> Any:
+    """Load the artifact, run it on its saved example inputs and compare with the saved eager
+    outputs and float64 reference: a `ParityReport` (what `tilefuse run` prints)."""
+    from compiler.parity import ParityReport, _leaves, compare
+
+    path = Path(path)
+    compiled = load(path, backend=backend)
+    example = load_example(path)
+    with torch.inference_mode():
+        out = compiled(*example["args"], **example["kwargs"])
+    report = ParityReport(compiled.graph.name, compiled=compiled)
+    for (name, o), e, r in zip(_leaves(out), example["eager"], example["reference"], strict=True):
+        report.rows.append(compare(name, compiled.backend, o, e, r))
+    return report

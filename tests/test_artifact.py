@@ -1,0 +1,200 @@
+"""Saved artifacts: c.save / compiler.load / tilefuse compile / tilefuse run.
+
+Repro: .venv/bin/python -m pytest tests/test_artifact.py -q
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import compiler
+from backends import llvm_jit
+from compiler import artifact, cli, frontend
+from compiler.errors import ArtifactError
+from compiler.ir import ConstArray, DType, Graph, GraphBuilder, TensorType, Value
+
+
+class Block(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ln = nn.LayerNorm(16)
+        self.fc = nn.Linear(16, 32)
+        self.out = nn.Linear(32, 16)
+
+    def forward(self, x: torch.Tensor, scale: float = 1.0) -> dict[str, torch.Tensor]:
+        h = self.out(torch.nn.functional.gelu(self.fc(self.ln(x)), approximate="tanh"))
+        return {"y": x + h * scale, "mask": (h > 0)}
+
+
+@pytest.fixture
+def block() -> tuple[nn.Module, torch.Tensor]:
+    torch.manual_seed(0)
+    return Block().eval(), torch.randn(2, 5, 16)
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TILEFUSE_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def test_graph_json_round_trip_keeps_every_attribute_kind() -> None:
+    x = Value("x", TensorType((2, 3), DType.f32))
+    b = GraphBuilder("g", [x])
+    table = ConstArray.of(np.arange(40.0, dtype=np.float32).reshape(5, 8))
+    c = b.add("constant", [], {"value": table, "dtype": DType.f32})
+    m = b.add("full", [], {"shape": (), "value": -0.0, "dtype": DType.f32})
+    inf = b.add("full", [], {"shape": (2, 3), "value": -math.inf, "dtype": DType.f32})
+    y = b.add("maximum", [b.add("add", ["x", m]), inf])
+    g = b.build([y, c])
+    constants: dict[str, np.ndarray] = {}
+    data = json.loads(json.dumps(artifact.encode_graph(g, constants)))
+    back = artifact.decode_graph(data, constants)
+    assert back == g
+    assert str(back) == str(g)
+    assert math.copysign(1.0, back.nodes[1].attr("value")) == -1.0  # -0.0 survives
+
+
+def test_decode_rejects_a_graph_that_breaks_the_type_rules() -> None:
+    x = Value("x", TensorType((2, 3), DType.f32))
+    g = Graph("g", (x,), (), ("x",))
+    data = artifact.encode_graph(g, {})
+    out = {"name": "y", "shape": [9], "dtype": "f32"}
+    data["nodes"].append({"op": "exp", "inputs": ["x"], "attrs": [], "out": out, "source": ""})
+    data["outputs"] = ["y"]
+    with pytest.raises(compiler.VerifyError):
+        artifact.decode_graph(data, {})
+
+
+def test_save_load_runs_without_tracing(
+    block: tuple[nn.Module, torch.Tensor], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, x = block
+    c = compiler.compile(model, (x,), {"scale": 0.5})
+    path = c.save(tmp_path / "block")
+    assert {"manifest.json", "graph.json", "weights.pt", "example.pt", "graph.py", "llvm.txt"} <= {
+        p.name for p in path.iterdir()
+    }
+    want = c(x, scale=0.5)
+
+    def no_export(*args: object, **kwargs: object) -> None:
+        raise AssertionError("load must not trace the model")
+
+    monkeypatch.setattr(frontend, "export_program", no_export)
+    before = dict(llvm_jit.STATS)
+    loaded = compiler.load(path)
+    assert llvm_jit.STATS["compiled"] == before["compiled"]  # the saved object code was used
+    assert loaded.artifact == path and loaded.backend == "llvm"
+    got = loaded(x, scale=0.5)
+    assert set(got) == {"y", "mask"}
+    torch.testing.assert_close(got["y"], want["y"], rtol=0, atol=0)
+    assert torch.equal(got["mask"], want["mask"])
+    with pytest.raises(compiler.InputMismatchError):
+        loaded(x, scale=2.0)  # specialized on the example value, as the compiled model
+    numpy = compiler.load(path, backend="numpy")
+    torch.testing.assert_close(numpy(x, scale=0.5)["y"], want["y"], rtol=1e-5, atol=1e-5)
+
+
+def test_weights_are_copied_in(block: tuple[nn.Module, torch.Tensor], tmp_path: Path) -> None:
+    model, x = block
+    path = compiler.compile(model, (x,)).save(tmp_path / "block")
+    before = compiler.load(path)(x)["y"]
+    with torch.no_grad():
+        model.fc.weight.mul_(3.0)
+    torch.testing.assert_close(compiler.load(path)(x)["y"], before, rtol=0, atol=0)
+
+
+def test_run_saved_checks_parity(block: tuple[nn.Module, torch.Tensor], tmp_path: Path) -> None:
+    model, x = block
+    path = compiler.compile(model, (x,), backend="numpy").save(tmp_path / "block")
+    report = artifact.run_saved(path)
+    assert report.ok
+    assert [r.output for r in report.rows] == ["['y']", "['mask']"]
+    assert {r.backend for r in artifact.run_saved(path, backend="llvm").rows} == {"llvm"}
+
+
+def test_run_saved_fails_on_a_wrong_artifact(
+    block: tuple[nn.Module, torch.Tensor], tmp_path: Path
+) -> None:
+    model, x = block
+    path = compiler.compile(model, (x,), backend="numpy").save(tmp_path / "block")
+    weights = torch.load(path / "weights.pt", weights_only=True)
+    weights["fc.bias"] = weights["fc.bias"] + 1.0
+    torch.save(weights, path / "weights.pt")
+    assert not artifact.run_saved(path).ok
+
+
+def test_load_errors_say_what_is_wrong(
+    block: tuple[nn.Module, torch.Tensor], tmp_path: Path
+) -> None:
+    with pytest.raises(ArtifactError, match="not a tilefuse artifact"):
+        compiler.load(tmp_path / "missing")
+    model, x = block
+    path = compiler.compile(model, (x,), backend="numpy").save(tmp_path / "b", reference=False)
+    with pytest.raises(ArtifactError, match="holds no example inputs"):
+        artifact.run_saved(path)
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["versions"]["tilefuse"] = "0.0.1"
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match=r"written by tilefuse 0\.0\.1"):
+        compiler.load(path)
+    manifest["format"] = "something-else"
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="artifact format"):
+        compiler.load(path)
+
+
+def test_hugging_face_output_structure_round_trips(tmp_path: Path) -> None:
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(n_layer=1, n_embd=32, n_head=2, n_positions=16, vocab_size=64,
+                                  use_cache=False, bos_token_id=63, eos_token_id=63)  # fmt: skip
+    model = transformers.GPT2Model(cfg).eval()
+    ids = torch.randint(0, 64, (1, 8))
+    path = compiler.compile(model, (ids,)).save(tmp_path / "gpt2")
+    loaded = compiler.load(path)
+    out = loaded(ids)
+    assert type(out).__name__ == "BaseModelOutputWithPastAndCrossAttentions"
+    torch.testing.assert_close(out.last_hidden_state, model(ids).last_hidden_state)
+    assert artifact.run_saved(path).ok
+
+
+FACTORY = textwrap.dedent(
+    """
+    import torch
+    from torch import nn
+
+
+    def build(dtype=torch.float32):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(8, 16), nn.SiLU(), nn.LayerNorm(16)).eval().to(dtype)
+        return model, (torch.randn(3, 8).to(dtype),)
+    """
+)
+
+
+def test_cli_compile_then_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    factory = tmp_path / "aot_factory.py"
+    factory.write_text(FACTORY)
+    out_dir = tmp_path / "build" / "seq"
+    try:
+        assert cli.main(["compile", f"{factory}:build", "-o", str(out_dir), "--dtype",
+                         "bfloat16"]) == 0  # fmt: skip
+    finally:
+        sys.modules.pop("_tilefuse_factory_aot_factory", None)
+    printed = capsys.readouterr().out
+    assert f"wrote {out_dir}/" in printed and "tilefuse run" in printed
+    assert cli.main(["run", str(out_dir)]) == 0
+    printed = capsys.readouterr().out
+    assert "bfloat16" in printed and printed.rstrip().splitlines()[-1] == "PASS"
+    assert cli.main(["run", str(out_dir), "--backend", "numpy"]) == 0
+    with pytest.raises(SystemExit, match="not a tilefuse artifact"):
+        cli.main(["run", str(tmp_path / "nothing")])
