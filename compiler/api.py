@@ -25,6 +25,7 @@ from compiler.schedule import KernelSpec, Schedule
 from passes.fusion import fuse_kernels
 from passes.memory import eager_peak_bytes, plan_memory
 from passes.pipeline import PassContext, run_pipeline
+from passes.tiling import tile_kernels
 
 
 def _check_gpu(gpu: str | None) -> str | None:
@@ -322,6 +323,8 @@ def build(
     if graph is None:
         graph = run_pipeline(captured.graph, ctx=ctx)
     schedule = fuse_kernels(graph)
+    if gpu is not None:  # a TileConfig per kernel now; without a GPU, explain() tiles lazily
+        schedule = tile_kernels(schedule, get_profile(gpu))
     schedule = plan_memory(schedule)
     name = backends.resolve(backend)
     compiled = Compiled(captured, schedule, name, gpu, compute_dtype)

@@ -4,6 +4,7 @@
     tilefuse run build/NAME [--backend numpy]
     tilefuse check FILE.py:FACTORY [--backend numpy] [--dtype bfloat16]
     tilefuse explain FILE.py:FACTORY [--gpu h100,mi300x] [--dtype float16] [--json]
+                     [--plot roofline.png]
     tilefuse profiles
 
 A FACTORY is a function in FILE.py that, called with no arguments (or with `dtype=`), returns
@@ -126,6 +127,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
     compiled = compiler.compile(model, inputs, backend="numpy")
     report = compiled.explain(gpus)
     print(json.dumps(report.to_dict(), indent=1) if args.json else report)
+    if args.plot:
+        try:
+            path = report.plot(args.plot)
+        except RuntimeError as e:  # matplotlib is not installed
+            raise SystemExit(f"tilefuse: {e}") from None
+        print(f"wrote the roofline of {', '.join(gpus)} to {path}", file=sys.stderr)
     return 0
 
 
@@ -164,6 +171,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     explain.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None)
     explain.add_argument("--json", action="store_true", help="print report.to_dict() as JSON")
+    explain.add_argument(
+        "--plot", metavar="PNG", default=None, help="draw the roofline per GPU to this PNG"
+    )
     explain.set_defaults(run=cmd_explain)
     profiles = sub.add_parser("profiles", help="the GPU profiles and their figures")
     profiles.set_defaults(run=cmd_profiles)

@@ -21,12 +21,13 @@ bound: time x TDP) and says whether weights + peak activations fit in each one's
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from compiler.gpu import GB, GpuProfile, GpuSpec, resolve_profiles
+from compiler.gpu import GB, PROFILES, GpuProfile, GpuSpec, resolve_profiles
 from compiler.ir import Graph
-from compiler.schedule import SOURCE_OPS, VIEW_OPS, Schedule
-from passes.cost import GATHER_OPS, kernel_cost
+from compiler.schedule import SOURCE_OPS, VIEW_OPS, KernelSpec, Schedule
+from passes.cost import GATHER_OPS, kernel_cost, math_class
 from passes.tiling import gemm_problem, tile_kernels
 
 FREE_OPS = VIEW_OPS | SOURCE_OPS
@@ -48,6 +49,7 @@ class KernelRow:
     bound: str
     reason: str
     blocks: tuple[tuple[str, int], ...] = ()
+    math: str = "fp32"  # the peak it runs against: "bf16" (tensor cores) or "fp32"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -62,6 +64,7 @@ class KernelRow:
             "blocks": dict(self.blocks),
             "est_time_s": self.est_time_s,
             "bound": self.bound,
+            "math": self.math,
             "reason": self.reason,
         }
 
@@ -137,6 +140,14 @@ class ExplainReport:
             "advice": list(self.advice),
         }
 
+    def plot(self, path: str | Path) -> Path:
+        """Draw the roofline of every GPU (memory slope, compute ceilings) with each kernel
+        at its arithmetic intensity and estimated FLOP/s, as a PNG at `path` (needs
+        matplotlib: the `dev` extra)."""
+        from compiler.explain_plot import plot_roofline
+
+        return plot_roofline(self, Path(path))
+
     def __str__(self) -> str:
         parts = [self._table(p) for p in self.plans]
         if len(self.plans) > 1:
@@ -153,13 +164,13 @@ class ExplainReport:
         )
         cols = (
             f"{'kernel':34} {'kind':9} {'read':>9} {'written':>9} {'dram':>9} {'FLOPs':>9} "
-            f"{'tile':28} {'est':>9}  bound"
+            f"{'tile':32} {'est':>9}  bound"
         )
         lines = [head, cols]
         for r in plan.rows:
             lines.append(
                 f"{r.name[:34]:34} {r.kind:9} {_b(r.bytes_read):>9} {_b(r.bytes_written):>9} "
-                f"{_b(r.dram_bytes):>9} {_f(r.flops):>9} {r.tile[:28]:28} "
+                f"{_b(r.dram_bytes):>9} {_f(r.flops):>9} {r.tile[:32]:32} "
                 f"{_t(r.est_time_s):>9}  {r.bound}"
             )
             lines.append(f"{'':4}ops: {', '.join(r.ops)}")
@@ -238,16 +249,30 @@ def model_min_bytes(g: Graph) -> int:
     return sum(v.type.nbytes for v in g.inputs) + sum(g.type_of(o).nbytes for o in g.outputs)
 
 
+def kernel_math(k: KernelSpec) -> str:
+    """The peak a kernel's FLOPs run at: tensor cores for a 16-bit GEMM/conv/attention,
+    the FP32 pipes otherwise."""
+    if k.kind in ("matmul", "conv2d", "attention"):
+        anchor = next(n for n in k.body if n.op in ("matmul", "conv2d", "sdpa"))
+        return math_class(k.type_of(anchor.inputs[0]).dtype)
+    return "fp32"
+
+
 def plan_for(s: Schedule, profile: GpuProfile, memory_needed: int) -> GpuPlan:
-    """Tile `s` for `profile` and price every kernel."""
+    """Price every kernel of `s` on `profile`, tiling it first unless `compile(gpu=)` already
+    tiled it for this profile."""
+    tiled = all(
+        k.tile is not None and k.tile.gpu == profile.name and PROFILES.get(k.tile.gpu) is profile
+        for k in s.kernels
+    )
     rows = []
-    for k in tile_kernels(s, profile).kernels:
+    for k in (s if tiled else tile_kernels(s, profile)).kernels:
         flops, read, written = kernel_cost(k)
         t = k.tile
         rows.append(
             KernelRow(
                 k.name, k.kind, tuple(k.compute_ops), read, written, t.dram_bytes or read + written,
-                flops, t.short, t.est_time_s, t.bound, t.reason, t.blocks,
+                flops, t.short, t.est_time_s, t.bound, t.reason, t.blocks, kernel_math(k),
             )
         )  # fmt: skip
     return GpuPlan(profile, tuple(rows), memory_needed)

@@ -55,6 +55,7 @@ class GpuProfile:
     sources: str
     max_regs_per_thread: int = 255
     smem_reserved_per_block: int = 1 * KB  # driver reservation per block (NVIDIA sm_80+)
+    l2_domains: int = 1  # separate L2s the grid is spread over (MI300X: 8 XCDs, 4 MB each)
     confidence: str = ""
 
     @property
@@ -201,6 +202,7 @@ PROFILES: dict[str, GpuProfile] = {
             "MLCommons [V]. FP8 is FNUZ.",
             max_regs_per_thread=256,
             smem_reserved_per_block=0,
+            l2_domains=8,
             confidence="V",
         ),
     )

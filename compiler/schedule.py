@@ -130,6 +130,8 @@ class Schedule:
                 lines = text.splitlines()
                 lines[2] = "  out: " + ", ".join(homes)
                 text = "\n".join(lines)
+            if k.tile is not None:  # a TileConfig from passes/tiling.py tile_kernels
+                text += f"\n  tile ({k.tile.gpu}): {k.tile}\n    why: {k.tile.reason}"
             parts.append(text)
         return "\n\n".join(parts) + "\n"
 

@@ -127,3 +127,62 @@ def test_shape_advisor_names_the_padded_dimension() -> None:
     aligned = nn.Linear(1024, 1024).eval().half()
     c = compiler.compile(aligned, (torch.randn(4096, 1024).half(),), backend="numpy")
     assert c.explain("h100").advice == ()
+
+
+def test_compile_for_a_gpu_tiles_every_kernel() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 128), nn.GELU(), nn.LayerNorm(128)).eval()
+    x = torch.randn(8, 64)
+    lazy = compiler.compile(model, (x,), backend="numpy")
+    assert all(k.tile is None for k in lazy.kernels)  # without gpu=, compile does not tile
+    c = compiler.compile(model, (x,), backend="numpy", gpu="mi300x")
+    assert all(k.tile is not None and k.tile.gpu == "mi300x" for k in c.kernels)
+    text = str(c.schedule)
+    assert text.count("tile (mi300x): ") == len(c.kernels) and text.count("why: ") == len(c.kernels)
+    d = c.explain().to_dict()  # no argument: the compiled-for GPU, with the compiled tiles
+    assert d["gpu"] == "mi300x"
+    assert [r["tile"] for r in d["kernels"]] == [k.tile.short for k in c.kernels]
+    assert d == lazy.explain("mi300x").to_dict()  # tiling now or lazily: the same plan
+    torch.testing.assert_close(c(x), model(x))
+
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_roofline_plot(mlp: compiler.Compiled, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    report = mlp.explain(["h100", "mi300x", "l4"])
+    path = report.plot(tmp_path / "sub" / "roofline.png")
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC and len(data) > 20_000
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert width > 1000 and height > 1000  # 2 x 2 panels for three GPUs
+
+
+def test_roofline_plot_without_matplotlib(
+    mlp: compiler.Compiled, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_matplotlib(name: str, *args: object, **kwargs: object) -> object:
+        if name.split(".")[0] == "matplotlib":
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    with pytest.raises(RuntimeError, match="needs matplotlib"):
+        mlp.explain("h100").plot(tmp_path / "r.png")
+    assert not (tmp_path / "r.png").exists()
+
+
+def test_cli_explain_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("matplotlib")
+    f = tmp_path / "tiny.py"
+    f.write_text(FACTORY)
+    png = tmp_path / "roofline.png"
+    assert cli.main(["explain", f"{f}:build", "--gpu", "h100,mi300x", "--plot", str(png)]) == 0
+    captured = capsys.readouterr()
+    assert "on mi300x" in captured.out and str(png) in captured.err
+    assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 20_000

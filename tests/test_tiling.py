@@ -8,7 +8,9 @@ from compiler.gpu import KB, PROFILES, get_profile
 from compiler.schedule import KernelSpec
 from passes.cost import causal_fraction, kernel_cost
 from passes.fusion import fuse_kernels
+from passes.tile_config import vgpr_cap, wave_options
 from passes.tiling import TileConfig, tile, tile_kernels
+from passes.tiling_mma import split_k_partial_bytes
 from tests.helpers import ir
 
 
@@ -128,3 +130,73 @@ def test_every_choice_fits_its_gpu() -> None:
             assert t.smem_bytes <= p.smem_per_block and t.regs_per_thread <= p.max_regs_per_thread
             assert t.blocks_per_sm >= 1 and t.est_time_s > 0 and t.reason
             assert all(v & (v - 1) == 0 for _, v in t.blocks), t.blocks  # powers of two
+
+
+QKV = """
+def f(x: f16[1,1024,768], w: f16[768,2304], b: f16[2304]):
+    v0: f16[1,1024,2304] = matmul(x, w)
+    v1: f16[1,1024,2304] = add(v0, b)
+    return (v1,)
+"""
+
+
+def test_tile_kernels_docstring_example() -> None:
+    """tile_kernels' Before -> After: the gpt2 QKV GEMM + bias on h100, and the printout."""
+    s = fuse_kernels(ir(QKV))
+    before = str(s)
+    after = tile_kernels(s, get_profile("h100"))
+    assert str(s) == before and "tile (" not in before  # pure: the input is untouched
+    (k,) = after.kernels
+    t = k.tile
+    assert (t.short, t.gpu, t.bound, t.grid) == ("128x128x64 s3 w4", "h100", "compute", 144)
+    assert "gemm 128x128x64 s3 w4: compute-bound" in t.reason and "144 programs" in t.reason
+    text = str(after)
+    assert "tile (h100): 128x128x64 s3 w4 (" in text and "why: gemm 128x128x64" in text
+    assert after.kernels[0].body == s.kernels[0].body and after.graph is s.graph
+
+
+def test_amd_knobs_on_mi300x_only() -> None:
+    k = gemm(4096, 4096, 4096)
+    mi = tile(k, get_profile("mi300x"))
+    assert (mi.matrix_instr_nonkdim, mi.kpack, mi.num_xcds) == (16, 2, 8)
+    assert mi.block("BLOCK_M") % 16 == 0 and mi.block("BLOCK_N") % 16 == 0
+    assert "nk16 kp2" in mi.short and "mfma_16x16" in mi.reason and "waves_per_eu" in mi.reason
+    opts = mi.triton_options()
+    assert opts["matrix_instr_nonkdim"] == 16 and opts["kpack"] == 2 and opts["num_stages"] == 2
+    h = tile(k, get_profile("h100"))
+    assert (h.waves_per_eu, h.matrix_instr_nonkdim, h.kpack, h.num_xcds) == (0, 0, 1, 1)
+    assert set(h.triton_options()) == {"num_warps", "num_stages"}
+    att = kernel("""
+def f(q: f16[1,8,1024,64], k: f16[1,8,1024,64], v: f16[1,8,1024,64]):
+    v0: f16[1,8,1024,64] = sdpa(q, k, v)
+    return (v0,)
+""")
+    t = tile(att, get_profile("mi300x"))
+    assert t.num_stages == 1 and t.matrix_instr_nonkdim == 16 and t.kpack == 1
+    assert "kpack" not in t.reason and "waves_per_eu" in t.reason
+
+
+def test_waves_per_eu_squeezes_only_just_above_a_step() -> None:
+    # 104 VGPRs allow 4 waves/SIMD; 5 (cap 96, 8% fewer) fits one more 4-wave workgroup per CU
+    assert wave_options(104, 64, 4) == [(0, 104), (5, 96)]
+    assert wave_options(104, 64, 8) == [(0, 104)]  # 5 waves add no 8-wave workgroup; 6 is far
+    assert wave_options(192, 128, 4) == [(0, 192)]  # 168 for 3 waves is 12.5% below
+    assert wave_options(104, 100, 4) == [(0, 104)]  # the cap would spill the accumulator
+    assert (vgpr_cap(2), vgpr_cap(3), vgpr_cap(4), vgpr_cap(8)) == (256, 168, 128, 64)
+
+
+def test_split_k_partials_are_dram_traffic() -> None:
+    """Split-K partials are written back always; read back from L2 only where one L2 serves
+    the grid and holds them (h100), from DRAM on mi300x (8 XCD L2s)."""
+    h100, mi = get_profile("h100"), get_profile("mi300x")
+    out = 128 * 768
+    assert split_k_partial_bytes(h100, 1, out) == 0
+    assert split_k_partial_bytes(h100, 8, out) == 8 * out * 4
+    assert split_k_partial_bytes(mi, 8, out) == 2 * 8 * out * 4
+    big = 64 * 2**20  # partials over half of h100's 50 MB L2 come back from DRAM too
+    assert split_k_partial_bytes(h100, 2, big) == 2 * 2 * big * 4
+    k = gemm(128, 768, 3072)  # 6 output tiles on 304 CUs: split-K
+    _, read, written = kernel_cost(k)
+    t = tile(k, mi)
+    assert t.split_k > 1 and "split-K partials" in t.reason
+    assert t.dram_bytes >= read + written + split_k_partial_bytes(mi, t.split_k, 128 * 768)
