@@ -65,7 +65,7 @@ def _panel(ax: Any, plan: GpuPlan, x_range: tuple[float, float]) -> None:
         )  # fmt: skip
     ax.annotate(
         f"HBM {p.hbm_bw / 1e12:g} TB/s",
-        (lo * 3, p.hbm_bw * lo * 3), xytext=(-12, 8), textcoords="offset points", fontsize=8,
+        (lo * 3, p.hbm_bw * lo * 3), xytext=(-24, 12), textcoords="offset points", fontsize=8,
     )  # fmt: skip
     shown = [r for r in plan.rows if r.flops > 0 and r.est_time_s > 0 and r.dram_bytes > 0]
     for kind, color in KIND_COLORS.items():
