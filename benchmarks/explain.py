@@ -6,7 +6,8 @@ python benchmarks/explain.py    # GEMM anchor, copy fraction, tiles per GPU, gpt
 - a copy-bound pointwise kernel's fraction of HBM bandwidth on every profile;
 - the tiles a 4096^3 bf16 GEMM gets on h100, l4 and mi300x, with the reasons;
 - gpt2 fp16 (seq 1024, hidden 768, 12 heads) on h100: plan bytes vs eager and lower bound,
-  and the HF GPT2Model at the same size when transformers is installed;
+  what tiling for one GPU adds to `compile(gpu=...)`, and the HF GPT2Model at the same size
+  when transformers is installed;
 - the time to tile the unet example for all seven profiles.
 """
 
@@ -56,7 +57,12 @@ def tiles_per_gpu() -> None:
 
 def gpt2_traffic() -> None:
     model, inputs = gpt2.build(seq=1024, hidden=768, heads=12, dtype=torch.float16)
-    report(compiler.compile(model, inputs, backend="numpy"), "gpt2 example fp16")
+    c = compiler.compile(model, inputs, backend="numpy")
+    report(c, "gpt2 example fp16")
+    start = time.perf_counter()
+    tile_kernels(c.schedule, get_profile("h100"))
+    print(f"tiling its {len(c.kernels)} kernels for h100 (what compile(gpu=) adds): "
+          f"{(time.perf_counter() - start) * 1e3:.0f} ms")  # fmt: skip
     try:
         from transformers import GPT2Config, GPT2Model
     except ImportError:
