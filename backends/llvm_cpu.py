@@ -21,8 +21,10 @@ where the IR casts, as the NumPy reference does.
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import math
+import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,10 +33,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from backends import llvm_attention, llvm_jit, llvm_winograd
+from backends import llvm_attention, llvm_winograd
 from backends.llvm_kernel import KernelModule, render_kernel
 from backends.numpy_kernels import storage_itemsize
 from backends.numpy_ref import local
+from compiler.config import num_threads
 from compiler.dtypes import to_torch
 from compiler.ir import DType, Node, TensorType, print_graph
 from compiler.schedule import (
@@ -78,18 +81,26 @@ class LlvmProgram:
             parts.append(m.ir)
         return "\n\n".join(parts)
 
-    def load_namespace(self) -> dict[str, Any]:
-        """Compile (or fetch from the disk cache) every module, link them, run the driver."""
-        llvm_jit.openmp()
-        llvm_jit.blas()
-        objects = [llvm_jit.compile_object(m.ir) for m in self.modules.values()]
-        lib = llvm_jit.NativeLibrary(objects) if objects else None
+    def load_namespace(self, library: Any = None, mapped_weights: bool = False) -> dict[str, Any]:
+        """Compile (or fetch from the disk cache) every module, link them, run the driver.
+        `library`: the kernels already linked (a saved artifact's `llvm_aot.SharedLibrary`,
+        anything with `.address(symbol)`); then LLVM is not loaded at all. `mapped_weights`:
+        the weights are memory-mapped from a file (`PackedWeights`)."""
+        lib = library
+        if lib is None and self.modules:
+            from backends import llvm_jit  # loads LLVM (Note [Why a shared library])
+
+            llvm_jit.openmp()
+            llvm_jit.blas()
+            lib = llvm_jit.NativeLibrary(
+                [llvm_jit.compile_object(m.ir) for m in self.modules.values()]
+            )
         namespace: dict[str, Any] = {
             "torch": torch,
             "F": torch.nn.functional,
             "view": _view,
-            "W": PackedWeights(),
-            "NTHREADS": llvm_jit.num_threads(),
+            "W": PackedWeights(mapped_weights),
+            "NTHREADS": num_threads(),
             "_library": lib,
         }
         for symbol, m in self.modules.items():
@@ -104,8 +115,10 @@ class LlvmProgram:
         exec(compile(self.driver, filename, "exec"), namespace)
         return namespace
 
-    def load(self) -> Callable[..., tuple[torch.Tensor, ...]]:
-        namespace = self.load_namespace()
+    def load(
+        self, library: Any = None, mapped_weights: bool = False
+    ) -> Callable[..., tuple[torch.Tensor, ...]]:
+        namespace = self.load_namespace(library, mapped_weights)
         fn = namespace[self.name]
         lock = threading.Lock()  # the planned buffers are shared by calls
 
@@ -148,8 +161,10 @@ class PackedWeights:
     """MKL-packed copies of GEMM weights, rebuilt when a weight changes (its version or
     storage), so a compiled model still reads the module's current weights."""
 
-    def __init__(self) -> None:
+    def __init__(self, mapped: bool = False) -> None:
+        """`mapped`: the weights are memory-mapped from a file; each is paged out once packed."""
         self._cache: dict[tuple[Any, ...], tuple[int, torch.Tensor, tuple[torch.Tensor, ...]]] = {}
+        self._mapped = mapped
 
     def winograd(self, w: torch.Tensor) -> torch.Tensor:
         """`w` [OC, C, 3, 3] as Winograd's U = G w G^T, [16, OC, C]."""
@@ -179,9 +194,37 @@ class PackedWeights:
         if hit is not None and hit[0] == w._version:
             return hit[2]
         orig = w.t().contiguous() if transposed else w.contiguous()
-        packed = (torch.ops.mkl._mkl_reorder_linear_weight(orig, m), orig)
+        # _mkl_linear reads only the shape of its unpacked weight when the batch is the packed
+        # batch `m`, which the driver's static shapes guarantee: a stride-0 stand-in keeps no
+        # second copy of the weight alive
+        stand_in = torch.zeros((), dtype=orig.dtype).expand(orig.shape)
+        packed = (torch.ops.mkl._mkl_reorder_linear_weight(orig, m), stand_in)
         self._cache[key] = (w._version, w, packed)
+        if self._mapped:
+            page_out(w)
         return packed
+
+
+def page_out(t: torch.Tensor) -> None:
+    """Drop the resident pages of `t`, a weight memory-mapped from a file (a loaded artifact's,
+    `torch.load(mmap=True)`), once its packed copy exists: they are re-read from the file if
+    ever touched again, so the process holds the packed copy only. A hint (MADV_PAGEOUT,
+    Linux 5.4+): contents never change, and where it is not supported nothing happens."""
+    if not hasattr(os, "sysconf"):
+        return
+    page = os.sysconf("SC_PAGE_SIZE")
+    start = -(-t.data_ptr() // page) * page  # whole pages inside the tensor only
+    end = (t.data_ptr() + t.numel() * t.element_size()) // page * page
+    if end > start:
+        _libc().madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), _MADV_PAGEOUT)
+
+
+_MADV_PAGEOUT = 21
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
 
 
 def _view(buf: torch.Tensor, shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
@@ -303,7 +346,7 @@ class _Renderer:
         if attention is not None:
             if not persistent:
                 names[out] = self._slot(out, n.out.type)
-            m = llvm_attention.render_attention(e, attention, llvm_jit.num_threads())
+            m = llvm_attention.render_attention(e, attention, num_threads())
             self.attentions += 1
             self.modules.setdefault(m.symbol, m)
             args = [names[p.name] for p in m.params if p.role != "scratch"]

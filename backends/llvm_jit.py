@@ -33,9 +33,7 @@ anywhere in the address space, so 32-bit PC-relative references could overflow.
 from __future__ import annotations
 
 import functools
-import glob
 import hashlib
-import importlib.util
 import itertools
 import os
 import struct
@@ -47,7 +45,9 @@ import llvmlite
 import llvmlite.binding as llvm
 
 import compiler
+from backends import native_libs
 from compiler import config
+from compiler.config import num_threads  # noqa: F401  (re-exported: llvm_jit.num_threads)
 
 STATS: dict[str, int] = {"compiled": 0, "cache_hits": 0}
 _IR_CONTEXT_LINES = 20
@@ -252,18 +252,10 @@ def _lljit() -> llvm.LLJIT:
 def openmp() -> str:
     """Make torch's OpenMP runtime (libgomp) visible to JIT code; return its path. Idempotent.
 
-    JIT code may then call GOMP_parallel, GOMP_barrier, omp_get_thread_num, ... We locate torch's
-    lib/ directory without importing torch (that costs seconds); loading the same file torch loads
-    keeps one OpenMP runtime (one thread pool) in the process.
+    JIT code may then call GOMP_parallel, GOMP_barrier, omp_get_thread_num, ... Loading the same
+    file torch loads keeps one OpenMP runtime (one thread pool) in the process.
     """
-    spec = importlib.util.find_spec("torch")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("openmp(): torch is not installed; its libgomp is our OpenMP runtime")
-    libdir = Path(next(iter(spec.submodule_search_locations))) / "lib"
-    found = sorted(glob.glob(str(libdir / "libgomp*.so*")))  # libgomp.so.1 or libgomp-<hash>.so.1
-    if not found:
-        raise RuntimeError(f"openmp(): no libgomp*.so* in {libdir}")
-    path = found[0]
+    path = native_libs.libgomp()
     llvm.load_library_permanently(path)
     return path
 
@@ -272,15 +264,6 @@ def openmp() -> str:
 def blas() -> str:
     """Make the BLAS torch ships (MKL, inside libtorch_cpu) visible to JIT code: native kernels
     call its Fortran `sgemm_` (LP64) directly. Returns the library path. Idempotent."""
-    spec = importlib.util.find_spec("torch")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("blas(): torch is not installed; its MKL is our BLAS")
-    path = Path(next(iter(spec.submodule_search_locations))) / "lib" / "libtorch_cpu.so"
-    llvm.load_library_permanently(str(path))
-    return str(path)
-
-
-def num_threads() -> int:
-    """Threads for parallel kernels: TILEFUSE_NUM_THREADS (`compiler.config`), else the CPUs
-    this process may run on."""
-    return config.load().num_threads or len(os.sched_getaffinity(0))
+    path = native_libs.libtorch_cpu()
+    llvm.load_library_permanently(path)
+    return path

@@ -55,6 +55,7 @@ class Compiled:
         self.compute_dtype = compute_dtype
         self.example: tuple[tuple[Any, ...], dict[str, Any]] | None = None  # set by compile()
         self.artifact: Path | None = None  # the directory it was loaded from (compiler.load)
+        self.llvm_options: dict[str, Any] = {}  # LlvmProgram.load's, from a saved artifact
         self._float_dtype = _float_dtype(self.graph, compute_dtype)
         self._torch_float = getattr(torch, self._float_dtype)
         self._converted: dict[str, tuple[Any, torch.Tensor, torch.Tensor]] = {}
@@ -101,7 +102,8 @@ class Compiled:
 
     def _runner(self, backend: str) -> Callable[..., tuple[Any, ...]]:
         if backend not in self._runners:
-            self._runners[backend] = self._program(backend).load()
+            options = self.llvm_options if backend == "llvm" else {}
+            self._runners[backend] = self._program(backend).load(**options)
         return self._runners[backend]
 
     # --- calling
@@ -312,10 +314,12 @@ def build(
     gpu: str | None,
     compute_dtype: torch.dtype | None = None,
     graph: Graph | None = None,
+    llvm_options: Callable[[Any], dict[str, Any]] | None = None,
 ) -> Compiled:
     """Everything after capture: the graph passes (skipped when `graph`, the already optimized
     graph of a saved artifact, is given), fusion, the memory plan, and the backend's program,
-    rendered and loaded."""
+    rendered and loaded. `llvm_options(program)`: how to load the llvm program (the options of
+    `LlvmProgram.load`: kernels already linked, weights memory-mapped)."""
     cfg = config.load()
     config.configure_logging(cfg)
     start = time.perf_counter()
@@ -328,6 +332,8 @@ def build(
     schedule = plan_memory(schedule)
     name = backends.resolve(backend)
     compiled = Compiled(captured, schedule, name, gpu, compute_dtype)
+    if llvm_options is not None and name == "llvm":  # a saved artifact's (compiler.artifact)
+        compiled.llvm_options = llvm_options(compiled._program(name))
     compiled._runner(name)  # render and load now: compile time is paid here, not on first call
     compiled.stats.update(
         capture_s=captured.capture_seconds,

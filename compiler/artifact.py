@@ -17,14 +17,17 @@ An artifact is a directory:
     example.pt       example inputs, eager's outputs and the float64 reference (`tilefuse run`)
     graph.py         the optimized graph as readable Python (for people; not read back)
     <backend>.txt    the generated source (for people; not read back)
-    llvm/*.o         the llvm backend's object code for the CPU it was built on
+    kernels.so       the llvm backend's kernels linked for the CPU it was built on: loading
+                     them needs no LLVM (backends/llvm_aot.py)
+    llvm/*.o         the same kernels as object code for the JIT's cache (the fallback)
 
 Note [What an artifact stores]
 It stores the optimized graph, not the schedule: fusion and the memory plan are deterministic
 and take milliseconds, so `load` re-derives the schedule exactly, and the artifact stays a
 small, readable description of the program. The object code is stored beside it, keyed as
-the object cache keys it (IR, CPU, features, versions): on the same kind of CPU, loading
-compiles nothing; on another CPU the keys differ and the kernels are compiled for it.
+the object cache keys it (IR, CPU, features, versions), and linked into kernels.so: on the
+same kind of CPU, loading opens kernels.so and neither loads LLVM nor compiles anything; on
+another CPU the keys differ and the kernels are compiled for it.
 Weights are copied in, so a loaded model no longer follows the original module's parameters.
 """
 
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import shutil
 import warnings
 from pathlib import Path
@@ -41,6 +45,7 @@ import numpy as np
 import torch
 from torch.utils import _pytree as pytree
 
+import backends
 import compiler
 from compiler.errors import ArtifactError
 from compiler.frontend import ArgSpec, Captured, InputBinding
@@ -48,6 +53,7 @@ from compiler.ir import ConstArray, DType, Graph, Node, TensorType, Value
 from compiler.verify import verify
 
 FORMAT = "tilefuse-artifact/1"
+log = logging.getLogger("tilefuse.artifact")
 _DTYPES = {d.value: d for d in DType}
 
 
@@ -159,7 +165,9 @@ def save(compiled: Any, path: Path, *, reference: bool = True) -> Path:
     (path / "graph.py").write_text(str(compiled.graph))
     (path / f"{compiled.backend}.txt").write_text(compiled.source())
     if compiled.backend == "llvm":
-        _save_objects(compiled._program("llvm"), path / "llvm")
+        program = compiled._program("llvm")
+        _save_objects(program, path / "llvm")
+        manifest["native"] = _save_library(program, path)
     _write_json(path / "manifest.json", manifest)  # last: a directory without it is incomplete
     return path
 
@@ -184,6 +192,23 @@ def _save_objects(program: Any, folder: Path) -> None:
         llvm_jit.compile_object(m.ir)  # a cache hit after compile; builds it otherwise
         cached = llvm_jit.object_cache_path(m.ir)
         shutil.copyfile(cached, folder / cached.name)
+
+
+def _save_library(program: Any, path: Path) -> dict[str, Any] | None:
+    """The kernels linked into kernels.so (Note [Why a shared library] in llvm_aot), or None
+    with a warning saying why not (loading then uses the JIT)."""
+    from backends import llvm_aot
+
+    modules = {symbol: m.ir for symbol, m in program.modules.items()}
+    why_not = llvm_aot.link_shared(modules, path / "kernels.so") if modules else "no kernels"
+    if why_not is not None:
+        log.warning("%s: no shared library (%s); loading it will need LLVM", path, why_not)
+        return None
+    return {
+        "library": "kernels.so",
+        "cpu": llvm_aot.cpu_fingerprint(),
+        "kernels": {symbol: llvm_aot.ir_digest(ir) for symbol, ir in modules.items()},
+    }
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -326,9 +351,7 @@ def load(path: str | Path, *, backend: str | None = None) -> Any:
     path = Path(path)
     manifest = read_manifest(path)
     captured, graph = load_captured(path, manifest)
-    name = backend or manifest["backend"]
-    if name == "llvm" or (name == "auto" and (path / "llvm").is_dir()):
-        _restore_objects(path / "llvm")
+    name = backends.resolve(backend or manifest["backend"])
     dtype = manifest["compute_dtype"]
     compiled = build(
         captured,
@@ -336,9 +359,32 @@ def load(path: str | Path, *, backend: str | None = None) -> Any:
         gpu=manifest["gpu"],
         compute_dtype=getattr(torch, dtype) if dtype else None,
         graph=graph,
+        llvm_options=lambda program: {
+            "library": _open_library(path, manifest.get("native"), program),
+            "mapped_weights": True,
+        },
     )
     compiled.artifact = path
     return compiled
+
+
+def _open_library(path: Path, native: dict[str, Any] | None, program: Any) -> Any:
+    """The saved kernels.so when it was built for this CPU from exactly these kernels, else
+    None, with the saved object code put in the JIT's cache (used where its keys match)."""
+    from backends import llvm_aot
+
+    why_not = "it has no kernels.so"
+    if native is not None:
+        digests = {symbol: llvm_aot.ir_digest(m.ir) for symbol, m in program.modules.items()}
+        if native["cpu"] != llvm_aot.cpu_fingerprint():
+            why_not = "kernels.so was built for another CPU"
+        elif digests != native["kernels"]:
+            why_not = "its kernels differ from kernels.so's (another thread count?)"
+        else:
+            return llvm_aot.SharedLibrary(path / native["library"])
+    log.info("%s: %s; loading the kernels through the JIT", path, why_not)
+    _restore_objects(path / "llvm")
+    return None
 
 
 def _restore_objects(folder: Path) -> None:

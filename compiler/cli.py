@@ -3,7 +3,7 @@
     tilefuse compile FILE.py:FACTORY -o build/NAME [--backend llvm] [--gpu h100] [--dtype ...]
     tilefuse run build/NAME [--backend numpy]
     tilefuse check FILE.py:FACTORY [--backend numpy] [--dtype bfloat16]
-    tilefuse explain FILE.py:FACTORY [--gpu h100,mi300x] [--dtype float16] [--json]
+    tilefuse explain FILE.py:FACTORY|build/NAME [--gpu h100,mi300x] [--dtype float16] [--json]
                      [--plot roofline.png]
     tilefuse profiles
 
@@ -119,12 +119,22 @@ def cmd_explain(args: argparse.Namespace) -> int:
     import compiler
     from compiler.gpu import resolve_profiles
 
-    try:
-        gpus = [p.name for p in resolve_profiles(args.gpu)]
+    if Path(args.factory).is_dir():  # an artifact written by `tilefuse compile -o DIR`
+        from compiler.errors import ArtifactError
+
+        if args.dtype:
+            raise SystemExit("tilefuse: an artifact's dtype is fixed; --dtype is for FACTORY")
+        try:
+            compiled = compiler.load(args.factory, backend="numpy")
+        except ArtifactError as e:
+            raise SystemExit(f"tilefuse: {e}") from None
+    else:
+        model, inputs = build_example(args.factory, args.dtype)
+        compiled = compiler.compile(model, inputs, backend="numpy")
+    try:  # default: the GPU it was compiled for, else the one present, else h100
+        gpus = [p.name for p in resolve_profiles(args.gpu or compiled.gpu)]
     except ValueError as e:
         raise SystemExit(f"tilefuse: {e}") from None
-    model, inputs = build_example(args.factory, args.dtype)
-    compiled = compiler.compile(model, inputs, backend="numpy")
     report = compiled.explain(gpus)
     print(json.dumps(report.to_dict(), indent=1) if args.json else report)
     if args.plot:
@@ -163,7 +173,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     check.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None)
     check.set_defaults(run=cmd_check)
     explain = sub.add_parser("explain", help="bytes, FLOPs, tiles and time per kernel per GPU")
-    explain.add_argument("factory", help="FILE.py:FACTORY, e.g. examples/gpt2.py:build")
+    explain.add_argument(
+        "factory", help="FILE.py:FACTORY (e.g. examples/gpt2.py:build) or an artifact directory"
+    )
     explain.add_argument(
         "--gpu",
         default=None,

@@ -54,3 +54,9 @@ def configure_logging(cfg: Config) -> None:
             handler = logging.StreamHandler()
             handler.setFormatter(logging.Formatter("[%(name)s] %(message)s"))
             logger.addHandler(handler)
+
+
+def num_threads() -> int:
+    """Threads for the llvm backend's parallel kernels: TILEFUSE_NUM_THREADS, else the CPUs
+    this process may run on."""
+    return load().num_threads or len(os.sched_getaffinity(0))

@@ -198,3 +198,79 @@ def test_cli_compile_then_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert cli.main(["run", str(out_dir), "--backend", "numpy"]) == 0
     with pytest.raises(SystemExit, match="not a tilefuse artifact"):
         cli.main(["run", str(tmp_path / "nothing")])
+
+
+def test_cli_explain_reads_an_artifact(
+    block: tuple[nn.Module, torch.Tensor], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model, x = block
+    path = compiler.compile(model, (x,), gpu="l4", backend="numpy").save(tmp_path / "block")
+    assert cli.main(["explain", str(path), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert list(report["per_gpu"]) == ["l4"]  # the GPU it was compiled for
+    assert cli.main(["explain", str(path), "--gpu", "h100,mi300x"]) == 0
+    printed = capsys.readouterr().out
+    assert "h100" in printed and "mi300x" in printed
+    with pytest.raises(SystemExit, match="dtype is fixed"):
+        cli.main(["explain", str(path), "--dtype", "float16"])
+
+
+LOAD_WITHOUT_LLVM = """
+import sys, torch
+import compiler
+c = compiler.load(sys.argv[1])
+example = torch.load(sys.argv[1] + "/example.pt", weights_only=True)
+y = c(*example["args"], **example["kwargs"])
+assert type(c.llvm_options["library"]).__name__ == "SharedLibrary", c.llvm_options
+assert "llvmlite.binding" not in sys.modules, "loading the artifact loaded LLVM"
+torch.testing.assert_close(y["y"], example["eager"][0], rtol=1e-5, atol=1e-5)
+print("ok")
+"""
+
+
+def test_load_opens_the_shared_library_without_llvm(
+    block: tuple[nn.Module, torch.Tensor], tmp_path: Path
+) -> None:
+    import subprocess
+
+    model, x = block
+    path = compiler.compile(model, (x,)).save(tmp_path / "block")
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert manifest["native"]["library"] == "kernels.so"
+    done = subprocess.run(
+        [sys.executable, "-c", LOAD_WITHOUT_LLVM, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_load_on_another_cpu_compiles_through_the_jit(
+    block: tuple[nn.Module, torch.Tensor], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from backends import llvm_aot
+
+    model, x = block
+    c = compiler.compile(model, (x,))
+    path = c.save(tmp_path / "block")
+    monkeypatch.setattr(llvm_aot, "cpu_fingerprint", lambda: "another-cpu")
+    loaded = compiler.load(path)
+    assert loaded.llvm_options["library"] is None
+    torch.testing.assert_close(loaded(x)["y"], c(x)["y"], rtol=0, atol=0)
+
+
+def test_load_with_changed_kernels_does_not_use_the_library(
+    block: tuple[nn.Module, torch.Tensor], tmp_path: Path
+) -> None:
+    model, x = block
+    c = compiler.compile(model, (x,))
+    path = c.save(tmp_path / "block")
+    manifest = json.loads((path / "manifest.json").read_text())
+    symbol = next(iter(manifest["native"]["kernels"]))
+    manifest["native"]["kernels"][symbol] = "0" * 16  # as if built from other IR
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    loaded = compiler.load(path)
+    assert loaded.llvm_options["library"] is None
+    torch.testing.assert_close(loaded(x)["y"], c(x)["y"], rtol=0, atol=0)

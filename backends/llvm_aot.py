@@ -1,0 +1,112 @@
+"""Ahead-of-time native code: the llvm backend's kernels linked into one shared library, so a
+saved artifact runs without loading LLVM at all.
+
+    why_not = link_shared({symbol: ir_text, ...}, path / "kernels.so")   # None when written
+    lib = SharedLibrary(path / "kernels.so")                             # no llvmlite here
+    lib.address("tf_add_gelu_c1c778bde7")
+
+Note [Why a shared library]
+The JIT path (`llvm_jit`) needs LLVM in the process to link object files: importing
+llvmlite.binding alone costs ~40 MB of resident memory and ~0.3 s. A saved artifact knows its
+kernels already, so `tilefuse compile` links their -O3 position-independent objects with the
+system C compiler (`cc -shared`), and `compiler.load` opens the library with the dynamic
+loader. The library is only used on a CPU with the same fingerprint (vendor, model, flags) and
+only when every kernel's IR is the one it was built from (`ir_digest`); otherwise loading
+falls back to the JIT and its object cache. Undefined symbols (GOMP_parallel, sgemm_, memset)
+resolve against torch's libgomp and libtorch_cpu, promoted to global scope first.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from backends import native_libs
+
+
+def ir_digest(ir_text: str) -> str:
+    return hashlib.sha256(ir_text.encode()).hexdigest()[:16]
+
+
+@functools.cache
+def cpu_fingerprint() -> str:
+    """This CPU as the library's machine code depends on it: architecture, vendor, model and
+    feature flags (/proc/cpuinfo), read without LLVM."""
+    fields: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if not line.strip():
+                break  # the first processor is enough
+            key, _, value = line.partition(":")
+            fields[key.strip()] = value.strip()
+    except OSError:
+        pass
+    flags = " ".join(sorted(fields.get("flags", "").split()))
+    parts = (platform.machine(), fields.get("vendor_id", ""), fields.get("model name", ""), flags)
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+
+
+def link_shared(modules: Mapping[str, str], path: Path) -> str | None:
+    """Compile each IR text (-O3, position independent) and link them into the shared library
+    `path`. Returns None when written, else the reason it could not be (the caller logs it)."""
+    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if cc is None:
+        return "no C compiler (cc) on PATH to link the kernels into a shared library"
+    from backends import llvm_jit
+
+    tm = _pic_target_machine()
+    with tempfile.TemporaryDirectory(prefix="tilefuse-aot-") as tmp:
+        objects = []
+        for i, ir_text in enumerate(modules.values()):
+            obj = Path(tmp) / f"k{i}.o"
+            obj.write_bytes(tm.emit_object(llvm_jit.optimize(ir_text)))
+            objects.append(str(obj))
+        out = Path(tmp) / "kernels.so"
+        done = subprocess.run(
+            [cc, "-shared", "-o", str(out), *objects], capture_output=True, text=True, timeout=120
+        )
+        if done.returncode != 0:
+            return f"{cc} -shared failed: {done.stderr.strip()[:500]}"
+        shutil.copyfile(out, path)
+    return None
+
+
+@functools.cache
+def _pic_target_machine() -> object:
+    import llvmlite.binding as llvm
+
+    from backends import llvm_jit
+
+    h = llvm_jit.host()
+    target = llvm.Target.from_triple(h.triple)
+    return target.create_target_machine(
+        cpu=h.cpu, features=h.features, opt=3, reloc="pic", codemodel="default"
+    )
+
+
+class SharedLibrary:
+    """Kernels from a shared library written by `link_shared`, opened with the dynamic loader."""
+
+    def __init__(self, path: Path) -> None:
+        flags = os.RTLD_NOW | os.RTLD_GLOBAL
+        for dep in (native_libs.libgomp(), native_libs.libtorch_cpu()):
+            ctypes.CDLL(dep, mode=flags)  # already loaded by torch: exports its symbols globally
+        self.path = path
+        self._lib = ctypes.CDLL(str(path), mode=os.RTLD_NOW)
+
+    def address(self, name: str) -> int:
+        """The address of the kernel `name` (AttributeError if the library has none)."""
+        address = ctypes.cast(getattr(self._lib, name), ctypes.c_void_p).value
+        assert address is not None
+        return address
+
+    def __repr__(self) -> str:
+        return f"SharedLibrary({self.path})"
