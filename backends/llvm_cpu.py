@@ -256,6 +256,7 @@ class _Renderer:
         self.globals: list[str] = []
         self.steps: list[tuple[str, list[Step]]] = []
         self.attentions = 0  # sdpa calls rendered as native attention kernels
+        self.fused: set[int] = set()  # ids of native parts an extern call computed
 
     def dtype(self, t: TensorType) -> str:
         return str(storage_dtype(t.dtype, self.fd))
@@ -293,9 +294,11 @@ class _Renderer:
         lines = [f"def {k.name}({', '.join(params)}):"]
         lines += [f"    # {line}" for line in str(k).splitlines()]
         self.kernel_slots = 0
-        for st in steps:
+        for i, st in enumerate(steps):
+            if id(st) in self.fused:  # an epilogue the extern call before it computed
+                continue
             if isinstance(st, ExternCall):
-                lines += self._extern(st, names)
+                lines += self._extern(st, names, (k.outputs, steps[i + 1 :]))
                 continue
             for o in st.outputs:
                 if o not in names:  # handed to a later part: a slot
@@ -331,7 +334,9 @@ class _Renderer:
         )
         return name
 
-    def _extern(self, e: ExternCall, names: dict[str, str]) -> list[str]:
+    def _extern(
+        self, e: ExternCall, names: dict[str, str], after: tuple[tuple[str, ...], list[Step]]
+    ) -> list[str]:
         log.debug("%s: %s", e.name, e.library)
         lines = []
         exprs = dict(names)
@@ -356,9 +361,14 @@ class _Renderer:
             )
             return lines
         if n.op == "conv2d" and self.fd == "float32":
-            winograd = self._winograd(e, ops, names, persistent)
+            winograd = llvm_winograd.driver_call(e, ops, names, after, self.weights, self._slot)
             if winograd is not None:
-                return winograd
+                call, modules, fused = winograd
+                for mod in modules:
+                    self.modules.setdefault(mod.symbol, mod)
+                if fused is not None:
+                    self.fused.add(id(fused))
+                return call
         linear = self._linear(e, ops) if n.op == "matmul" else None
         if linear is not None:
             call, comment = linear, f"  # extern {e.name}: MKL packed GEMM (weights packed once)"
@@ -399,48 +409,6 @@ class _Renderer:
             names[out] = f"x_{out}"
             lines.append(f"    x_{out} = {call}.contiguous(){comment}")
         return lines
-
-    def _winograd(
-        self, e: ExternCall, ops: list[str], names: dict[str, str], persistent: bool
-    ) -> list[str] | None:
-        """A 3x3 convolution of a weight as Winograd F(2x2, 3x3): native input transform, one
-        batched MKL GEMM, native output transform (`backends.llvm_winograd`)."""
-        n = e.node
-        types = {v.name: v.type for v in e.inputs} | {v.out.name: v.out.type for v in e.views}
-        x, w = types[n.inputs[0]], types[n.inputs[1]]
-        if not llvm_winograd.eligible(x, w, n.attr_dict, n.inputs[1] in self.weights):
-            return None
-        padding = tuple(n.attr("padding"))
-        oc, c = w.shape[0], w.shape[1]
-        _, _, th, tw = llvm_winograd.tiles(x, padding)
-        count = x.shape[0] * th * tw
-        v = self._slot(f"{n.out.name}_v", TensorType((16, c, count), DType.f32))
-        m = self._slot(f"{n.out.name}_m", TensorType((16, oc, count), DType.f32))
-        out = n.out.name
-        if not persistent:
-            names[out] = self._slot(out, n.out.type)
-        fin = render_kernel(llvm_winograd.input_transform(x, padding, f"{e.name}_in"), self.fd)
-        bias = len(ops) > 2
-        spec = llvm_winograd.output_transform(x, oc, padding, bias, f"{e.name}_out")
-        fout = render_kernel(spec, self.fd)
-        for mod in (fin, fout):
-            self.modules.setdefault(mod.symbol, mod)
-        extra = f", {ops[2]}" if bias else ""
-        planes = self._slot(f"{n.out.name}_y", TensorType((4, *spec.domain), DType.f32))
-        ho, wo = n.out.type.shape[2:]
-        b, oc_, th_, tw_ = spec.domain
-        interleave = (
-            f"{planes}.view(2, 2, {b}, {oc_}, {th_}, {tw_}).permute(2, 3, 4, 0, 5, 1)"
-            f".reshape({b}, {oc_}, {2 * th_}, {2 * tw_})[:, :, :{ho}, :{wo}]"
-        )
-        note = f"  # extern {e.name}: Winograd F(2x2,3x3), the GEMM in MKL"
-        return [
-            f"    {fin.symbol}(NTHREADS, F.pad({ops[0]}, {llvm_winograd.pads(x, padding)}), "
-            f"*{v}.unbind(0)){note}",
-            f"    torch.bmm(W.winograd({ops[1]}), {v}, out={m})",
-            f"    {fout.symbol}(NTHREADS, *{m}.unbind(0){extra}, *{planes}.unbind(0))",
-            f"    {names[out]}.copy_({interleave})",
-        ]
 
     def _linear(self, e: ExternCall, ops: list[str]) -> str | None:
         """x @ w.T (nn.Linear) or x @ w (HF Conv1D) with w a weight: MKL's packed GEMM, the

@@ -5,18 +5,23 @@
 The weight transform `U = G g G^T` ([16, OC, C]) is computed once per weight version in
 float64 (`PackedWeights.winograd`). Per call, a native kernel writes the 16 transformed input
 planes `V[k] = (B^T d B)[k]` ([C, tiles]), MKL multiplies `M[k] = U[k] @ V[k]` as one batched
-GEMM, and a second native kernel applies `A^T M A`, interleaves the 2x2 outputs, crops and adds
-the bias. Both transforms are small IR graphs rendered by the ordinary kernel generator, so the
-padding and the tiles' overlap are index arithmetic. Error against float64: ~3x direct
-convolution's in float32, far inside the parity budget.
+GEMM, and a second native kernel (`backends.llvm_winograd_out`) applies `A^T M A` and writes
+the 2x2 outputs into the NCHW result with the bias and the convolution's epilogue when that is
+adds (a time embedding, a residual). The input transform is a small IR graph rendered by the
+ordinary kernel generator, so the tiles' overlap is index arithmetic. Error against float64:
+~3x direct convolution's in float32, far inside the parity budget.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
+from backends import llvm_winograd_out
+from backends.llvm_kernel import KernelModule, render_kernel
 from compiler.ir import DType, GraphBuilder, TensorType, Value
-from compiler.schedule import KernelSpec
+from compiler.schedule import ExternCall, KernelSpec, Step
 
 G = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
 
@@ -96,35 +101,46 @@ def input_transform(x: TensorType, padding: tuple[int, int], name: str) -> Kerne
     return KernelSpec(name, "pointwise", g.inputs, g.nodes, tuple(outs), (c, n, th, tw))
 
 
-def output_transform(
-    x: TensorType, oc: int, padding: tuple[int, int], bias: bool, name: str
-) -> KernelSpec:
-    """m0..m15 [OC, N, th, tw] (+ bias [OC]) -> the four output planes y00, y01, y10, y11,
-    each [N, OC, th, tw]: y[.., 2i + a, 2j + b] = y_ab[.., i, j] (the driver interleaves)."""
-    n = x.shape[0]
-    _, _, th, tw = tiles(x, padding)
-    inputs = [Value(f"m{k}", TensorType((oc, n, th, tw), DType.f32)) for k in range(16)]
-    if bias:
-        inputs.append(Value("bias", TensorType((oc,), DType.f32)))
-    b = GraphBuilder(name, inputs, prefix="w")
-    m = [
-        [b.add("permute", [f"m{4 * xi + nu}"], {"dims": (1, 0, 2, 3)}) for nu in range(4)]
-        for xi in range(4)
+def driver_call(
+    e: ExternCall,
+    ops: list[str],
+    names: dict[str, str],
+    after: tuple[tuple[str, ...], list[Step]],
+    weights: frozenset[str],
+    slot: Callable[[str, TensorType], str],
+) -> tuple[list[str], list[KernelModule], Step | None] | None:
+    """The llvm driver's lines for the convolution `e` as Winograd F(2x2, 3x3), the native
+    modules they call and the native part after `e` they compute (its epilogue of adds), or
+    None when `e` is not eligible. `ops`: the operands' torch expressions; `names`: values to
+    driver names (updated); `after`: the kernel's outputs and the steps after `e`; `slot`
+    gives a value slot memory."""
+    n = e.node
+    types = {v.name: v.type for v in e.inputs} | {v.out.name: v.out.type for v in e.views}
+    x, w = types[n.inputs[0]], types[n.inputs[1]]
+    if not eligible(x, w, n.attr_dict, n.inputs[1] in weights):
+        return None
+    padding = tuple(n.attr("padding"))
+    oc, c = w.shape[0], w.shape[1]
+    ho, wo, th, tw = tiles(x, padding)
+    count = x.shape[0] * th * tw
+    v = slot(f"{n.out.name}_v", TensorType((16, c, count), DType.f32))
+    m = slot(f"{n.out.name}_m", TensorType((16, oc, count), DType.f32))
+    outputs, rest = after
+    fused = llvm_winograd_out.epilogue(e, rest[0] if rest else None, rest[1:], outputs)
+    out, addends = fused if fused is not None else (n.out.name, [])
+    if out not in names:  # handed to a later part: a slot
+        names[out] = slot(out, n.out.type)
+    fin = render_kernel(input_transform(x, padding, f"{e.name}_in"))
+    bias = ops[2:3]
+    fout = llvm_winograd_out.render(
+        x.shape[0], oc, (ho, wo), bool(bias), addends, (out, n.out.type), e.name
+    )
+    args = [m, *bias] + [names[p.name] for p in fout.params[len(bias) + 1 :]]
+    epilogue = f" + {len(addends)} addends" if addends else ""
+    lines = [
+        f"    {fin.symbol}(NTHREADS, F.pad({ops[0]}, {pads(x, padding)}), *{v}.unbind(0))"
+        f"  # extern {e.name}: Winograd F(2x2,3x3), the GEMM in MKL",
+        f"    torch.bmm(W.winograd({ops[1]}), {v}, out={m})",
+        f"    {fout.symbol}(NTHREADS, {', '.join(args)})  # native output transform{epilogue}",
     ]
-
-    def at(z: list[str], row: int) -> str:  # row `row` of A^T applied to z
-        if row == 0:
-            return b.add("add", [b.add("add", [z[0], z[1]]), z[2]])
-        return b.add("sub", [b.add("sub", [z[1], z[2]]), z[3]])
-
-    s = [[at([m[xi][nu] for xi in range(4)], a) for nu in range(4)] for a in range(2)]
-    y = [[at(s[a], bb) for bb in range(2)] for a in range(2)]
-    planes = []
-    for a in range(2):
-        for bb in range(2):
-            plane = y[a][bb]
-            if bias:
-                plane = b.add("add", [plane, b.add("reshape", ["bias"], {"shape": (oc, 1, 1)})])
-            planes.append(b.add("reshape", [plane], {"shape": (n, oc, th, tw)}, name=f"y{a}{bb}"))
-    g = b.build(planes)
-    return KernelSpec(name, "pointwise", g.inputs, g.nodes, tuple(planes), (n, oc, th, tw))
+    return lines, [fin, fout], rest[0] if fused is not None else None

@@ -1,0 +1,275 @@
+"""Winograd F(2x2, 3x3)'s output transform as one native kernel, with the convolution's
+epilogue fused: `Y = A^T M A + bias + addends`, written straight into the NCHW output.
+
+    for each (n, oc, tile row i), in parallel:           # tiles of 2x2 outputs
+        for each tile column j:                          # vectorized: 16 loads per plane row
+            m[k] = M[k, oc, (n, i, j)]   k = 0..15       # the 16 GEMM products of the tile
+            s = A^T m (per column), y = s A (per row)    # 2x2 outputs
+            out[n, oc, 2i + a, 2j + b] = y[a][b] + bias[oc] + sum(addend[n, oc, 2i + a, 2j + b])
+
+The two output columns of a tile are interleaved stores, which LLVM vectorizes with shuffles;
+an odd output width or height ends with a half tile. *Addends* are the convolution's epilogue
+when it is a chain of adds of tensors read through strided views (a time embedding broadcast
+over the pixels, a residual): `epilogue` recognizes them, so the epilogue costs no pass over
+the output of its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from llvmlite import ir
+
+from backends.llvm_kernel import I32, I64, PTR, KernelModule, Param, counted_loop
+from compiler.ir import DType, TensorType
+from compiler.schedule import VIEW_OPS, ExternCall, KernelSpec, Step, index_map
+
+F32 = ir.FloatType()
+
+
+@dataclass(frozen=True)
+class Addend:
+    """A tensor added to the output, read at (n, oc, h, w) with these element strides (0 where
+    it broadcasts) from `offset` in its root."""
+
+    root: str
+    type: TensorType  # the root's type
+    strides: tuple[int, int, int, int]
+    offset: int
+
+
+def epilogue(
+    e: ExternCall, part: Step | None, later: list[Step], outputs: tuple[str, ...]
+) -> tuple[str, list[Addend]] | None:
+    """(output, addends) when `part`, the native step right after the convolution `e`, is
+    `out = conv + a1 + a2 ...` with each `a` a float32 tensor read through strided views and
+    broadcastable by strides (unit or zero stride along the width), and nothing else reads the
+    convolution's result; else None."""
+    y = e.node.out.name
+    if not isinstance(part, KernelSpec) or y in outputs or len(part.outputs) != 1:
+        return None
+    for st in later:
+        if y in {v.name for v in st.inputs}:
+            return None
+    shape = e.node.out.type.shape
+    types = {v.name: v.type for v in part.inputs} | {n.out.name: n.out.type for n in part.body}
+    producers = {n.out.name: n for n in part.body}
+    acc, addends = y, []
+    for n in part.body:
+        if n.op in VIEW_OPS:
+            continue
+        if n.op != "add" or len(n.inputs) != 2 or acc not in n.inputs or n.inputs[0] == n.inputs[1]:
+            return None
+        if n.out.type != e.node.out.type:
+            return None
+        other = n.inputs[1] if n.inputs[0] == acc else n.inputs[0]
+        chain = []
+        while other in producers and producers[other].op in VIEW_OPS:
+            chain.append(producers[other])
+            other = producers[other].inputs[0]
+        if other in producers or other == y or types[other].dtype is not DType.f32:
+            return None
+        mapped = index_map(chain[::-1], types[other])
+        if mapped is None:
+            return None
+        a_shape, a_strides, offset = mapped
+        lead = len(shape) - len(a_shape)
+        if lead < 0:
+            return None
+        a_shape, a_strides = (1,) * lead + a_shape, (0,) * lead + a_strides
+        strides = []
+        for want, have, st in zip(shape, a_shape, a_strides, strict=True):
+            if have not in (1, want):
+                return None
+            strides.append(0 if have == 1 else st)
+        if strides[3] not in (0, 1):
+            return None
+        addends.append(Addend(other, types[other], tuple(strides), offset))  # type: ignore[arg-type]
+        acc = n.out.name
+    if acc != part.outputs[0]:
+        return None
+    return acc, addends
+
+
+def render(
+    n: int,
+    oc: int,
+    size: tuple[int, int],
+    bias: bool,
+    addends: list[Addend],
+    out: tuple[str, TensorType],
+    name: str,
+) -> KernelModule:
+    """The output transform of a convolution with `n` images, `oc` output channels and output
+    size (Ho, Wo) (see the module docstring). Parameters: `m` [16, OC, tiles], then `bias`
+    [OC], then the addends' roots, then the output."""
+    return _OutputTransform(n, oc, size, bias, addends, out, name).module()
+
+
+class _OutputTransform:
+    def __init__(
+        self,
+        n: int,
+        oc: int,
+        size: tuple[int, int],
+        bias: bool,
+        addends: list[Addend],
+        out: tuple[str, TensorType],
+        name: str,
+    ) -> None:
+        self.n, self.oc = n, oc
+        self.ho, self.wo = size
+        self.th, self.tw = -(-self.ho // 2), -(-self.wo // 2)
+        self.count = self.n * self.th * self.tw
+        self.bias, self.addends, self.name = bias, addends, name
+        params = [Param("m", "in", TensorType((16, oc, self.count), DType.f32))]
+        if bias:
+            params.append(Param("bias", "in", TensorType((oc,), DType.f32)))
+        self.roots = list(dict.fromkeys(a.root for a in addends))
+        types = {a.root: a.type for a in addends}
+        params += [Param(r, "in", types[r]) for r in self.roots]
+        params.append(Param(out[0], "out", out[1]))
+        self.params = tuple(params)
+
+    def module(self) -> KernelModule:
+        shapes = [(self.roots.index(a.root), a.strides, a.offset) for a in self.addends]
+        key = repr((self.n, self.oc, self.ho, self.wo, self.bias, shapes))
+        symbol = f"tf_winograd_out_{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+        self.m = ir.Module(name=symbol)
+        body = self._body(symbol)
+        _parallel_entry(self.m, symbol, body, len(self.params))
+        terms = ["A^T M A"] + (["bias"] if self.bias else [])
+        terms += [f"{a.root}{list(a.strides)}" for a in self.addends]
+        head = [
+            f"; tilefuse Winograd F(2x2,3x3) output transform for {self.name}: "
+            f"out[{self.n}, {self.oc}, {self.ho}, {self.wo}] = {' + '.join(terms)}",
+            f"; args: {', '.join(f'{p.role} {p.name}' for p in self.params)}",
+        ]
+        stages = (f"winograd output: {self.n * self.oc * self.th} tile rows x {self.tw} tiles",)
+        text = "\n".join(head) + "\n" + str(self.m)
+        return KernelModule(symbol, text, self.params, 0, True, stages)
+
+    def _body(self, symbol: str) -> ir.Function:
+        fnty = ir.FunctionType(ir.VoidType(), [I64, I64] + [PTR] * len(self.params))
+        fn = ir.Function(self.m, fnty, f"{symbol}_body")
+        fn.linkage = "internal"
+        tid, nth, *ptrs = fn.args
+        for p, a in zip(self.params, ptrs, strict=True):
+            a.name = f"p_{p.name}"
+            a.add_attribute("noalias")
+        self.ptr = {p.name: a for p, a in zip(self.params, ptrs, strict=True)}
+        b = self.b = ir.IRBuilder(fn.append_basic_block("entry"))
+        rows = self.n * self.oc * self.th
+        chunk = b.sdiv(b.add(I64(rows), b.sub(nth, I64(1))), nth)
+        lo = b.select(
+            b.icmp_signed("<", b.mul(tid, chunk), I64(rows)), b.mul(tid, chunk), I64(rows)
+        )
+        hi = b.add(lo, chunk)
+        hi = b.select(b.icmp_signed("<", hi, I64(rows)), hi, I64(rows))
+        with counted_loop(b, lo, hi, "row") as r:
+            i = b.urem(r, I64(self.th), name="i")
+            q = b.udiv(r, I64(self.th))
+            oc = b.urem(q, I64(self.oc), name="oc")
+            n = b.udiv(q, I64(self.oc), name="n")
+            plane = b.add(
+                b.mul(oc, I64(self.count)), b.mul(b.add(b.mul(n, I64(self.th)), i), I64(self.tw))
+            )
+            h0 = b.mul(i, I64(2))
+            base: ir.Value = ir.Constant(F32, 0.0)
+            if self.bias:
+                base = b.load(b.gep(self.ptr["bias"], [oc], source_etype=F32), typ=F32)
+            for a in self.addends:  # broadcast over the pixels: one value per row
+                if a.strides[2] == 0 and a.strides[3] == 0:
+                    base = b.fadd(base, b.load(self._addend_at(a, n, oc, h0, I64(0)), typ=F32))
+            self.row = (n, oc, h0, plane, base)
+            full = self.wo // 2
+            if self.ho % 2 == 0:
+                self._tiles(full, 2)
+            else:
+                two = b.icmp_signed("<", b.add(h0, I64(1)), I64(self.ho))
+                with b.if_else(two) as (then, otherwise):
+                    with then:
+                        self._tiles(full, 2)
+                    with otherwise:
+                        self._tiles(full, 1)
+        b.ret_void()
+        return fn
+
+    def _tiles(self, full: int, rows: int) -> None:
+        """The tile columns of one tile row, `rows` output rows of them: a loop over the whole
+        tiles, then the half tile of an odd width."""
+        if full:
+            with counted_loop(self.b, I64(0), I64(full), "j") as j:
+                self._tile(j, rows, 2)
+        if self.wo % 2:
+            self._tile(I64(full), rows, 1)
+
+    def _tile(self, j: ir.Value, rows: int, cols: int) -> None:
+        b = self.b
+        n, oc, h0, plane, base = self.row
+        at = b.add(plane, j)
+        m = [
+            b.load(
+                b.gep(self.ptr["m"], [b.add(at, I64(k * self.oc * self.count))], source_etype=F32),
+                typ=F32,
+            )
+            for k in range(16)
+        ]
+
+        def a_t(z: list[ir.Value], row: int) -> ir.Value:  # row `row` of A^T applied to z
+            if row == 0:
+                return b.fadd(b.fadd(z[0], z[1]), z[2])
+            return b.fsub(b.fsub(z[1], z[2]), z[3])
+
+        out = self.ptr[self.params[-1].name]
+        w0 = b.mul(j, I64(2))
+        for a in range(rows):
+            s = [a_t([m[4 * xi + nu] for xi in range(4)], a) for nu in range(4)]
+            h = b.add(h0, I64(a))
+            row = b.mul(
+                b.add(b.mul(b.add(b.mul(n, I64(self.oc)), oc), I64(self.ho)), h), I64(self.wo)
+            )
+            for bb in range(cols):
+                w = b.add(w0, I64(bb))
+                value = b.fadd(a_t(s, bb), base)
+                for ad in self.addends:
+                    if ad.strides[2] or ad.strides[3]:
+                        value = b.fadd(value, b.load(self._addend_at(ad, n, oc, h, w), typ=F32))
+                b.store(value, b.gep(out, [b.add(row, w)], source_etype=F32))
+
+    def _addend_at(
+        self, a: Addend, n: ir.Value, oc: ir.Value, h: ir.Value, w: ir.Value
+    ) -> ir.Value:
+        b = self.b
+        offset: ir.Value = I64(a.offset)
+        for idx, stride in zip((n, oc, h, w), a.strides, strict=True):
+            if stride:
+                offset = b.add(offset, b.mul(idx, I64(stride)))
+        return b.gep(self.ptr[a.root], [offset], source_etype=F32)
+
+
+def _parallel_entry(m: ir.Module, symbol: str, body: ir.Function, nparams: int) -> None:
+    """`symbol(args, nthreads)`: fork `nthreads` OpenMP threads, each calling
+    `body(tid, nth, *params)`."""
+    i32fn = ir.FunctionType(I32, [])
+    omp = ir.Function(m, ir.FunctionType(ir.VoidType(), [PTR]), f"{symbol}_omp")
+    omp.linkage = "internal"
+    b = ir.IRBuilder(omp.append_basic_block("entry"))
+    tid = b.call(ir.Function(m, i32fn, "omp_get_thread_num"), [])
+    nth = b.call(ir.Function(m, i32fn, "omp_get_num_threads"), [])
+    args = b.load(omp.args[0], typ=PTR)
+    ptrs = [b.load(b.gep(args, [I64(i)], source_etype=PTR), typ=PTR) for i in range(nparams)]
+    b.call(body, [b.sext(tid, I64), b.sext(nth, I64), *ptrs])
+    b.ret_void()
+    entry = ir.Function(m, ir.FunctionType(ir.VoidType(), [PTR, I64]), symbol)
+    b = ir.IRBuilder(entry.append_basic_block("entry"))
+    args_ptr, nthreads = entry.args
+    slot = b.alloca(PTR)
+    b.store(args_ptr, slot)
+    gomp = ir.Function(m, ir.FunctionType(ir.VoidType(), [PTR, PTR, I32, I32]), "GOMP_parallel")
+    b.call(gomp, [omp, slot, b.trunc(nthreads, I32), I32(0)])
+    b.ret_void()
+
+
+__all__ = ["Addend", "epilogue", "render"]
