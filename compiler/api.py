@@ -22,7 +22,6 @@ from compiler.frontend import Captured, capture
 from compiler.gpu import get_profile
 from compiler.ir import DType, Graph
 from compiler.schedule import KernelSpec, Schedule
-from passes.fusion import fuse_kernels
 from passes.memory import eager_peak_bytes, plan_memory
 from passes.pipeline import PassContext, run_pipeline
 from passes.tiling import tile_kernels
@@ -313,23 +312,25 @@ def build(
     backend: str,
     gpu: str | None,
     compute_dtype: torch.dtype | None = None,
-    graph: Graph | None = None,
+    schedule: Schedule | None = None,
     llvm_options: Callable[[Any], dict[str, Any]] | None = None,
 ) -> Compiled:
-    """Everything after capture: the graph passes (skipped when `graph`, the already optimized
-    graph of a saved artifact, is given), fusion, the memory plan, and the backend's program,
+    """Everything after capture: the graph passes, fusion, tiling for `gpu` and the memory plan
+    (all skipped when `schedule`, a saved artifact's, is given), then the backend's program,
     rendered and loaded. `llvm_options(program)`: how to load the llvm program (the options of
     `LlvmProgram.load`: kernels already linked, weights memory-mapped)."""
     cfg = config.load()
     config.configure_logging(cfg)
     start = time.perf_counter()
     ctx = PassContext(dump_dir=cfg.dump_dir, print_ir=cfg.debug >= 2)
-    if graph is None:
-        graph = run_pipeline(captured.graph, ctx=ctx)
-    schedule = fuse_kernels(graph)
-    if gpu is not None:  # a TileConfig per kernel now; without a GPU, explain() tiles lazily
-        schedule = tile_kernels(schedule, get_profile(gpu))
-    schedule = plan_memory(schedule)
+    if schedule is None:
+        from passes.fusion import fuse_kernels  # networkx: not needed to load an artifact
+
+        schedule = fuse_kernels(run_pipeline(captured.graph, ctx=ctx))
+        if gpu is not None:  # a TileConfig per kernel now; without a GPU, explain() tiles lazily
+            schedule = tile_kernels(schedule, get_profile(gpu))
+        schedule = plan_memory(schedule)
+    graph = schedule.graph
     name = backends.resolve(backend)
     compiled = Compiled(captured, schedule, name, gpu, compute_dtype)
     if llvm_options is not None and name == "llvm":  # a saved artifact's (compiler.artifact)

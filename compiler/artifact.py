@@ -3,28 +3,30 @@ process that has neither the model's code nor torch.export.
 
     c = compiler.compile(model, (x,))
     c.save("build/gpt2")                   # or: tilefuse compile examples/gpt2.py:build -o ...
-    c2 = compiler.load("build/gpt2")       # no tracing: the optimized graph is read back
+    c2 = compiler.load("build/gpt2")       # no tracing, no passes: the schedule is read back
     y = c2(x)                              # or: tilefuse run build/gpt2 (prints parity)
 
 An artifact is a directory:
 
     manifest.json    format, versions, backend, GPU, bindings, argument and output structure
-    graph.json       the optimized graph (what fusion starts from); constants in constants.npz
+    schedule.json    the kernels (bodies, tiles), the buffer plan and the optimized graph;
+                     tensor constants in constants.npz
     captured.json    the graph as captured (explain's eager op-by-op figures are priced on it)
     constants.npz    tensor constants of both graphs, by content digest
     weights.pt       the parameters and buffers the graph reads (torch.save; loaded weights_only
                      and memory-mapped)
     example.pt       example inputs, eager's outputs and the float64 reference (`tilefuse run`)
     graph.py         the optimized graph as readable Python (for people; not read back)
+    schedule.txt     the schedule as printed (for people; not read back)
     <backend>.txt    the generated source (for people; not read back)
     kernels.so       the llvm backend's kernels linked for the CPU it was built on: loading
                      them needs no LLVM (backends/llvm_aot.py)
     llvm/*.o         the same kernels as object code for the JIT's cache (the fallback)
 
 Note [What an artifact stores]
-It stores the optimized graph, not the schedule: fusion and the memory plan are deterministic
-and take milliseconds, so `load` re-derives the schedule exactly, and the artifact stays a
-small, readable description of the program. The object code is stored beside it, keyed as
+It stores the schedule, the end of the pipeline: `load` runs no graph pass, no fusion and no
+tiling, so the loaded model is the compiled one kernel for kernel, and loading stays cheap
+(not even networkx is imported). The object code is stored beside it, keyed as
 the object cache keys it (IR, CPU, features, versions), and linked into kernels.so: on the
 same kind of CPU, loading opens kernels.so and neither loads LLVM nor compiles anything; on
 another CPU the keys differ and the kernels are compiled for it.
@@ -49,79 +51,11 @@ import backends
 import compiler
 from compiler.errors import ArtifactError
 from compiler.frontend import ArgSpec, Captured, InputBinding
-from compiler.ir import ConstArray, DType, Graph, Node, TensorType, Value
-from compiler.verify import verify
+from compiler.schedule import Schedule
+from compiler.serialize import decode_graph, decode_schedule, encode_graph, encode_schedule
 
 FORMAT = "tilefuse-artifact/1"
 log = logging.getLogger("tilefuse.artifact")
-_DTYPES = {d.value: d for d in DType}
-
-
-# ----------------------------------------------------------------------------- graph as JSON
-
-
-def encode_graph(g: Graph, constants: dict[str, np.ndarray]) -> dict[str, Any]:
-    """`g` as JSON-ready data; tensor constants go into `constants` under their digest."""
-
-    def value(v: Value) -> dict[str, Any]:
-        return {"name": v.name, "shape": list(v.type.shape), "dtype": v.type.dtype.value}
-
-    def attr(a: Any) -> Any:
-        if a is None or isinstance(a, bool | int | str):
-            return a
-        if isinstance(a, float):
-            return {"float": a.hex()}  # exact, and inf/nan/-0.0 survive
-        if isinstance(a, tuple):
-            return {"tuple": [attr(x) for x in a]}
-        if isinstance(a, DType):
-            return {"dtype": a.value}
-        if isinstance(a, ConstArray):
-            constants[a.digest] = a.array()
-            return {"const": a.digest}
-        raise ArtifactError(f"cannot save attribute value {a!r} of type {type(a).__name__}")
-
-    return {
-        "name": g.name,
-        "inputs": [value(v) for v in g.inputs],
-        "nodes": [
-            {
-                "op": n.op,
-                "inputs": list(n.inputs),
-                "attrs": [[k, attr(v)] for k, v in n.attrs],
-                "out": value(n.out),
-                "source": n.source,
-            }
-            for n in g.nodes
-        ],
-        "outputs": list(g.outputs),
-    }
-
-
-def decode_graph(data: dict[str, Any], constants: Any) -> Graph:
-    """The inverse of `encode_graph`, verified against the op table."""
-
-    def value(d: dict[str, Any]) -> Value:
-        return Value(d["name"], TensorType(tuple(d["shape"]), _DTYPES[d["dtype"]]))
-
-    def attr(a: Any) -> Any:
-        if not isinstance(a, dict):
-            return a
-        ((kind, x),) = a.items()
-        if kind == "float":
-            return float.fromhex(x)
-        if kind == "tuple":
-            return tuple(attr(e) for e in x)
-        if kind == "dtype":
-            return _DTYPES[x]
-        return ConstArray.of(constants[x])
-
-    nodes = tuple(
-        Node(n["op"], tuple(n["inputs"]), tuple((k, attr(v)) for k, v in n["attrs"]),
-             value(n["out"]), n["source"])
-        for n in data["nodes"]
-    )  # fmt: skip
-    g = Graph(data["name"], tuple(value(v) for v in data["inputs"]), nodes, tuple(data["outputs"]))
-    return verify(g)
 
 
 # ----------------------------------------------------------------------------- saving
@@ -132,7 +66,7 @@ def save(compiled: Any, path: Path, *, reference: bool = True) -> Path:
     captured: Captured = compiled.captured
     path.mkdir(parents=True, exist_ok=True)
     constants: dict[str, np.ndarray] = {}
-    _write_json(path / "graph.json", encode_graph(compiled.graph, constants))
+    _write_json(path / "schedule.json", encode_schedule(compiled.schedule, constants))
     _write_json(path / "captured.json", encode_graph(captured.graph, constants))
     np.savez(path / "constants.npz", **constants)
     state = {
@@ -163,6 +97,7 @@ def save(compiled: Any, path: Path, *, reference: bool = True) -> Path:
         _save_example(compiled, path / "example.pt")
         manifest["example"] = True
     (path / "graph.py").write_text(str(compiled.graph))
+    (path / "schedule.txt").write_text(str(compiled.schedule))
     (path / f"{compiled.backend}.txt").write_text(compiled.source())
     if compiled.backend == "llvm":
         program = compiled._program("llvm")
@@ -318,13 +253,13 @@ def read_manifest(path: Path) -> dict[str, Any]:
     return manifest
 
 
-def load_captured(path: Path, manifest: dict[str, Any]) -> tuple[Captured, Graph]:
-    """The saved capture (bindings, structure, weights) and the optimized graph."""
+def load_captured(path: Path, manifest: dict[str, Any]) -> tuple[Captured, Schedule]:
+    """The saved capture (bindings, structure, weights) and the schedule."""
     for module in manifest["requires"]:
         importlib.import_module(module)  # registers the output node types for treespec_loads
     with np.load(path / "constants.npz") as npz:
         constants = {k: npz[k] for k in npz.files}
-    graph = decode_graph(json.loads((path / "graph.json").read_text()), constants)
+    schedule = decode_schedule(json.loads((path / "schedule.json").read_text()), constants)
     captured_graph = decode_graph(json.loads((path / "captured.json").read_text()), constants)
     bindings = tuple(InputBinding(b["kind"], b["key"]) for b in manifest["bindings"])
     tensors = torch.load(path / "weights.pt", weights_only=True, mmap=True)
@@ -340,7 +275,7 @@ def load_captured(path: Path, manifest: dict[str, Any]) -> tuple[Captured, Graph
         kwarg_names=tuple(manifest["kwarg_names"]),
         capture_seconds=manifest["stats"].get("capture_s", 0.0),
     )
-    return captured, graph
+    return captured, schedule
 
 
 def load(path: str | Path, *, backend: str | None = None) -> Any:
@@ -350,7 +285,7 @@ def load(path: str | Path, *, backend: str | None = None) -> Any:
 
     path = Path(path)
     manifest = read_manifest(path)
-    captured, graph = load_captured(path, manifest)
+    captured, schedule = load_captured(path, manifest)
     name = backends.resolve(backend or manifest["backend"])
     dtype = manifest["compute_dtype"]
     compiled = build(
@@ -358,7 +293,7 @@ def load(path: str | Path, *, backend: str | None = None) -> Any:
         backend=name,
         gpu=manifest["gpu"],
         compute_dtype=getattr(torch, dtype) if dtype else None,
-        graph=graph,
+        schedule=schedule,
         llvm_options=lambda program: {
             "library": _open_library(path, manifest.get("native"), program),
             "mapped_weights": True,

@@ -17,8 +17,10 @@ import torch
 from torch import nn
 
 import compiler
+import compiler.api
+import passes.fusion
 from backends import llvm_jit
-from compiler import artifact, cli, frontend
+from compiler import artifact, cli, frontend, serialize
 from compiler.errors import ArtifactError
 from compiler.ir import ConstArray, DType, Graph, GraphBuilder, TensorType, Value
 
@@ -56,8 +58,8 @@ def test_graph_json_round_trip_keeps_every_attribute_kind() -> None:
     y = b.add("maximum", [b.add("add", ["x", m]), inf])
     g = b.build([y, c])
     constants: dict[str, np.ndarray] = {}
-    data = json.loads(json.dumps(artifact.encode_graph(g, constants)))
-    back = artifact.decode_graph(data, constants)
+    data = json.loads(json.dumps(serialize.encode_graph(g, constants)))
+    back = serialize.decode_graph(data, constants)
     assert back == g
     assert str(back) == str(g)
     assert math.copysign(1.0, back.nodes[1].attr("value")) == -1.0  # -0.0 survives
@@ -66,12 +68,23 @@ def test_graph_json_round_trip_keeps_every_attribute_kind() -> None:
 def test_decode_rejects_a_graph_that_breaks_the_type_rules() -> None:
     x = Value("x", TensorType((2, 3), DType.f32))
     g = Graph("g", (x,), (), ("x",))
-    data = artifact.encode_graph(g, {})
+    data = serialize.encode_graph(g, {})
     out = {"name": "y", "shape": [9], "dtype": "f32"}
     data["nodes"].append({"op": "exp", "inputs": ["x"], "attrs": [], "out": out, "source": ""})
     data["outputs"] = ["y"]
     with pytest.raises(compiler.VerifyError):
-        artifact.decode_graph(data, {})
+        serialize.decode_graph(data, {})
+
+
+def test_schedule_round_trips_with_tiles_and_plan(block: tuple[nn.Module, torch.Tensor]) -> None:
+    model, x = block
+    schedule = compiler.compile(model, (x,), gpu="mi300x", backend="numpy").schedule
+    assert all(k.tile is not None for k in schedule.kernels)
+    constants: dict[str, np.ndarray] = {}
+    data = json.loads(json.dumps(serialize.encode_schedule(schedule, constants)))
+    back = serialize.decode_schedule(data, constants)
+    assert back == schedule
+    assert str(back) == str(schedule)
 
 
 def test_save_load_runs_without_tracing(
@@ -80,15 +93,22 @@ def test_save_load_runs_without_tracing(
     model, x = block
     c = compiler.compile(model, (x,), {"scale": 0.5})
     path = c.save(tmp_path / "block")
-    assert {"manifest.json", "graph.json", "weights.pt", "example.pt", "graph.py", "llvm.txt"} <= {
-        p.name for p in path.iterdir()
-    }
+    assert {
+        "manifest.json",
+        "schedule.json",
+        "weights.pt",
+        "example.pt",
+        "graph.py",
+        "llvm.txt",
+    } <= {p.name for p in path.iterdir()}
     want = c(x, scale=0.5)
 
     def no_export(*args: object, **kwargs: object) -> None:
         raise AssertionError("load must not trace the model")
 
     monkeypatch.setattr(frontend, "export_program", no_export)
+    monkeypatch.setattr(compiler.api, "run_pipeline", no_export)
+    monkeypatch.setattr(passes.fusion, "fuse_kernels", no_export)
     before = dict(llvm_jit.STATS)
     loaded = compiler.load(path)
     assert llvm_jit.STATS["compiled"] == before["compiled"]  # the saved object code was used
@@ -223,6 +243,7 @@ example = torch.load(sys.argv[1] + "/example.pt", weights_only=True)
 y = c(*example["args"], **example["kwargs"])
 assert type(c.llvm_options["library"]).__name__ == "SharedLibrary", c.llvm_options
 assert "llvmlite.binding" not in sys.modules, "loading the artifact loaded LLVM"
+assert "networkx" not in sys.modules, "loading the artifact imported fusion's networkx"
 torch.testing.assert_close(y["y"], example["eager"][0], rtol=1e-5, atol=1e-5)
 print("ok")
 """
