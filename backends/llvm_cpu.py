@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from backends import llvm_attention, llvm_winograd
+from backends import llvm_attention, llvm_conv, llvm_winograd
 from backends.llvm_kernel import KernelModule, render_kernel
 from backends.numpy_kernels import storage_itemsize
 from backends.numpy_ref import local
@@ -360,10 +360,10 @@ class _Renderer:
                 "softmax between MKL GEMMs per head block"
             )
             return lines
-        if n.op == "conv2d" and self.fd == "float32":
-            winograd = llvm_winograd.driver_call(e, ops, names, after, self.weights, self._slot)
-            if winograd is not None:
-                call, modules, fused = winograd
+        if n.op == "conv2d":
+            conv = llvm_conv.driver_call(e, ops, names, after, self.weights, self._slot, self.fd)
+            if conv is not None:
+                call, modules, fused = conv
                 for mod in modules:
                     self.modules.setdefault(mod.symbol, mod)
                 if fused is not None:

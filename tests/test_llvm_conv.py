@@ -1,6 +1,7 @@
-"""Winograd F(2x2,3x3) convolutions on the llvm backend: the native output transform writes
-the NCHW output directly and computes an epilogue of adds (bias, a broadcast time embedding,
-residuals read through strided views); anything else keeps its own native part."""
+"""Convolutions on the llvm backend. 1x1: one MKL GEMM. Winograd F(2x2,3x3): the native
+output transform writes the NCHW output directly and computes an epilogue of adds (bias, a
+broadcast time embedding, residuals read through strided views); anything else keeps its own
+native part."""
 
 from __future__ import annotations
 
@@ -89,3 +90,19 @@ def test_bfloat16_convolution_with_adds() -> None:
     model = ConvAdds(32, 32, 1, True).to(torch.bfloat16)
     x, temb = torch.randn(1, 32, 9, 9).bfloat16(), torch.randn(1, 32).bfloat16()
     check(model, x, temb, torch.randn(1, 32, 12, 13).bfloat16())
+
+
+@pytest.mark.parametrize(("batch", "bias"), [(1, True), (1, False), (3, True)])
+def test_pointwise_convolution_is_one_gemm(batch: int, bias: bool) -> None:
+    class Shortcut(nn.Module):  # a ResNet block's conv_shortcut, on a sliced (strided) input
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(24, 40, 1, bias=bias)
+
+        def forward(self, x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+            return self.conv(x[:, :, 1:, :-2]) + r
+
+    x, r = torch.randn(batch, 24, 7, 11), torch.randn(batch, 40, 6, 9)
+    src = check(Shortcut(), x, r)
+    assert "1x1 convolution as an MKL GEMM" in src
+    check(Shortcut().to(torch.bfloat16), x.bfloat16(), r.bfloat16())
