@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from backends import llvm_attention, llvm_conv, llvm_winograd
+from backends import llvm_attention, llvm_conv, llvm_gemm, llvm_winograd
 from backends.llvm_kernel import KernelModule, render_kernel
 from backends.numpy_kernels import storage_itemsize
 from backends.numpy_ref import local
@@ -369,6 +369,10 @@ class _Renderer:
                 if fused is not None:
                     self.fused.add(id(fused))
                 return call
+        if n.op == "matmul" and self.fd == "float32":
+            gemm = llvm_gemm.driver_call(e, ops, names, self.weights, self._slot)
+            if gemm is not None:
+                return gemm
         linear = self._linear(e, ops) if n.op == "matmul" else None
         if linear is not None:
             call, comment = linear, f"  # extern {e.name}: MKL packed GEMM (weights packed once)"

@@ -1,0 +1,61 @@
+"""GEMMs of a weight that MKL writes into their destination (`backends/llvm_gemm.py`): a
+kernel output, or an input read through a transposed view (a NCHW map as [pixels, channels])."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import compiler
+
+
+def check(model: nn.Module, *inputs: torch.Tensor) -> str:
+    report = compiler.check_parity(model.eval(), inputs, backends=("llvm",))
+    assert report.ok, f"\n{report}"
+    return report.compiled.source("llvm")
+
+
+class ProjIn(nn.Module):
+    """A spatial transformer's proj_in: NCHW -> [B, H*W, C] (a transposed view) -> Linear."""
+
+    def __init__(self, c: int, out: int, bias: bool) -> None:
+        super().__init__()
+        self.proj = nn.Linear(c, out, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        return self.proj(x.permute(0, 2, 3, 1).reshape(b, h * w, c)) * 2
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("bias", [True, False])
+def test_transposed_input_is_read_in_place(dtype: torch.dtype, bias: bool) -> None:
+    src = check(ProjIn(24, 37, bias).to(dtype), torch.randn(1, 24, 5, 7).to(dtype))
+    assert ".as_strided((35, 24), (1, 35))" in src and "MKL GEMM into its destination" in src
+
+
+def test_batched_transposed_input_does_not_merge() -> None:
+    src = check(ProjIn(24, 16, True), torch.randn(2, 24, 3, 5))
+    assert "as_strided" not in src
+
+
+class Heads(nn.Module):
+    """Q, K, V projections: kernel outputs; `transposed`: HF Conv1D's x @ w."""
+
+    def __init__(self, transposed: bool) -> None:
+        super().__init__()
+        self.transposed = transposed
+        self.w = nn.ParameterList([nn.Parameter(torch.randn(40, 40) / 7) for _ in range(3)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = (x @ w if self.transposed else x @ w.t() for w in self.w)
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v)
+
+
+@pytest.mark.parametrize("transposed", [True, False])
+def test_kernel_output_gemm_writes_its_buffer(transposed: bool) -> None:
+    x = torch.randn(2, 19, 40)
+    src = check(Heads(transposed), x)
+    assert "MKL GEMM into its destination" in src and ".copy_(torch.ops.mkl" not in src
+    check(Heads(transposed).to(torch.bfloat16), x.bfloat16())
