@@ -162,7 +162,8 @@ class PackedWeights:
     storage), so a compiled model still reads the module's current weights."""
 
     def __init__(self, mapped: bool = False) -> None:
-        """`mapped`: the weights are memory-mapped from a file; each is paged out once packed."""
+        """`mapped`: the weights are memory-mapped from a file; each is paged out once packed
+        (reordered, transformed): only the prepared copy stays resident."""
         self._cache: dict[tuple[Any, ...], tuple[int, torch.Tensor, tuple[torch.Tensor, ...]]] = {}
         self._mapped = mapped
 
@@ -174,6 +175,8 @@ class PackedWeights:
             return hit[2][0]
         u = llvm_winograd.weight_transform(w)
         self._cache[key] = (w._version, w, (u,))
+        if self._mapped:
+            page_out(w)
         return u
 
     def conv(self, w: torch.Tensor, *geometry: Any) -> torch.Tensor:
@@ -184,6 +187,8 @@ class PackedWeights:
             return hit[2][0]
         packed = torch.ops.mkldnn._reorder_convolution_weight(w.contiguous(), *geometry)
         self._cache[key] = (w._version, w, (packed,))
+        if self._mapped:
+            page_out(w)
         return packed
 
     def pack(self, w: torch.Tensor, m: int, transposed: bool) -> tuple[torch.Tensor, ...]:
