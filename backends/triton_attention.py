@@ -1,0 +1,239 @@
+"""The Triton flash-attention forward template (Triton tutorial 06 style, one pass).
+
+`render_attention(AttentionKernel(...), tile)` returns a self-contained module: one
+@triton.jit kernel, the TileConfig's constants and `arguments(...)` / `launch(...)`.
+
+Program (pid_m, b * H + h) owns BLOCK_M query rows of head h and streams the keys in BLOCK_N
+blocks with the online softmax: a running row max `m_i` and sum `l_i`, the accumulator
+rescaled by exp2(m_old - m_new) whenever the max grows. Scores are kept in base 2 (scale
+folded with log2(e)) so the exponentials are `exp2`.
+
+- Grouped-query heads: key/value head = query head // GROUP (GROUP = Hq / Hkv; 1 is MHA).
+- Query and key lengths differ (L, S: cross-attention); causal is top-left aligned like
+  torch's `is_causal` (query i sees keys j <= i), and a causal program stops at its last
+  visible key block.
+- Masks: additive (float, added to the scores) or boolean (True keeps), read through
+  [B, H, L, S] strides, so a broadcast mask is stride 0.
+- Head dims that are not powers of two (40, 80, 96) are padded to HEAD_DIM = next power of
+  two and masked on load, so padded columns add nothing to q.k and are never stored.
+- A row whose keys are all masked gives zeros (torch's safe softmax), not NaN.
+- fp32 inputs use `input_precision="ieee"` dots; bf16 under the interpreter upcasts (Note
+  [bf16 dots under the interpreter] in backends/triton_matmul.py).
+- Optional RoPE prologue (`rope=True`): q and k are rotated on load with cos/sin tables
+  [positions, D] (rotate-half convention: x * cos + rotate_half(x) * sin), positions being
+  the query row and key column indices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from backends.triton_matmul import DOT_F32_NOTE, MODULE_HEAD, fill, params_text, tile_header
+from passes.tile_config import TileConfig
+
+
+@dataclass(frozen=True)
+class AttentionKernel:
+    name: str = "k_attention"
+    dtype: str = "fp16"
+    causal: bool = False
+    mask: str = ""  # "" | "add" (float scores bias) | "bool" (True keeps)
+    rope: bool = False
+
+
+def _rope_lines(x: str, rows: str, transposed: bool) -> list[str]:
+    """Rotate tile `x` (q: [rows, d]; k transposed: [d, rows]) by the cos/sin tables."""
+    if transposed:
+        idx = f"{rows}[None, :] * stride_cs_m + offs_d[:, None] * stride_cs_d"
+        partner = f"{rows}[None, :] * stride_{x}n + partner_d[:, None] * stride_{x}d"
+        sign = "sign[:, None]"
+    else:
+        idx = f"{rows}[:, None] * stride_cs_m + offs_d[None, :] * stride_cs_d"
+        partner = f"{rows}[:, None] * stride_{x}m + partner_d[None, :] * stride_{x}d"
+        sign = "sign[None, :]"
+    return [
+        f"# RoPE prologue: {x} * cos + rotate_half({x}) * sin",
+        f"{x}_cos = tl.load(cos_ptr + {idx}, mask={x}_mask, other=0.0).to(tl.float32)",
+        f"{x}_sin = tl.load(sin_ptr + {idx}, mask={x}_mask, other=0.0).to(tl.float32)",
+        f"{x}_half = tl.load({x}_base + {partner}, mask={x}_mask, other=0.0).to(tl.float32)",
+        f"{x} = ({x}.to(tl.float32) * {x}_cos + {sign} * {x}_half * {x}_sin)"
+        f".to({x}_ptr.dtype.element_ty)",
+    ]
+
+
+KERNEL = """
+@triton.jit
+def ${name}(
+$params
+):
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // H
+    h = pid_bh % H
+    kv_h = h // GROUP  # grouped-query heads: GROUP query heads share one key/value head
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)  # padded to a power of two; columns >= D are masked
+    d_mask = offs_d < D
+    q_base = q_ptr + b * stride_qb + h * stride_qh
+    k_base = k_ptr + b * stride_kb + kv_h * stride_kh
+    v_base = v_ptr + b * stride_vb + kv_h * stride_vh
+    q_mask = (offs_m[:, None] < L) & d_mask[None, :]
+    q = tl.load(q_base + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd,
+                mask=q_mask, other=0.0)
+    $rope_setup
+    $rope_q
+    qk_scale = sm_scale * 1.4426950408889634  # scores in base 2: exp(x) = exp2(x * log2(e))
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+    $bounds
+    for start_n in range(0, hi, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        n_mask = offs_n < S
+        k_mask = d_mask[:, None] & n_mask[None, :]
+        k = tl.load(k_base + offs_n[None, :] * stride_kn + offs_d[:, None] * stride_kd,
+                    mask=k_mask, other=0.0)  # [HEAD_DIM, BLOCK_N]: k transposed by strides
+        $rope_k
+        $dot_qk
+        qk = qk * qk_scale
+        keep = (offs_m[:, None] < L) & n_mask[None, :]
+        $masking
+        qk = tl.where(keep, qk, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(qk, 1))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # fully masked rows so far
+        alpha = tl.exp2(m_i - m_safe)
+        p = tl.exp2(qk - m_safe[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None]
+        v = tl.load(v_base + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd,
+                    mask=n_mask[:, None] & d_mask[None, :], other=0.0)
+        $dot_pv
+        m_i = m_new
+    acc = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]  # all keys masked: 0, not NaN
+    out_ptrs = (out_ptr + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_om
+                + offs_d[None, :] * stride_od)
+    tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=q_mask)
+"""
+
+HOST = """
+def arguments(${host_args}, scale=None):
+    \"\"\"The launches: q [B, H, L, D], k/v [B, Hkv, S, D], out [B, H, L, D]${mask_doc}.\"\"\"
+    B, H, L, D = q.shape
+    Hkv, S = k.shape[1], k.shape[2]
+    $expand
+    sm_scale = scale if scale is not None else D ** -0.5
+    dot_f32 = ${bf16} and isinstance(${name}, InterpretedFunction)
+    meta = dict(BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, HEAD_DIM=HEAD_DIM, IS_CAUSAL=${causal},
+                DOT_F32=dot_f32)
+    args = (${ptr_args}, H, H // Hkv, L, S, D, sm_scale, *q.stride(), *k.stride(), *v.stride(),
+            *out.stride()${extra_strides})
+    return [(${name}, (triton.cdiv(L, BLOCK_M), B * H), args, meta)]
+
+
+def launch(${host_args}, scale=None):
+    for kernel, grid, args, meta in arguments(${host_args}, scale=scale):
+        kernel[grid](*args, **meta, **OPTIONS)
+    return out
+"""
+
+
+def render_kernel(k: AttentionKernel) -> str:
+    ptrs = ["q_ptr", "k_ptr", "v_ptr", "out_ptr"]
+    ptrs += ["mask_ptr"] if k.mask else []
+    ptrs += ["cos_ptr", "sin_ptr"] if k.rope else []
+    params = [", ".join(ptrs), "H, GROUP, L, S, D, sm_scale"]
+    params += [", ".join(f"stride_{t}{d}" for d in ("b", "h", r, "d")) for t, r in
+               (("q", "m"), ("k", "n"), ("v", "n"), ("o", "m"))]  # fmt: skip
+    params += ["stride_mb, stride_mh, stride_mm, stride_mn"] if k.mask else []
+    params += ["stride_cs_m, stride_cs_d"] if k.rope else []
+    params += ["BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr"]
+    params += ["IS_CAUSAL: tl.constexpr, DOT_F32: tl.constexpr"]
+    ieee = ', input_precision="ieee"' if k.dtype == "fp32" else ""
+    up_qk = up_pv = []
+    if k.dtype == "bf16":
+        guard = "if DOT_F32:  # interpreter only (Note [bf16 dots under the interpreter])"
+        up_qk = [guard, "    q_dot = q.to(tl.float32); k = k.to(tl.float32)"]
+        up_pv = [guard, "    p_dot = p; v = v.to(tl.float32)", "else:", "    p_dot = p.to(v.dtype)"]
+    dot_qk = [*up_qk, f"qk = tl.dot({'q_dot' if up_qk else 'q'}, k{ieee})"]
+    if not up_pv:
+        up_pv = ["p_dot = p.to(v.dtype)"]
+    dot_pv = [*up_pv, f"acc = tl.dot(p_dot, v, acc{ieee})"]
+    if up_qk:  # q_dot defaults to q for the compiled path
+        dot_qk.insert(0, "q_dot = q")
+    masking = []
+    if k.mask:
+        ptr = (
+            "mask_ptr + b * stride_mb + h * stride_mh + offs_m[:, None] * stride_mm"
+            " + offs_n[None, :] * stride_mn"
+        )
+        load = f"tl.load({ptr}, mask=keep, other=0)"
+        if k.mask == "add":
+            masking = [f"qk += {load}.to(tl.float32) * 1.4426950408889634  # additive mask"]
+        else:
+            masking = [f"keep = keep & ({load} != 0)  # boolean mask: True keeps"]
+    if k.causal:
+        masking.append("keep = keep & (offs_m[:, None] >= offs_n[None, :])  # causal")
+        bounds = ["hi = tl.minimum(S, (pid_m + 1) * BLOCK_M)  # causal: later keys unseen"]
+    else:
+        bounds = ["hi = S"]
+    rope_setup = rope_q = rope_k = []
+    if k.rope:
+        rope_setup = [
+            "half = D // 2  # rotate_half pairs column d with d + D/2 (negated) and back",
+            "partner_d = tl.where(offs_d < half, offs_d + half, offs_d - half)",
+            "sign = tl.where(offs_d < half, -1.0, 1.0)",
+        ]
+        rope_q = _rope_lines("q", "offs_m", False)
+        rope_k = _rope_lines("k", "offs_n", True)
+    blocks = {
+        "params": [params_text(params)],
+        "rope_setup": rope_setup,
+        "rope_q": rope_q,
+        "rope_k": rope_k,
+        "bounds": bounds,
+        "dot_qk": dot_qk,
+        "masking": masking,
+        "dot_pv": dot_pv,
+    }
+    return fill(KERNEL, blocks, name=k.name)
+
+
+def render_host(k: AttentionKernel) -> str:
+    names = (
+        ["q", "k", "v", "out"] + (["mask"] if k.mask else []) + (["cos", "sin"] if k.rope else [])
+    )
+    expand = ["mask = mask.expand(B, H, L, S)"] if k.mask else []
+    extra = ", *mask.stride()" if k.mask else ""
+    extra += ", *cos.stride()" if k.rope else ""
+    if k.rope:
+        expand.append("assert cos.stride() == sin.stride(), 'cos and sin share strides'")
+    doc = ", mask broadcast to [B, H, L, S]" if k.mask else ""
+    doc += ", cos/sin [positions, D]" if k.rope else ""
+    return fill(
+        HOST,
+        {"expand": expand},
+        host_args=", ".join(names),
+        ptr_args=", ".join(names),
+        extra_strides=extra,
+        mask_doc=doc,
+        name=k.name,
+        causal=str(k.causal),
+        bf16=str(k.dtype == "bf16"),
+    )
+
+
+def render_attention(
+    k: AttentionKernel, tile: TileConfig | None = None, head_dim: int = 64, header: str = ""
+) -> str:
+    """The module for `k` at `tile` (BLOCK_M, BLOCK_N, HEAD_DIM = padded head dim)."""
+    pad = 1 << max(4, (head_dim - 1).bit_length())
+    consts = tile_header(tile, {"BLOCK_M": 64, "BLOCK_N": 32, "HEAD_DIM": pad})
+    if tile is not None and dict(tile.blocks).get("HEAD_DIM", pad) < head_dim:
+        raise ValueError(f"{k.name}: tile HEAD_DIM {tile.block('HEAD_DIM')} < head dim {head_dim}")
+    what = f"{k.name}, {k.dtype} flash attention" + (", causal" if k.causal else "")
+    parts = [fill(MODULE_HEAD, what=what)]
+    if header:
+        parts.append("\n".join(f"# {line}" for line in header.splitlines()))
+    parts += ["\n".join(consts), DOT_F32_NOTE if k.dtype == "bf16" else ""]
+    parts += [render_kernel(k), render_host(k)]
+    return "\n\n\n".join(p for p in parts if p) + "\n"

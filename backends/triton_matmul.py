@@ -1,0 +1,382 @@
+"""The Triton matmul template: a tutorial-style batched GEMM with prologue and epilogue hooks.
+
+`render_matmul(MatmulKernel(...), tile)` returns a self-contained Python module: the
+@triton.jit kernel(s) instantiated from the template below, the TileConfig's constants, and
+`arguments(...)` / `launch(...)` host functions. The kernel is Triton tutorial 03 grown the
+features tilefuse needs:
+
+- batched (program_id(1) is the batch; a stride-0 batch shares a weight), explicit strides on
+  every operand, so a transposed operand is only strides (`w.t()` is a view);
+- ragged M/N: row/column indices wrap (`% M`) so every load stays in bounds and the store mask
+  drops the wrapped lanes; ragged K: masked loads with zero fill;
+- fp32 accumulator; fp32 operands use `input_precision="ieee"` (no silent TF32);
+- GROUP_M grouped program order: GROUP_M row blocks in a row sweep the same B panels, which
+  stay in L2;
+- a dual GEMM (`n_b=2`: GEGLU/SwiGLU gate): two B operands share each A tile, and the epilogue
+  sees both accumulators `acc` and `acc2`;
+- a prologue on A: statements rewriting the loaded tile `a` ([BLOCK_M, BLOCK_K]) with
+  `offs_m`, `k0 + offs_k` and A-shaped prologue inputs (loaded with A's offsets) in scope;
+- an epilogue: statements on `acc` (fp32 [BLOCK_M, BLOCK_N]) with `offs_m`, `offs_n` (row
+  and column of the [M, N] view of the output), `pid_b` and `mask` in scope; every epilogue
+  input `x` is loaded as an fp32 tile named `x` first (a stride-0 row stride makes a bias).
+
+Note [Split-K through an fp32 workspace, not atomics]
+With `split_k > 1` program (pid, batch, s) sums the K blocks s, s + SPLIT_K, ... into its own
+fp32 slice of a workspace [n_acc, SPLIT_K, batch, M, N], and a second kernel sums the slices,
+runs the epilogue and stores. Atomics would save the workspace round trip but (1) make the
+result depend on arrival order (not bitwise reproducible run to run), (2) cannot run a
+non-linear epilogue (GELU, the dual-GEMM gate) without a second pass anyway, and (3) need a
+zeroed fp32 output even for fp16/bf16 models. The workspace traffic is exactly what tiling
+prices for split-K (passes/tiling_mma.py `split_k_partial_bytes`).
+
+Note [bf16 dots under the interpreter]
+Triton 3.9's interpreter returns garbage from `tl.dot` on bf16 operands. The launcher passes
+DOT_F32=True only when the kernel is an InterpretedFunction and the operands are bf16; the
+generated branch then upcasts both operands to fp32. Compiled kernels get DOT_F32=False and
+the branch is pruned at compile time, so GPUs run the bf16 tensor-core dot.
+"""
+
+from __future__ import annotations
+
+import string
+import textwrap
+from dataclasses import dataclass
+
+from passes.tile_config import TileConfig
+
+TL_DTYPES = {"fp32": "tl.float32", "fp16": "tl.float16", "bf16": "tl.bfloat16"}
+DOT_F32_NOTE = (
+    "# DOT_F32 is True only under the Triton interpreter with bf16 operands: Triton 3.9's\n"
+    "# interpreter returns garbage from bf16 tl.dot, so both operands are upcast to fp32 there;\n"
+    "# compiled kernels get DOT_F32=False and keep the bf16 tensor-core dot."
+)
+
+
+def fill(template: str, blocks: dict[str, list[str]] | None = None, **inline: str) -> str:
+    """`template` dedented; a line that is only `$name` becomes the lines of `blocks[name]` at
+    that line's indent, and `${name}` elsewhere is replaced by `inline[name]`."""
+    blocks = blocks or {}
+    out: list[str] = []
+    for line in textwrap.dedent(template).strip("\n").splitlines():
+        word = line.strip()
+        if word.startswith("$") and word[1:] in blocks:
+            indent = line[: len(line) - len(line.lstrip())]
+            out += [indent + b if b else "" for b in blocks[word[1:]]]
+        else:
+            out.append(string.Template(line).substitute(inline))
+    return "\n".join(out)
+
+
+def params_text(params: list[str], indent: str = "    ") -> str:
+    return "\n".join(f"{indent}{p}," for p in params)
+
+
+def dot_lines(lhs: str, rhs: str, acc: str, dtype: str) -> list[str]:
+    """`acc += lhs @ rhs` in the template's conventions for operand dtype `dtype`."""
+    ieee = ', input_precision="ieee"' if dtype == "fp32" else ""
+    return [f"{acc} = tl.dot({lhs}, {rhs}, {acc}{ieee})"]
+
+
+def upcast_lines(names: list[str], dtype: str) -> list[str]:
+    if dtype != "bf16":
+        return []
+    casts = "; ".join(f"{n} = {n}.to(tl.float32)" for n in names)
+    return [
+        "if DOT_F32:  # interpreter only (Note [bf16 dots under the interpreter])",
+        f"    {casts}",
+    ]
+
+
+def tile_header(tile: TileConfig | None, defaults: dict[str, int]) -> list[str]:
+    """Module-level constants of the chosen TileConfig (or `defaults` without one)."""
+    blocks = dict(defaults)
+    if tile is not None:
+        blocks.update({k: v for k, v in tile.blocks if k in blocks})
+        lines = [f"# tile ({tile.gpu or 'no profile'}): {tile.short}"]
+        options = tile.triton_options()
+    else:
+        lines = ["# tile: template defaults (no TileConfig)"]
+        options = {"num_warps": 4, "num_stages": 2}
+    lines += [f"{k} = {v}" for k, v in blocks.items()]
+    lines.append(f"OPTIONS = {options!r}  # num_warps, num_stages (+ AMD knobs)")
+    return lines
+
+
+@dataclass(frozen=True)
+class MatmulKernel:
+    """What one matmul kernel computes, beyond the tile: operand dtype, how many B operands
+    share A, and the hook statements with the tensors they read (see the module docstring)."""
+
+    name: str = "k_matmul"
+    dtype: str = "fp16"  # operand dtype: fp32 | fp16 | bf16
+    n_b: int = 1  # 2: dual GEMM, the epilogue sees `acc` (B) and `acc2` (B2)
+    prologue: tuple[str, ...] = ()
+    prologue_inputs: tuple[str, ...] = ()  # [batch, M, K]-broadcastable tensors
+    epilogue: tuple[str, ...] = ()
+    epilogue_inputs: tuple[str, ...] = ()  # [batch, M, N]-broadcastable tensors
+    split_k: int = 1
+
+    @property
+    def accs(self) -> list[str]:
+        return ["acc"] + [f"acc{i + 1}" for i in range(1, self.n_b)]
+
+    @property
+    def bs(self) -> list[str]:
+        return ["b"] + [f"b{i + 1}" for i in range(1, self.n_b)]
+
+
+def _strides(name: str, dims: str) -> list[str]:
+    return [f"stride_{name}_{d}" for d in dims]
+
+
+def epilogue_lines(k: MatmulKernel, out: str = "out_ptr") -> list[str]:
+    """Load the epilogue inputs, run the epilogue on `acc`, store: the shared tail of the
+    one-pass kernel and the split-K reduction."""
+    lines = ["mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)"]
+    for x in k.epilogue_inputs:
+        sb, sm, sn = _strides(x, "bmn")
+        lines.append(
+            f"{x} = tl.load({x}_ptr + pid_b * {sb} + offs_m[:, None] * {sm}"
+            f" + offs_n[None, :] * {sn}, mask=mask, other=0.0).to(tl.float32)"
+        )
+    lines += ["# epilogue", *k.epilogue] if k.epilogue else []
+    lines += [
+        "out_ptrs = out_ptr + pid_b * stride_ob + offs_m[:, None] * stride_om"
+        " + offs_n[None, :] * stride_on",
+        f"tl.store(out_ptrs, acc.to({out}.dtype.element_ty), mask=mask)",
+    ]
+    return lines
+
+
+def mainloop_lines(k: MatmulKernel, split: bool) -> list[str]:
+    """offs_m/offs_n of this program -> the accumulators over its share of K."""
+    lines = [
+        "offs_k = tl.arange(0, BLOCK_K)",
+        "rm = offs_m % M  # wrapped rows/cols stay in bounds; the store mask drops them",
+        "rn = offs_n % N",
+        "a_ptrs = (a_ptr + pid_b * stride_ab + rm[:, None] * stride_am"
+        " + offs_k[None, :] * stride_ak)",
+        "b_offs = pid_b * stride_bb + offs_k[:, None] * stride_bk + rn[None, :] * stride_bn",
+    ]
+    for x in k.prologue_inputs:
+        sb, sm, sk = _strides(x, "bmk")
+        lines.append(
+            f"{x}_ptrs = {x}_ptr + pid_b * {sb} + rm[:, None] * {sm} + offs_k[None, :] * {sk}"
+        )
+    lines += [f"{a} = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)" for a in k.accs]
+    if split:
+        lines.append("# split-K: this program sums the K blocks pid_k, pid_k + SPLIT_K, ...")
+        lines.append("for k0 in range(pid_k * BLOCK_K, K, BLOCK_K * SPLIT_K):")
+    else:
+        lines.append("for k0 in range(0, K, BLOCK_K):")
+    body = [
+        "a_mask = offs_k[None, :] < K - k0",
+        "a = tl.load(a_ptrs + k0 * stride_ak, mask=a_mask, other=0.0)",
+    ]
+    for x in k.prologue_inputs:
+        body.append(f"{x} = tl.load({x}_ptrs + k0 * stride_{x}_k, mask=a_mask, other=0.0)")
+    if k.prologue:
+        body += ["# prologue", *k.prologue]
+        body.append("a = tl.where(a_mask, a, 0.0).to(b_ptr.dtype.element_ty)  # K tail stays 0")
+    for b in k.bs:
+        body.append(
+            f"{b} = tl.load({b}_ptr + b_offs + k0 * stride_bk,"
+            " mask=offs_k[:, None] < K - k0, other=0.0)"
+        )
+    body += upcast_lines(["a", *k.bs], k.dtype)
+    for b, acc in zip(k.bs, k.accs, strict=True):
+        body += dot_lines("a", b, acc, k.dtype)
+    return lines + ["    " + b for b in body]
+
+
+GROUPED_PIDS = """
+    pid = tl.program_id(0)
+    pid_b = tl.program_id(1)
+    num_pid_m = tl.cdiv(M, BLOCK_M)
+    num_pid_n = tl.cdiv(N, BLOCK_N)
+    # grouped order: GROUP_M row blocks sweep the same B column panels while those sit in L2
+    num_pid_in_group = GROUP_M * num_pid_n
+    group_id = pid // num_pid_in_group
+    first_pid_m = group_id * GROUP_M
+    group_size_m = min(num_pid_m - first_pid_m, GROUP_M)
+    pid_m = first_pid_m + ((pid % num_pid_in_group) % group_size_m)
+    pid_n = (pid % num_pid_in_group) // group_size_m
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+"""
+
+KERNEL = """
+@triton.jit
+def ${name}(
+$params
+):
+    $pids
+    $mainloop
+    $tail
+"""
+
+REDUCE_KERNEL = """
+@triton.jit
+def ${name}_reduce(
+$params
+):
+    # split-K pass 2: sum the fp32 partials, run the epilogue, store
+    pid = tl.program_id(0)
+    pid_b = tl.program_id(1)
+    num_pid_n = tl.cdiv(N, BLOCK_N)
+    offs_m = (pid // num_pid_n) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = (pid % num_pid_n) * BLOCK_N + tl.arange(0, BLOCK_N)
+    ws_mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
+    ws_offs = offs_m[:, None] * N + offs_n[None, :]
+    $sums
+    $tail
+"""
+
+HOST = """
+def arguments(${host_args}):
+    \"\"\"The launches of this kernel: (kernel, grid, args, constexprs) per launch. `a` is
+    [batch, M, K], `out` [batch, M, N]; B operands, prologue and epilogue inputs broadcast to
+    [batch, K, N], [batch, M, K] and [batch, M, N] (a weight shared over the batch, a bias).\"\"\"
+    batch, M, N = out.shape
+    K = a.shape[-1]
+    a = a.expand(batch, M, K)
+    $expand
+    dot_f32 = ${bf16} and isinstance(${name}, InterpretedFunction)
+    tiles = triton.cdiv(M, BLOCK_M) * triton.cdiv(N, BLOCK_N)
+    meta = dict(BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, GROUP_M=GROUP_M,
+                SPLIT_K=SPLIT_K, DOT_F32=dot_f32)
+    $launches
+
+
+def launch(${host_args}):
+    for kernel, grid, args, meta in arguments(${host_call}):
+        kernel[grid](*args, **meta, **OPTIONS)
+    return out
+"""
+
+
+def _kernel_params(k: MatmulKernel, out: str, split: bool, extra_strides: bool) -> list[str]:
+    ptrs = ["a_ptr", *(f"{b}_ptr" for b in k.bs), out]
+    ptrs += [f"{x}_ptr" for x in k.prologue_inputs]
+    ptrs += [] if split else [f"{x}_ptr" for x in k.epilogue_inputs]
+    strides = ["stride_ab, stride_am, stride_ak", "stride_bb, stride_bk, stride_bn"]
+    strides += [] if split else ["stride_ob, stride_om, stride_on"]
+    strides += [", ".join(_strides(x, "bmk")) for x in k.prologue_inputs]
+    if not split and extra_strides:
+        strides += [", ".join(_strides(x, "bmn")) for x in k.epilogue_inputs]
+    meta = ["BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr"]
+    meta.append("GROUP_M: tl.constexpr, SPLIT_K: tl.constexpr, DOT_F32: tl.constexpr")
+    return [", ".join(ptrs), "M, N, K", *strides, *meta]
+
+
+def _reduce_params(k: MatmulKernel) -> list[str]:
+    ptrs = ["ws_ptr", "out_ptr", *(f"{x}_ptr" for x in k.epilogue_inputs)]
+    strides = ["stride_ob, stride_om, stride_on"]
+    strides += [", ".join(_strides(x, "bmn")) for x in k.epilogue_inputs]
+    meta = "BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT_K: tl.constexpr"
+    return [", ".join(ptrs), "M, N", *strides, meta]
+
+
+def render_kernels(k: MatmulKernel) -> str:
+    """The @triton.jit source of `k` (one kernel, or the split-K pair)."""
+    split = k.split_k > 1
+    parts = []
+    if not split:
+        params = _kernel_params(k, "out_ptr", False, True)
+        tail = epilogue_lines(k)
+    else:
+        params = _kernel_params(k, "ws_ptr", True, False)
+        tail = [
+            "mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)",
+            "ws_offs = offs_m[:, None] * N + offs_n[None, :]",
+            "batch = tl.num_programs(1)",
+        ]
+        for i, acc in enumerate(k.accs):
+            slot = f"(({i} * SPLIT_K + pid_k) * batch + pid_b) * M * N"
+            tail.append(f"tl.store(ws_ptr + {slot} + ws_offs, {acc}, mask=mask)")
+    pids = textwrap.dedent(GROUPED_PIDS).strip().splitlines()
+    if split:
+        pids.insert(2, "pid_k = tl.program_id(2)")
+    blocks = {"params": [params_text(params)], "pids": pids, "mainloop": [], "tail": tail}
+    blocks["mainloop"] = mainloop_lines(k, split)
+    parts.append(fill(KERNEL, blocks, name=k.name))
+    if split:
+        sums = ["batch = tl.num_programs(1)"]
+        for i, acc in enumerate(k.accs):
+            sums += [f"{acc} = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)"]
+            sums += ["for s in tl.static_range(SPLIT_K):"]
+            slot = f"(({i} * SPLIT_K + s) * batch + pid_b) * M * N"
+            sums += [f"    {acc} += tl.load(ws_ptr + {slot} + ws_offs, mask=ws_mask, other=0.0)"]
+        blocks = {"params": [params_text(_reduce_params(k))], "sums": sums}
+        blocks["tail"] = epilogue_lines(k)
+        parts.append(fill(REDUCE_KERNEL, blocks, name=k.name))
+    return "\n\n\n".join(parts)
+
+
+def render_host(k: MatmulKernel) -> str:
+    names = ["a", *k.bs, "out", *k.prologue_inputs, *k.epilogue_inputs]
+    expand = [f"{b} = {b}.expand(batch, K, N)" for b in k.bs]
+    expand += [f"{x} = {x}.expand(batch, M, K)" for x in k.prologue_inputs]
+    expand += [f"{x} = {x}.expand(batch, M, N)" for x in k.epilogue_inputs]
+    strides = "*a.stride(), *b.stride()"
+    pro = [f"{x}" for x in k.prologue_inputs]
+    pro_strides = "".join(f", *{x}.stride()" for x in k.prologue_inputs)
+    epi = [f"{x}" for x in k.epilogue_inputs]
+    epi_strides = "".join(f", *{x}.stride()" for x in k.epilogue_inputs)
+    if k.split_k == 1:
+        args = ", ".join(["a", *k.bs, "out", *pro, *epi])
+        launches = [
+            f"args = ({args}, M, N, K, {strides}, *out.stride(){pro_strides}{epi_strides})",
+            f"return [({k.name}, (tiles, batch), args, meta)]",
+        ]
+    else:
+        args = ", ".join(["a", *k.bs, "ws", *pro])
+        launches = [
+            f"ws = torch.empty(({k.n_b}, SPLIT_K, batch, M, N), dtype=torch.float32,"
+            " device=out.device)",
+            f"args = ({args}, M, N, K, {strides}{pro_strides})",
+            "reduce_args = (ws, out"
+            + "".join(f", {x}" for x in epi)
+            + f", M, N, *out.stride(){epi_strides})",
+            "reduce_meta = dict(BLOCK_M=REDUCE_BLOCK, BLOCK_N=REDUCE_BLOCK, SPLIT_K=SPLIT_K)",
+            f"return [({k.name}, (tiles, batch, SPLIT_K), args, meta),",
+            f"        ({k.name}_reduce, (triton.cdiv(M, REDUCE_BLOCK) * triton.cdiv(N,"
+            " REDUCE_BLOCK), batch), reduce_args, reduce_meta)]",
+        ]
+    return fill(
+        HOST,
+        {"expand": expand, "launches": launches},
+        host_args=", ".join(names),
+        host_call=", ".join(names),
+        name=k.name,
+        bf16=str(k.dtype == "bf16"),
+    )
+
+
+MODULE_HEAD = '''
+"""Generated by tilefuse (backends/triton_matmul.py): ${what}."""
+import torch
+import triton
+import triton.language as tl
+from triton.runtime.interpreter import InterpretedFunction
+'''
+
+
+def render_matmul(k: MatmulKernel, tile: TileConfig | None = None, header: str = "") -> str:
+    """The self-contained module for `k` at `tile` (its BLOCK_M/N/K, GROUP_M, warps, stages;
+    `k.split_k` must match `tile.split_k` when both are given)."""
+    if tile is not None and tile.split_k != k.split_k:
+        raise ValueError(f"{k.name}: split_k {k.split_k} but the tile says {tile.split_k}")
+    defaults = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32}
+    consts = tile_header(tile, defaults)
+    consts.insert(-1, f"GROUP_M = {tile.group_m if tile is not None else 8}")
+    consts.insert(-1, f"SPLIT_K = {k.split_k}")
+    if k.split_k > 1:
+        consts.insert(-1, "REDUCE_BLOCK = 64  # split-K pass 2 tile")
+    what = f"{k.name}, {k.dtype} matmul" + (" (dual GEMM)" if k.n_b > 1 else "")
+    parts = [fill(MODULE_HEAD, what=what)]
+    if header:
+        parts.append("\n".join(f"# {line}" for line in header.splitlines()))
+    parts += ["\n".join(consts), DOT_F32_NOTE if k.dtype == "bf16" else ""]
+    parts += [render_kernels(k), render_host(k)]
+    return "\n\n\n".join(p for p in parts if p) + "\n"

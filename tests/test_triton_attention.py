@@ -1,0 +1,106 @@
+"""The Triton flash-attention template under TRITON_INTERPRET=1 against torch's SDPA (float64
+reference; the DESIGN parity rule against eager at the same dtype).
+Repro: pytest tests/test_triton_attention.py"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from backends.triton_attention import AttentionKernel, render_attention
+from backends.triton_targets import load_module
+from passes.tile_config import TileConfig
+from tests.test_triton_matmul import DTYPES, assert_parity
+
+# (causal, mask, head dim, L, S, Hq, Hkv)
+CASES = {
+    "causal-hd64": (True, "", 64, 37, 37, 2, 2),
+    "additive-hd40-cross": (False, "add", 40, 20, 45, 2, 2),
+    "bool-causal-hd80-gqa": (True, "bool", 80, 33, 50, 4, 1),
+    "gqa-hd96": (False, "", 96, 17, 23, 4, 2),
+    "cross-hd128-short-keys": (False, "", 128, 24, 5, 2, 2),
+}
+
+
+def tile(head_dim: int, bm: int = 16, bn: int = 16) -> TileConfig:
+    pad = 1 << max(4, (head_dim - 1).bit_length())
+    return TileConfig((("BLOCK_M", bm), ("BLOCK_N", bn), ("HEAD_DIM", pad)), num_warps=4)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    d = x.shape[-1] // 2
+    return torch.cat([-x[..., d:], x[..., :d]], -1)
+
+
+# every case in fp16; fp32 and bf16 on the first three (interpreter time)
+PAIRS = [(c, "fp16") for c in CASES] + [(c, d) for c in list(CASES)[:3] for d in ("fp32", "bf16")]
+
+
+@pytest.mark.parametrize(("case", "dtype"), PAIRS, ids=[f"{c}-{d}" for c, d in PAIRS])
+def test_flash_attention(case: str, dtype: str) -> None:
+    causal, mask, D, L, S, H, Hkv = CASES[case]
+    g = torch.Generator().manual_seed(0)
+    dt = DTYPES[dtype]
+    q = torch.randn(2, H, L, D, generator=g).to(dt)
+    k = torch.randn(2, Hkv, S, D, generator=g).to(dt)
+    v = torch.randn(2, Hkv, S, D, generator=g).to(dt)
+    m = None
+    if mask == "add":
+        m = torch.randn(1, 1, L, S, generator=g).to(dt)  # broadcast over batch and heads
+    elif mask == "bool":
+        m = torch.rand(2, 1, L, S, generator=g) > 0.3
+        m[0, 0, 3] = False  # a row with every key masked gives zeros (safe softmax)
+    out = torch.empty_like(q)
+    kernel = AttentionKernel(dtype=dtype, causal=causal, mask=mask)
+    module = load_module(render_attention(kernel, tile(D), D), interpret=True)
+    module.launch(q, k, v, out, *([m] if m is not None else []))
+    gqa = Hkv != H
+
+    def ref_mask(x: torch.Tensor | None) -> torch.Tensor | None:
+        return None if x is None or x.dtype == torch.bool else x.double()
+
+    ref = F.scaled_dot_product_attention(
+        q.double(), k.double(), v.double(), attn_mask=ref_mask(m) if mask != "bool" else m,
+        is_causal=causal, enable_gqa=gqa,
+    )  # fmt: skip
+    eager = F.scaled_dot_product_attention(q, k, v, attn_mask=m, is_causal=causal, enable_gqa=gqa)
+    if mask == "bool":  # torch gives NaN for the fully masked row; the IR's sdpa gives 0
+        row = ref[0, :, 3].clone()
+        assert torch.isnan(row).all() or (row == 0).all()
+        ref, eager = ref.nan_to_num(0.0), eager.nan_to_num(0.0)
+        assert (out[0, :, 3] == 0).all()
+    assert_parity(out, ref, eager, dtype)
+
+
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+def test_rope_prologue(dtype: str) -> None:
+    """q and k rotated on load (rotate-half RoPE), head dim 64, causal."""
+    g = torch.Generator().manual_seed(1)
+    dt, D, L = DTYPES[dtype], 64, 29
+    q, k, v = (torch.randn(1, 2, L, D, generator=g).to(dt) for _ in range(3))
+    pos = torch.arange(L, dtype=torch.float64)[:, None]
+    freq = 1.0 / 10000 ** (torch.arange(D // 2, dtype=torch.float64) / (D // 2))
+    angle = torch.cat([pos * freq, pos * freq], -1)
+    cos, sin = angle.cos().to(dt), angle.sin().to(dt)
+    out = torch.empty_like(q)
+    kernel = AttentionKernel(dtype=dtype, causal=True, rope=True)
+    load_module(render_attention(kernel, tile(D), D), interpret=True).launch(q, k, v, out, cos, sin)
+
+    def model(q, k, v, cos, sin):
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+    ref = model(q.double(), k.double(), v.double(), cos.double(), sin.double())
+    assert_parity(out, ref, model(q, k, v, cos, sin), dtype)
+
+
+def test_rendered_kernel_properties() -> None:
+    """fp32 dots are IEEE; the head dim is padded and masked; causal stops early."""
+    src = render_attention(AttentionKernel(dtype="fp32", causal=True), tile(80, 64, 32), 80)
+    assert src.count('input_precision="ieee"') == 2
+    assert "HEAD_DIM = 128" in src and "d_mask = offs_d < D" in src
+    assert "hi = tl.minimum(S, (pid_m + 1) * BLOCK_M)" in src
+    with pytest.raises(ValueError, match="HEAD_DIM"):
+        render_attention(AttentionKernel(), tile(64), 80)
