@@ -378,7 +378,9 @@ class _Renderer:
             gemm = llvm_gemm.driver_call(e, ops, names, self.weights, self._slot)
             if gemm is not None:
                 return gemm
-        linear = self._linear(e, ops) if n.op == "matmul" else None
+        linear = None
+        if n.op == "matmul" and MKL_PACKED:
+            linear = llvm_gemm.packed_call(e, ops, self.weights)
         if linear is not None:
             call, comment = linear, f"  # extern {e.name}: MKL packed GEMM (weights packed once)"
         elif n.op == "matmul":
@@ -418,31 +420,6 @@ class _Renderer:
             names[out] = f"x_{out}"
             lines.append(f"    x_{out} = {call}.contiguous(){comment}")
         return lines
-
-    def _linear(self, e: ExternCall, ops: list[str]) -> str | None:
-        """x @ w.T (nn.Linear) or x @ w (HF Conv1D) with w a weight: MKL's packed GEMM, the
-        weight packed once per version (`PackedWeights`), or None for any other matmul."""
-        if not MKL_PACKED:
-            return None
-        n = e.node
-        types = {v.name: v.type for v in e.inputs} | {v.out.name: v.out.type for v in e.views}
-        a, b = (types[i] for i in n.inputs)
-        views = {v.out.name: v for v in e.views}
-        w = views.get(n.inputs[1])
-        if b.rank != 2 or a.rank < 2:
-            return None
-        if n.inputs[1] in self.weights:  # x @ w, w[K, N]: pack w.T
-            root, transposed = n.inputs[1], True
-        elif w is not None and w.op == "permute" and w.inputs[0] in self.weights:
-            root, transposed = w.inputs[0], False
-        else:
-            return None
-        m, k = math.prod(a.shape[:-1]), a.shape[-1]
-        return (
-            f"torch.ops.mkl._mkl_linear({ops[0]}.reshape({m}, {k}), "
-            f"*W.pack({local(root)}, {m}, transposed={transposed}), None, {m})"
-            f".view({n.out.type.shape})"
-        )
 
     # ---- the program function
 

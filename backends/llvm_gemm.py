@@ -1,4 +1,4 @@
-"""GEMMs with a weight that MKL writes straight into their destination.
+"""GEMMs with a weight: MKL's packed GEMM, or MKL writing straight into their destination.
 
 MKL's packed GEMM (`torch.ops.mkl._mkl_linear`, the driver's default for `x @ w.T`) returns a
 fresh tensor and needs a contiguous `x`. Two cases pay for that, measured at 1024x320x320 on
@@ -14,6 +14,7 @@ import itertools
 import math
 from collections.abc import Callable
 
+from backends.numpy_ref import local
 from compiler.ir import TensorType
 from compiler.schedule import ExternCall, index_map
 
@@ -60,6 +61,30 @@ def driver_call(
         names[out] = slot(out, n.out.type)
     note = f"  # extern {e.name}: MKL GEMM into its destination"
     return [f"    torch.mm({x}, {weight}, out={names[out]}.view({m}, {b.shape[1]})){note}"]
+
+
+def packed_call(e: ExternCall, ops: list[str], weights: frozenset[str]) -> str | None:
+    """x @ w.T (nn.Linear) or x @ w (HF Conv1D) with w a weight: MKL's packed GEMM, the
+    weight packed once per version (`PackedWeights`), or None for any other matmul."""
+    n = e.node
+    types = {v.name: v.type for v in e.inputs} | {v.out.name: v.out.type for v in e.views}
+    a, b = (types[i] for i in n.inputs)
+    views = {v.out.name: v for v in e.views}
+    w = views.get(n.inputs[1])
+    if b.rank != 2 or a.rank < 2:
+        return None
+    if n.inputs[1] in weights:  # x @ w, w[K, N]: pack w.T
+        root, transposed = n.inputs[1], True
+    elif w is not None and w.op == "permute" and w.inputs[0] in weights:
+        root, transposed = w.inputs[0], False
+    else:
+        return None
+    m, k = math.prod(a.shape[:-1]), a.shape[-1]
+    return (
+        f"torch.ops.mkl._mkl_linear({ops[0]}.reshape({m}, {k}), "
+        f"*W.pack({local(root)}, {m}, transposed={transposed}), None, {m})"
+        f".view({n.out.type.shape})"
+    )
 
 
 def _as_matrix(
