@@ -115,6 +115,7 @@ class MatmulKernel:
     epilogue: tuple[str, ...] = ()
     epilogue_inputs: tuple[str, ...] = ()  # [batch, M, N]-broadcastable tensors
     split_k: int = 1
+    row_vectors: tuple[str, ...] = ()  # epilogue inputs constant over rows (a bias): [1, BN]
 
     @property
     def accs(self) -> list[str]:
@@ -135,6 +136,12 @@ def epilogue_lines(k: MatmulKernel, out: str = "out_ptr") -> list[str]:
     lines = ["mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)"]
     for x in k.epilogue_inputs:
         sb, sm, sn = _strides(x, "bmn")
+        if x in k.row_vectors:  # one [1, BLOCK_N] row, not a [BLOCK_M, BLOCK_N] tile of copies
+            lines.append(
+                f"{x} = tl.load({x}_ptr + pid_b * {sb} + offs_n * {sn}, mask=offs_n < N,"
+                " other=0.0).to(tl.float32)[None, :]"
+            )
+            continue
         lines.append(
             f"{x} = tl.load({x}_ptr + pid_b * {sb} + offs_m[:, None] * {sm}"
             f" + offs_n[None, :] * {sn}, mask=mask, other=0.0).to(tl.float32)"

@@ -1,24 +1,62 @@
 """Triton target verification without a GPU, and loading generated Triton modules per mode.
 
-Stub: filled in below.
+`verify_launches(launches, profile)` compiles each launch of a generated module (its
+@triton.jit kernel, the arguments its `arguments(...)` host function builds, given meta
+tensors) with `triton.compile(ASTSource(...), target=GPUTarget(...))` for the profile's
+target, and reads back what the hardware would allocate:
+
+- NVIDIA: registers and local memory (spills) from `cuobjdump --dump-resource-usage` on the
+  cubin, shared memory from `metadata.shared` (Triton's is dynamic, so the cubin says 0),
+  tensor-core opcodes from the SASS (`cuobjdump -sass`): HMMA (sm_80/89), HGMMA (sm_90),
+  UTCHMMA (sm_100); PTX text is not evidence.
+- AMD gfx942: VGPRs, spill counts and scratch from the `amdhsa.kernels` metadata in the
+  AMDGCN text, LDS from `metadata.shared`, `v_mfma` instructions from the AMDGCN.
+
+Occupancy comes from compiler.gpu.occupancy with the profile's limits. Arguments are
+specialized the way Triton's launcher does (an int equal to 1 becomes a constexpr, one
+divisible by 16 gets a divisibility hint; tensors count as 16-byte aligned), so the binary is
+the one a launch would build. Results and binaries are cached on disk under
+TILEFUSE_CACHE_DIR/triton_targets, keyed by kernel source, signature, constexprs, options,
+target and Triton version.
+
+Note [One definition per mode]
+Triton reads TRITON_INTERPRET when a @triton.jit function is *defined*, and an interpreted
+definition cannot be compiled (`'InterpretedFunction' object has no attribute
+'cache_key'`). So a generated module is loaded once per mode (`load_module(src,
+interpret=...)`, the variable set only while its functions are defined), never by toggling
+the variable globally. triton.language itself is imported here in compiled mode (its own
+@triton.jit helpers such as tl.cdiv and tl.sigmoid are JITFunctions); an interpreted kernel
+runs with those helpers routed to interpreted twins for the duration of its launch.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
+import logging
+import math
 import os
+import re
+import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import triton.experimental.gluon  # (Note [One definition per mode])
 import triton.language  # noqa: F401
 
 from compiler import config
+from compiler.gpu import GpuProfile, occupancy
+from compiler.schedule import VIEW_OPS, KernelSpec, index_map
+from passes.tile_config import TileConfig
+from passes.tiling import gemm_problem, launch_key, tile
 
 _LOCK = threading.Lock()
 _MODULES: dict[tuple[str, bool], ModuleType] = {}
@@ -103,3 +141,412 @@ def _with_interpreted_library(run):  # noqa: ANN001, ANN202
                 JITFunction.__call__ = original
 
     return wrapped
+
+
+# --- compiling for a target
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One kernel launch as a generated module's `arguments(...)` returns it."""
+
+    kernel: Any  # a compiled-mode JITFunction
+    args: tuple[Any, ...]
+    meta: dict[str, Any]
+
+
+TORCH_TO_TRITON = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32", "float64": "fp64",
+                   "int64": "i64", "int32": "i32", "bool": "i1"}  # fmt: skip
+
+
+def specialize(kernel: Any, args: tuple[Any, ...], meta: dict[str, Any]) -> tuple:
+    """(signature, constexprs, attrs) for ASTSource, as Triton's launcher would specialize."""
+    names = list(kernel.arg_names)
+    values = dict(zip(names, args, strict=False)) | meta
+    signature: dict[str, str] = {}
+    constexprs: dict[str, Any] = {}
+    attrs: dict[tuple[int, ...], list] = {}
+    for i, name in enumerate(names):
+        v = values[name]
+        if name in meta or kernel.params[i].is_constexpr:
+            signature[name], constexprs[name] = "constexpr", v
+        elif hasattr(v, "dtype") and hasattr(v, "stride"):
+            signature[name] = "*" + TORCH_TO_TRITON[str(v.dtype).removeprefix("torch.")]
+            attrs[(i,)] = [["tt.divisibility", 16]]
+        elif isinstance(v, bool):
+            signature[name] = "i1"
+        elif isinstance(v, int):
+            if v == 1:
+                signature[name], constexprs[name] = "constexpr", 1
+                continue
+            signature[name] = "i32" if -(2**31) <= v < 2**31 else "i64"
+            if v % 16 == 0:
+                attrs[(i,)] = [["tt.divisibility", 16]]
+        elif isinstance(v, float):
+            signature[name] = "fp32"
+        else:
+            raise TypeError(f"{kernel.__name__}: cannot specialize {name}={v!r}")
+    return signature, constexprs, attrs
+
+
+def _target(p: GpuProfile) -> Any:
+    from triton.backends.compiler import GPUTarget
+
+    backend, arch, warp = p.triton_target
+    return GPUTarget(backend, arch, warp)
+
+
+def _cache_dir() -> Path:
+    d = Path(config.load().cache_dir) / "triton_targets"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def compile_launch(launch: Launch, p: GpuProfile, options: dict[str, Any]) -> dict[str, Any]:
+    """Compile `launch` for `p` with Triton `options` and read its resources (cached)."""
+    import triton
+    from triton.compiler import ASTSource
+
+    signature, constexprs, attrs = specialize(launch.kernel, launch.args, launch.meta)
+    source = launch.kernel.src.replace(launch.kernel.__name__, "KERNEL")  # layers share
+    key_text = repr((source, sorted(signature.items()), sorted(constexprs.items()),
+                     sorted(attrs.items()), sorted(options.items()), p.triton_target,
+                     triton.__version__))  # fmt: skip
+    key = hashlib.sha256(key_text.encode()).hexdigest()[:24]
+    path = _cache_dir() / f"{key}.json"
+    if path.exists():
+        return json.loads(path.read_text()) | {"cached": True}
+    src = ASTSource(fn=launch.kernel, signature=signature, constexprs=constexprs, attrs=attrs)
+    compiled = triton.compile(src, target=_target(p), options=dict(options))
+    info: dict[str, Any] = {"smem_bytes": int(compiled.metadata.shared)}
+    info["tmem_cols"] = int(getattr(compiled.metadata, "tmem_size", 0) or 0)
+    if p.is_amd:
+        info |= _amd_resources(compiled.asm["amdgcn"])
+        binary, suffix = compiled.asm["hsaco"], ".hsaco"
+    else:
+        binary, suffix = compiled.asm["cubin"], ".cubin"
+        info |= _nvidia_resources(binary)
+    path.with_suffix(suffix).write_bytes(binary)  # the binary itself, beside its figures
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(info))
+    tmp.replace(path)
+    return info | {"cached": False}
+
+
+NV_BIN = Path(importlib.util.find_spec("triton").origin).parent / "backends" / "nvidia" / "bin"
+CUOBJ_RE = re.compile(r"REG:(\d+)\s+STACK:(\d+)\s+SHARED:(\d+)\s+LOCAL:(\d+)")
+NV_MMA = ("HMMA", "HGMMA", "UTCHMMA", "UTCQMMA", "IMMA")
+
+
+def _cuobjdump(cubin: bytes, *flags: str) -> str:
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        cmd = [str(NV_BIN / "cuobjdump"), *flags, f.name]
+        return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+
+
+def _nvidia_resources(cubin: bytes) -> dict[str, Any]:
+    m = CUOBJ_RE.search(_cuobjdump(cubin, "--dump-resource-usage"))
+    if m is None:
+        raise RuntimeError("cuobjdump printed no resource usage")
+    regs, stack, _, local = map(int, m.groups())
+    sass = _cuobjdump(cubin, "-sass")
+    ops = {op: n for op in NV_MMA if (n := len(re.findall(rf"\b{op}\b", sass)))}
+    spill_ops = len(re.findall(r"\b(STL|LDL)\b", sass))
+    return {"regs": regs, "spill_bytes": max(stack, local), "spill_ops": spill_ops,
+            "mma_ops": ops}  # fmt: skip
+
+
+AMD_KEYS = (".vgpr_count", ".agpr_count", ".sgpr_count", ".vgpr_spill_count",
+            ".sgpr_spill_count", ".private_segment_fixed_size")  # fmt: skip
+
+
+def _amd_resources(amdgcn: str) -> dict[str, Any]:
+    vals = {}
+    for k in AMD_KEYS:
+        m = re.search(re.escape(k) + r":\s*(\d+)", amdgcn)
+        vals[k] = int(m.group(1)) if m else 0
+    occ = re.search(r";\s*Occupancy:\s*(\d+)", amdgcn)
+    mfma = len(re.findall(r"\bv_mfma_\w+", amdgcn))
+    spills = 4 * (vals[".vgpr_spill_count"] + vals[".sgpr_spill_count"])
+    return {
+        "regs": vals[".vgpr_count"] + vals[".agpr_count"],
+        "spill_bytes": max(spills, vals[".private_segment_fixed_size"]),
+        "spill_ops": vals[".vgpr_spill_count"] + vals[".sgpr_spill_count"],
+        "mma_ops": {"v_mfma": mfma} if mfma else {},
+        "llvm_occupancy": int(occ.group(1)) if occ else 0,
+    }
+
+
+# --- KernelSpec -> a template instance with example (meta) tensors
+
+GELU_TANH = (
+    "acc = 0.5 * acc * (1.0 + (2.0 * tl.sigmoid(1.5957691216057308"
+    " * (acc + 0.044715 * acc * acc * acc)) - 1.0))"
+)
+EPILOGUE_OPS = {"gelu": GELU_TANH, "silu": "acc = acc * tl.sigmoid(acc)"}
+TL_NAMES = {"f32": "fp32", "f16": "fp16", "bf16": "bf16"}
+
+
+def _meta(shape: tuple[int, ...], dtype: str, strides: tuple[int, ...] | None = None) -> Any:
+    import torch
+
+    dt = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
+    t = torch.empty(shape, dtype=dt, device="meta")
+    return t if strides is None else t.as_strided(shape, strides)
+
+
+def _operand(spec: KernelSpec, name: str, dtype: str) -> tuple[Any, bool]:
+    """A meta tensor for operand `name` with the strides its view chain gives (contiguous
+    where the chain is not strided), and whether a non-view node computes it in-kernel."""
+    producers = {n.out.name: n for n in spec.body}
+    chain = []
+    while name in producers and producers[name].op in VIEW_OPS:
+        chain.append(producers[name])
+        name = producers[name].inputs[0]
+    final = chain[0].out.type if chain else spec.type_of(name)
+    if name in producers:  # computed in the kernel (a prologue)
+        return _meta(final.shape, dtype), True
+    mapped = index_map(chain[::-1], spec.type_of(name)) if chain else None
+    if mapped is None:
+        return _meta(final.shape, dtype), False
+    shape, strides, _ = mapped
+    return _meta(tuple(shape), dtype, tuple(strides)), False
+
+
+def _epilogue_after(spec: KernelSpec, anchor: str, dtype: str, out_shape: tuple) -> tuple:
+    """Hand-written epilogue statements for the pointwise ops after `anchor` (the stand-in
+    until the backend core's generated epilogues plug in): adds of kernel inputs become
+    loaded tiles, gelu/silu become statements; anything else is left out and named."""
+    inputs = {v.name for v in spec.inputs}
+    lines, extra, tensors, skipped, vectors = [], [], [], [], []
+    seen = {anchor}
+    for n in spec.body:
+        if n.op in VIEW_OPS or n.out.name == anchor or not any(i in seen for i in n.inputs):
+            continue
+        seen.add(n.out.name)
+        if n.op == "add":
+            other = next((i for i in n.inputs if i not in seen), None)
+            root = other
+            while root is not None and root not in inputs:
+                p = next((m for m in spec.body if m.out.name == root), None)
+                root = p.inputs[0] if p is not None and p.op in VIEW_OPS else None
+            if root is None:
+                skipped.append(n.op)
+                continue
+            t = spec.type_of(root)
+            name = f"e{len(extra)}"
+            numel = math.prod(t.shape)
+            if numel == out_shape[-1] or (len(out_shape) == 4 and numel == out_shape[1]):
+                view = (1, t.shape[0], 1, 1) if len(out_shape) == 4 else (t.shape[0],)
+                tensors.append(_meta(view, dtype))
+                vectors.append(name)
+            else:
+                tensors.append(_meta(out_shape[:1] + t.shape[-len(out_shape) + 1 :], dtype))
+            extra.append(name)
+            lines.append(f"acc = acc + {name}")
+        elif n.op in EPILOGUE_OPS:
+            lines.append(EPILOGUE_OPS[n.op])
+        else:
+            skipped.append(n.op)
+    return tuple(lines), tuple(extra), tensors, skipped, tuple(vectors)
+
+
+def heavy_kernel(spec: KernelSpec, t: TileConfig) -> tuple[str, tuple[Any, ...], str]:
+    """(module source, example meta tensors for its `arguments`, note) for a matmul,
+    conv2d or attention spec at tile `t`. The note names what the stand-in left out."""
+    from backends.triton_attention import AttentionKernel, render_attention
+    from backends.triton_conv import ConvKernel, render_conv
+    from backends.triton_matmul import MatmulKernel, render_matmul
+
+    if spec.kind == "attention":
+        a = next(n for n in spec.body if n.op == "sdpa")
+        dtype = TL_NAMES[a.out.type.dtype.value]
+        ops = [_operand(spec, i, dtype)[0] for i in a.inputs[:3]]
+        mask = ""
+        if len(a.inputs) == 4:
+            m = spec.type_of(a.inputs[3])
+            mask = "bool" if m.dtype.value == "bool" else "add"
+            ops.append(_meta(m.shape, dtype) if mask == "add" else _bool_meta(m.shape))
+        k = AttentionKernel(spec.name, dtype, bool(a.attr("is_causal")), mask)
+        out = _meta(a.out.type.shape, dtype)
+        return render_attention(k, t, a.inputs and ops[0].shape[-1]), (*ops[:3], out, *ops[3:]), ""
+    if spec.kind == "conv2d":
+        a = next(n for n in spec.body if n.op == "conv2d")
+        dtype = TL_NAMES[a.out.type.dtype.value]
+        x, computed = _operand(spec, a.inputs[0], dtype)
+        w = _meta(spec.type_of(a.inputs[1]).shape, dtype)
+        out_shape = a.out.type.shape
+        lines, extra, tensors, skipped, _ = _epilogue_after(spec, a.out.name, dtype, out_shape)
+        k = ConvKernel(
+            spec.name, dtype, w.shape[2:], a.attr("stride"), a.attr("padding"),
+            a.attr("dilation"), len(a.inputs) == 3, lines, extra, t.split_k,
+        )  # fmt: skip
+        bias = [_meta((w.shape[0],), dtype)] if k.bias else []
+        tensors = [e.reshape(e.shape) for e in tensors]
+        note = _note(computed, skipped)
+        return render_conv(k, t), (x, w, _meta(out_shape, dtype), *bias, *tensors), note
+    mms = [n for n in spec.body if n.op == "matmul"]
+    a = mms[0]
+    dtype = TL_NAMES[a.out.type.dtype.value]
+    g = gemm_problem(spec)
+    x, computed = _operand(spec, a.inputs[0], dtype)
+    x = x.reshape(g.batch, g.M, g.K) if x.is_contiguous() or x.dim() != 3 else x
+    b, _ = _operand(spec, a.inputs[1], dtype)
+    if b.shape[-1] != g.N:  # horizontal matmuls reading one A: one GEMM over the joint N
+        b = _meta((g.N, g.K), dtype).t()
+    out_shape = (g.batch, g.M, g.N)
+    lines, extra, tensors, skipped, vectors = ((), (), [], [], ())
+    if len(mms) == 1:
+        lines, extra, tensors, skipped, vectors = _epilogue_after(
+            spec, a.out.name, dtype, out_shape
+        )
+    k = MatmulKernel(spec.name, dtype, epilogue=lines, epilogue_inputs=extra, split_k=t.split_k,
+                     row_vectors=vectors)  # fmt: skip
+    b = b.reshape(b.shape[-2:]) if b.dim() > 2 and b.stride(0) == 0 else b
+    note = _note(computed, skipped) + (" one GEMM over the joint N" if len(mms) > 1 else "")
+    return render_matmul(k, t), (x, b, _meta(out_shape, dtype), *tensors), note.strip()
+
+
+def _bool_meta(shape: tuple[int, ...]) -> Any:
+    import torch
+
+    return torch.empty(shape, dtype=torch.bool, device="meta")
+
+
+def _note(computed: bool, skipped: list[str]) -> str:
+    parts = ["prologue left out (operand computed in-kernel)"] if computed else []
+    if skipped:
+        parts.append("epilogue ops left out: " + ", ".join(dict.fromkeys(skipped)))
+    return "; ".join(parts)
+
+
+# --- verification and its report
+
+log = logging.getLogger("tilefuse.tiling")
+COMPILE_OPTIONS = {"enable_fp_fusion": True}  # Triton 3.9's default, pinned for reproducibility
+REDUCE_OPTIONS = {"num_warps": 4, "num_stages": 1}  # the split-K second pass: no dot
+
+
+@dataclass(frozen=True)
+class TargetResult:
+    """One compiled kernel (or split-K pass) on one profile's target."""
+
+    kernel: str
+    gpu: str
+    target: str
+    config: str
+    regs: int
+    spill_bytes: int
+    smem_bytes: int
+    smem_limit: int
+    blocks_per_sm: int
+    occupancy: float  # resident warps (waves) / the SM's (CU's) maximum
+    limiter: str
+    tensor_cores: bool | None  # None: a pass without a dot (split-K reduction)
+    mma_ops: dict[str, int]
+    retiled: str = ""  # configs rejected on the way, with why
+    note: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.spill_bytes == 0
+            and self.smem_bytes <= self.smem_limit
+            and (self.tensor_cores is not False)
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__} | {"ok": self.ok}
+
+
+@dataclass(frozen=True)
+class TargetReport:
+    results: tuple[TargetResult, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(r.ok for r in self.results)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "kernels": [r.to_dict() for r in self.results]}
+
+    def __str__(self) -> str:
+        head = (f"{'kernel':34} {'gpu':7} {'config':28} {'regs':>4} {'spill':>5} "
+                f"{'smem KB':>9} {'blk/SM':>6} {'occ':>5} {'tensor cores':18} ok")  # fmt: skip
+        rows = [head]
+        for r in self.results:
+            tc = ("-" if r.tensor_cores is None else
+                  ",".join(f"{k}:{v}" for k, v in r.mma_ops.items()) or "NONE")  # fmt: skip
+            smem = f"{r.smem_bytes / 1024:.0f}/{r.smem_limit // 1024}"
+            rows.append(
+                f"{r.kernel[:34]:34} {r.gpu:7} {r.config[:28]:28} {r.regs:>4} "
+                f"{r.spill_bytes:>5} {smem:>9} {r.blocks_per_sm:>6} {r.occupancy:>5.2f} "
+                f"{tc[:18]:18} {'yes' if r.ok else 'NO'}"
+            )
+            rows += [f"    retiled: {r.retiled}"] if r.retiled else []
+            rows += [f"    note: {r.note}"] if r.note else []
+        return "\n".join(rows)
+
+
+def _result(
+    name: str, p: GpuProfile, config: str, warps: int, info: dict, dot: bool
+) -> TargetResult:
+    blocks, limiter = occupancy(p, warps, info["regs"], info["smem_bytes"], info["tmem_cols"])
+    max_w = p.max_warps_per_sm if not p.is_amd else 32  # AMD: 8 waves x 4 SIMDs per CU
+    return TargetResult(
+        name, p.name, p.target_text, config, info["regs"], info["spill_bytes"],
+        info["smem_bytes"], p.smem_per_block, blocks, round(blocks * warps / max_w, 3),
+        limiter, bool(info["mma_ops"]) if dot else None, dict(info["mma_ops"]),
+    )  # fmt: skip
+
+
+def verify_spec(spec: KernelSpec, p: GpuProfile, retries: int = 4) -> list[TargetResult]:
+    """Compile `spec` (a matmul, conv2d or attention kernel) for `p` at its TileConfig (or
+    what tiling picks); a config that spills or exceeds shared memory goes back to tiling
+    with it excluded, and the reason is logged under `tilefuse.tiling`."""
+    t = spec.tile if spec.tile is not None and spec.tile.gpu == p.name else tile(spec, p)
+    excluded: list[TileConfig] = []
+    why: list[str] = []
+    while True:
+        source, tensors, note = heavy_kernel(spec, t)
+        module = load_module(source, interpret=False)
+        results = []
+        for kernel, _, args, meta in module.arguments(*tensors):
+            second = kernel.__name__.endswith("_reduce")
+            opts = (REDUCE_OPTIONS if second else t.triton_options()) | COMPILE_OPTIONS
+            info = compile_launch(Launch(kernel, args, meta), p, opts)
+            name = spec.name + (".reduce" if second else "")
+            results.append(_result(name, p, t.short, opts["num_warps"], info, not second))
+        bad = [r for r in results if r.spill_bytes or r.smem_bytes > r.smem_limit]
+        if not bad or len(excluded) >= retries:
+            retiled = "; ".join(why)
+            return [
+                TargetResult(**{**r.__dict__, "retiled": retiled, "note": note}) for r in results
+            ]
+        r = bad[0]
+        reason = (f"spills {r.spill_bytes} B at {r.regs} regs" if r.spill_bytes else
+                  f"needs {r.smem_bytes} B smem > {r.smem_limit}")  # fmt: skip
+        log.info("%s on %s: %s %s; asking tiling again without it", spec.name, p.name, t.short,
+                 reason)  # fmt: skip
+        why.append(f"{t.short} {reason}")
+        excluded.append(t)
+        nxt = tile(spec, p, exclude=tuple(excluded))
+        if launch_key(nxt) in {launch_key(c) for c in excluded}:
+            return [TargetResult(**{**r.__dict__, "retiled": "; ".join(why), "note": note})
+                    for r in results]  # fmt: skip
+        t = nxt
+
+
+HEAVY = ("matmul", "conv2d", "attention")
+
+
+def verify_kernels(kernels: Any, gpus: list[GpuProfile]) -> TargetReport:
+    """Every heavy kernel of `kernels` compiled for every profile in `gpus`."""
+    out: list[TargetResult] = []
+    for p in gpus:
+        for spec in kernels:
+            if isinstance(spec, KernelSpec) and spec.kind in HEAVY:
+                out += verify_spec(spec, p)
+    return TargetReport(tuple(out))

@@ -150,20 +150,31 @@ def pointwise_candidates(
     return out
 
 
-def tile(spec: KernelSpec, profile: GpuProfile) -> TileConfig:
+def launch_key(c: TileConfig) -> tuple:
+    """What makes two configs the same binary: blocks, warps, stages, split-K, AMD knobs."""
+    return (c.blocks, c.num_warps, c.num_stages, c.split_k, c.waves_per_eu,
+            c.matrix_instr_nonkdim, c.kpack)  # fmt: skip
+
+
+def tile(spec: KernelSpec, profile: GpuProfile, exclude: tuple[TileConfig, ...] = ()) -> TileConfig:
     """The tile config for `spec` on `profile`: fastest under the cost model, with the
-    runner-up and a one-line reason."""
+    runner-up and a one-line reason. `exclude`: configs a target compile rejected (spills,
+    shared memory); they are not chosen again."""
     flops, read, written = kernel_cost(spec)
     if spec.kind in ("matmul", "conv2d"):
-        return choose(gemm_candidates(spec, profile, flops, read + written), profile, "gemm")
-    if spec.kind == "attention":
-        cands = attention_candidates(spec, profile, flops, read + written)
-        return choose(cands, profile, "attention")
-    if spec.kind == "reduction":
-        cands = reduction_candidates(spec, profile, flops, read, written)
-        return choose(cands, profile, "reduction")
-    cands = pointwise_candidates(spec, profile, flops, read + written)
-    return choose(cands, profile, "pointwise")
+        what, cands = "gemm", gemm_candidates(spec, profile, flops, read + written)
+    elif spec.kind == "attention":
+        what, cands = "attention", attention_candidates(spec, profile, flops, read + written)
+    elif spec.kind == "reduction":
+        what, cands = "reduction", reduction_candidates(spec, profile, flops, read, written)
+    else:
+        what, cands = "pointwise", pointwise_candidates(spec, profile, flops, read + written)
+    if exclude:
+        banned = {launch_key(c) for c in exclude}
+        cands = [
+            Candidate(c.config, "excluded") if launch_key(c.config) in banned else c for c in cands
+        ]
+    return choose(cands, profile, what)
 
 
 def tile_kernels(schedule: Schedule, profile: GpuProfile) -> Schedule:

@@ -50,7 +50,7 @@ def test_bias_gelu_residual_ragged_transposed(dtype: str, split: int) -> None:
     out = torch.empty(2, 37, 29, dtype=dt)
     k = MatmulKernel(
         dtype=dtype, split_k=split, epilogue=("acc = acc + bias", GELU, "acc = acc + res"),
-        epilogue_inputs=("bias", "res"),
+        epilogue_inputs=("bias", "res"), row_vectors=("bias",),
     )  # fmt: skip
     run(k, tile(16, 16, 16, split), a, w.t(), out, bias, res)
 

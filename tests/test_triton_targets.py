@@ -1,0 +1,140 @@
+"""Target verification without a GPU: compile for sm_80/sm_90/sm_100/gfx942, read registers,
+spills, shared memory and tensor-core opcodes; retile a config that spills; cache on disk.
+Repro: pytest tests/test_triton_targets.py (the example sweep: add -m slow)"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from backends.triton_matmul import MatmulKernel, render_matmul
+from backends.triton_targets import (
+    Launch,
+    compile_launch,
+    load_module,
+    specialize,
+    verify_kernels,
+    verify_spec,
+)
+from compiler.gpu import get_profile
+from compiler.ir import DType, Node, TensorType, Value
+from compiler.schedule import KernelSpec
+from passes.tile_config import TileConfig
+from passes.tiling import launch_key, tile
+
+ROOT = Path(__file__).resolve().parents[1]
+MMA = {"a100": "HMMA", "h100": "HGMMA", "b200": "UTCHMMA", "mi300x": "v_mfma"}
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("TILEFUSE_CACHE_DIR", str(tmp_path))
+    return tmp_path
+
+
+def meta(*shape: int, dtype: torch.dtype = torch.float16) -> torch.Tensor:
+    return torch.empty(shape, dtype=dtype, device="meta")
+
+
+def small_matmul() -> tuple[object, list]:
+    k = MatmulKernel("k_small", "fp16", epilogue=("acc = acc + bias",), epilogue_inputs=("bias",))
+    t = TileConfig((("BLOCK_M", 64), ("BLOCK_N", 64), ("BLOCK_K", 32)), 4, 2, group_m=8)
+    module = load_module(render_matmul(k, t), interpret=False)
+    launches = module.arguments(meta(1, 97, 128), meta(64, 128).t(), meta(1, 97, 64), meta(64))
+    return t, launches
+
+
+def test_specialize_like_the_launcher() -> None:
+    """An int equal to 1 is a constexpr, a multiple of 16 gets a divisibility hint, tensors
+    are 16-byte-aligned pointers of their dtype, constexpr kwargs stay constexprs."""
+    _, launches = small_matmul()
+    kernel, _, args, meta_ = launches[0]
+    signature, constexprs, attrs = specialize(kernel, args, meta_)
+    names = list(kernel.arg_names)
+    assert signature["a_ptr"] == "*fp16" and signature["M"] == "i32"
+    assert signature["stride_bk"] == "constexpr" and constexprs["stride_bk"] == 1  # w.t()
+    assert (names.index("K"),) in attrs and (names.index("M"),) not in attrs  # 128 vs 97
+    assert (names.index("stride_am"),) in attrs
+    assert constexprs["BLOCK_M"] == 64 and constexprs["DOT_F32"] is False
+
+
+@pytest.mark.parametrize("gpu", ["a100", "h100", "b200", "mi300x"])
+def test_compile_reads_resources_and_tensor_cores(gpu: str, cache: Path) -> None:
+    """sm_80, sm_90, sm_100 and gfx942 from one CPU: no spills, smem within the profile, and
+    the target's tensor-core opcode in the SASS / AMDGCN; the second compile is a disk hit."""
+    t, launches = small_matmul()
+    kernel, _, args, meta_ = launches[0]
+    p = get_profile(gpu)
+    opts = t.triton_options() | ({"matrix_instr_nonkdim": 16} if p.is_amd else {})
+    info = compile_launch(Launch(kernel, args, meta_), p, opts)
+    assert not info["cached"]
+    assert info["spill_bytes"] == 0 and 0 < info["regs"] <= p.max_regs_per_thread
+    assert 0 < info["smem_bytes"] <= p.smem_per_block
+    assert info["mma_ops"].get(MMA[gpu], 0) > 0, info["mma_ops"]
+    assert compile_launch(Launch(kernel, args, meta_), p, opts)["cached"]
+    binaries = list((cache / "triton_targets").glob("*.hsaco" if p.is_amd else "*.cubin"))
+    assert len(binaries) == 1 and binaries[0].stat().st_size > 0
+
+
+def matmul_spec(M: int, N: int, K: int, t: TileConfig | None) -> KernelSpec:
+    x = Value("x", TensorType((1, M, K), DType.f16))
+    w = Value("w", TensorType((K, N), DType.f16))
+    out = Value("y", TensorType((1, M, N), DType.f16))
+    node = Node("matmul", ("x", "w"), (), out)
+    return KernelSpec("k0_matmul", "matmul", (x, w), (node,), ("y",), (1, M, N), (), ("y",), t)
+
+
+def test_tiling_exclude_picks_another_config() -> None:
+    spec = matmul_spec(1024, 1024, 1024, None)
+    p = get_profile("h100")
+    first = tile(spec, p)
+    second = tile(spec, p, exclude=(first,))
+    assert launch_key(second) != launch_key(first)
+    assert tile(spec, p, exclude=()) == first  # excluding nothing changes nothing
+
+
+def test_spilling_config_goes_back_to_tiling(cache: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """256x128x64 with 4 warps cannot hold its fp32 accumulator on sm_80 (256 fp32 per
+    thread): the compile shows spills, tiling is asked again without it and says why."""
+    p = get_profile("a100")
+    forced = TileConfig((("BLOCK_M", 256), ("BLOCK_N", 128), ("BLOCK_K", 64)), 4, 3,
+                        group_m=8, gpu="a100")  # fmt: skip
+    spec = matmul_spec(512, 512, 256, forced)
+    with caplog.at_level(logging.INFO, logger="tilefuse.tiling"):
+        results = verify_spec(spec, p)
+    assert any("256x128x64 s3 w4 spills" in r.message for r in caplog.records)
+    (r,) = results
+    assert r.config != forced.short and "256x128x64 s3 w4 spills" in r.retiled
+    assert r.spill_bytes == 0 and r.tensor_cores and r.ok
+
+
+def example_kernels(name: str, dtype: torch.dtype) -> list[KernelSpec]:
+    sys.path.insert(0, str(ROOT / "examples"))
+    import compiler
+
+    module = __import__(name)
+    model, args = module.build(dtype=dtype)
+    c = compiler.compile(model, args, backend="numpy")
+    return [k for k in c.kernels if isinstance(k, KernelSpec)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("example", ["gpt2", "unet"])
+def test_examples_fit_every_target(example: str, dtype: torch.dtype) -> None:
+    """The heavy kernels of the examples at default size, at the tiles tiling picks for a100,
+    h100, b200 and mi300x: zero spills, smem within the profile, tensor-core opcodes.
+    ~N s cold on 2 cores (compiles cached on disk under TILEFUSE_CACHE_DIR)."""
+    kernels = example_kernels(example, dtype)
+    gpus = [get_profile(g) for g in ("a100", "h100", "b200", "mi300x")]
+    report = verify_kernels(kernels, gpus)
+    assert report.results, "no heavy kernels"
+    bad = [r for r in report.results if not r.ok]
+    assert not bad, "\n" + str(report)
+    for r in report.results:
+        if r.tensor_cores is not None:
+            assert r.mma_ops.get(MMA[r.gpu], 0) > 0, r
