@@ -91,10 +91,11 @@ def _mainloop(k: ConvKernel, split: bool) -> list[str]:
         "ih = ih0[:, None] + r[None, :] * DH",
         "iw = iw0[:, None] + s[None, :] * DW",
         "a_mask = (kk[None, :] < K) & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)  # padding",
-        "a = tl.load(x_base[:, None] + c[None, :] * stride_xc + ih * stride_xh + iw * stride_xw,",
-        "            mask=a_mask, other=0.0)",
-        "b = tl.load(w_base[None, :] + c[:, None] * stride_wc + r[:, None] * stride_wh",
-        "            + s[:, None] * stride_ww, mask=kk[:, None] < K, other=0.0)",
+        "x_offs = x_row[:, None] + c[None, :] * stride_xc + ih * stride_xh + iw * stride_xw",
+        "a = tl.load(x_ptr + x_offs, mask=a_mask, other=0.0)",
+        "w_offs = (w_col[None, :] + c[:, None] * stride_wc + r[:, None] * stride_wh",
+        "          + s[:, None] * stride_ww)",
+        "b = tl.load(w_ptr + w_offs, mask=kk[:, None] < K, other=0.0)",
         *upcast_lines(["a", "b"], k.dtype),
         *dot_lines("a", "b", "acc", k.dtype),
     ]
@@ -106,8 +107,8 @@ def _mainloop(k: ConvKernel, split: bool) -> list[str]:
         "a_hw = rm % HWo",
         "ih0 = (a_hw // Wo) * SH - PH",
         "iw0 = (a_hw % Wo) * SW - PW",
-        "x_base = x_ptr + a_n * stride_xn + pid_g * CIN_G * stride_xc",
-        "w_base = w_ptr + (pid_g * COUT_G + rn) * stride_wo",
+        "x_row = a_n * stride_xn + pid_g * CIN_G * stride_xc  # int32 offsets, one add per load",
+        "w_col = (pid_g * COUT_G + rn) * stride_wo",
         "acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)",
         *(
             ["# split-K: this program sums the K blocks pid_k, pid_k + SPLIT_K, ..."]

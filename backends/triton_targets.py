@@ -502,7 +502,7 @@ def _result(
     )  # fmt: skip
 
 
-def verify_spec(spec: KernelSpec, p: GpuProfile, retries: int = 4) -> list[TargetResult]:
+def verify_spec(spec: KernelSpec, p: GpuProfile, retries: int = 6) -> list[TargetResult]:
     """Compile `spec` (a matmul, conv2d or attention kernel) for `p` at its TileConfig (or
     what tiling picks); a config that spills or exceeds shared memory goes back to tiling
     with it excluded, and the reason is logged under `tilefuse.tiling`."""
@@ -518,7 +518,8 @@ def verify_spec(spec: KernelSpec, p: GpuProfile, retries: int = 4) -> list[Targe
             opts = (REDUCE_OPTIONS if second else t.triton_options()) | COMPILE_OPTIONS
             info = compile_launch(Launch(kernel, args, meta), p, opts)
             name = spec.name + (".reduce" if second else "")
-            results.append(_result(name, p, t.short, opts["num_warps"], info, not second))
+            label = f"pass 2 of {t.short}" if second else t.short  # 64x64 tiles, 4 warps
+            results.append(_result(name, p, label, opts["num_warps"], info, not second))
         bad = [r for r in results if r.spill_bytes or r.smem_bytes > r.smem_limit]
         if not bad or len(excluded) >= retries:
             retiled = "; ".join(why)
