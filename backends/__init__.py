@@ -3,10 +3,12 @@
 A backend is a module with `NAME`, `supports(spec) -> bool` and
 `render_schedule(schedule, float_dtype=...) -> program`, where the program has `.source` (the
 generated code, readable) and `.load()` (the callable) and `.load_namespace()` (its kernel
-functions by kernel name). Built: `numpy` (the readable reference, the oracle) and `llvm`
-(native CPU code; matmul, conv2d and attention are extern calls into the library torch ships).
-`auto` means the fastest backend on this machine: `llvm` (`triton` once it exists and a GPU is
-present).
+functions by kernel name). Built: `numpy` (the readable reference, the oracle), `llvm`
+(native CPU code; matmul, conv2d and attention are extern calls into the library torch ships)
+and `triton` (pointwise and reduction kernels so far; under the Triton interpreter without a
+GPU). `auto` means the fastest backend on this machine: `llvm` (`triton` once it renders every
+kernel kind and a GPU is present). `check_parity` checks the `PARITY_DEFAULT` backends unless
+told otherwise: `triton` joins them once it renders every kernel kind.
 """
 
 from __future__ import annotations
@@ -14,9 +16,14 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-AVAILABLE = ("numpy", "llvm")
-PLANNED = ("triton",)  # named in the design; not built yet
-_MODULES = {"numpy": "backends.numpy_kernels", "llvm": "backends.llvm_cpu"}
+AVAILABLE = ("numpy", "llvm", "triton")
+PLANNED: tuple[str, ...] = ()  # named in the design; not built yet
+PARITY_DEFAULT = ("numpy", "llvm")
+_MODULES = {
+    "numpy": "backends.numpy_kernels",
+    "llvm": "backends.llvm_cpu",
+    "triton": "backends.triton_backend",
+}
 
 
 def resolve(name: str) -> str:

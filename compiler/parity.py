@@ -232,11 +232,12 @@ def check_parity(
     gpu: str | None = None,
 ) -> ParityReport:
     """Compile `model` once and check every backend's outputs against eager (see module doc);
-    `backends` defaults to every backend built (`backends.AVAILABLE`)."""
+    `backends` defaults to `backends.PARITY_DEFAULT` (every backend that renders every kernel
+    kind)."""
     import backends as backend_registry
     from compiler.api import compile as compile_model
 
-    backends = tuple(backends or backend_registry.AVAILABLE)
+    backends = tuple(backends or backend_registry.PARITY_DEFAULT)
 
     args = args if isinstance(args, tuple) else (args,)
     kwargs = dict(kwargs or {})

@@ -1,0 +1,368 @@
+"""The Triton backend: a schedule as ONE readable Python module of @triton.jit kernels plus a
+launcher named after the graph.
+
+    @triton.jit
+    def k0_fused_add_gelu(a_x_ptr, a_x_s0, a_x_s1, a_b_ptr, a_b_s0, a_v1_ptr, XBLOCK: tl.constexpr):
+        ...
+
+    def launch_k0_fused_add_gelu(a_x, a_b, a_v1):
+        grid = (1,)
+        k0_fused_add_gelu[grid](a_x, a_x.stride(0), ..., XBLOCK=64, num_warps=1, num_stages=1)
+
+    def block(a_x, a_b):
+        buf0 = torch.empty(256, dtype=torch.uint8, device=device)
+        ...
+        return (a_v1,)
+
+The launcher allocates exactly the memory plan's buffers (passes/memory.plan_buffers, floats
+stored in their IR dtype), computes each grid from the kernel's TileConfig (kernels compiled
+without `gpu=` are tiled for `compiler.gpu.default_profile()` here) and launches the kernels in
+order. Graph inputs are read through runtime strides (non-contiguous tensors need no copy);
+intermediates are contiguous planned buffers.
+
+Pointwise and reduction kernels are rendered here (backends/triton_pointwise.py,
+backends/triton_reduction.py); a matmul, conv2d or attention kernel is an TritonUnsupportedError
+naming it until the heavy templates are wired into the launcher.
+
+Note [Interpreted and compiled definitions]
+Triton reads TRITON_INTERPRET when a @triton.jit function is *defined*, and an interpreted
+definition cannot be compiled for a target. So the module is executed once per mode:
+`load()`/`load_namespace()` define it interpreted when no CUDA/ROCm device is present
+(TRITON_INTERPRET=1 only while the module executes, under a lock, then restored: the shared
+loader backends.triton_targets.load_module), and `load_compiled()` defines it compiled
+(TRITON_INTERPRET=0 meanwhile) for target verification, returning per kernel its jit
+function, signature, constexprs and launch options.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from backends.triton_ops import HELPERS, TORCH_DTYPES, TritonUnsupportedError, unsupported
+from backends.triton_pointwise import RenderedKernel, local, render_pointwise
+from backends.triton_reduction import render_reduction
+from compiler.ir import ConstArray, DType, Node, format_attr, print_graph
+from compiler.schedule import KernelSpec, Schedule, output_chains
+from passes.memory import plan_buffers
+
+NAME = "triton"
+TEMPLATE_KINDS = ("matmul", "conv2d", "attention")  # rendered by the heavy templates
+INTERPRETER_WARNING = (
+    "tilefuse: no CUDA/ROCm device, so the Triton kernels run under the Triton interpreter "
+    "(TRITON_INTERPRET=1): this checks their numerics, it is not fast"
+)
+
+_LOCK = threading.Lock()
+_LOADED: dict[tuple[str, bool], dict[str, Any]] = {}
+_warned = False
+
+
+def has_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def unsupported_reason(spec: KernelSpec) -> str | None:
+    """Why this backend cannot render `spec`, or None when it can."""
+    if spec.kind in TEMPLATE_KINDS:
+        return (
+            f"kernel {spec.name} is a {spec.kind} kernel: the Triton {spec.kind} template is "
+            "not wired into the launcher yet"
+        )
+    for n in spec.body:
+        why = unsupported(n.op)
+        if why is not None:
+            return f"kernel {spec.name}: {why}"
+    try:
+        render_kernel(spec, frozenset(), "float32")
+    except TritonUnsupportedError as e:
+        return str(e)
+    return None
+
+
+def supports(spec: KernelSpec) -> bool:
+    """Pointwise and reduction kernels whose every op has a Triton rendering."""
+    return unsupported_reason(spec) is None
+
+
+def storage_dtype(float_dtype: str) -> Callable[[DType], DType]:
+    """How the program stores IR dtypes: as themselves, or every float as f64 (float64)."""
+    if float_dtype == "float64":
+        return lambda d: DType.f64 if d.is_float else d
+    return lambda d: d
+
+
+def render_kernel(spec: KernelSpec, strided: frozenset[str], float_dtype: str) -> RenderedKernel:
+    """The @triton.jit kernel for a pointwise or reduction `spec` (tiled for the default
+    profile when it carries no TileConfig)."""
+    if spec.kind in TEMPLATE_KINDS:
+        raise TritonUnsupportedError(
+            f"triton backend: kernel {spec.name} is a {spec.kind} kernel; the Triton "
+            f"{spec.kind} template is not wired into the launcher yet (no fallback to torch)"
+        )
+    for n in spec.body:
+        why = unsupported(n.op)
+        if why is not None:
+            raise TritonUnsupportedError(f"triton backend: kernel {spec.name}: {why}")
+    tile = spec.tile
+    if tile is None:
+        from compiler.gpu import default_profile
+        from passes.tiling import tile as tile_for
+
+        tile = tile_for(spec, default_profile())
+    compute = "tl.float64" if float_dtype == "float64" else "tl.float32"
+    render = render_reduction if spec.kind == "reduction" else render_pointwise
+    return render(spec, tile, strided, storage_dtype(float_dtype), compute)
+
+
+@dataclass(frozen=True)
+class TritonKernel:
+    """What target verification needs to compile one kernel: `triton.compile(ASTSource(fn,
+    signature, constexprs), target=..., options={"num_warps": ..., "num_stages": ...})`."""
+
+    name: str
+    fn: Any
+    signature: dict[str, str]
+    constexprs: dict[str, int]
+    num_warps: int
+    num_stages: int
+
+
+@dataclass(frozen=True)
+class TritonProgram:
+    """The generated module; `load()` gives the callable over torch tensors."""
+
+    name: str
+    source: str
+    kernels: tuple[RenderedKernel, ...]
+    constants: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def load(self) -> Callable[..., tuple[Any, ...]]:
+        """The program: graph inputs (torch tensors, in order) -> tuple of outputs."""
+        interpret = not has_gpu()
+        return _quiet(self._namespace(interpret=interpret)[self.name], interpret)
+
+    def load_namespace(self) -> dict[str, Any]:
+        """The kernel launch functions by kernel name, each taking the kernel's inputs and
+        then one tensor per output (written in place)."""
+        interpret = not has_gpu()
+        ns = self._namespace(interpret=interpret)
+        return {k.name: _quiet(ns[f"launch_{k.name}"], interpret) for k in self.kernels}
+
+    def load_compiled(self) -> dict[str, TritonKernel]:
+        """Per kernel, the compiled-mode jit function and its signature, constexprs and
+        options (Note [Interpreted and compiled definitions])."""
+        ns = self._namespace(interpret=False)
+        out = {}
+        for k in self.kernels:
+            sig = {p.name: p.signature for p in k.params}
+            sig.update((c, "constexpr") for c, _ in k.constexprs)
+            out[k.name] = TritonKernel(
+                k.name, ns[k.name], sig, dict(k.constexprs), k.num_warps, k.num_stages
+            )
+        return out
+
+    def _namespace(self, *, interpret: bool) -> dict[str, Any]:
+        global _warned
+        key = (self.source, interpret)
+        with _LOCK:
+            if key not in _LOADED:
+                _LOADED[key] = _execute(self.source, self.name, self.constants, interpret)
+            warn = interpret and not _warned
+            _warned = _warned or interpret
+        if warn:
+            warnings.warn(INTERPRETER_WARNING, RuntimeWarning, stacklevel=3)
+        return _LOADED[key]
+
+
+def _quiet(fn: Callable[..., Any], interpret: bool) -> Callable[..., Any]:
+    """Under the interpreter (NumPy underneath) IEEE results such as 1/0 in masked-off lanes
+    come without NumPy's warnings, as on a GPU."""
+    if not interpret:
+        return fn
+
+    def run(*args: Any) -> Any:
+        with np.errstate(all="ignore"):
+            return fn(*args)
+
+    run.__name__ = run.__qualname__ = getattr(fn, "__name__", "run")
+    return run
+
+
+def _execute(
+    source: str, name: str, constants: dict[str, np.ndarray], interpret: bool
+) -> dict[str, Any]:
+    """The module's globals, defined in one mode by the shared per-mode loader
+    (backends.triton_targets.load_module: TRITON_INTERPRET set only while the module executes,
+    and triton.language's own jit helpers routed to interpreted twins during interpreted
+    launches), with the constants bound."""
+    import torch
+
+    from backends.triton_targets import load_module
+
+    module = load_module(source, interpret=interpret)
+    for k, v in constants.items():
+        setattr(module, k, torch.from_numpy(v.copy()))
+    return vars(module)
+
+
+PRELUDE = '''\
+import torch
+import triton
+import triton.language as tl
+
+
+def _buffer(buf, shape, dtype):
+    count = 1
+    for n in shape:
+        count *= n
+    return buf[: count * dtype.itemsize].view(dtype).view(shape)
+
+
+_devices = {}
+
+
+def _on(t, device):
+    """A module constant on `device` (copied there once)."""
+    if t.device == device:
+        return t
+    key = (id(t), str(device))
+    if key not in _devices:
+        _devices[key] = t.to(device)
+    return _devices[key]
+
+
+def _default_device():
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+'''
+
+
+def render_schedule(s: Schedule, *, float_dtype: str = "float32") -> TritonProgram:
+    """One module: helpers, every kernel, a launch function per kernel and the program."""
+    g = s.graph
+    strided = frozenset(v.name for v in g.inputs)
+    kernels = [render_kernel(k, strided, float_dtype) for k in s.kernels]
+    storage = storage_dtype(float_dtype)
+    plan = plan_buffers(s, lambda d: storage(d).itemsize)
+    constants: dict[str, np.ndarray] = {}
+    for k in kernels:
+        for _, c in k.constants:
+            constants[f"_const_{c.digest}"] = _constant_array(c, float_dtype)
+    for n in g.nodes:
+        for _, v in n.attrs:
+            if isinstance(v, ConstArray):
+                constants.setdefault(f"_const_{v.digest}", _constant_array(v, float_dtype))
+    parts = [
+        f'"""tilefuse Triton kernels for {g.name}: {len(s)} kernels, {len(plan.sizes)} buffers '
+        f"({plan.total_bytes} bytes); floats computed in "
+        f'{"fp64" if float_dtype == "float64" else "fp32"}."""',
+        PRELUDE,
+        HELPERS,
+    ]
+    for spec, k in zip(s.kernels, kernels, strict=True):
+        parts += [k.source, _launcher(spec, k)]
+    parts.append(_program(s, plan, storage))
+    source = "\n\n".join(p.rstrip("\n") for p in parts) + "\n"
+    return TritonProgram(g.name, source, tuple(kernels), constants)
+
+
+def _constant_array(c: ConstArray, float_dtype: str) -> np.ndarray:
+    a = c.array()
+    if a.dtype.kind == "f" and float_dtype == "float64":
+        a = a.astype(np.float64)
+    return a
+
+
+def _launcher(spec: KernelSpec, k: RenderedKernel) -> str:
+    names = [local(v.name) for v in spec.inputs] + [local(o) for o in spec.outputs]
+    digests = dict(k.constants)
+    device = f"{local(spec.outputs[0])}.device"
+    args = []
+    for p in k.params:
+        if p.kind in ("ptr", "out"):
+            args.append(local(p.value))
+        elif p.kind == "stride":
+            args.append(f"{local(p.value)}.stride({p.dim})")
+        else:
+            args.append(f"_on(_const_{digests[p.value].digest}, {device})")
+    args += [f"{c}={v}" for c, v in k.constexprs]
+    args += [f"num_warps={k.num_warps}", f"num_stages={k.num_stages}"]
+    lines = [f"def launch_{k.name}({', '.join(names)}):"]
+    if k.grid == 0:
+        lines.append("    return  # an empty domain")
+        return "\n".join(lines)
+    lines.append(f"    grid = ({k.grid},)")
+    call = f"    {k.name}[grid]({', '.join(args)})"
+    if len(call) > 100:
+        call = f"    {k.name}[grid](\n" + "".join(f"        {a},\n" for a in args) + "    )"
+    lines.append(call)
+    return "\n".join(lines)
+
+
+def _program(s: Schedule, plan: Any, storage: Callable[[DType], DType]) -> str:
+    g = s.graph
+    assignment = dict(plan.assignment)
+    lines = [f"def {g.name}({', '.join(local(v.name) for v in g.inputs)}):"]
+    lines += [f"    # {line}" for line in print_graph(g).splitlines()[:1]]
+    first = local(g.inputs[0].name) if g.inputs else None
+    lines.append(f"    device = {first}.device" if first else "    device = _default_device()")
+    for i, size in enumerate(plan.sizes):
+        lines.append(f"    buf{i} = torch.empty({size}, dtype=torch.uint8, device=device)")
+    for k in s.kernels:
+        for o in k.outputs:
+            t = k.type_of(o)
+            dtype = TORCH_DTYPES[storage(t.dtype)]
+            if o in assignment:
+                lines.append(f"    {local(o)} = _buffer(buf{assignment[o]}, {t.shape}, {dtype})")
+            else:
+                lines.append(
+                    f"    {local(o)} = torch.empty({t.shape}, dtype={dtype}, device=device)"
+                )
+        args = [local(v.name) for v in k.inputs] + [local(o) for o in k.outputs]
+        lines.append(f"    launch_{k.name}({', '.join(args)})")
+    done = {v.name for v in g.inputs} | {o for k in s.kernels for o in k.outputs}
+    chains = output_chains(g)
+    for n in g.nodes:  # outputs that are views (or sources): torch views of kernel outputs
+        if n.out.name in done or n.out.name not in chains:
+            continue
+        lines.append(f"    {local(n.out.name)} = {_torch_view(n, storage)}")
+        done.add(n.out.name)
+    outs = ", ".join(local(o) for o in g.outputs)
+    lines.append(f"    return ({outs},)" if len(g.outputs) == 1 else f"    return ({outs})")
+    return "\n".join(lines)
+
+
+def _torch_view(n: Node, storage: Callable[[DType], DType]) -> str:
+    x = local(n.inputs[0]) if n.inputs else ""
+    dtype = TORCH_DTYPES[storage(n.out.type.dtype)]
+    if n.op == "reshape":
+        return f"{x}.reshape({format_attr(n.attr('shape'))})"
+    if n.op == "permute":
+        return f"{x}.permute({format_attr(n.attr('dims'))})"
+    if n.op == "expand":
+        return f"{x}.expand({format_attr(n.attr('shape'))})"
+    if n.op == "slice":
+        dim, step = n.attr("dim"), n.attr("step")
+        rank = n.out.type.rank
+        end = min(n.attr("end"), 2**62)
+        return f"{x}[{':, ' * (dim % rank)}{n.attr('start')}:{end}:{step}]"
+    if n.op == "full":
+        value = n.attr("value")
+        v = format_attr(value) if math.isfinite(float(value)) else f"float({str(value)!r})"
+        return f"torch.full({n.out.type.shape}, {v}, dtype={dtype}, device=device)"
+    if n.op == "arange":
+        start, end, step = n.attr("start"), n.attr("end"), n.attr("step")
+        return (
+            f"torch.arange({start}, {end}, {step}, dtype=torch.float64, device=device).to({dtype})"
+        )
+    if n.op == "constant":
+        return f"_on(_const_{n.attr('value').digest}, device).to({dtype})"
+    raise TritonUnsupportedError(f"triton backend: graph output {n.out.name} is a {n.op}")

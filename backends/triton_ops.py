@@ -1,0 +1,227 @@
+"""The op -> Triton expression table for elementwise ops, and the dtype rules of Triton kernels.
+
+One row per op, like the NumPy templates in `compiler.ops`: `{0}`, `{1}` are the names of the
+input values (always variables, so a template may repeat them) and `{approximate}`-style fields
+are the node's attributes. Floats compute in fp32 whatever they are stored as (f16/bf16 are
+loaded and upcast; stores round to the stored type; a `cast` in the IR rounds where it says),
+so every template is fp32 math. f64 models compute in fp64 (`compute="tl.float64"`).
+
+Composites without a `tl` primitive are small @triton.jit helpers in the module prelude
+(`HELPERS`): tanh, pow. Every other op a pointwise or reduction kernel may hold is in
+`ELEMENTWISE`, is a view/source/gather the index emitter handles, or is a reduction anchor;
+anything else is `unsupported(op)`, which `supports(spec)` reports with its reason.
+
+    ELEMENTWISE["exp"] = "tl.exp({0})"
+    ELEMENTWISE["silu"] = "{0} * tl.sigmoid({0})"
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from compiler.errors import TilefuseError
+from compiler.ir import DType
+
+
+class TritonUnsupportedError(TilefuseError, NotImplementedError):
+    """A kernel (or a node in it) this backend cannot render; the message names it."""
+
+
+# IR dtype -> the Triton type of its values in registers (floats compute wider) and in memory
+TL_STORAGE = {
+    DType.f64: "tl.float64",
+    DType.f32: "tl.float32",
+    DType.f16: "tl.float16",
+    DType.bf16: "tl.bfloat16",
+    DType.i64: "tl.int64",
+    DType.i32: "tl.int32",
+    DType.bool: "tl.int1",
+}
+# IR dtype -> the pointer type Triton's signature strings use (ASTSource)
+SIGNATURE_TYPES = {
+    DType.f64: "*fp64",
+    DType.f32: "*fp32",
+    DType.f16: "*fp16",
+    DType.bf16: "*bf16",
+    DType.i64: "*i64",
+    DType.i32: "*i32",
+    DType.bool: "*i1",
+}
+TORCH_DTYPES = {
+    DType.f64: "torch.float64",
+    DType.f32: "torch.float32",
+    DType.f16: "torch.float16",
+    DType.bf16: "torch.bfloat16",
+    DType.i64: "torch.int64",
+    DType.i32: "torch.int32",
+    DType.bool: "torch.bool",
+}
+
+SQRT_HALF = 1 / math.sqrt(2)
+SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
+GELU_TANH_INNER = f"{SQRT_2_OVER_PI!r} * ({{x}} + 0.044715 * {{x}} * {{x}} * {{x}})"
+GELU = {
+    "none": f"0.5 * {{x}} * (1.0 + tl.erf({{x}} * {SQRT_HALF!r}))",
+    "tanh": f"0.5 * {{x}} * (1.0 + tanh_({GELU_TANH_INNER}))",
+}
+
+ELEMENTWISE: dict[str, str] = {
+    # unary
+    "neg": "-{0}",
+    "abs": "tl.abs({0})",
+    "exp": "tl.exp({0})",
+    "log": "tl.log({0})",
+    "sqrt": "tl.sqrt({0})",
+    "rsqrt": "1.0 / tl.sqrt({0})",
+    "reciprocal": "1.0 / {0}",
+    "sin": "tl.sin({0})",
+    "cos": "tl.cos({0})",
+    "tanh": "tanh_({0})",
+    "erf": "tl.erf({0})",
+    "sigmoid": "tl.sigmoid({0})",
+    "relu": "tl.maximum({0}, 0)",
+    "logical_not": "({0} == 0)",
+    # binary
+    "add": "{0} + {1}",
+    "sub": "{0} - {1}",
+    "mul": "{0} * {1}",
+    "div": "{0} / {1}",
+    "pow": "pow_({0}, {1})",
+    "maximum": "tl.maximum({0}, {1})",
+    "minimum": "tl.minimum({0}, {1})",
+    "eq": "{0} == {1}",
+    "ne": "{0} != {1}",
+    "lt": "{0} < {1}",
+    "le": "{0} <= {1}",
+    "gt": "{0} > {1}",
+    "ge": "{0} >= {1}",
+    "logical_and": "({0} != 0) & ({1} != 0)",
+    "logical_or": "({0} != 0) | ({1} != 0)",
+    "where": "tl.where({0}, {1}, {2})",
+    # composites kept whole until here
+    "gelu": "{gelu0}",
+    "silu": "{0} * tl.sigmoid({0})",
+    "swiglu": "{0} * tl.sigmoid({0}) * {1}",
+    "geglu": "{0} * {gelu1}",
+    "adaln_modulate": "{0} * (1.0 + {1}) + {2}",
+}
+# ops the value emitter renders itself (index maps, sources, gathers, rope's rotation, cast)
+STRUCTURAL = frozenset(
+    {
+        "reshape",
+        "permute",
+        "expand",
+        "slice",
+        "pad",
+        "cat",
+        "index",
+        "embedding",
+        "upsample_nearest2d",
+        "full",
+        "arange",
+        "constant",
+        "cast",
+        "rope",
+    }
+)
+# reduction anchors the reduction renderer lowers (one per kernel)
+REDUCTIONS = frozenset(
+    {
+        "sum",
+        "mean",
+        "amax",
+        "amin",
+        "cumsum",
+        "softmax",
+        "log_softmax",
+        "layer_norm",
+        "rms_norm",
+        "group_norm",
+    }
+)
+
+HELPERS = """\
+@triton.jit
+def tanh_(x):
+    # tanh from exp of a non-positive number only: no overflow for large |x|
+    t = tl.exp(-2.0 * tl.abs(x))
+    y = (1.0 - t) / (1.0 + t)
+    return tl.where(x < 0, -y, y)
+
+
+@triton.jit
+def pow_(x, y):
+    # x ** y as torch: exp2(y * log2|x|), negative bases only with integral exponents
+    r = tl.exp2(y * tl.log2(tl.abs(x)))
+    odd = tl.abs(y - 2.0 * tl.floor(0.5 * y)) == 1.0
+    integral = y == tl.floor(y)
+    r = tl.where((x < 0) & odd, -r, r)
+    r = tl.where((x < 0) & (integral == 0), float("nan"), r)
+    return tl.where(y == 0, 1.0, r)
+"""
+
+
+def unsupported(op: str) -> str | None:
+    """Why a pointwise/reduction kernel cannot hold `op` in Triton, or None when it can."""
+    if op in ELEMENTWISE or op in STRUCTURAL or op in REDUCTIONS:
+        return None
+    return f"no Triton expression for op {op!r} (backends/triton_ops.py)"
+
+
+def elementwise_expr(op: str, args: Sequence[str], attrs: Mapping[str, Any]) -> str:
+    """The Triton expression of elementwise `op` over the named fp32 (or int/bool) values."""
+    fields: dict[str, str] = {}
+    if op in ("gelu", "geglu"):
+        x = args[0] if op == "gelu" else args[1]
+        fields[f"gelu{0 if op == 'gelu' else 1}"] = GELU[attrs.get("approximate", "none")].format(
+            x=x
+        )
+    return "(" + ELEMENTWISE[op].format(*args, **fields) + ")"
+
+
+def literal(value: Any, dtype: DType) -> str:
+    """A Python literal Triton reads as a constant of `dtype`'s compute type."""
+    if dtype is DType.bool:
+        return "True" if value else "False"
+    if not dtype.is_float:
+        return str(int(value))
+    v = float(value)
+    if math.isnan(v):
+        return 'float("nan")'
+    if math.isinf(v):
+        return 'float("inf")' if v > 0 else '-float("inf")'
+    return repr(v)
+
+
+def compute_type(dtype: DType, compute: str) -> str:
+    """The Triton type values of `dtype` have in registers (`compute` for every float)."""
+    return compute if dtype.is_float else TL_STORAGE[dtype]
+
+
+def cast_expr(x: str, src: DType, to: DType, compute: str) -> str:
+    """`cast` as the NumPy reference does it (compiler.ops.ref.cast): values of a narrow
+    float type are rounded to it first (they live unrounded in fp32 between ops), then
+    converted; a float result is rounded to `to` and held in the compute type again."""
+    if src in (DType.f16, DType.bf16) and to != src:
+        x = f"{x}.to({TL_STORAGE[src]}).to({compute})"
+    if to is DType.bool:
+        return f"({x} != 0)"
+    if to.is_float:
+        if to in (DType.f16, DType.bf16) or (to is DType.f32 and compute != "tl.float32"):
+            return f"{x}.to({TL_STORAGE[to]}).to({compute})"
+        return f"{x}.to({compute})"
+    return f"{x}.to({TL_STORAGE[to]})"
+
+
+def identity(op: str, dtype: DType, compute: str) -> str:
+    """The fill value masked-off lanes take in a reduction of `op`."""
+    if op in ("amax", "amin"):
+        if dtype.is_float:
+            return '-float("inf")' if op == "amax" else 'float("inf")'
+        if dtype is DType.bool:
+            return "False" if op == "amax" else "True"
+        bits = 63 if dtype is DType.i64 else 31
+        return str(-(2**bits)) if op == "amax" else str(2**bits - 1)
+    return "0.0" if dtype.is_float else "0"

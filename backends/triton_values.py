@@ -1,0 +1,361 @@
+"""Values at symbolic indices, as Triton statements: how a kernel's IR values are computed.
+
+`TritonValues.value(name, index)` emits the statements computing IR value `name` at a
+multi-index of symbolic `Lin` expressions (backends/llvm_index.py) over the kernel's index
+variables (`offs` in pointwise kernels, `xindex`/`rindex` in reductions) and returns the
+Triton variable holding it. Views, pads, concatenations, gathers and nearest upsampling map
+the index to their input's (the same index maps as the llvm backend: `IndexedValues
+.input_indices`), so every input is read through index arithmetic, never a copy:
+
+    v2 = tl.load(a_x_ptr + (offs // 5) * a_x_s0 + (offs % 5) * a_x_s1, mask=mask, other=0)
+    v3 = (tl.exp(v2.to(tl.float32)))
+
+Values are memoized per scope (a loop body is a scope), so a value read twice at one index is
+computed once. Floats are computed in `compute` (fp32, or fp64 for f64 models).
+
+`render_epilogue` is the entry point for the matmul/conv/attention templates: it renders the
+elementwise nodes after an anchor on an accumulator tile.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+import textwrap
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from backends.llvm_index import (
+    Clamp,
+    FloorDiv,
+    Lin,
+    Load,
+    Mod,
+    ScaleFloor,
+    Var,
+    linearize,
+)
+from backends.llvm_values import IndexedValues
+from backends.triton_ops import (
+    ELEMENTWISE,
+    TL_STORAGE,
+    TritonUnsupportedError,
+    cast_expr,
+    compute_type,
+    elementwise_expr,
+    literal,
+)
+from compiler.ir import DType, Node, TensorType
+from compiler.schedule import KernelSpec
+
+Index = tuple[Lin, ...]
+VIEWS = frozenset({"reshape", "permute", "expand", "slice", "upsample_nearest2d"})
+
+
+def fill(template: str, **parts: str | Sequence[str]) -> str:
+    """The dedented `template` with each line holding only `${name}` replaced by the lines of
+    `parts[name]` at that line's indentation, and every other `${name}` by its string."""
+    out: list[str] = []
+    for line in textwrap.dedent(template).strip("\n").splitlines():
+        m = re.fullmatch(r"(\s*)\$\{(\w+)\}", line)
+        if m and not isinstance(parts[m.group(2)], str):
+            out += [m.group(1) + x if x else "" for x in parts[m.group(2)]]
+        else:
+            out.append(string.Template(line).substitute({k: v for k, v in parts.items()}))
+    return "\n".join(out) + "\n"
+
+
+@dataclass(frozen=True)
+class Pointer:
+    """How a kernel reads one tensor: its pointer parameter and strides in elements (runtime
+    stride parameters for graph inputs, which may be non-contiguous; None: contiguous)."""
+
+    param: str
+    type: TensorType
+    strides: tuple[str, ...] | None = None
+
+
+class TritonValues(IndexedValues):
+    """Emits Triton statements for values of `spec` at symbolic indices (see module doc).
+    The reduction renderer subclasses it to give its anchor's value (`anchor_value`)."""
+
+    def __init__(self, spec: KernelSpec, pointers: dict[str, Pointer], compute: str) -> None:
+        self.spec = spec
+        self.types = {v.name: v.type for v in spec.inputs} | {
+            n.out.name: n.out.type for n in spec.body
+        }
+        self.producers = {n.out.name: n for n in spec.body}
+        self.pointers = pointers
+        self.compute = compute
+        self.mask = "mask"
+        self.scopes: list[dict] = [{}]
+        self.blocks: list[list[str]] = [[]]
+        self.literals: set[str] = set()
+        self.count = 0
+
+    # ------------------------------------------------------------------ statements
+
+    @property
+    def lines(self) -> list[str]:
+        return self.blocks[-1]
+
+    def line(self, text: str) -> None:
+        self.lines.append(text)
+
+    def emit(self, expr: str, prefix: str = "v") -> str:
+        name = f"{prefix}{self.count}"
+        self.count += 1
+        self.line(f"{name} = {expr}")
+        return name
+
+    def push(self) -> None:
+        self.scopes.append({})
+        self.blocks.append([])
+
+    def pop(self) -> list[str]:
+        self.scopes.pop()
+        return self.blocks.pop()
+
+    # ------------------------------------------------------------------ indices
+
+    def lin(self, e: Lin) -> str:
+        """An index expression as Triton integer arithmetic."""
+        parts = []
+        for atom, coeff in e.terms:
+            term = self._atom(atom)
+            parts.append(term if coeff == 1 else f"{term} * {coeff}")
+        if e.const or not parts:
+            parts.append(str(e.const))
+        return parts[0] if len(parts) == 1 else "(" + " + ".join(parts) + ")"
+
+    def _atom(self, a: object) -> str:
+        if isinstance(a, Var):
+            return a.name
+        key = ("atom", a)
+        hit = self._lookup(key)
+        if hit is not None:
+            return hit
+        if isinstance(a, FloorDiv | Mod):
+            x, lo = self.lin(a.x), a.x.bounds()[0]
+            shift = 0 if lo >= 0 else -int(lo // a.k)  # Triton divides toward zero: shift up
+            x = f"({x} + {shift * a.k})" if shift else x
+            expr = f"{x} // {a.k} - {shift}" if isinstance(a, FloorDiv) and shift else None
+            op = "//" if isinstance(a, FloorDiv) else "%"
+            expr = expr or f"{x} {op} {a.k}"
+        elif isinstance(a, Clamp):
+            expr = f"tl.minimum(tl.maximum({self.lin(a.x)}, {a.lo}), {a.hi})"
+        elif isinstance(a, Load):
+            v = self.value(a.name, a.index)
+            expr = f"{v}.to(tl.int64)"
+            if a.wrap:
+                expr = f"tl.where({v} < 0, {v} + {a.wrap}, {v}).to(tl.int64)"
+        elif isinstance(a, ScaleFloor):  # x >= 0: truncation is floor
+            x = self.lin(a.x)
+            expr = f"tl.minimum(({x}.to(tl.float64) * {a.step!r}).to(tl.int64), {a.hi})"
+        else:
+            raise TypeError(a)
+        return self._cache(key, self.emit(expr, "i"))
+
+    def address(self, p: Pointer, idx: Index) -> str:
+        if p.strides is None:
+            return self.lin(linearize(idx, p.type.shape))
+        terms = [
+            f"{self.lin(i)} * {s}"
+            for i, s, n in zip(idx, p.strides, p.type.shape, strict=True)
+            if n != 1 and i.constant() != 0
+        ]
+        return " + ".join(terms) or "0"
+
+    # ------------------------------------------------------------------ values
+
+    def value(self, name: str, idx: Index) -> str:
+        """The variable holding IR value `name` at `idx` (in its compute type)."""
+        key = ("v", name, idx)
+        hit = self._lookup(key)
+        if hit is not None:
+            return hit
+        node = self.producers.get(name)
+        if node is None or node.op == "constant":
+            out = self.load(name, idx)
+        elif node.op in ELEMENTWISE or node.op in ("cast", "rope"):
+            out = self._compute_node(node, idx)
+        elif node.op in VIEWS:
+            ((src, sidx),) = self.input_indices(node, idx)
+            out = self.value(src, sidx)
+        elif node.op in ("embedding", "index"):
+            src, sidx = self.input_indices(node, idx)[-1]
+            out = self.value(src, sidx)
+        elif node.op == "pad":
+            out = self._pad(node, idx)
+        elif node.op == "cat":
+            out = self._cat(node, idx)
+        elif node.op == "full":
+            out = literal(node.attr("value"), node.out.type.dtype)
+            self.literals.add(out)
+        elif node.op == "arange":
+            out = self._arange(node, idx[0])
+        else:
+            out = self.anchor_value(node, idx)
+        return self._cache(key, out)
+
+    def anchor_value(self, node: Node, idx: Index) -> str:
+        raise TritonUnsupportedError(
+            f"triton backend: {node.op} ({node.out.name}) cannot be computed inside "
+            f"{self.spec.kind} kernel {self.spec.name}"
+        )
+
+    def load(self, name: str, idx: Index) -> str:
+        p = self.pointers[name]
+        expr = f"tl.load({p.param} + {self.address(p, idx)}, mask={self.mask}, other=0)"
+        if p.type.dtype.is_float:
+            expr += f".to({self.compute})"
+        return self.emit(expr)
+
+    def tensor(self, v: str, dtype: DType) -> str:
+        """`v` as a Triton tensor (a literal becomes a one-element block)."""
+        if v not in self.literals:
+            return v
+        return f"tl.full([1], {v}, {compute_type(dtype, self.compute)})"
+
+    def _compute_node(self, node: Node, idx: Index) -> str:
+        reads = self.input_indices(node, idx)
+        args = [self.value(i, j) for i, j in reads]
+        if node.op == "cast":
+            src = self.types[node.inputs[0]].dtype
+            expr = cast_expr(self.tensor(args[0], src), src, node.attr("dtype"), self.compute)
+            return self.emit(expr)
+        if node.op == "rope":
+            return self._rope(node, idx, args)
+        if node.op == "pow" and args[1] in self.literals:
+            return self._pow(args[0], float(eval(args[1], {"float": float})), node)
+        if args and all(a in self.literals for a in args):
+            args[0] = self.tensor(args[0], self.types[node.inputs[0]].dtype)
+        return self.emit(elementwise_expr(node.op, args, dict(node.attrs)))
+
+    def _pow(self, x: str, y: float, node: Node) -> str:
+        """x ** y for a constant y: products and roots where exact, else the helper."""
+        x = self.tensor(x, self.types[node.inputs[0]].dtype)
+        exact = {1.0: "{0}", 2.0: "{0} * {0}", 3.0: "{0} * {0} * {0}", 0.5: "tl.sqrt({0})",
+                 -1.0: "1.0 / {0}", -0.5: "1.0 / tl.sqrt({0})", 0.0: "{0} * 0.0 + 1.0"}  # fmt: skip
+        if y in exact:
+            return self.emit("(" + exact[y].format(x) + ")")
+        return self.emit(f"pow_({x}, tl.full([1], {y!r}, {self.compute}))")
+
+    def _rope(self, node: Node, idx: Index, args: list[str]) -> str:
+        """x * cos + rotate_half(x) * sin: the rotated half is x at the partner index."""
+        x, cos, sin = args
+        d = self.types[node.inputs[0]].shape[-1]
+        half = d // 2
+        partner = self.value(node.inputs[0], (*idx[:-1], (idx[-1] + half) % d))
+        j = self.lin(idx[-1])
+        rotated = f"tl.where({j} < {half}, -{partner}, {partner})"
+        return self.emit(f"{x} * {cos} + {rotated} * {sin}")
+
+    def _pad(self, node: Node, idx: Index) -> str:
+        x = self.types[node.inputs[0]]
+        inside = []
+        for i, (lo, _), n in zip(idx, node.attr("pads"), x.shape, strict=True):
+            j = i - lo
+            if not j.within(0, n - 1):
+                jv = self.lin(j)
+                inside.append(f"({jv} >= 0) & ({jv} < {n})")
+        ((src, sidx),) = self.input_indices(node, idx)
+        inner = self.value(src, sidx)
+        if not inside:
+            return inner
+        fill_value = literal(node.attr("value"), node.out.type.dtype)
+        return self.emit(f"tl.where({' & '.join(inside)}, {inner}, {fill_value})")
+
+    def _cat(self, node: Node, idx: Index) -> str:
+        d = node.attr("dim") % len(idx)
+        pieces = self._cat_pieces(node, idx)
+        ends, off = [], 0
+        for name in node.inputs:
+            off += self.types[name].shape[d]
+            ends.append(off)
+        p, j = pieces[-1]
+        result = self.value(node.inputs[p], j)
+        at = self.lin(idx[d]) if len(pieces) > 1 else ""
+        for p, j in reversed(pieces[:-1]):
+            piece = self.value(node.inputs[p], j)
+            result = self.emit(f"tl.where({at} < {ends[p]}, {piece}, {result})")
+        return result
+
+    def _arange(self, node: Node, i: Lin) -> str:
+        start, step, dtype = node.attr("start"), node.attr("step"), node.out.type.dtype
+        at = self.lin(i)
+        if dtype.is_float:
+            f64 = f"{at}.to(tl.float64) * {float(step)!r} + {float(start)!r}"
+            return self.emit(f"({f64}).to({self.compute})")
+        expr = f"{at}" + (f" * {step}" if step != 1 else "") + (f" + {start}" if start else "")
+        return self.emit(f"({expr}).to({TL_STORAGE[dtype]})")
+
+    def store(self, p: Pointer, idx: Index, v: str) -> None:
+        v = self.tensor(v, p.type.dtype)
+        elt = TL_STORAGE[p.type.dtype]
+        value = f"({v}).to({elt})" if p.type.dtype is not DType.bool else f"{v} != 0"
+        address = self.address(p, idx)
+        if not any(i.terms for i in idx):  # one element: a block of pointers to it
+            address += f" + tl.zeros_like({self.mask}).to(tl.int32)"
+        self.line(f"tl.store({p.param} + {address}, {value}, mask={self.mask})")
+
+
+def render_epilogue(
+    nodes: Sequence[Node],
+    acc: str,
+    anchor: str,
+    outputs: Sequence[str],
+    load: Callable[[str], str],
+    *,
+    compute: str = "tl.float32",
+) -> tuple[list[str], dict[str, str]]:
+    """The Triton statements of an anchor's epilogue, for the matmul/conv/attention templates.
+
+    `nodes` are the KernelSpec body nodes after the anchor (`anchor` is its IR name), `acc` the
+    Triton variable holding the anchor's result tile (fp32, e.g. [BLOCK_M, BLOCK_N]), and
+    `load(name)` returns a Triton expression that loads kernel input `name` at the tile's
+    indices (the caller knows its strides and masks, and broadcasts size-1 dims). Returns the
+    statements (no stores) and, per name in `outputs`, the variable holding its tile:
+
+        lines, final = render_epilogue(body[1:], "acc", "v0", ("v2",), lambda x: f"{x}_tile")
+        # lines: ["e0 = (acc + b_tile)", "e1 = (e0 * tl.sigmoid(e0))"]; final: {"v2": "e1"}
+
+    Elementwise ops come from the op table (fp32 math; a `cast` rounds as the reference
+    does); `reshape`/`expand` of a value are the value itself (the tile is the [M, N] view,
+    and the loader broadcasts inputs); `full` is a literal. Any other op (a permute, slice,
+    pad or gather inside the epilogue) raises TritonUnsupportedError: the caller should not fuse
+    it."""
+    env: dict[str, str] = {anchor: acc}
+    literals: set[str] = set()
+    types = {n.out.name: n.out.type for n in nodes}
+    lines: list[str] = []
+
+    def get(name: str) -> str:
+        if name not in env:
+            env[name] = f"e{len(lines)}"
+            lines.append(f"{env[name]} = {load(name)}")
+        return env[name]
+
+    for n in nodes:
+        if n.op in ("reshape", "expand"):
+            env[n.out.name] = get(n.inputs[0])
+            if env[n.out.name] in literals:
+                literals.add(env[n.out.name])
+            continue
+        if n.op == "full":
+            env[n.out.name] = literal(n.attr("value"), n.out.type.dtype)
+            literals.add(env[n.out.name])
+            continue
+        args = [get(i) for i in n.inputs]
+        if n.op == "cast":
+            src = types[n.inputs[0]].dtype if n.inputs[0] in types else DType.f32
+            expr = cast_expr(args[0], src, n.attr("dtype"), compute)
+        elif n.op in ELEMENTWISE:
+            expr = elementwise_expr(n.op, args, dict(n.attrs))
+        else:
+            raise TritonUnsupportedError(
+                f"triton epilogue: {n.op} ({n.out.name}) is not elementwise on the tile"
+            )
+        env[n.out.name] = f"e{len(lines)}"
+        lines.append(f"{env[n.out.name]} = {expr}")
+    return lines, {o: env[o] for o in outputs}
