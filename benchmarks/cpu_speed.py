@@ -8,8 +8,9 @@ backend would pay for the GEMMs even with every other op free. Attention (`sdpa`
 
 Cold compile runs in fresh processes with fresh, empty torch.compile and tilefuse caches:
 ours end to end (capture + compile + first output) against torch.compile's first call. Peak
-RSS compares a fresh process running eager against one running ours (import + setup included;
-VmHWM, i.e. ru_maxrss without the parent's peak that Linux carries across exec).
+RSS compares a fresh process running eager against one loading our saved artifact and running
+it (`compiler.load`: the deployment path), and one compiling and running (JIT); import and set-up
+included; VmHWM, i.e. ru_maxrss without the parent's peak that Linux carries across exec).
 Parity is `compiler.check_parity` for our backend.
 
     python benchmarks/cpu_speed.py [--backend llvm] [--models gpt2,llama,...] [--runs 20]
@@ -68,6 +69,7 @@ COLUMNS = (
     "ours compile s",
     "RSS eager MiB",
     "RSS ours MiB",
+    "RSS JIT MiB",
     "parity",
 )
 
@@ -142,8 +144,17 @@ def gemm_floor(graph: Any) -> tuple[Callable[[], None], int]:
 def child(mode: str, name: str, opts: argparse.Namespace) -> dict[str, Any]:
     """Runs inside a fresh process (see `fresh`): one measurement, returned as JSON."""
     threads = set_threads(opts.threads)
-    model, args, kwargs = build(name, opts.tiny)
     out: dict[str, Any] = {"threads": threads}
+    if mode == "rss-artifact":  # deployment: load a saved artifact; the model is never built
+        import compiler
+
+        c = compiler.load(opts.artifact)
+        example = torch.load(Path(opts.artifact) / "example.pt", weights_only=True)
+        with torch.inference_mode():
+            c(*example["args"], **example["kwargs"])
+        out["maxrss_mib"] = peak_rss_mib()
+        return out
+    model, args, kwargs = build(name, opts.tiny)
     if mode in ("ours", "rss-ours"):
         import compiler
 
@@ -177,10 +188,13 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def fresh(mode: str, name: str, opts: argparse.Namespace) -> dict[str, Any]:
+def fresh(
+    mode: str, name: str, opts: argparse.Namespace, artifact: Path | None = None
+) -> dict[str, Any]:
     """`child(mode, ...)` in a new interpreter with empty Inductor and tilefuse caches."""
     cmd = [sys.executable, __file__, "--child", mode, "--models", name, "--backend", opts.backend]
     cmd += ["--threads", str(opts.threads)] + (["--tiny"] if opts.tiny else [])
+    cmd += ["--artifact", str(artifact)] if artifact is not None else []
     with tempfile.TemporaryDirectory(prefix="cpu_speed_") as tmp:
         env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=f"{tmp}/inductor")
         env["TILEFUSE_CACHE_DIR"] = f"{tmp}/tilefuse"
@@ -245,6 +259,10 @@ def measure(name: str, opts: argparse.Namespace) -> dict[str, str] | None:
         stats = {k: cold["ours"].get(k) for k in STAT_KEYS} if "e2e_s" in cold["ours"] else stats
     if not opts.no_rss:
         cold |= {m: fresh(m, name, opts) for m in ("rss-eager", "rss-ours")}
+        if ours is not None:
+            with tempfile.TemporaryDirectory(prefix="cpu_speed_artifact_") as tmp:
+                saved = ours.save(Path(tmp) / name)
+                cold["rss-artifact"] = fresh("rss-artifact", name, opts, artifact=saved)
     notes += [r["error"] for r in cold.values() if "error" in r]
     for note in notes:
         print(f"  [{name}] {note}")
@@ -268,7 +286,8 @@ def measure(name: str, opts: argparse.Namespace) -> dict[str, str] | None:
         "capture s": fmt(stats.get("capture_s")),
         "ours compile s": fmt(stats.get("compile_s"), 3),
         "RSS eager MiB": fmt(cold_value("rss-eager", "maxrss_mib"), 0),
-        "RSS ours MiB": fmt(cold_value("rss-ours", "maxrss_mib"), 0),
+        "RSS ours MiB": fmt(cold_value("rss-artifact", "maxrss_mib"), 0),
+        "RSS JIT MiB": fmt(cold_value("rss-ours", "maxrss_mib"), 0),
         "parity": verdict,
     }
     assert tuple(row) == COLUMNS
@@ -329,7 +348,8 @@ def write_results(path: Path, table: str, argv: list[str], opts: argparse.Namesp
         " alone in torch (count in parentheses). Cold: fresh process, empty caches, wall seconds"
         " from the built model to the first output; capture/ours compile s from the same process"
         " (or in-process with --no-cold). RSS: peak (VmHWM) of a fresh process running one"
-        " forward.",
+        " forward: eager; ours = loading the saved artifact (compiler.load, the deployment path:"
+        " no torch.export, no LLVM); JIT = compile and run in one process.",
         "",
     ]
     path.write_text("\n".join(text))
@@ -349,6 +369,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--tiny", action="store_true", help="the test suite's tiny configs")
     p.add_argument("--write", nargs="?", const=RESULTS, type=Path, help="write RESULTS.md here")
     p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--artifact", help=argparse.SUPPRESS)
     opts = p.parse_args(argv)
     unknown = [m for m in opts.models.split(",") if m not in MODELS]
     if unknown:
