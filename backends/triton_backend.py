@@ -240,6 +240,14 @@ def _on(t, device):
     return _devices[key]
 
 
+def _interpreted(kernel):
+    """True for a kernel defined under the interpreter (Note [bf16 rounding under the
+    interpreter] in backends/triton_ops.py: it then rounds to bf16 on the bits)."""
+    from triton.runtime.interpreter import InterpretedFunction
+
+    return isinstance(kernel, InterpretedFunction)
+
+
 def _default_device():
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 '''
@@ -293,7 +301,9 @@ def _launcher(spec: KernelSpec, k: RenderedKernel) -> str:
             args.append(f"{local(p.value)}.stride({p.dim})")
         else:
             args.append(f"_on(_const_{digests[p.value].digest}, {device})")
-    args += [f"{c}={v}" for c, v in k.constexprs]
+    args += [
+        f"{c}=_interpreted({k.name})" if c == "BF16_BITS" else f"{c}={v}" for c, v in k.constexprs
+    ]
     args += [f"num_warps={k.num_warps}", f"num_stages={k.num_stages}"]
     lines = [f"def launch_{k.name}({', '.join(names)}):"]
     if k.grid == 0:

@@ -7,12 +7,19 @@ loaded and upcast; stores round to the stored type; a `cast` in the IR rounds wh
 so every template is fp32 math. f64 models compute in fp64 (`compute="tl.float64"`).
 
 Composites without a `tl` primitive are small @triton.jit helpers in the module prelude
-(`HELPERS`): tanh, pow. Every other op a pointwise or reduction kernel may hold is in
-`ELEMENTWISE`, is a view/source/gather the index emitter handles, or is a reduction anchor;
-anything else is `unsupported(op)`, which `supports(spec)` reports with its reason.
+(`HELPERS`): tanh, pow, and bf16 rounding. Every other op a pointwise or reduction kernel may
+hold is in `ELEMENTWISE`, is a view/source/gather the index emitter handles, or is a reduction
+anchor; anything else is `unsupported(op)`, which `supports(spec)` reports with its reason.
 
     ELEMENTWISE["exp"] = "tl.exp({0})"
     ELEMENTWISE["silu"] = "{0} * tl.sigmoid({0})"
+
+Note [bf16 rounding under the interpreter]
+Measured with Triton 3.9: under TRITON_INTERPRET=1, `x.to(tl.bfloat16)` from fp32 truncates
+(1.01171875 -> 1.0078125, where round-to-nearest-even gives 1.015625), so every bf16 store
+would be biased by up to one ulp. Kernels that round to bf16 take a `BF16_BITS` constexpr: the
+launcher passes True only to an InterpretedFunction, and `to_bf16_` then rounds on the bits
+(exact, ties to even); compiled kernels get False and the hardware conversion.
 """
 
 from __future__ import annotations
@@ -144,6 +151,18 @@ REDUCTIONS = frozenset(
 
 HELPERS = """\
 @triton.jit
+def to_bf16_(x, BF16_BITS: tl.constexpr):
+    # fp32 -> bf16, to nearest even. BF16_BITS (only under the Triton interpreter, whose
+    # conversion truncates): round on the bits; compiled kernels use the hardware conversion
+    if BF16_BITS:
+        b = x.to(tl.uint32, bitcast=True)
+        b = (b + 0x7FFF + ((b >> 16) & 1)) >> 16
+        return b.to(tl.uint16).to(tl.bfloat16, bitcast=True)
+    else:
+        return x.to(tl.bfloat16)
+
+
+@triton.jit
 def tanh_(x):
     # tanh from exp of a non-positive number only: no overflow for large |x|
     t = tl.exp(-2.0 * tl.abs(x))
@@ -200,17 +219,24 @@ def compute_type(dtype: DType, compute: str) -> str:
     return compute if dtype.is_float else TL_STORAGE[dtype]
 
 
+def narrow(x: str, to: DType) -> str:
+    """fp32 `x` rounded to the narrow float `to` (Note [bf16 rounding under the interpreter])."""
+    if to is DType.bf16:
+        return f"to_bf16_({x}, BF16_BITS)"
+    return f"{x}.to({TL_STORAGE[to]})"
+
+
 def cast_expr(x: str, src: DType, to: DType, compute: str) -> str:
     """`cast` as the NumPy reference does it (compiler.ops.ref.cast): values of a narrow
     float type are rounded to it first (they live unrounded in fp32 between ops), then
     converted; a float result is rounded to `to` and held in the compute type again."""
     if src in (DType.f16, DType.bf16) and to != src:
-        x = f"{x}.to({TL_STORAGE[src]}).to({compute})"
+        x = f"{narrow(x, src)}.to({compute})"
     if to is DType.bool:
         return f"({x} != 0)"
     if to.is_float:
         if to in (DType.f16, DType.bf16) or (to is DType.f32 and compute != "tl.float32"):
-            return f"{x}.to({TL_STORAGE[to]}).to({compute})"
+            return f"{narrow(x, to)}.to({compute})"
         return f"{x}.to({compute})"
     return f"{x}.to({TL_STORAGE[to]})"
 

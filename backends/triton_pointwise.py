@@ -108,6 +108,12 @@ def frame(
     return params, pointers, tuple(constants)
 
 
+def rounding(body: list[str]) -> list[tuple[str, int]]:
+    """The BF16_BITS constexpr when the body rounds to bf16 (Note [bf16 rounding under the
+    interpreter] in backends/triton_ops.py); its value here is the compiled one (False)."""
+    return [("BF16_BITS", 0)] if any("BF16_BITS" in line for line in body) else []
+
+
 def signature_line(params: list[Param], constexprs: list[str]) -> str:
     names = [p.name for p in params] + [f"{c}: tl.constexpr" for c in constexprs]
     return ", ".join(names)
@@ -145,19 +151,21 @@ def render_pointwise(
         at = index_in(spec.type_of(o).shape, idx, spec.domain, f"output {o}")
         values.store(pointers[f"out:{o}"], at, values.value(o, at))
     xblock = dict(tile.blocks).get("XBLOCK", 1024)
+    body = values.pop()
+    constexprs = [("XBLOCK", xblock), *rounding(body)]
     source = fill(
         POINTWISE,
         header=header(spec),
         name=spec.name,
-        params=signature_line(params, ["XBLOCK"]),
+        params=signature_line(params, [c for c, _ in constexprs]),
         numel=str(numel),
-        body=values.pop(),
+        body=body,
     )
     return RenderedKernel(
         spec.name,
         source,
         tuple(params),
-        (("XBLOCK", xblock),),
+        tuple(constexprs),
         math.ceil(numel / xblock),
         tile.num_warps,
         tile.num_stages,

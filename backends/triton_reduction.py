@@ -32,6 +32,7 @@ from backends.triton_pointwise import (
     frame,
     header,
     index_in,
+    rounding,
     signature_line,
 )
 from backends.triton_values import Index, Pointer, TritonValues, fill
@@ -324,20 +325,22 @@ def render_reduction(
     note = [f"# {r.rows} rows of {r.rlen}, {mode}"]
     if tile.split_k > 1:
         note.append(f"# split_k={tile.split_k} of the tile config: one program per row block")
+    body = r.render()
+    constexprs = [("XBLOCK", r.xblock), ("RBLOCK", r.rblock), *rounding(body)]
     source = fill(
         REDUCTION,
         header=header(spec),
         name=spec.name,
-        params=signature_line(params, ["XBLOCK", "RBLOCK"]),
+        params=signature_line(params, [c for c, _ in constexprs]),
         note=note,
         rows=str(r.rows),
-        body=r.render(),
+        body=body,
     )
     return RenderedKernel(
         spec.name,
         source,
         tuple(params),
-        (("XBLOCK", r.xblock), ("RBLOCK", r.rblock)),
+        tuple(constexprs),
         math.ceil(r.rows / r.xblock),
         tile.num_warps,
         tile.num_stages,

@@ -44,6 +44,7 @@ from backends.triton_ops import (
     compute_type,
     elementwise_expr,
     literal,
+    narrow,
 )
 from compiler.ir import DType, Node, TensorType
 from compiler.schedule import KernelSpec
@@ -292,8 +293,8 @@ class TritonValues(IndexedValues):
 
     def store(self, p: Pointer, idx: Index, v: str) -> None:
         v = self.tensor(v, p.type.dtype)
-        elt = TL_STORAGE[p.type.dtype]
-        value = f"({v}).to({elt})" if p.type.dtype is not DType.bool else f"{v} != 0"
+        d = p.type.dtype
+        value = narrow(f"({v})", d) if d is not DType.bool else f"{v} != 0"
         address = self.address(p, idx)
         if not any(i.terms for i in idx):  # one element: a block of pointers to it
             address += f" + tl.zeros_like({self.mask}).to(tl.int32)"

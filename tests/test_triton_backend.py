@@ -1,0 +1,297 @@
+"""The Triton backend's program: launcher, readability, persistent and looped reductions,
+storage dtypes, strided inputs, the interpreter notice, refusals and the epilogue hook.
+
+Everything runs under the Triton interpreter on small (ragged) shapes.
+Repro: pytest tests/test_triton_backend.py -k looped
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import warnings
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import compiler
+from backends import triton_backend
+from backends.triton_ops import TritonUnsupportedError
+from backends.triton_values import render_epilogue
+from passes.tile_config import TileConfig
+
+
+@pytest.fixture(autouse=True)
+def _quiet_interpreter_notice() -> Any:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        yield
+
+
+def _randn(*shape: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+def _program(fn: Callable[..., Any], args: tuple, tile: TileConfig | None = None) -> tuple:
+    """(compiled for numpy, the Triton program of its schedule, every kernel tiled `tile`)."""
+    c = compiler.compile(fn, args, backend="numpy")
+    s = c.schedule
+    if tile is not None:
+        s = replace(s, kernels=tuple(replace(k, tile=tile) for k in s.kernels))
+    return c, triton_backend.render_schedule(s)
+
+
+def _check(fn: Callable[..., Any], args: tuple, tile: TileConfig | None = None) -> str:
+    c, prog = _program(fn, args, tile)
+    outs = prog.load()(*c.torch_inputs(args, {}))
+    ref = c.run(args, backend="numpy")
+    ref = ref if isinstance(ref, tuple) else (ref,)
+    eager = fn(*args)
+    eager = eager if isinstance(eager, tuple) else (eager,)
+    for o, r, e in zip(outs, ref, eager, strict=True):
+        torch.testing.assert_close(o.to(r.dtype), r, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(o.to(e.dtype), e, rtol=1e-4, atol=1e-4)
+    return prog.source
+
+
+LOOPED = TileConfig((("XBLOCK", 2), ("RBLOCK", 4)), num_warps=1, persistent=False)
+PERSISTENT = TileConfig((("XBLOCK", 2), ("RBLOCK", 16)), num_warps=1, persistent=True)
+
+# 5 rows of 13 (or groups of 3 channels x 2 x 2 = 12): ragged for XBLOCK 2 and RBLOCK 4
+ROWS = {
+    "sum": (lambda x: x.sum(-1), (_randn(5, 13),)),
+    "sum-middle": (lambda x: x.sum(1, keepdim=True) * 2, (_randn(3, 13, 2),)),
+    "mean": (lambda x: x.mean(-1) + 1, (_randn(5, 13),)),
+    "amax": (lambda x: x.amax(-1), (_randn(5, 13),)),
+    "amin": (lambda x: x.amin(-1), (_randn(5, 13),)),
+    "softmax": (lambda x: torch.softmax(x * 2, -1), (_randn(5, 13),)),
+    "log_softmax": (lambda x: torch.log_softmax(x, -1), (_randn(5, 13),)),
+    "layer_norm": (
+        lambda x, r, w, b: F.layer_norm(x + r, (13,), w, b),
+        (_randn(5, 13), _randn(5, 13, seed=1), _randn(13, seed=2), _randn(13, seed=3)),
+    ),
+    "layer_norm-writes-prologue": (
+        lambda x, r: (x + r, F.layer_norm(x + r, (13,))),
+        (_randn(5, 13), _randn(5, 13, seed=1)),
+    ),
+    "rms_norm": (
+        lambda x, w: F.rms_norm(x, (13,), w, eps=1e-6),
+        (_randn(5, 13), _randn(13, seed=2)),
+    ),
+    "group_norm-silu": (
+        lambda x, w, b: F.silu(F.group_norm(x, 2, w, b)),
+        (_randn(3, 6, 2, 2), _randn(6, seed=2), _randn(6, seed=3)),
+    ),
+    "cumsum": (lambda x: x.cumsum(-1), (_randn(5, 13),)),
+    "variance": (lambda x: ((x - x.mean(-1, keepdim=True)) ** 2).mean(-1), (_randn(5, 13),)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ROWS))
+def test_looped_reduction(case: str) -> None:
+    fn, args = ROWS[case]
+    source = _check(fn, args, LOOPED)
+    assert "for r0 in range(0, " in source and "looped over the row" in source
+
+
+@pytest.mark.parametrize("case", sorted(ROWS))
+def test_persistent_reduction(case: str) -> None:
+    fn, args = ROWS[case]
+    source = _check(fn, args, PERSISTENT)
+    assert "for r0 in range" not in source and "persistent: the row in registers" in source
+
+
+def test_persistent_config_smaller_than_the_row_loops() -> None:
+    tile = TileConfig((("XBLOCK", 1), ("RBLOCK", 8)), num_warps=1, persistent=True)
+    assert "for r0 in range(0, 13, RBLOCK)" in _check(*ROWS["softmax"], tile)
+
+
+def test_pointwise_ragged_blocks_broadcast_and_views() -> None:
+    def fn(x: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        y = F.gelu(x.transpose(0, 1) + b, approximate="tanh")
+        return torch.cat([y, F.pad(y, (0, 0, 1, 0))[:7]], dim=1)
+
+    tile = TileConfig((("XBLOCK", 16),), num_warps=1)
+    _check(fn, (_randn(5, 7), _randn(5, seed=1)), tile)
+
+
+def test_embedding_and_upsample_are_index_math() -> None:
+    def fn(w: torch.Tensor, ids: torch.Tensor, x: torch.Tensor) -> tuple:
+        up = F.interpolate(x, scale_factor=2, mode="nearest")
+        return F.embedding(ids, w) * 2, up + 1
+
+    ids = torch.tensor([[3, 0, 2], [1, 1, 4]])
+    source = _check(fn, (_randn(5, 6), ids, _randn(1, 2, 3, 3)), None)
+    assert "torch.empty" in source and "copy" not in source and ".contiguous()" not in source
+
+
+def test_graph_outputs_that_are_views_and_sources() -> None:
+    def fn(x: torch.Tensor) -> tuple:
+        y = torch.exp(x)
+        return y.t(), y.reshape(-1), torch.arange(4)
+
+    _check(fn, (_randn(3, 4),))
+
+
+def test_strided_inputs_need_no_copy() -> None:
+    fn = lambda x, y: torch.softmax(x + y, -1)  # noqa: E731
+    x, y = _randn(6, 5), _randn(5, 6, seed=1)
+    _, prog = _program(fn, (x.t(), y))
+    (out,) = prog.load()(x.t(), y)  # x.t() is not contiguous: read through its strides
+    assert not x.t().is_contiguous()
+    torch.testing.assert_close(out, fn(x.t(), y), rtol=1e-5, atol=1e-6)
+    assert "a_args_0.stride(1)" in prog.source
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_narrow_floats_are_stored_narrow_and_computed_in_fp32(dtype: torch.dtype) -> None:
+    def fn(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return F.silu(F.layer_norm(x * 3, (24,), w))
+
+    x, w = _randn(4, 24).to(dtype), _randn(24, seed=1).to(dtype)
+    _, prog = _program(fn, (x, w))
+    (out,) = prog.load()(x, w)  # tensors in their own dtype: loaded, upcast, rounded on store
+    assert out.dtype == dtype
+    ref = fn(x.double(), w.double())
+    eager_err = (fn(x, w).double() - ref).abs().max()
+    assert (out.double() - ref).abs().max() <= 2 * eager_err + 1e-3
+    assert ".to(tl.float32)" in prog.source
+    if dtype is torch.bfloat16:  # rounded to nearest even under the interpreter too
+        assert "to_bf16_(" in prog.source and "BF16_BITS=_interpreted(" in prog.source
+        (k,) = prog.load_compiled().values()
+        assert k.constexprs["BF16_BITS"] == 0
+
+
+def test_source_is_one_readable_module() -> None:
+    c, prog = _program(*ROWS["group_norm-silu"])
+    source = prog.source
+    ast.parse(source)
+    launchers = re.findall(rf"^def {c.graph.name}\(", source, flags=re.MULTILINE)
+    assert len(launchers) == 1  # the program, named after the graph
+    for k in c.kernels:
+        assert f"@triton.jit\ndef {k.name}(" in source
+        for line in str(k).splitlines():
+            assert f"# {line}" in source  # the kernel's IR is its header comment
+        assert f"def launch_{k.name}(" in source
+    assert "XBLOCK: tl.constexpr, RBLOCK: tl.constexpr" in source
+    assert "fused_group_norm_silu" in c.kernels[0].name
+
+
+def test_launcher_allocates_exactly_the_memory_plan() -> None:
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(torch.sum(x, -1, keepdim=True) * x, -1).sum(-1)
+
+    c, prog = _program(fn, (_randn(3, 5),))
+    plan = c.schedule.plan
+    allocated = [line for line in prog.source.splitlines() if "dtype=torch.uint8" in line]
+    assert len(allocated) == len(plan.sizes) > 0
+    for i, size in enumerate(plan.sizes):
+        assert f"buf{i} = torch.empty({size}, dtype=torch.uint8" in prog.source
+
+
+def test_compile_with_triton_backend_and_gpu_tiles() -> None:
+    fn, args = ROWS["layer_norm"]
+    c = compiler.compile(fn, args, backend="triton", gpu="h100")
+    assert all(k.tile is not None for k in c.kernels)
+    torch.testing.assert_close(c(*args), fn(*args), rtol=1e-5, atol=1e-5)
+    assert "tile (h100)" in c.source("triton")
+    report = compiler.check_parity(fn, args, backends=("numpy", "triton"))
+    assert report.ok, report
+
+
+def test_kernel_functions_serve_bisection() -> None:
+    fn, args = ROWS["layer_norm-writes-prologue"]
+    c = compiler.compile(fn, args, backend="triton")
+    kernels = c.kernel_functions("triton")
+    assert set(kernels) == {k.name for k in c.kernels}
+
+
+def test_interpreter_notice_is_given_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(triton_backend, "_warned", False)
+    _, prog = _program(*ROWS["sum"])
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        prog.load()
+        prog.load()
+        prog.load_namespace()
+    notices = [w for w in seen if "Triton interpreter" in str(w.message)]
+    assert len(notices) == 1 and "not fast" in str(notices[0].message)
+
+
+def test_environment_is_restored_after_loading(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    _, prog = _program(lambda x: x * 7.0 + 1, (_randn(3, 3),))
+    prog.load()
+    import os
+
+    assert "TRITON_INTERPRET" not in os.environ
+
+
+def test_unrendered_kinds_are_a_clear_error() -> None:
+    fn = lambda x, w: F.gelu(x @ w)  # noqa: E731
+    args = (_randn(4, 8), _randn(8, 16, seed=1))
+    c = compiler.compile(fn, args, backend="numpy")
+    matmul = next(k for k in c.kernels if k.kind == "matmul")
+    assert not triton_backend.supports(matmul)
+    assert "matmul kernel" in str(triton_backend.unsupported_reason(matmul))
+    with pytest.raises(TritonUnsupportedError, match=f"kernel {matmul.name} is a matmul kernel"):
+        compiler.compile(fn, args, backend="triton")
+
+
+def test_supports_pointwise_and_reductions() -> None:
+    c = compiler.compile(*ROWS["group_norm-silu"], backend="numpy")
+    assert all(triton_backend.supports(k) for k in c.kernels)
+
+
+def test_compiled_definitions_for_target_verification() -> None:
+    from triton.runtime.interpreter import InterpretedFunction
+    from triton.runtime.jit import JITFunction
+
+    _, prog = _program(*ROWS["layer_norm"])
+    kernels = prog.load_compiled()
+    (k,) = kernels.values()
+    assert isinstance(k.fn, JITFunction) and not isinstance(k.fn, InterpretedFunction)
+    assert k.signature["XBLOCK"] == "constexpr" and k.signature["a_args_0_ptr"] == "*fp32"
+    assert set(k.constexprs) == {"XBLOCK", "RBLOCK"} and k.num_warps >= 1
+    assert list(k.signature) == list(k.fn.arg_names)
+
+
+def test_epilogue_hook_on_an_accumulator_tile() -> None:
+    from backends.triton_targets import load_module
+
+    def fn(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return F.gelu(x @ w + b, approximate="tanh") * 0.5
+
+    x, w, b = _randn(4, 8), _randn(8, 16, seed=1), _randn(16, seed=2)
+    c = compiler.compile(fn, (x, w, b), backend="numpy")
+    (k,) = [k for k in c.kernels if k.kind == "matmul"]
+    at = [n.out.name for n in k.body].index(k.anchors[0])
+    lines, final = render_epilogue(
+        k.body[at + 1 :],
+        "acc",
+        k.anchors[0],
+        k.outputs,
+        lambda name: f"tl.load({name}_ptr + offs_n[None, :]).to(tl.float32)",
+    )
+    (out,) = k.outputs
+    bias = next(v.name for v in k.inputs if v.type.shape == (16,))
+    body = "\n".join(f"    {line}" for line in lines).replace(f"{bias}_ptr", "b_ptr")
+    source = (
+        "import triton\nimport triton.language as tl\n\n\n"
+        "@triton.jit\ndef tanh_(x):\n"
+        "    t = tl.exp(-2.0 * tl.abs(x))\n    y = (1.0 - t) / (1.0 + t)\n"
+        "    return tl.where(x < 0, -y, y)\n\n\n"
+        "@triton.jit\ndef epilogue(acc_ptr, b_ptr, out_ptr):\n"
+        "    offs_m = tl.arange(0, 4)\n    offs_n = tl.arange(0, 16)\n"
+        "    acc = tl.load(acc_ptr + offs_m[:, None] * 16 + offs_n[None, :])\n"
+        f"{body}\n"
+        f"    tl.store(out_ptr + offs_m[:, None] * 16 + offs_n[None, :], {final[out]})\n"
+    )
+    module = load_module(source, interpret=True)
+    result = torch.empty(4, 16)
+    module.epilogue[(1,)](x @ w, b, result)
+    torch.testing.assert_close(result, fn(x, w, b), rtol=1e-5, atol=1e-5)
