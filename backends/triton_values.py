@@ -318,14 +318,18 @@ def render_epilogue(
     indices (the caller knows its strides and masks, and broadcasts size-1 dims). Returns the
     statements (no stores) and, per name in `outputs`, the variable holding its tile:
 
+        # body: v0 = matmul(x, w); v1 = add(v0, b); v2 = silu(v1)
         lines, final = render_epilogue(body[1:], "acc", "v0", ("v2",), lambda x: f"{x}_tile")
-        # lines: ["e0 = (acc + b_tile)", "e1 = (e0 * tl.sigmoid(e0))"]; final: {"v2": "e1"}
+        # lines: ["e0 = b_tile", "e1 = (acc + e0)", "e2 = (e1 * tl.sigmoid(e1))"]
+        # final: {"v2": "e2"}
 
     Elementwise ops come from the op table (fp32 math; a `cast` rounds as the reference
     does); `reshape`/`expand` of a value are the value itself (the tile is the [M, N] view,
     and the loader broadcasts inputs); `full` is a literal. Any other op (a permute, slice,
     pad or gather inside the epilogue) raises TritonUnsupportedError: the caller should not fuse
-    it."""
+    it. The statements may call the helpers of `backends.triton_ops.HELPERS` (`tanh_`, `pow_`,
+    and `to_bf16_(x, BF16_BITS)` for a cast to bf16, which needs a `BF16_BITS` constexpr in
+    scope): the module holding them must include those helpers."""
     env: dict[str, str] = {anchor: acc}
     literals: set[str] = set()
     types = {n.out.name: n.out.type for n in nodes}
@@ -340,8 +344,6 @@ def render_epilogue(
     for n in nodes:
         if n.op in ("reshape", "expand"):
             env[n.out.name] = get(n.inputs[0])
-            if env[n.out.name] in literals:
-                literals.add(env[n.out.name])
             continue
         if n.op == "full":
             env[n.out.name] = literal(n.attr("value"), n.out.type.dtype)
