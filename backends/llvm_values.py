@@ -245,8 +245,11 @@ class IndexedValues:
             return llvm_ops.arange(self, node, idx[0])
         if op not in llvm_ops.ELEMENTWISE:
             raise UnsupportedOpError(
-                f"llvm backend: no native code for {op} in kernel {self.spec.name} "
-                f"(node {node.out.name}{', ' + node.source if node.source else ''})"
+                op,
+                node.out.name,
+                node.source,
+                f"the llvm backend has no native code for it (kernel {self.spec.name})",
+                hint="compile with backend='numpy', or add the op to backends/llvm_ops.py",
             )
         args = [self.value(i, j) for i, j in self.input_indices(node, idx)]
         in_types = [self.types[i].dtype for i in node.inputs]
