@@ -122,14 +122,21 @@ def _route_library_calls(module: ModuleType) -> None:
 
 
 def _with_interpreted_library(run):  # noqa: ANN001, ANN202
-    from triton.runtime.interpreter import InterpretedFunction
+    from triton.runtime.interpreter import InterpretedFunction, _patch_lang
     from triton.runtime.jit import JITFunction
 
     def call(self: JITFunction, *args: object, **kwargs: object) -> object:
         fn = _INTERPRETED.get(id(self))
         if fn is None:
             fn = _INTERPRETED[id(self)] = InterpretedFunction(self.fn)
-        return fn(*args, **kwargs)
+        # InterpretedFunction.__call__ (a device call) patches triton.language for the
+        # helper's module and never restores it, which breaks later compiles in this
+        # process; patch here with a scope we restore (Triton 3.9 private helper)
+        scope = _patch_lang(self.fn)
+        try:
+            return fn.rewrite()(*args, **kwargs)
+        finally:
+            scope.restore()
 
     def wrapped(*args: object, **kwargs: object) -> object:
         with _LOCK:

@@ -175,3 +175,18 @@ def test_unet_convs_fit(gpu: str) -> None:
     fp16; on NVIDIA most need 1-6 retiles (logged under tilefuse.tiling). ~30-60 s cold."""
     kernels = example_kernels("unet", torch.float16, ("conv2d",))
     assert_fits(verify_kernels(kernels, [get_profile(gpu)]))
+
+
+def test_compile_after_interpreted_run(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Running an interpreted kernel (which calls tl.cdiv/tl.zeros) leaves triton.language
+    as it was: a compile in the same process still works (Note [One definition per mode])."""
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(cache / "triton"))  # no cached binary to hide it
+    t, launches = small_matmul()
+    k = MatmulKernel("k_small", "fp16", epilogue=("acc = acc + bias",), epilogue_inputs=("bias",))
+    interpreted = load_module(render_matmul(k, t), interpret=True)
+    a, w, bias = torch.randn(1, 20, 24).half(), torch.randn(24, 18).half(), torch.randn(18).half()
+    out = interpreted.launch(a, w, torch.empty(1, 20, 18, dtype=torch.float16), bias)
+    assert torch.allclose(out.float(), (a.float() @ w.float() + bias.float()), atol=2e-2)
+    kernel, _, args, meta_ = launches[0]
+    info = compile_launch(Launch(kernel, args, meta_), get_profile("a100"), t.triton_options())
+    assert not info["cached"] and info["mma_ops"].get("HMMA", 0) > 0
