@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.tilefuse-installed
 
-.PHONY: demo test test-fast lint format bench bench-cpu docs clean
+.PHONY: demo test test-targets test-fast lint format bench bench-cpu docs clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,10 +26,14 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not targets"
+
+# the Triton target sweep: compiles every example kernel for every GPU target (slow when cold)
+test-targets: $(STAMP)
+	$(PY) -m pytest -q -m targets
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow and not targets"
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -147,7 +147,7 @@ SWEEP = [
 ]
 
 
-@pytest.mark.slow
+@pytest.mark.targets
 @pytest.mark.parametrize(
     ("example", "kinds", "dtype"), SWEEP, ids=["gpt2-fp16", "gpt2-bf16", "unet-mm-attn-fp16"]
 )
@@ -168,7 +168,7 @@ B200_CONV = pytest.mark.xfail(
 )
 
 
-@pytest.mark.slow
+@pytest.mark.targets
 @pytest.mark.parametrize("gpu", ["a100", "h100", pytest.param("b200", marks=B200_CONV), "mi300x"])
 def test_unet_convs_fit(gpu: str) -> None:
     """The unet's convs (3x3 s1 with bias, time embedding and residual epilogues, 3x3 s2),
