@@ -30,6 +30,7 @@ from typing import Any
 
 from compiler.errors import TilefuseError
 from compiler.ir import DType
+from compiler.schedule import REDUCTION_LIKE
 
 
 class TritonUnsupportedError(TilefuseError, NotImplementedError):
@@ -133,21 +134,8 @@ STRUCTURAL = frozenset(
         "rope",
     }
 )
-# reduction anchors the reduction renderer lowers (one per kernel)
-REDUCTIONS = frozenset(
-    {
-        "sum",
-        "mean",
-        "amax",
-        "amin",
-        "cumsum",
-        "softmax",
-        "log_softmax",
-        "layer_norm",
-        "rms_norm",
-        "group_norm",
-    }
-)
+# reduction anchors the reduction renderer lowers (one per kernel): the schedule's own set
+REDUCTIONS = REDUCTION_LIKE
 
 HELPERS = """\
 @triton.jit
