@@ -10,7 +10,10 @@ single-threaded inside the region, so the two thread pools never compete.
 Q, K, V (and the mask) are read where they lie: each is a view chain over a contiguous buffer
 (`compiler.schedule.index_map`), e.g. GPT-2's heads are strided slices of the fused QKV
 product. Eligible: float32, views with a unit-stride last dim (a BLAS leading dimension),
-mask broadcastable by strides. Otherwise the backend calls torch's attention instead.
+mask broadcastable by strides. Otherwise the backend calls torch's attention instead. A bf16 or
+f16 model's attention is eligible too: the driver stores every float an extern call reads or
+writes in float32 (Note [16-bit storage] in `backends.llvm_storage`), and the reference computes
+sdpa in float32.
 
 Row-major to BLAS (column-major): a row-major X[r, c] with row stride ld is the column-major
 matrix X^T with leading dimension ld, so
@@ -32,6 +35,7 @@ from compiler.ir import DType, Node
 from compiler.schedule import ExternCall, index_map
 
 F32 = ir.FloatType()
+STORED_F32 = (DType.f32, DType.bf16, DType.f16)  # float32 in memory in a float32 program
 SCORES_BYTES = 1 << 18  # a thread's scores block: 256 KB, inside a 1 MB L2 with K and V
 CAUSAL_ROWS = 32  # causal blocks skip the keys after their last row
 
@@ -47,9 +51,10 @@ class Operand:
 
 def plan(e: ExternCall) -> list[Operand] | None:
     """The strided operands of an sdpa extern call, or None when the native kernel cannot
-    take it (not float32, or a view the BLAS cannot read in place)."""
+    take it (not stored in float32, or a view the BLAS cannot read in place). Call it for a
+    float32 program only (bf16/f16 operands are float32 in memory there)."""
     n = e.node
-    if n.op != "sdpa" or n.out.type.dtype is not DType.f32:
+    if n.op != "sdpa" or n.out.type.dtype not in STORED_F32:
         return None
     producers = {v.out.name: v for v in e.views}
     types = {v.name: v.type for v in e.inputs}
@@ -64,6 +69,7 @@ def plan(e: ExternCall) -> list[Operand] | None:
             return None
         shape, strides, offset = mapped
         dtype = types[name].dtype
+        dtype = DType.f32 if dtype in STORED_F32 else dtype
         if i < 3 and (strides[-1] != 1 or dtype is not DType.f32 or len(shape) != 4):
             return None
         if i == 3:  # the mask broadcasts against [B, H, L, S]

@@ -14,8 +14,11 @@ compiled with -O3 for this CPU, cached on disk and loaded into the process.
         torch.matmul(a_t25, a_w.permute(1, 0), out=g_t27)  # extern k5.0_matmul: MKL via torch
         tf_add_gelu_3f2a9c01d2(g_t27, a_b, out_t29)          # native k5.1_add_gelu
 
-Floats are stored and computed in float32 (or float64 on request); bf16/f16 values are rounded
-where the IR casts, as the NumPy reference does.
+Floats compute in float32 (or float64 on request); bf16/f16 values are rounded where the IR
+casts, as the NumPy reference does. They are stored in 16 bits wherever only native kernels
+read and write them, else in float32 (Note [16-bit storage] in `backends.llvm_storage`): the
+driver's views and slots carry each value's storage dtype, and `LlvmProgram.input_dtypes` says
+what each graph input is passed as.
 """
 
 from __future__ import annotations
@@ -35,11 +38,10 @@ import torch
 
 from backends import llvm_attention, llvm_conv, llvm_gemm, llvm_winograd
 from backends.llvm_kernel import KernelModule, render_kernel
-from backends.numpy_kernels import storage_itemsize
+from backends.llvm_storage import Storage, plan_buffers_by_value, plan_storage, storage_dtype
 from backends.numpy_ref import local
 from compiler.config import num_threads
-from compiler.dtypes import to_torch
-from compiler.ir import DType, Node, TensorType, print_graph
+from compiler.ir import Node, TensorType, print_graph
 from compiler.schedule import (
     ExternCall,
     KernelSpec,
@@ -48,7 +50,7 @@ from compiler.schedule import (
     output_chains,
     split_externs,
 )
-from passes.memory import output_roots, plan_buffers
+from passes.memory import output_roots
 
 NAME = "llvm"
 EXTERNS = {
@@ -73,6 +75,8 @@ class LlvmProgram:
     modules: dict[str, KernelModule]
     constants: dict[str, np.ndarray]
     steps: list[tuple[str, list[Step]]] = field(default_factory=list)
+    input_dtypes: tuple[torch.dtype, ...] = ()  # what each graph input is passed as
+    storage: Storage | None = None  # every value's storage dtype
 
     @property
     def source(self) -> str:
@@ -237,24 +241,27 @@ def _view(buf: torch.Tensor, shape: Sequence[int], dtype: torch.dtype) -> torch.
     return buf[: count * dtype.itemsize].view(dtype).view(tuple(shape))
 
 
-def storage_dtype(d: DType, float_dtype: str) -> torch.dtype:
-    if d.is_float:
-        return torch.float64 if float_dtype == "float64" else torch.float32
-    return to_torch(d)
-
-
 def render_schedule(
-    s: Schedule, *, float_dtype: str = "float32", weights: frozenset[str] = frozenset()
+    s: Schedule,
+    *,
+    float_dtype: str = "float32",
+    weights: frozenset[str] = frozenset(),
+    sixteen_bit: bool = True,
 ) -> LlvmProgram:
     """The program for `s`. `weights`: graph inputs that are model weights (parameters),
-    whose GEMM layout may be prepared once and cached while they do not change."""
-    return _Renderer(s, float_dtype, weights).program()
+    whose GEMM layout may be prepared once and cached while they do not change.
+    `sixteen_bit`: store bf16/f16 values in 16 bits where only native kernels touch them
+    (Note [16-bit storage]); without it every float is stored in `float_dtype`."""
+    return _Renderer(s, float_dtype, weights, sixteen_bit).program()
 
 
 class _Renderer:
-    def __init__(self, s: Schedule, float_dtype: str, weights: frozenset[str]) -> None:
+    def __init__(
+        self, s: Schedule, float_dtype: str, weights: frozenset[str], sixteen_bit: bool = True
+    ) -> None:
         self.s, self.g, self.fd = s, s.graph, float_dtype
         self.weights = weights
+        self.storage = plan_storage(s, float_dtype, EXTERNS, sixteen_bit)
         self.modules: dict[str, KernelModule] = {}
         self.constants: dict[str, np.ndarray] = {}
         self.slots: list[int] = []  # bytes per slot
@@ -263,8 +270,9 @@ class _Renderer:
         self.attentions = 0  # sdpa calls rendered as native attention kernels
         self.fused: set[int] = set()  # ids of native parts an extern call computed
 
-    def dtype(self, t: TensorType) -> str:
-        return str(storage_dtype(t.dtype, self.fd))
+    def dtype(self, name: str, t: TensorType) -> str:
+        """The storage dtype of value `name` as driver source: `torch.bfloat16`."""
+        return str(self.storage.dtype(name, t))
 
     def program(self) -> LlvmProgram:
         kernels = [self._kernel(k) for k in self.s.kernels]
@@ -273,12 +281,15 @@ class _Renderer:
         externs = sum(isinstance(x, ExternCall) for _, steps in self.steps for x in steps)
         natives, externs = natives + self.attentions, externs - self.attentions
         plan = self.plan
+        count = len(self.storage.narrow)
+        narrow = f"; {count} values stored in 16 bits" if count else ""
         head = [
             f'"""tilefuse llvm program for {self.g.name} ({self.fd} compute): '
             f"{len(self.s)} kernels as {natives} native calls ({len(self.modules)} distinct "
             f"modules, {self.attentions} of them attention) and {externs} extern calls; "
             f"{len(plan.sizes)} planned buffers "
-            f'({plan.total_bytes} bytes) and {len(self.slots)} slots ({sum(self.slots)} bytes)."""',
+            f"({plan.total_bytes} bytes) and {len(self.slots)} slots ({sum(self.slots)} bytes)"
+            f'{narrow}."""',
             "",
             "# memory: the plan's buffers, and the slots extern results and parts hand over in",
         ]
@@ -286,7 +297,16 @@ class _Renderer:
         head += [f"slot{i} = torch.empty({n}, dtype=torch.uint8)" for i, n in enumerate(self.slots)]
         head += self.globals
         source = "\n".join(head) + "\n" + "".join("\n\n" + k for k in kernels) + "\n\n\n" + main
-        return LlvmProgram(self.g.name, source + "\n", self.modules, self.constants, self.steps)
+        inputs = tuple(self.storage.dtype(v.name, v.type) for v in self.g.inputs)
+        return LlvmProgram(
+            self.g.name,
+            source + "\n",
+            self.modules,
+            self.constants,
+            self.steps,
+            inputs,
+            self.storage,
+        )
 
     # ---- one kernel: a function over its inputs and outputs
 
@@ -308,7 +328,8 @@ class _Renderer:
             for o in st.outputs:
                 if o not in names:  # handed to a later part: a slot
                     names[o] = self._slot(o, st.type_of(o))
-            m = render_kernel(st, self.fd)
+            ends = [v.name for v in st.inputs] + list(st.outputs)
+            m = render_kernel(st, self.fd, self.storage.narrow_in(ends))
             self.modules.setdefault(m.symbol, m)
             args = []
             for p in m.params:
@@ -329,14 +350,12 @@ class _Renderer:
         kernel: what they hold only lives inside one kernel)."""
         slot = self.kernel_slots
         self.kernel_slots += 1
-        nbytes = max(t.numel * storage_itemsize(self.fd)(t.dtype), 1)
+        nbytes = self.storage.nbytes(value, t)
         while len(self.slots) <= slot:
             self.slots.append(0)
         self.slots[slot] = max(self.slots[slot], nbytes)
         name = f"g_{value}"
-        self.globals.append(
-            f"{name} = view(slot{slot}, {t.shape}, torch.{self.dtype(t).split('.')[1]})"
-        )
+        self.globals.append(f"{name} = view(slot{slot}, {t.shape}, {self.dtype(value, t)})")
         return name
 
     def _extern(
@@ -425,7 +444,7 @@ class _Renderer:
 
     def _main(self) -> str:
         g = self.g
-        self.plan = plan_buffers(self.s, storage_itemsize(self.fd))
+        self.plan = plan_buffers_by_value(self.s, self.storage.nbytes)
         assignment = dict(self.plan.assignment)
         roots = output_roots(g)
         lines = [f"def {g.name}({', '.join(local(v.name) for v in g.inputs)}):"]
@@ -434,7 +453,7 @@ class _Renderer:
         for k in self.s.kernels:
             for o in k.outputs:
                 t = k.type_of(o)
-                dtype = f"torch.{self.dtype(t).split('.')[1]}"
+                dtype = self.dtype(o, t)
                 if o in assignment:
                     names[o] = f"g_{o}"
                     self.globals.append(f"g_{o} = view(buf{assignment[o]}, {t.shape}, {dtype})")

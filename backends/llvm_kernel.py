@@ -17,8 +17,9 @@ loop per reduction over the row, then the store loop, all while the row is in ca
 
 Every value is generated lazily at a symbolic index (`backends.llvm_index`): views, broadcasts,
 pads, concatenations and gathers are index arithmetic, never copies. Floats compute in the
-program's float type (f32, or f64 on request) and bf16/f16 values are rounded only where the IR
-casts, exactly as the NumPy reference does.
+program's float type (f32, or f64 on request) and bf16/f16 values are rounded where the IR
+casts, exactly as the NumPy reference does, and where a `narrow` parameter stores them in 16
+bits (bf16 as i16, f16 as half: loads widen exactly, stores round to nearest even).
 
 The module exports `<symbol>(ptr args, i64 nthreads)`: `args` holds one data pointer per
 parameter (`KernelModule.params`). Large kernels fork through `GOMP_parallel` (the OpenMP
@@ -65,6 +66,7 @@ class Param:
     role: str  # "in" | "const" | "out" | "scratch"
     type: TensorType | None = None
     const: ConstArray | None = None
+    narrow: bool = False  # stored in its own 16-bit type (bf16 as i16, f16 as half), not F
 
 
 @dataclass
@@ -89,9 +91,14 @@ class KernelModule:
     stages: tuple[str, ...]  # one line per stage, for the header and `explain`
 
 
-def render_kernel(spec: KernelSpec, float_dtype: str = "float32") -> KernelModule:
-    """The LLVM module computing `spec` (which must have no matmul/conv2d/sdpa)."""
-    return _Codegen(spec, float_dtype).module()
+def render_kernel(
+    spec: KernelSpec, float_dtype: str = "float32", narrow: frozenset[str] = frozenset()
+) -> KernelModule:
+    """The LLVM module computing `spec` (which must have no matmul/conv2d/sdpa). `narrow`: the
+    inputs and outputs of IR type bf16/f16 that the caller stores in that 16-bit type (Note
+    [16-bit storage] in `backends.llvm_storage`); every other float is stored in the compute
+    type `float_dtype`."""
+    return _Codegen(spec, float_dtype, narrow).module()
 
 
 @contextmanager
@@ -118,10 +125,20 @@ class _Codegen(IndexedValues, Reductions):
     """The kernel generator: plans stages, emits loops; values and reductions come from the
     mixins in `backends.llvm_values` and `backends.llvm_reduce`."""
 
-    def __init__(self, spec: KernelSpec, float_dtype: str) -> None:
+    def __init__(
+        self, spec: KernelSpec, float_dtype: str, narrow: frozenset[str] = frozenset()
+    ) -> None:
         for n in spec.body:
             if n.op in EXTERN_OPS:
                 raise ValueError(f"{spec.name}: {n.op} is an extern call, not a native kernel")
+        ends = {v.name: v.type for v in spec.inputs} | {o: spec.type_of(o) for o in spec.outputs}
+        for name in sorted(narrow):
+            if name not in ends or ends[name].dtype not in (DType.bf16, DType.f16):
+                raise ValueError(
+                    f"{spec.name}: only a bf16/f16 input or output can be stored in 16 bits, "
+                    f"not {name}"
+                )
+        self.narrow = narrow
         self.spec = spec
         self.fdtype = float_dtype
         self.F = ir.DoubleType() if float_dtype == "float64" else ir.FloatType()
@@ -131,11 +148,11 @@ class _Codegen(IndexedValues, Reductions):
         self.types.update((n.out.name, n.out.type) for n in self.nodes)
         self.order = {n.out.name: i for i, n in enumerate(self.nodes)}
         self._uid = 0
-        params = [Param(v.name, "in", v.type) for v in spec.inputs]
+        params = [Param(v.name, "in", v.type, narrow=v.name in narrow) for v in spec.inputs]
         for n in self.nodes:
             if n.op == "constant":
                 params.append(Param(n.out.name, "const", n.out.type, n.attr("value")))
-        params += [Param(o, "out", self.types[o]) for o in spec.outputs]
+        params += [Param(o, "out", self.types[o], narrow=o in narrow) for o in spec.outputs]
         self.scratch = self._plan_scratch()
         self.offsets: dict[str, int] = {}
         total = 0
@@ -287,6 +304,9 @@ class _Codegen(IndexedValues, Reductions):
         stage_lines = [self._describe(st) for st in self.stages]
         lines += ["; stages:"] + [f";   {s}" for s in stage_lines]
         lines += [f"; args: {', '.join(f'{p.role} {p.name}' for p in self.params)}"]
+        narrow = [f"{p.name} ({p.type.dtype.value})" for p in self.params if p.narrow and p.type]
+        if narrow:
+            lines += [f"; 16-bit storage (bf16 as i16, f16 as half): {', '.join(narrow)}"]
         text = "\n".join(lines) + "\n" + str(self.m)
         return KernelModule(
             symbol, text, self.params, self.scratch_bytes, parallel, tuple(stage_lines)
@@ -296,7 +316,7 @@ class _Codegen(IndexedValues, Reductions):
         """The kernel with its values numbered by position: identical layers of a model get
         the same text, hence the same module (compiled once, cached once)."""
         pos = {p.name: f"%{i}" for i, p in enumerate(self.params)}
-        lines = [f"{self.fdtype} {[(p.role, str(p.type)) for p in self.params]}"]
+        lines = [f"{self.fdtype} {[(p.role, str(p.type), p.narrow) for p in self.params]}"]
         for i, n in enumerate(self.nodes):
             pos.setdefault(n.out.name, f"v{i}")
             attrs = [(k, v.digest if isinstance(v, ConstArray) else v) for k, v in n.attrs]
@@ -421,21 +441,30 @@ class _Codegen(IndexedValues, Reductions):
         inner_shape = st.shape[st.n_outer :]
         if not inner_shape:
             for o in st.sinks:
-                self._store(o, self.ptrs[o], idx, self.value(o, idx))
+                self._store(o, self.ptrs[o], idx, self.value(o, idx), o in self.narrow)
             return
         v = self.fresh("j", inner_shape[0])
         with self._loop(I64(0), I64(inner_shape[0]), v.name) as j:
             self.env[v.name] = j
             full = idx + (v.lin,)
             for o in st.sinks:
-                self._store(o, self.ptrs[o], full, self.value(o, full))
+                self._store(o, self.ptrs[o], full, self.value(o, full), o in self.narrow)
 
-    def _store(self, name: str, ptr: ir.Value, idx: Index, value: ir.Value) -> None:
+    def _store(
+        self, name: str, ptr: ir.Value, idx: Index, value: ir.Value, narrow: bool = False
+    ) -> None:
+        """Store `value` (compute type) at `idx` of `name` at `ptr`; `narrow`: in its 16-bit
+        type (a `narrow` output), else in the storage type of its dtype."""
+        from backends.llvm_ops import narrow_type, store_narrow
+
         t = self.types[name]
-        ety = self._storage(t.dtype)
+        ety = narrow_type(t.dtype) if narrow else self._storage(t.dtype)
+        at = self.b.gep(ptr, [self.lin(linearize(idx, t.shape))], source_etype=ety)
+        if narrow:
+            store_narrow(self, value, at, t.dtype)
+            return
         if t.dtype is DType.bool:
             value = self.b.zext(value, I8)
-        at = self.b.gep(ptr, [self.lin(linearize(idx, t.shape))], source_etype=ety)
         self.b.store(value, at)
 
     def _scratch_ptr(self, name: str) -> ir.Value:

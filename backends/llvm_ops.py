@@ -3,7 +3,9 @@
 Floats follow IEEE as NumPy does (no fast-math outside reductions): `maximum` propagates NaN,
 `rsqrt` is `1 / sqrt`, and a cast rounds to bf16/f16 exactly like `compiler.ops.ref.cast` (bf16
 by integer bit manipulation: LLVM 0.50's llvmlite has no bfloat type). Transcendentals come
-from `backends.llvm_math` (polynomials that vectorize, for float32).
+from `backends.llvm_math` (polynomials that vectorize, for float32). `load_narrow` and
+`store_narrow` move values between the compute type and 16-bit storage (a kernel parameter
+the driver keeps in bf16/f16).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from compiler.ir import DType, Node
 if TYPE_CHECKING:
     from backends.llvm_kernel import _Codegen
 
-I1, I32, I64 = ir.IntType(1), ir.IntType(32), ir.IntType(64)
+I1, I16, I32, I64 = ir.IntType(1), ir.IntType(16), ir.IntType(32), ir.IntType(64)
 Op = Callable[["_Codegen", Node, list[ir.Value], list[DType]], ir.Value]
 ELEMENTWISE: dict[str, Op] = {}
 
@@ -110,6 +112,44 @@ def round_float(cg: _Codegen, v: ir.Value, to: DType) -> ir.Value:
         nan = b.fcmp_unordered("uno", x, x)
         x = b.select(nan, x, b.bitcast(rounded, f32))
     return b.fpext(x, cg.F) if f32 != cg.F else x
+
+
+def load_narrow(cg: _Codegen, at: ir.Value, d: DType) -> ir.Value:
+    """The 16-bit float of `d` at `at` (`narrow_type`) in the compute type: bf16 is shifted
+    into the high half of an f32, f16 extended (`vcvtph2ps` with F16C). Exact."""
+    b, f32 = cg.b, ir.FloatType()
+    if d is DType.bf16:
+        bits = b.zext(b.load(at, typ=I16), I32)
+        x = b.bitcast(b.shl(bits, I32(16)), f32)
+    else:
+        x = b.fpext(b.load(at, typ=ir.HalfType()), f32)
+    return b.fpext(x, cg.F) if f32 != cg.F else x
+
+
+def store_narrow(cg: _Codegen, v: ir.Value, at: ir.Value, d: DType) -> None:
+    """Store the compute-type float `v` at `at` as `d`, rounded to nearest even: the bits of
+    `round_float(v, d)` (so a 16-bit store equals rounding the f32 value). NaN stays NaN
+    (bf16: the quiet NaN 0x7FC0, as torch writes it), overflow gives inf."""
+    b, f32 = cg.b, ir.FloatType()
+    x = b.fptrunc(v, f32) if f32 != cg.F else v
+    if d is DType.f16:
+        b.store(b.fptrunc(x, ir.HalfType()), at)
+        return
+    bits = b.bitcast(x, I32)
+    lsb = b.and_(b.lshr(bits, I32(16)), I32(1))
+    rounded = b.lshr(b.add(bits, b.add(lsb, I32(0x7FFF))), I32(16))
+    nan = b.fcmp_unordered("uno", x, x)
+    b.store(b.trunc(b.select(nan, I32(0x7FC0), rounded), I16), at)
+
+
+def narrow_type(d: DType) -> ir.Type:
+    """How a 16-bit float of `d` lies in memory: bf16 as i16 (llvmlite has no bfloat), f16 as
+    `half`."""
+    if d is DType.bf16:
+        return I16
+    if d is DType.f16:
+        return ir.HalfType()
+    raise ValueError(f"{d.value} has no 16-bit storage")
 
 
 @_op("cast")
@@ -289,4 +329,13 @@ def _adaln(cg: _Codegen, node: Node, args: list[ir.Value], ts: list[DType]) -> i
     return cg.b.fadd(cg.b.fmul(x, cg.b.fadd(cg.fconst(1.0), scale)), shift)
 
 
-__all__ = ["ELEMENTWISE", "arange", "constant", "convert", "intrinsic"]
+__all__ = [
+    "ELEMENTWISE",
+    "arange",
+    "constant",
+    "convert",
+    "intrinsic",
+    "load_narrow",
+    "narrow_type",
+    "store_narrow",
+]

@@ -5,7 +5,8 @@ an index of a value to the indices of its inputs (views, broadcasts, pads, conca
 gathers: `input_indices`) and emits the value there (`value`), memoized per loop scope so a
 value read twice at one index is computed once. It expects the generator's state: `b` (the
 builder), `m` (the module), `F` (the float type), `types`, `producers`, `ptrs`, `scratch`,
-`env` (loop variables), `scopes`, and the generator's `_reduce` and `_scratch_ptr`.
+`env` (loop variables), `scopes`, `narrow` (parameters stored in 16 bits), and the
+generator's `_reduce` and `_scratch_ptr`.
 """
 
 from __future__ import annotations
@@ -212,16 +213,22 @@ class IndexedValues:
         if name in self.scratch:
             out = self._load(self._scratch_ptr(name), t, idx)
         elif name not in self.producers or self.producers[name].op == "constant":
-            out = self._load(self.ptrs[name], t, idx)
+            out = self._load(self.ptrs[name], t, idx, name in self.narrow)
         elif self.producers[name].op in REDUCE_OPS:  # a row phase of an outer loop: here
             out = self._reduce(self.producers[name], idx)
         else:
             out = self._node(self.producers[name], idx)
         return self._cache(key, out)
 
-    def _load(self, ptr: ir.Value, t: TensorType, idx: Index) -> ir.Value:
-        ety = self._storage(t.dtype)
+    def _load(self, ptr: ir.Value, t: TensorType, idx: Index, narrow: bool = False) -> ir.Value:
+        """The value at `idx` of a tensor of type `t` at `ptr`, in its compute type; `narrow`:
+        stored in its 16-bit type (`llvm_ops.load_narrow`), else in its storage type."""
+        from backends.llvm_ops import load_narrow, narrow_type
+
+        ety = narrow_type(t.dtype) if narrow else self._storage(t.dtype)
         at = self.b.gep(ptr, [self.lin(linearize(idx, t.shape))], source_etype=ety)
+        if narrow:
+            return load_narrow(self, at, t.dtype)
         x = self.b.load(at, typ=ety)
         return self.b.trunc(x, I1) if t.dtype is DType.bool else x
 

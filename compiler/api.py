@@ -75,20 +75,27 @@ class Compiled:
     def kernels(self) -> tuple[KernelSpec, ...]:
         return self.schedule.kernels
 
-    def _program(self, backend: str) -> Any:
-        if backend not in self._programs:
+    def _program(self, backend: str, sixteen_bit: bool = True) -> Any:
+        """The backend's program, rendered once; `sixteen_bit=False`: the llvm program with
+        every float stored in the compute type (Note [16-bit storage], backends/llvm_storage)."""
+        key = backend if sixteen_bit or backend != "llvm" else "llvm:wide"
+        if key not in self._programs:
             render = backends.get(backend).render_schedule
             options: dict[str, Any] = {"float_dtype": self._float_dtype}
             if backend == "llvm":
                 options["weights"] = self.captured.weight_names()
-            self._programs[backend] = render(self.schedule, **options)
-        return self._programs[backend]
+                options["sixteen_bit"] = sixteen_bit
+            self._programs[key] = render(self.schedule, **options)
+        return self._programs[key]
 
     def kernel_functions(self, backend: str | None = None) -> dict[str, Any]:
         """A backend's kernel functions by kernel name, each taking NumPy arrays (the kernel's
-        inputs, then one output array per kernel output, written in place)."""
+        inputs, then one output array per kernel output, written in place). The llvm kernels
+        are those of the program storing every float in the compute type, which take the
+        reference's arrays as they are and compute exactly its values (the 16-bit stores of
+        the running program round them further: Note [16-bit storage])."""
         name = backends.resolve(backend or self.backend)
-        namespace = self._program(name).load_namespace()
+        namespace = self._program(name, sixteen_bit=False).load_namespace()
         if name == "numpy":
             return namespace
         return {k.name: _numpy_kernel(namespace[k.name]) for k in self.schedule.kernels}
@@ -124,7 +131,7 @@ class Compiled:
                 torch.from_numpy(np.array(o)) for o in fn(*self.numpy_inputs(args, kwargs or {}))
             ]
         else:
-            outs = list(fn(*self.torch_inputs(args, kwargs or {})))
+            outs = list(fn(*self.torch_inputs(args, kwargs or {}, name)))
         self.stats["calls"] += 1
         return self._rebuild(outs)
 
@@ -167,18 +174,23 @@ class Compiled:
         leaves = self.check_inputs(args, kwargs)
         return [self._to_numpy(self._bind(b, leaves)) for b in self.captured.bindings]
 
-    def torch_inputs(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> list[torch.Tensor]:
-        """The graph inputs for this call as contiguous CPU tensors in storage dtypes (floats
-        in the compute float type). Parameters converted from another dtype are cached until
-        the parameter changes (its version counter)."""
+    def torch_inputs(
+        self, args: tuple[Any, ...], kwargs: Mapping[str, Any], backend: str | None = None
+    ) -> list[torch.Tensor]:
+        """The graph inputs for this call as contiguous CPU tensors in `backend`'s (default:
+        the compiled one's) storage dtypes: floats in the compute float type, except where the
+        llvm program takes a bf16/f16 input as it is (`LlvmProgram.input_dtypes`). Parameters
+        converted from another dtype are cached until the parameter changes (its version
+        counter)."""
         leaves = self.check_inputs(args, kwargs)
+        dtypes = self._input_dtypes(backends.resolve(backend or self.backend))
         out = []
-        for b in self.captured.bindings:
+        for b, dtype in zip(self.captured.bindings, dtypes, strict=True):
             t = self._bind(b, leaves).detach()
             if b.kind == "user":
-                out.append(self._storage_form(t))
+                out.append(self._storage_form(t, dtype))
                 continue
-            key = (b.key, t.data_ptr(), t._version)
+            key = (b.key, t.data_ptr(), t._version, dtype)
             hit = self._converted.get(b.key)
             if hit is not None and hit[0] == key:
                 out.append(hit[1])
@@ -186,17 +198,25 @@ class Compiled:
             # a normal tensor even under torch.inference_mode: the cached copy outlives the
             # call, and the llvm backend reads its version counter (inference tensors have none)
             with torch.inference_mode(False):
-                x = self._storage_form(t)
+                x = self._storage_form(t, dtype)
             if x is not t:
                 # holding `t` keeps its storage alive: no other tensor can take its address
                 self._converted[b.key] = (key, x, t)
             out.append(x)
         return out
 
-    def _storage_form(self, t: torch.Tensor) -> torch.Tensor:
+    def _input_dtypes(self, backend: str) -> tuple[torch.dtype | None, ...]:
+        """What each graph input is passed to `backend` as; None: floats in the compute type."""
+        if backend == "llvm":
+            return self._program("llvm").input_dtypes
+        return (None,) * len(self.captured.bindings)
+
+    def _storage_form(self, t: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """`t` on the CPU, contiguous, a float in `dtype` (default: the compute float type)."""
         x = t.cpu() if t.device.type != "cpu" else t
-        if x.is_floating_point() and x.dtype != self._torch_float:
-            x = x.to(self._torch_float)
+        want = dtype or self._torch_float
+        if x.is_floating_point() and x.dtype != want:
+            x = x.to(want)
         return x.contiguous()
 
     def _bind(self, binding: Any, leaves: list[Any]) -> torch.Tensor:
