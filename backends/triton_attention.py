@@ -74,12 +74,8 @@ $params
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM)  # padded to a power of two; columns >= D are masked
     d_mask = offs_d < D
-    q_base = q_ptr + b * stride_qb + h * stride_qh
-    k_base = k_ptr + b * stride_kb + kv_h * stride_kh
-    v_base = v_ptr + b * stride_vb + kv_h * stride_vh
     q_mask = (offs_m[:, None] < L) & d_mask[None, :]
-    q = tl.load(q_base + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd,
-                mask=q_mask, other=0.0)
+    $load_q
     $rope_setup
     $rope_q
     qk_scale = sm_scale * 1.4426950408889634  # scores in base 2: exp(x) = exp2(x * log2(e))
@@ -91,8 +87,7 @@ $params
         offs_n = start_n + tl.arange(0, BLOCK_N)
         n_mask = offs_n < S
         k_mask = d_mask[:, None] & n_mask[None, :]
-        k = tl.load(k_base + offs_n[None, :] * stride_kn + offs_d[:, None] * stride_kd,
-                    mask=k_mask, other=0.0)  # [HEAD_DIM, BLOCK_N]: k transposed by strides
+        $load_k
         $rope_k
         $dot_qk
         qk = qk * qk_scale
@@ -105,15 +100,35 @@ $params
         p = tl.exp2(qk - m_safe[:, None])
         l_i = l_i * alpha + tl.sum(p, 1)
         acc = acc * alpha[:, None]
-        v = tl.load(v_base + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd,
-                    mask=n_mask[:, None] & d_mask[None, :], other=0.0)
+        v_mask = n_mask[:, None] & d_mask[None, :]
+        $load_v
         $dot_pv
         m_i = m_new
     acc = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]  # all keys masked: 0, not NaN
-    out_ptrs = (out_ptr + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_om
-                + offs_d[None, :] * stride_od)
-    tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=q_mask)
+    $store
 """
+
+# the strided operand loads and output store of the template (the hooks above)
+LOAD_Q = [
+    "q_base = q_ptr + b * stride_qb + h * stride_qh",
+    "k_base = k_ptr + b * stride_kb + kv_h * stride_kh",
+    "v_base = v_ptr + b * stride_vb + kv_h * stride_vh",
+    "q = tl.load(q_base + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd,",
+    "            mask=q_mask, other=0.0)",
+]
+LOAD_K = [
+    "k = tl.load(k_base + offs_n[None, :] * stride_kn + offs_d[:, None] * stride_kd,",
+    "            mask=k_mask, other=0.0)  # [HEAD_DIM, BLOCK_N]: k transposed by strides",
+]
+LOAD_V = [
+    "v = tl.load(v_base + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd,",
+    "            mask=v_mask, other=0.0)",
+]
+STORE = [
+    "out_ptrs = (out_ptr + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_om",
+    "            + offs_d[None, :] * stride_od)",
+    "tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=q_mask)",
+]
 
 HOST = """
 def arguments(${host_args}, scale=None):
@@ -137,7 +152,10 @@ def launch(${host_args}, scale=None):
 """
 
 
-def render_kernel(k: AttentionKernel) -> str:
+def kernel_blocks(k: AttentionKernel) -> dict[str, list[str]]:
+    """The template's blocks for `k`: parameters, operand loads and store (strided), the
+    RoPE prologue, the causal bound, the two dots and the masking. A caller with other
+    operand loads (backends/triton_heavy.py) replaces some and fills KERNEL itself."""
     ptrs = ["q_ptr", "k_ptr", "v_ptr", "out_ptr"]
     ptrs += ["mask_ptr"] if k.mask else []
     ptrs += ["cos_ptr", "sin_ptr"] if k.rope else []
@@ -185,8 +203,12 @@ def render_kernel(k: AttentionKernel) -> str:
         ]
         rope_q = _rope_lines("q", "offs_m", False)
         rope_k = _rope_lines("k", "offs_n", True)
-    blocks = {
+    return {
         "params": [params_text(params)],
+        "load_q": LOAD_Q,
+        "load_k": LOAD_K,
+        "load_v": LOAD_V,
+        "store": STORE,
         "rope_setup": rope_setup,
         "rope_q": rope_q,
         "rope_k": rope_k,
@@ -195,7 +217,10 @@ def render_kernel(k: AttentionKernel) -> str:
         "masking": masking,
         "dot_pv": dot_pv,
     }
-    return fill(KERNEL, blocks, name=k.name)
+
+
+def render_kernel(k: AttentionKernel) -> str:
+    return fill(KERNEL, kernel_blocks(k), name=k.name)
 
 
 def render_host(k: AttentionKernel) -> str:

@@ -53,15 +53,42 @@ class ConvKernel:
     split_k: int = 1
 
 
+# output pixel (o_n, o_h, o_w) and channel `ch` of each tile row and column
+OUT_PIXEL_LINES = [
+    "mask = (offs_m[:, None] < M) & (offs_n[None, :] < COUT_G)",
+    "o_n = offs_m // HWo",
+    "o_hw = offs_m % HWo",
+    "o_h = o_hw // Wo",
+    "o_w = o_hw % Wo",
+    "ch = pid_g * COUT_G + offs_n",
+]
+# input pixel origin of each (wrapped) tile row, before the K loop
+PIXEL_LINES = [
+    "a_n = rm // HWo",
+    "a_hw = rm % HWo",
+    "ih0 = (a_hw // Wo) * SH - PH",
+    "iw0 = (a_hw % Wo) * SW - PW",
+]
+# in the K loop: k -> (channel c, tap r, s) and the input pixel it reads; zero padding
+TAP_LINES = [
+    "kk = k0 + offs_k",
+    "c = kk // (KH * KW)",
+    "r = (kk % (KH * KW)) // KW",
+    "s = kk % KW",
+    "ih = ih0[:, None] + r[None, :] * DH",
+    "iw = iw0[:, None] + s[None, :] * DW",
+    "a_mask = (kk[None, :] < K) & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)  # padding",
+]
+# split-K pass 1 tail: the fp32 partial tile into slice (pid_k, group) of the workspace
+SPLIT_TAIL = [
+    "mask = (offs_m[:, None] < M) & (offs_n[None, :] < COUT_G)",
+    "slot = (pid_k * tl.num_programs(1) + pid_g) * M * COUT_G",
+    "tl.store(ws_ptr + slot + offs_m[:, None] * COUT_G + offs_n[None, :], acc, mask=mask)",
+]
+
+
 def _epilogue(k: ConvKernel) -> list[str]:
-    lines = [
-        "mask = (offs_m[:, None] < M) & (offs_n[None, :] < COUT_G)",
-        "o_n = offs_m // HWo",
-        "o_hw = offs_m % HWo",
-        "o_h = o_hw // Wo",
-        "o_w = o_hw % Wo",
-        "ch = pid_g * COUT_G + offs_n",
-    ]
+    lines = list(OUT_PIXEL_LINES)
     if k.bias:
         lines.append(
             "acc += tl.load(bias_ptr + ch, mask=offs_n < COUT_G, other=0.0).to(tl.float32)[None, :]"
@@ -84,13 +111,7 @@ def _epilogue(k: ConvKernel) -> list[str]:
 def _mainloop(k: ConvKernel, split: bool) -> list[str]:
     loop = "range(pid_k * BLOCK_K, K, BLOCK_K * SPLIT_K)" if split else "range(0, K, BLOCK_K)"
     body = [
-        "kk = k0 + offs_k",
-        "c = kk // (KH * KW)",
-        "r = (kk % (KH * KW)) // KW",
-        "s = kk % KW",
-        "ih = ih0[:, None] + r[None, :] * DH",
-        "iw = iw0[:, None] + s[None, :] * DW",
-        "a_mask = (kk[None, :] < K) & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)  # padding",
+        *TAP_LINES,
         "x_offs = x_row[:, None] + c[None, :] * stride_xc + ih * stride_xh + iw * stride_xw",
         "a = tl.load(x_ptr + x_offs, mask=a_mask, other=0.0)",
         "w_offs = (w_col[None, :] + c[:, None] * stride_wc + r[:, None] * stride_wh",
@@ -103,10 +124,7 @@ def _mainloop(k: ConvKernel, split: bool) -> list[str]:
         "offs_k = tl.arange(0, BLOCK_K)",
         "rm = offs_m % M  # wrapped rows/cols stay in bounds; the store mask drops them",
         "rn = offs_n % COUT_G",
-        "a_n = rm // HWo",
-        "a_hw = rm % HWo",
-        "ih0 = (a_hw // Wo) * SH - PH",
-        "iw0 = (a_hw % Wo) * SW - PW",
+        *PIXEL_LINES,
         "x_row = a_n * stride_xn + pid_g * CIN_G * stride_xc  # int32 offsets, one add per load",
         "w_col = (pid_g * COUT_G + rn) * stride_wo",
         "acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)",
@@ -194,6 +212,16 @@ def _epilogue_params(k: ConvKernel) -> tuple[list[str], list[str]]:
     return ptrs, strides
 
 
+def conv_pids(split: bool) -> list[str]:
+    """The matmul template's grouped program ids, over (tile, group[, K share])."""
+    pids = textwrap.dedent(GROUPED_PIDS).strip().splitlines()
+    pids = [p.replace("pid_b = tl.program_id(1)", "pid_g = tl.program_id(1)") for p in pids]
+    pids = [p.replace("tl.cdiv(N, BLOCK_N)", "tl.cdiv(COUT_G, BLOCK_N)") for p in pids]
+    if split:
+        pids.insert(2, "pid_k = tl.program_id(2)")
+    return pids
+
+
 def render_kernels(k: ConvKernel) -> str:
     split = k.split_k > 1
     ptrs, strides = _epilogue_params(k)
@@ -201,17 +229,10 @@ def render_kernels(k: ConvKernel) -> str:
         "stride_xn, stride_xc, stride_xh, stride_xw",
         "stride_wo, stride_wc, stride_wh, stride_ww",
     ]
-    pids = textwrap.dedent(GROUPED_PIDS).strip().splitlines()
-    pids = [p.replace("pid_b = tl.program_id(1)", "pid_g = tl.program_id(1)") for p in pids]
-    pids = [p.replace("tl.cdiv(N, BLOCK_N)", "tl.cdiv(COUT_G, BLOCK_N)") for p in pids]
+    pids = conv_pids(split)
     if split:
-        pids.insert(2, "pid_k = tl.program_id(2)")
         params = [", ".join(["x_ptr", "w_ptr", "ws_ptr"]), SIZES, *x_w, *META]
-        tail = [
-            "mask = (offs_m[:, None] < M) & (offs_n[None, :] < COUT_G)",
-            "slot = (pid_k * tl.num_programs(1) + pid_g) * M * COUT_G",
-            "tl.store(ws_ptr + slot + offs_m[:, None] * COUT_G + offs_n[None, :], acc, mask=mask)",
-        ]
+        tail = list(SPLIT_TAIL)
     else:
         params = [", ".join(["x_ptr", "w_ptr", "out_ptr", *ptrs]), SIZES, *x_w, *strides, *META]
         tail = _epilogue(k)

@@ -171,11 +171,7 @@ def mainloop_lines(k: MatmulKernel, split: bool) -> list[str]:
             f"{x}_ptrs = {x}_ptr + pid_b * {sb} + rm[:, None] * {sm} + offs_k[None, :] * {sk}"
         )
     lines += [f"{a} = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)" for a in k.accs]
-    if split:
-        lines.append("# split-K: this program sums the K blocks pid_k, pid_k + SPLIT_K, ...")
-        lines.append("for k0 in range(pid_k * BLOCK_K, K, BLOCK_K * SPLIT_K):")
-    else:
-        lines.append("for k0 in range(0, K, BLOCK_K):")
+    lines += k_loop_lines(split)
     body = [
         "a_mask = offs_k[None, :] < K - k0",
         "a = tl.load(a_ptrs + k0 * stride_ak, mask=a_mask, other=0.0)",
@@ -190,10 +186,53 @@ def mainloop_lines(k: MatmulKernel, split: bool) -> list[str]:
             f"{b} = tl.load({b}_ptr + b_offs + k0 * stride_bk,"
             " mask=offs_k[:, None] < K - k0, other=0.0)"
         )
-    body += upcast_lines(["a", *k.bs], k.dtype)
-    for b, acc in zip(k.bs, k.accs, strict=True):
-        body += dot_lines("a", b, acc, k.dtype)
+    body += dot_section("a", k.bs, k.accs, k.dtype)
     return lines + ["    " + b for b in body]
+
+
+def k_loop_lines(split: bool) -> list[str]:
+    """The K loop header: every K block, or with split-K this program's share of them."""
+    if split:
+        return [
+            "# split-K: this program sums the K blocks pid_k, pid_k + SPLIT_K, ...",
+            "for k0 in range(pid_k * BLOCK_K, K, BLOCK_K * SPLIT_K):",
+        ]
+    return ["for k0 in range(0, K, BLOCK_K):"]
+
+
+def dot_section(a: str, bs: list[str], accs: list[str], dtype: str) -> list[str]:
+    """`acc_i += a @ b_i` for every B operand (upcast first under the interpreter for bf16)."""
+    lines = upcast_lines([a, *bs], dtype)
+    for b, acc in zip(bs, accs, strict=True):
+        lines += dot_lines(a, b, acc, dtype)
+    return lines
+
+
+def workspace_store_lines(accs: list[str]) -> list[str]:
+    """Split-K pass 1 tail: each accumulator into its fp32 slice of the workspace
+    [n_acc, SPLIT_K, batch, M, N] (Note [Split-K through an fp32 workspace, not atomics])."""
+    lines = [
+        "mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)",
+        "ws_offs = offs_m[:, None] * N + offs_n[None, :]",
+        "batch = tl.num_programs(1)",
+    ]
+    for i, acc in enumerate(accs):
+        slot = f"(({i} * SPLIT_K + pid_k) * batch + pid_b) * M * N"
+        lines.append(f"tl.store(ws_ptr + {slot} + ws_offs, {acc}, mask=mask)")
+    return lines
+
+
+def workspace_sum_lines(accs: list[str]) -> list[str]:
+    """Split-K pass 2 head (in REDUCE_KERNEL): each accumulator summed over its slices."""
+    lines = ["batch = tl.num_programs(1)"]
+    for i, acc in enumerate(accs):
+        slot = f"(({i} * SPLIT_K + s) * batch + pid_b) * M * N"
+        lines += [
+            f"{acc} = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)",
+            "for s in tl.static_range(SPLIT_K):",
+            f"    {acc} += tl.load(ws_ptr + {slot} + ws_offs, mask=ws_mask, other=0.0)",
+        ]
+    return lines
 
 
 GROUPED_PIDS = """
@@ -293,14 +332,7 @@ def render_kernels(k: MatmulKernel) -> str:
         tail = epilogue_lines(k)
     else:
         params = _kernel_params(k, "ws_ptr", True, False)
-        tail = [
-            "mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)",
-            "ws_offs = offs_m[:, None] * N + offs_n[None, :]",
-            "batch = tl.num_programs(1)",
-        ]
-        for i, acc in enumerate(k.accs):
-            slot = f"(({i} * SPLIT_K + pid_k) * batch + pid_b) * M * N"
-            tail.append(f"tl.store(ws_ptr + {slot} + ws_offs, {acc}, mask=mask)")
+        tail = workspace_store_lines(k.accs)
     pids = textwrap.dedent(GROUPED_PIDS).strip().splitlines()
     if split:
         pids.insert(2, "pid_k = tl.program_id(2)")
@@ -308,13 +340,7 @@ def render_kernels(k: MatmulKernel) -> str:
     blocks["mainloop"] = mainloop_lines(k, split)
     parts.append(fill(KERNEL, blocks, name=k.name))
     if split:
-        sums = ["batch = tl.num_programs(1)"]
-        for i, acc in enumerate(k.accs):
-            sums += [f"{acc} = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)"]
-            sums += ["for s in tl.static_range(SPLIT_K):"]
-            slot = f"(({i} * SPLIT_K + s) * batch + pid_b) * M * N"
-            sums += [f"    {acc} += tl.load(ws_ptr + {slot} + ws_offs, mask=ws_mask, other=0.0)"]
-        blocks = {"params": [params_text(_reduce_params(k))], "sums": sums}
+        blocks = {"params": [params_text(_reduce_params(k))], "sums": workspace_sum_lines(k.accs)}
         blocks["tail"] = epilogue_lines(k)
         parts.append(fill(REDUCE_KERNEL, blocks, name=k.name))
     return "\n\n\n".join(parts)
