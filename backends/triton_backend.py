@@ -20,9 +20,14 @@ without `gpu=` are tiled for `compiler.gpu.default_profile()` here) and launches
 order. Graph inputs are read through runtime strides (non-contiguous tensors need no copy);
 intermediates are contiguous planned buffers.
 
-Pointwise and reduction kernels are rendered here (backends/triton_pointwise.py,
-backends/triton_reduction.py); a matmul, conv2d or attention kernel is an TritonUnsupportedError
-naming it until the heavy templates are wired into the launcher.
+Every kernel kind renders, with no fallback to torch: pointwise and reduction kernels from the
+op table (backends/triton_pointwise.py, backends/triton_reduction.py), and matmul, conv2d and
+attention kernels from the hand-written templates with their fused prologues and epilogues
+(backends/triton_heavy.py). A heavy kernel's launch function goes through its
+`arguments_<kernel>(...)`, which lists its launches: one, or for split-K the partial GEMM
+into an fp32 workspace it allocates and the `<kernel>_reduce` pass that sums it and runs the
+epilogue. A kernel holding an op with no Triton rendering is a TritonUnsupportedError naming
+the kernel and the op.
 
 Note [Interpreted and compiled definitions]
 Triton reads TRITON_INTERPRET when a @triton.jit function is *defined*, and an interpreted
@@ -30,8 +35,10 @@ definition cannot be compiled for a target. So the module is executed once per m
 `load()`/`load_namespace()` define it interpreted when no CUDA/ROCm device is present
 (TRITON_INTERPRET=1 only while the module executes, under a lock, then restored: the shared
 loader backends.triton_targets.load_module), and `load_compiled()` defines it compiled
-(TRITON_INTERPRET=0 meanwhile) for target verification, returning per kernel its jit
-function, signature, constexprs and launch options.
+(TRITON_INTERPRET=0 meanwhile) for target verification, returning per @triton.jit function
+(split-K's `_reduce` pass included) its jit function, signature, constexprs and launch
+options. `backends.triton_heavy.heavy_module(spec, tile)` gives one heavy kernel's text as a
+module of its own for the same purpose.
 """
 
 from __future__ import annotations
@@ -45,15 +52,16 @@ from typing import Any
 
 import numpy as np
 
+from backends.triton_heavy import ANCHOR_OPS, HEAVY_KINDS, HeavyKernel, render_heavy
 from backends.triton_ops import HELPERS, TORCH_DTYPES, TritonUnsupportedError, unsupported
-from backends.triton_pointwise import RenderedKernel, local, render_pointwise
+from backends.triton_pointwise import RenderedKernel, launch_args, local, render_pointwise
 from backends.triton_reduction import render_reduction
 from compiler.ir import ConstArray, DType, Node, format_attr, print_graph
 from compiler.schedule import KernelSpec, Schedule, output_chains
 from passes.memory import plan_buffers
+from passes.tile_config import TileConfig
 
 NAME = "triton"
-TEMPLATE_KINDS = ("matmul", "conv2d", "attention")  # rendered by the heavy templates
 INTERPRETER_WARNING = (
     "tilefuse: no CUDA/ROCm device, so the Triton kernels run under the Triton interpreter "
     "(TRITON_INTERPRET=1): this checks their numerics, it is not fast"
@@ -72,13 +80,8 @@ def has_gpu() -> bool:
 
 def unsupported_reason(spec: KernelSpec) -> str | None:
     """Why this backend cannot render `spec`, or None when it can."""
-    if spec.kind in TEMPLATE_KINDS:
-        return (
-            f"kernel {spec.name} is a {spec.kind} kernel: the Triton {spec.kind} template is "
-            "not wired into the launcher yet"
-        )
     for n in spec.body:
-        why = unsupported(n.op)
+        why = _unsupported(spec, n)
         if why is not None:
             return f"kernel {spec.name}: {why}"
     try:
@@ -88,8 +91,15 @@ def unsupported_reason(spec: KernelSpec) -> str | None:
     return None
 
 
+def _unsupported(spec: KernelSpec, n: Node) -> str | None:
+    if spec.kind in HEAVY_KINDS and n.op == ANCHOR_OPS[spec.kind]:
+        return None  # the template's anchor
+    return unsupported(n.op)
+
+
 def supports(spec: KernelSpec) -> bool:
-    """Pointwise and reduction kernels whose every op has a Triton rendering."""
+    """Kernels whose every op has a Triton rendering (every kind: pointwise, reduction,
+    matmul, conv2d, attention)."""
     return unsupported_reason(spec) is None
 
 
@@ -100,27 +110,30 @@ def storage_dtype(float_dtype: str) -> Callable[[DType], DType]:
     return lambda d: d
 
 
-def render_kernel(spec: KernelSpec, strided: frozenset[str], float_dtype: str) -> RenderedKernel:
-    """The @triton.jit kernel for a pointwise or reduction `spec` (tiled for the default
-    profile when it carries no TileConfig)."""
-    if spec.kind in TEMPLATE_KINDS:
-        raise TritonUnsupportedError(
-            f"triton backend: kernel {spec.name} is a {spec.kind} kernel; the Triton "
-            f"{spec.kind} template is not wired into the launcher yet (no fallback to torch)"
-        )
+def render_kernel(
+    spec: KernelSpec, strided: frozenset[str], float_dtype: str
+) -> RenderedKernel | HeavyKernel:
+    """The @triton.jit kernel(s) for `spec` (tiled for the default profile when it carries
+    no TileConfig): pointwise and reduction kernels here, matmul/conv2d/attention by the
+    templates (backends/triton_heavy.py)."""
     for n in spec.body:
-        why = unsupported(n.op)
+        why = _unsupported(spec, n)
         if why is not None:
             raise TritonUnsupportedError(f"triton backend: kernel {spec.name}: {why}")
-    tile = spec.tile
-    if tile is None:
-        from compiler.gpu import default_profile
-        from passes.tiling import tile as tile_for
-
-        tile = tile_for(spec, default_profile())
+    tile = spec.tile if spec.tile is not None else default_tile(spec)
     compute = "tl.float64" if float_dtype == "float64" else "tl.float32"
+    if spec.kind in HEAVY_KINDS:
+        return render_heavy(spec, tile, strided, storage_dtype(float_dtype), compute)
     render = render_reduction if spec.kind == "reduction" else render_pointwise
     return render(spec, tile, strided, storage_dtype(float_dtype), compute)
+
+
+def default_tile(spec: KernelSpec) -> TileConfig:
+    """The TileConfig of a kernel compiled without `gpu=`: tiled for the default profile."""
+    from compiler.gpu import default_profile
+    from passes.tiling import tile
+
+    return tile(spec, default_profile())
 
 
 @dataclass(frozen=True)
@@ -142,7 +155,7 @@ class TritonProgram:
 
     name: str
     source: str
-    kernels: tuple[RenderedKernel, ...]
+    kernels: tuple[RenderedKernel | HeavyKernel, ...]
     constants: dict[str, np.ndarray] = field(default_factory=dict)
 
     def load(self) -> Callable[..., tuple[Any, ...]]:
@@ -158,16 +171,17 @@ class TritonProgram:
         return {k.name: _quiet(ns[f"launch_{k.name}"], interpret) for k in self.kernels}
 
     def load_compiled(self) -> dict[str, TritonKernel]:
-        """Per kernel, the compiled-mode jit function and its signature, constexprs and
+        """Per @triton.jit function of the module (a split-K GEMM has two: `<kernel>` and
+        `<kernel>_reduce`), the compiled-mode jit function and its signature, constexprs and
         options (Note [Interpreted and compiled definitions])."""
         ns = self._namespace(interpret=False)
         out = {}
         for k in self.kernels:
-            sig = {p.name: p.signature for p in k.params}
-            sig.update((c, "constexpr") for c, _ in k.constexprs)
-            out[k.name] = TritonKernel(
-                k.name, ns[k.name], sig, dict(k.constexprs), k.num_warps, k.num_stages
-            )
+            for e in k.entries:
+                sig, consts = dict(e.signature), dict(e.constexprs)
+                out[e.name] = TritonKernel(
+                    e.name, ns[e.name], sig, consts, e.num_warps, e.num_stages
+                )
         return out
 
     def _namespace(self, *, interpret: bool) -> dict[str, Any]:
@@ -276,7 +290,8 @@ def render_schedule(s: Schedule, *, float_dtype: str = "float32") -> TritonProgr
         HELPERS,
     ]
     for spec, k in zip(s.kernels, kernels, strict=True):
-        parts += [k.source, _launcher(spec, k)]
+        host = k.host if isinstance(k, HeavyKernel) else _launcher(spec, k)
+        parts += [k.source, host]
     parts.append(_program(s, plan, storage))
     source = "\n\n".join(p.rstrip("\n") for p in parts) + "\n"
     return TritonProgram(g.name, source, tuple(kernels), constants)
@@ -291,16 +306,7 @@ def _constant_array(c: ConstArray, float_dtype: str) -> np.ndarray:
 
 def _launcher(spec: KernelSpec, k: RenderedKernel) -> str:
     names = [local(v.name) for v in spec.inputs] + [local(o) for o in spec.outputs]
-    digests = dict(k.constants)
-    device = f"{local(spec.outputs[0])}.device"
-    args = []
-    for p in k.params:
-        if p.kind in ("ptr", "out"):
-            args.append(local(p.value))
-        elif p.kind == "stride":
-            args.append(f"{local(p.value)}.stride({p.dim})")
-        else:
-            args.append(f"_on(_const_{digests[p.value].digest}, {device})")
+    args = launch_args(k.params, k.constants, f"{local(spec.outputs[0])}.device")
     args += [
         f"{c}=_interpreted({k.name})" if c == "BF16_BITS" else f"{c}={v}" for c, v in k.constexprs
     ]

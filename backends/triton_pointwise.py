@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from backends.llvm_index import Var, linearize, unravel
 from backends.triton_ops import SIGNATURE_TYPES, TritonUnsupportedError
@@ -40,13 +41,27 @@ Storage = Callable[[DType], DType]  # IR dtype -> the dtype the program stores i
 @dataclass(frozen=True)
 class Param:
     """One kernel parameter: `kind` is "ptr" (of IR value `value`), "stride" (dim `dim` of
-    `value`), "const" (pointer to constant `value`) or "constexpr"."""
+    `value`), "const" (pointer to constant `value`), "out", or "workspace" (the launcher's
+    fp32 buffer named `value`)."""
 
     name: str
     kind: str
     value: str = ""
     dim: int = 0
     signature: str = ""
+
+
+@dataclass(frozen=True)
+class JitEntry:
+    """One @triton.jit function of the module as target verification compiles it: its
+    signature (parameter -> Triton type, "constexpr" for constexprs, in parameter order), the
+    constexpr values of a compiled launch, and the launch options."""
+
+    name: str
+    signature: tuple[tuple[str, str], ...]
+    constexprs: tuple[tuple[str, Any], ...]
+    num_warps: int
+    num_stages: int
 
 
 @dataclass(frozen=True)
@@ -62,9 +77,37 @@ class RenderedKernel:
     num_stages: int
     constants: tuple[tuple[str, ConstArray], ...] = ()  # IR name -> its array
 
+    @property
+    def entries(self) -> tuple[JitEntry, ...]:
+        sig = [(p.name, p.signature) for p in self.params]
+        sig += [(c, "constexpr") for c, _ in self.constexprs]
+        return (JitEntry(self.name, tuple(sig), self.constexprs, self.num_warps, self.num_stages),)
+
 
 def local(name: str) -> str:
     return f"a_{name}"
+
+
+def launch_args(
+    params: list[Param] | tuple[Param, ...],
+    constants: tuple[tuple[str, ConstArray], ...],
+    device: str,
+) -> list[str]:
+    """The launcher's argument expression for each data parameter: the tensor, its runtime
+    stride, or the module constant moved to `device`; any other parameter (a workspace) is
+    the host variable named by its `value`."""
+    digests = dict(constants)
+    args = []
+    for p in params:
+        if p.kind in ("ptr", "out"):
+            args.append(local(p.value))
+        elif p.kind == "stride":
+            args.append(f"{local(p.value)}.stride({p.dim})")
+        elif p.kind == "const":
+            args.append(f"_on(_const_{digests[p.value].digest}, {device})")
+        else:
+            args.append(p.value)
+    return args
 
 
 def header(spec: KernelSpec) -> list[str]:

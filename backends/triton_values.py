@@ -13,8 +13,10 @@ the index to their input's (the same index maps as the llvm backend: `IndexedVal
 Values are memoized per scope (a loop body is a scope), so a value read twice at one index is
 computed once. Floats are computed in `compute` (fp32, or fp64 for f64 models).
 
-`render_epilogue` is the entry point for the matmul/conv/attention templates: it renders the
-elementwise nodes after an anchor on an accumulator tile.
+`TileValues` is the same for the heavy kernels (backends/triton_heavy.py): operand tiles of
+a matmul, conv2d or attention kernel (raw loads of views, or prologues computed, rounded and
+masked) and its epilogue over the accumulator tile. `render_epilogue` is the small hook for
+the templates' own tests: the elementwise nodes after an anchor on an accumulator tile.
 """
 
 from __future__ import annotations
@@ -207,10 +209,20 @@ class TritonValues(IndexedValues):
 
     def load(self, name: str, idx: Index) -> str:
         p = self.pointers[name]
-        expr = f"tl.load({p.param} + {self.address(p, idx)}, mask={self.mask}, other=0)"
+        address = self.block_address(self.address(p, idx), idx, p)
+        expr = f"tl.load({p.param} + {address}, mask={self.mask}, other=0)"
         if p.type.dtype.is_float:
             expr += f".to({self.compute})"
         return self.emit(expr)
+
+    def block_address(self, address: str, idx: Index, p: Pointer) -> str:
+        """`address` (of `p` at `idx`) as a block of the mask's shape where it could be
+        smaller (Triton broadcasts a load's mask to its pointer, not the pointer to the
+        mask): here only an address of one element, as every other index spans the kernel's
+        one axis."""
+        if not any(i.terms for i in idx):
+            return f"{address} + tl.zeros_like({self.mask}).to(tl.int32)"
+        return address
 
     def tensor(self, v: str, dtype: DType) -> str:
         """`v` as a Triton tensor (a literal becomes a one-element block)."""
@@ -295,10 +307,88 @@ class TritonValues(IndexedValues):
         v = self.tensor(v, p.type.dtype)
         d = p.type.dtype
         value = narrow(f"({v})", d) if d is not DType.bool else f"{v} != 0"
-        address = self.address(p, idx)
-        if not any(i.terms for i in idx):  # one element: a block of pointers to it
-            address += f" + tl.zeros_like({self.mask}).to(tl.int32)"
+        address = self.block_address(self.address(p, idx), idx, p)
         self.line(f"tl.store({p.param} + {address}, {value}, mask={self.mask})")
+
+
+# program-id scalars of the heavy kernels: free in any row or column mask
+TILE_SCALARS = frozenset({"pid_b", "pid_g", "b", "h", "kv_h"})
+
+
+class TileValues(TritonValues):
+    """Values of a heavy kernel: an anchor's value is its accumulator tile (`anchor_tiles`:
+    anchor -> (the tile's index, the expression)), valid only at that index. `narrow_masks`
+    lists (index variables, mask) pairs: a load whose index uses only those variables takes
+    that (row or column) mask, and so loads one row or column instead of a tile. Loads and
+    stores whose index does not span the mask's axes (a GEMM with M = 1, a scalar
+    timestep) get a pointer block of the mask's shape."""
+
+    def __init__(self, spec: KernelSpec, pointers: dict[str, Pointer], compute: str) -> None:
+        super().__init__(spec, pointers, compute)
+        self.anchor_tiles: dict[str, tuple[Index, str]] = {}
+        self.narrow_masks: list[tuple[frozenset[str], str]] = []
+        self.mask_axes: dict[str, tuple[frozenset[str], ...]] = {}
+
+    def block_address(self, address: str, idx: Index, p: Pointer) -> str:
+        """Broadcast to the mask unless the index spans each of its axes (`mask_axes`: the
+        index variables along each axis of a mask; an unknown mask is always broadcast).
+        Size-1 dims of `p` are not in its address, so their indices span nothing."""
+        used = [i for i, n in zip(idx, p.type.shape, strict=True) if n != 1]
+        free = frozenset().union(*(i.free() for i in used)) if used else frozenset()
+        axes = self.mask_axes.get(self.mask)
+        if axes is not None and all(free & axis for axis in axes):
+            return address
+        return f"{address} + tl.zeros_like({self.mask}).to(tl.int32)"
+
+    def anchor_value(self, node: Node, idx: Index) -> str:
+        hit = self.anchor_tiles.get(node.out.name)
+        if hit is None:
+            return super().anchor_value(node, idx)
+        want, expr = hit
+        shape = node.out.type.shape
+        if linearize(idx, shape) != linearize(want, shape):
+            raise TritonUnsupportedError(
+                f"triton backend: kernel {self.spec.name} reads {node.op} ({node.out.name}) "
+                "at another index than its own tile (a shifted or gathered epilogue)"
+            )
+        return expr
+
+    def load(self, name: str, idx: Index) -> str:
+        free = frozenset().union(*(i.free() for i in idx)) if idx else frozenset()
+        for allowed, mask in self.narrow_masks:
+            if free <= allowed | TILE_SCALARS:
+                outer, self.mask = self.mask, mask
+                try:
+                    return super().load(name, idx)
+                finally:
+                    self.mask = outer
+        return super().load(name, idx)
+
+    def raw(self, name: str, idx: Index) -> str | None:
+        """`name` at `idx` loaded in its storage dtype when it is a view of a kernel input
+        (or constant); None when the kernel computes it. (Graph inputs may arrive wider than
+        they are stored: `Compiled` passes floats in the compute type.)"""
+        while name in self.producers and self.producers[name].op in VIEWS:
+            ((name, idx),) = self.input_indices(self.producers[name], idx)
+        node = self.producers.get(name)
+        if node is not None and node.op != "constant":
+            return None
+        p = self.pointers[name]
+        address = self.block_address(self.address(p, idx), idx, p)
+        load = f"tl.load({p.param} + {address}, mask={self.mask}, other=0.0)"
+        if p.type.dtype in (DType.f16, DType.bf16):  # exact; a no-op unless passed wider
+            load += f".to({TL_STORAGE[p.type.dtype]})"
+        return self.emit(load)
+
+    def operand(self, name: str, idx: Index, dtype: DType, shape: str) -> str:
+        """The dot operand tile of `name` at `idx` ([shape], in `dtype`): raw for a view
+        of an input; a computed one rounded to `dtype` and zero outside the mask."""
+        v = self.raw(name, idx)
+        if v is None:
+            x = self.tensor(self.value(name, idx), self.types[name].dtype)
+            zeroed = f"tl.where({self.mask}, {x}, 0.0)"
+            v = self.emit(narrow(zeroed, dtype) if dtype in (DType.f16, DType.bf16) else zeroed)
+        return self.emit(f"tl.broadcast_to({v}, {shape})")
 
 
 def render_epilogue(

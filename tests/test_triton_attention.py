@@ -1,5 +1,6 @@
 """The Triton flash-attention template under TRITON_INTERPRET=1 against torch's SDPA (float64
-reference; the DESIGN parity rule against eager at the same dtype).
+reference; the DESIGN parity rule against eager at the same dtype), and attention
+KernelSpecs through the program against the numpy backend and eager.
 Repro: pytest tests/test_triton_attention.py"""
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import torch.nn.functional as F
 from backends.triton_attention import AttentionKernel, render_attention
 from backends.triton_targets import load_module
 from passes.tile_config import TileConfig
-from tests.test_triton_matmul import DTYPES, assert_parity
+from tests.test_triton_matmul import DTYPES, _rand, assert_parity, check_program
 
 # (causal, mask, head dim, L, S, Hq, Hkv)
 CASES = {
@@ -104,3 +105,77 @@ def test_rendered_kernel_properties() -> None:
     assert "hi = tl.minimum(S, (pid_m + 1) * BLOCK_M)" in src
     with pytest.raises(ValueError, match="HEAD_DIM"):
         render_attention(AttentionKernel(), tile(64), 80)
+
+
+# --- attention KernelSpecs through the program
+
+SMALL = TileConfig((("BLOCK_M", 16), ("BLOCK_N", 16), ("HEAD_DIM", 16)), num_warps=4)
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "fp16", "bf16"])
+def test_program_causal_from_fused_qkv(dtype: str) -> None:
+    """GPT-2: q, k, v are slices of one [B, L, 3C] projection split into heads (views, read
+    by index math), causal; ragged L on 16-row blocks."""
+    qkv = _rand(2, 21, 3 * 32, dtype=DTYPES[dtype])
+
+    def fn(qkv):
+        q, k, v = (t.reshape(2, 21, 2, 16).transpose(1, 2) for t in qkv.split(32, dim=2))
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+    c, prog = check_program(fn, (qkv,), SMALL)
+    assert [k.kind for k in c.kernels] == ["attention"]
+    assert prog.source.count("tl.dot(") == 2
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_program_rope_prologue_gqa(dtype: str) -> None:
+    """LLaMA: RoPE (rotate-half, written out by hand) on q and k computed on load, 4 query
+    heads over 2 key/value heads, causal."""
+    dt = DTYPES[dtype]
+    q, k, v = (
+        _rand(1, 4, 13, 16, dtype=dt),
+        _rand(1, 2, 13, 16, seed=1, dtype=dt),
+        _rand(1, 2, 13, 16, seed=2, dtype=dt),
+    )
+    pos = torch.arange(13, dtype=torch.float32)[:, None]
+    angle = torch.cat([pos * 0.3 ** torch.arange(8), pos * 0.3 ** torch.arange(8)], -1)
+    cos, sin = angle.cos().to(dt), angle.sin().to(dt)
+
+    def fn(q, k, v, cos, sin):
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+
+    c, _ = check_program(fn, (q, k, v, cos, sin), SMALL)
+    (kernel,) = c.kernels
+    assert "rope" in kernel.name and kernel.kind == "attention"
+
+
+@pytest.mark.parametrize("mask", ["add", "bool"])
+def test_program_cross_attention_masks_padded_head(mask: str) -> None:
+    """Cross-attention (L 9, S 11), head dim 40 padded to 64, an additive or boolean mask
+    broadcast over heads."""
+    q = _rand(1, 2, 9, 40, dtype=torch.float16)
+    k = _rand(1, 2, 11, 40, seed=1, dtype=torch.float16)
+    v = _rand(1, 2, 11, 40, seed=2, dtype=torch.float16)
+    if mask == "add":
+        m = _rand(1, 1, 9, 11, seed=3, dtype=torch.float16)
+    else:
+        m = _rand(1, 1, 9, 11, seed=3) > -0.5
+        m[..., 0] = True  # every row keeps a key (torch gives NaN for a fully masked row)
+
+    def fn(q, k, v, m):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=m)
+
+    check_program(fn, (q, k, v, m), SMALL)
+
+
+def test_program_dit_qkv_unbind() -> None:
+    """DiT: qkv.reshape(B, L, 3, H, D).permute(2, 0, 3, 1, 4) and its three slices."""
+    qkv = _rand(2, 10, 3 * 2 * 16)
+
+    def fn(qkv):
+        q, k, v = qkv.reshape(2, 10, 3, 2, 16).permute(2, 0, 3, 1, 4).unbind(0)
+        return F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(2, 10, 32)
+
+    check_program(fn, (qkv,), SMALL)

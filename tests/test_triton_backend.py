@@ -22,6 +22,7 @@ import compiler
 from backends import triton_backend
 from backends.triton_ops import TritonUnsupportedError
 from backends.triton_values import render_epilogue
+from compiler.ir import Node
 from passes.tile_config import TileConfig
 
 
@@ -231,15 +232,28 @@ def test_environment_is_restored_after_loading(monkeypatch: pytest.MonkeyPatch) 
     assert "TRITON_INTERPRET" not in os.environ
 
 
-def test_unrendered_kinds_are_a_clear_error() -> None:
+def test_heavy_kinds_render_and_are_supported() -> None:
     fn = lambda x, w: F.gelu(x @ w)  # noqa: E731
     args = (_randn(4, 8), _randn(8, 16, seed=1))
-    c = compiler.compile(fn, args, backend="numpy")
+    c = compiler.compile(fn, args, backend="triton")
     matmul = next(k for k in c.kernels if k.kind == "matmul")
-    assert not triton_backend.supports(matmul)
-    assert "matmul kernel" in str(triton_backend.unsupported_reason(matmul))
-    with pytest.raises(TritonUnsupportedError, match=f"kernel {matmul.name} is a matmul kernel"):
-        compiler.compile(fn, args, backend="triton")
+    assert triton_backend.supports(matmul) and triton_backend.unsupported_reason(matmul) is None
+    torch.testing.assert_close(c(*args), fn(*args), rtol=1e-5, atol=1e-5)
+
+
+def test_unrenderable_heavy_epilogue_is_a_clear_error() -> None:
+    """An epilogue reading the GEMM result at another index than its tile is refused with
+    the kernel's name (fusion does not build one; a hand-made spec does)."""
+    args = (_randn(4, 8), _randn(8, 6, seed=1))
+    (k,) = compiler.compile(lambda x, w: (x @ w) * 2, args, backend="numpy").kernels
+    mm, mul = next(n for n in k.body if n.op == "matmul"), k.body[-1]
+    out = replace(mul.out, type=replace(mul.out.type, shape=(6, 4)))
+    flip = Node("permute", (mm.out.name,), (("dims", (1, 0)),), out)
+    bad = replace(k, body=(*k.body[:-1], flip), outputs=(out.name,))
+    why = triton_backend.unsupported_reason(bad)
+    assert why is not None and k.name in why and "another index" in why
+    with pytest.raises(TritonUnsupportedError, match=k.name):
+        triton_backend.render_kernel(bad, frozenset(), "float32")
 
 
 def test_supports_pointwise_and_reductions() -> None:
@@ -295,3 +309,95 @@ def test_epilogue_hook_on_an_accumulator_tile() -> None:
     result = torch.empty(4, 16)
     module.epilogue[(1,)](x @ w, b, result)
     torch.testing.assert_close(result, fn(x, w, b), rtol=1e-5, atol=1e-5)
+
+
+def _heavy_program(dtype: torch.dtype = torch.float32) -> tuple[Any, Any]:
+    """A schedule with a split-K GEMM (two jit functions), an attention and a conv."""
+
+    def fn(x, w, q, k, v, img, cw):
+        attn = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return F.gelu(x @ w), attn, F.conv2d(img, cw, padding=1)
+
+    args = (_randn(5, 64), _randn(64, 24, seed=1), _randn(1, 2, 9, 16, seed=2),
+            _randn(1, 2, 9, 16, seed=3), _randn(1, 2, 9, 16, seed=4),
+            _randn(1, 3, 6, 6, seed=5), _randn(4, 3, 3, 3, seed=6))  # fmt: skip
+    c = compiler.compile(fn, tuple(a.to(dtype) for a in args), backend="numpy")
+    split = TileConfig((("BLOCK_M", 16), ("BLOCK_N", 16), ("BLOCK_K", 16)), 4, 2, split_k=2)
+    kernels = tuple(replace(k, tile=split) if k.kind == "matmul" else k for k in c.kernels)
+    return c, replace(c.schedule, kernels=kernels)
+
+
+def test_compiled_definitions_for_every_heavy_kernel() -> None:
+    from triton.runtime.interpreter import InterpretedFunction
+    from triton.runtime.jit import JITFunction
+
+    c, s = _heavy_program()
+    prog = triton_backend.render_schedule(s)
+    kernels = prog.load_compiled()
+    (mm,) = [k.name for k in s.kernels if k.kind == "matmul"]
+    assert set(kernels) == {k.name for k in s.kernels} | {f"{mm}_reduce"}
+    assert {k.kind for k in s.kernels} >= {"matmul", "attention", "conv2d"}
+    jit_defs = re.findall(r"^@triton\.jit\ndef (\w+)\(", prog.source, flags=re.MULTILINE)
+    assert set(jit_defs) - {"to_bf16_", "tanh_", "pow_"} == set(kernels)
+    for name, k in kernels.items():
+        assert isinstance(k.fn, JITFunction) and not isinstance(k.fn, InterpretedFunction)
+        assert list(k.signature) == list(k.fn.arg_names), name
+        assert all(k.signature[c] == "constexpr" for c in k.constexprs)
+        assert k.constexprs.get("DOT_F32", False) is False
+    assert kernels[f"{mm}_reduce"].num_stages == 1 and "ws_ptr" in kernels[mm].signature
+    assert kernels[mm].num_stages == 2 and kernels[mm].constexprs["SPLIT_K"] == 2
+    outs = prog.load()(*c.torch_inputs(c.example[0], {}))  # and it runs, split-K included
+    for o, r in zip(outs, c.run(c.example[0], backend="numpy"), strict=True):
+        torch.testing.assert_close(o, r, rtol=1e-5, atol=1e-5)
+
+
+def test_heavy_module_is_the_launchers_kernel() -> None:
+    """heavy_module(spec, tile): the program's kernel text as a module whose `arguments`
+    gives one launch per jit function, specialized like target verification does."""
+    from backends.triton_heavy import heavy_module
+    from backends.triton_targets import load_module, specialize
+
+    c, s = _heavy_program()
+    prog = triton_backend.render_schedule(s)
+    graph_inputs = frozenset(v.name for v in c.graph.inputs)
+    for spec, k in zip(s.kernels, prog.kernels, strict=True):
+        if spec.kind not in ("matmul", "conv2d", "attention"):
+            continue
+        tile = spec.tile or triton_backend.default_tile(spec)
+        source, tensors, note = heavy_module(spec, tile, graph_inputs)
+        assert k.source in source and k.source in prog.source and note
+        module = load_module(source, interpret=False)
+        launches = module.arguments(*tensors)
+        assert [kernel.__name__ for kernel, *_ in launches] == [e.name for e in k.entries]
+        for (kernel, _, args, meta), entry in zip(launches, k.entries, strict=True):
+            signature, constexprs, _ = specialize(kernel, args, meta)
+            assert list(signature) == [name for name, _ in entry.signature]
+            assert {c: constexprs[c] for c, _ in entry.constexprs} == dict(entry.constexprs)
+
+
+def test_every_heavy_jit_function_compiles_for_a_target(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fp16 split-K GEMM (both passes), attention and conv as the launcher has them,
+    compiled for sm_90 from heavy_module's launches: no spills, tensor cores in each dot."""
+    from backends.triton_heavy import REDUCE_OPTIONS, heavy_module
+    from backends.triton_targets import COMPILE_OPTIONS, Launch, compile_launch, load_module
+    from compiler.gpu import get_profile
+
+    monkeypatch.setenv("TILEFUSE_CACHE_DIR", str(tmp_path))
+    h100 = get_profile("h100")
+    _, s = _heavy_program(torch.float16)
+    compiled = []
+    for spec in s.kernels:
+        if spec.kind not in ("matmul", "conv2d", "attention"):
+            continue
+        tile = spec.tile or triton_backend.default_tile(spec)
+        source, tensors, _ = heavy_module(spec, tile)
+        for kernel, _, args, meta in load_module(source, interpret=False).arguments(*tensors):
+            second = kernel.__name__.endswith("_reduce")
+            options = (REDUCE_OPTIONS if second else tile.triton_options()) | COMPILE_OPTIONS
+            info = compile_launch(Launch(kernel, args, meta), h100, options)
+            assert info["spill_bytes"] == 0, kernel.__name__
+            assert second or set(info["mma_ops"]) & {"HGMMA", "HMMA"}, kernel.__name__
+            compiled.append(kernel.__name__)
+    assert len(compiled) == 4 and any(n.endswith("_reduce") for n in compiled)

@@ -1,5 +1,6 @@
 """The Triton implicit-GEMM conv2d template under TRITON_INTERPRET=1 against torch (float64
-reference; the DESIGN parity rule). Repro: pytest tests/test_triton_conv.py"""
+reference; the DESIGN parity rule), and conv2d KernelSpecs through the program against the
+numpy backend and eager. Repro: pytest tests/test_triton_conv.py"""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch.nn.functional as F
 from backends.triton_conv import ConvKernel, render_conv
 from backends.triton_targets import load_module
 from passes.tile_config import TileConfig
-from tests.test_triton_matmul import DTYPES, assert_parity
+from tests.test_triton_matmul import DTYPES, _rand, assert_parity, check_program
 
 # (kernel, stride, padding, H, split_k, groups)
 CASES = {
@@ -65,3 +66,51 @@ def test_conv_without_bias_channels_last_input() -> None:
     load_module(render_conv(kernel, tile(1)), interpret=True).launch(x, w, out)
     ref = F.conv2d(x.double(), w.double(), padding=1)
     assert_parity(out, ref, F.conv2d(x, w, padding=1), "fp16")
+
+
+# --- conv2d KernelSpecs through the program
+
+
+@pytest.mark.parametrize(("dtype", "split"), [("fp32", 1), ("fp16", 1), ("bf16", 2)])
+def test_program_resnet_conv_time_embedding_silu(dtype: str, split: int) -> None:
+    """unet's ResNet conv: 3x3 pad 1 + bias, the [N, C] time embedding added per channel,
+    SiLU, a residual; ragged channels and image."""
+    dt = DTYPES[dtype]
+    x, w = _rand(2, 6, 7, 9, dtype=dt), _rand(10, 6, 3, 3, seed=1, scale=0.25, dtype=dt)
+    b, temb, res = (_rand(*s, seed=i, dtype=dt) for i, s in
+                    ((2, (10,)), (3, (2, 10)), (4, (2, 10, 7, 9))))  # fmt: skip
+
+    def fn(x, w, b, temb, res):
+        return F.silu(F.conv2d(x, w, b, padding=1) + temb[:, :, None, None]) + res
+
+    c, prog = check_program(fn, (x, w, b, temb, res), tile(split))
+    (k,) = c.kernels
+    assert k.kind == "conv2d" and "silu" in k.name
+    assert (f"def {k.name}_reduce(" in prog.source) == (split > 1)
+
+
+def test_program_downsample_with_residual_prologue() -> None:
+    """unet's downsampler reads `proj_out + residual` (in NCHW from a [B, HW, C] tensor):
+    the add and the layout change are computed on the A gather; stride 2, padding 1."""
+    h, res = _rand(1, 49, 8, dtype=torch.float16), _rand(1, 8, 7, 7, seed=1, dtype=torch.float16)
+    w = _rand(6, 8, 3, 3, seed=2, scale=0.2, dtype=torch.float16)
+    b = _rand(6, seed=3, dtype=torch.float16)
+
+    def fn(h, res, w, b):
+        x = h.reshape(1, 7, 7, 8).permute(0, 3, 1, 2) + res
+        return F.conv2d(x, w, b, stride=2, padding=1)
+
+    c, _ = check_program(fn, (h, res, w, b), tile(1))
+    assert [k.kind for k in c.kernels][-1] == "conv2d"
+
+
+@pytest.mark.parametrize("case", ["patchify", "groups-1x1"])
+def test_program_patchify_and_grouped_convs(case: str) -> None:
+    """DiT's patch embedding (2x2 stride 2) and a grouped 1x1 conv without bias."""
+    x = _rand(2, 4, 8, 8)
+    if case == "patchify":
+        w, b = _rand(12, 4, 2, 2, seed=1, scale=0.3), _rand(12, seed=2)
+        check_program(lambda x, w, b: F.conv2d(x, w, b, stride=2), (x, w, b), tile(1))
+    else:
+        w = _rand(6, 2, 1, 1, seed=1)
+        check_program(lambda x, w: F.conv2d(x, w, groups=2), (x, w), tile(1))

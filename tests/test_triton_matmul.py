@@ -1,11 +1,21 @@
 """The Triton matmul template under TRITON_INTERPRET=1 against torch (float64 reference, the
-DESIGN parity rule against eager at the same dtype). Repro: pytest tests/test_triton_matmul.py"""
+DESIGN parity rule against eager at the same dtype), and matmul KernelSpecs through the
+program (`render_schedule`): against the numpy backend and eager, with their fused prologues
+and epilogues, multi-output GEMMs and split-K. Repro: pytest tests/test_triton_matmul.py"""
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
 import pytest
 import torch
+import torch.nn.functional as F
 
+import compiler
+from backends import triton_backend
 from backends.triton_matmul import MatmulKernel, render_matmul
 from backends.triton_targets import load_module
 from passes.tile_config import TileConfig
@@ -137,3 +147,152 @@ def test_module_is_self_contained_and_says_why() -> None:
     assert "# tile (no profile): 64x64x32 s2 w4 split2" in bf16
     with pytest.raises(ValueError, match="split_k"):
         render_matmul(MatmulKernel(split_k=1), tile(64, 64, 32, 2))
+
+
+# --- matmul KernelSpecs through the program
+
+HEAVY = ("matmul", "conv2d", "attention")
+NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+NEAR = {"fp32": 1e-5, "fp16": 2e-3, "bf16": 1.6e-2}  # vs the numpy oracle: ~2 ulp of max|out|
+
+
+def _tuple(x: Any) -> tuple:
+    return x if isinstance(x, tuple) else (x,)
+
+
+def check_program(
+    fn: Callable[..., Any], args: tuple, tile: TileConfig | None = None
+) -> tuple[Any, triton_backend.TritonProgram]:
+    """`fn` compiled, its heavy kernels given `tile` (else the default profile's), the whole
+    schedule rendered as one Triton program and run under the interpreter; every output
+    against the numpy backend (the kernels' oracle) and, by the DESIGN rule, eager."""
+    c = compiler.compile(fn, args, backend="numpy")
+    s = c.schedule
+    if tile is not None:
+        kernels = tuple(replace(k, tile=tile) if k.kind in HEAVY else k for k in s.kernels)
+        s = replace(s, kernels=kernels)
+    prog = triton_backend.render_schedule(s)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        outs = prog.load()(*c.torch_inputs(args, {}))  # floats passed as fp32 (the API's)
+        stored = prog.load()(*args)  # and as stored: the same results
+    for o, x in zip(outs, stored, strict=True):
+        assert torch.equal(o, x)
+    oracle = _tuple(c.run(args, backend="numpy"))
+    eager = _tuple(fn(*args))
+    ref = _tuple(fn(*(a.double() if a.is_floating_point() else a for a in args)))
+    for o, n, e, r in zip(outs, oracle, eager, ref, strict=True):
+        dtype = NAMES[e.dtype]
+        assert o.dtype == e.dtype and o.shape == e.shape
+        near = NEAR[dtype] * max(1.0, n.double().abs().max().item())
+        assert (o.double() - n.double()).abs().max().item() <= near, "differs from numpy"
+        assert_parity(o, r, e, dtype)
+    return c, prog
+
+
+def _rand(*shape: int, seed: int = 0, scale: float = 1.0, dtype: torch.dtype = torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(*shape, generator=g) * scale).to(dtype)
+
+
+@pytest.mark.parametrize("split", [1, 3])
+@pytest.mark.parametrize("dtype", ["fp32", "fp16", "bf16"])
+def test_program_linear_bias_gelu_residual(dtype: str, split: int) -> None:
+    """Ragged M/N/K (2x37 rows, 29 columns, K 50 on 16x16x16 tiles), a transposed weight,
+    bias + tanh-GELU + residual fused; split-K through the workspace and its reduce pass."""
+    dt = DTYPES[dtype]
+    x, w = _rand(2, 37, 50, dtype=dt), _rand(29, 50, seed=1, scale=1 / 7, dtype=dt)
+    b, r = _rand(29, seed=2, dtype=dt), _rand(2, 37, 29, seed=3, dtype=dt)
+
+    def fn(x, w, b, r):
+        return F.gelu(F.linear(x, w, b), approximate="tanh") + r
+
+    c, prog = check_program(fn, (x, w, b, r), tile(16, 16, 16, split))
+    (k,) = c.kernels
+    assert k.name == "k0_fused_matmul_add_gelu"
+    assert all(f"# {line}" in prog.source for line in str(k).splitlines())  # its IR header
+    assert (f"def {k.name}_reduce(" in prog.source) == (split > 1)
+    assert ('input_precision="ieee"' in prog.source) == (dtype == "fp32")
+    assert ("if DOT_F32:" in prog.source) == (dtype == "bf16")
+    assert "torch.matmul" not in prog.source and "F.linear" not in prog.source
+
+
+@pytest.mark.parametrize(("dtype", "split"), [("fp32", 1), ("bf16", 2), ("fp16", 1)])
+def test_program_dual_gemm_swiglu(dtype: str, split: int) -> None:
+    """LLaMA's MLP gate: silu(x @ w_gate) * (x @ w_up) is one dual GEMM (two accumulators
+    over one A tile), the SwiGLU in its epilogue."""
+    dt = DTYPES[dtype]
+    x = _rand(19, 40, dtype=dt)
+    wg, wu = _rand(40, 24, seed=1, scale=0.2, dtype=dt), _rand(40, 24, seed=2, scale=0.2, dtype=dt)
+    c, prog = check_program(lambda x, g, u: F.silu(x @ g) * (x @ u), (x, wg, wu),
+                            tile(16, 16, 16, split))  # fmt: skip
+    (k,) = c.kernels
+    assert "matmul_x2" in k.name and "swiglu" in k.name
+    assert "acc2 = tl.dot(a, b2, acc2" in prog.source
+
+
+def test_program_joint_n_gemms_with_epilogues() -> None:
+    """Q/K/V of different widths (GQA) from one A are one GEMM over the joint N; each output
+    runs its own epilogue on its columns; split-K."""
+    x = _rand(2, 11, 40, dtype=torch.float16)
+    wq, wk, wv = (_rand(40, n, seed=i, scale=0.2, dtype=torch.float16) for i, n in
+                  ((1, 32), (2, 16), (3, 16)))  # fmt: skip
+
+    def fn(x, wq, wk, wv):
+        q, k, v = x @ wq, x @ wk, x @ wv
+        return q * 0.5, k, v + 1.0
+
+    c, prog = check_program(fn, (x, wq, wk, wv), tile(16, 16, 16, 2))
+    (k,) = c.kernels
+    assert "matmul_x3" in k.name and len(k.outputs) == 3
+    assert "one GEMM over the joint N of 3 GEMMs" in prog.source
+
+
+def test_program_timestep_embedding_and_silu_prologues() -> None:
+    """The diffusion time embedding: sinusoidal features computed on the A tile (cos/sin of
+    t times a folded frequency table), then linear + SiLU; the next GEMM reads SiLU'd A."""
+    t = torch.tensor([3.0, 500.0])
+    w1, b1 = _rand(48, 32, seed=1, scale=0.2), _rand(48, seed=2)
+    w2, b2 = _rand(24, 48, seed=3, scale=0.2), _rand(24, seed=4)
+
+    def fn(t, w1, b1, w2, b2):
+        freqs = torch.exp(-9.2 * torch.arange(16, dtype=torch.float32) / 16)
+        angle = t[:, None] * freqs[None, :]
+        emb = torch.cat([torch.cos(angle), torch.sin(angle)], -1)
+        h = F.silu(F.linear(emb, w1, b1))
+        return F.linear(F.silu(h), w2, b2)
+
+    c, prog = check_program(fn, (t, w1, b1, w2, b2), tile(16, 16, 16))
+    assert [k.kind for k in c.kernels] == ["matmul", "matmul"]
+    assert "tl.cos(" in prog.source and "tl.sigmoid(" in prog.source
+
+
+def test_program_geglu_prologue_and_strided_operand() -> None:
+    """unet's feed-forward: GEGLU of the first projection's two halves computed on the A tile
+    of the second; the A of an output projection read through permute + reshape."""
+    h = _rand(1, 23, 72, dtype=torch.float16)
+    w = _rand(20, 36, seed=1, scale=0.2, dtype=torch.float16)
+    o = _rand(1, 2, 23, 10, seed=2, dtype=torch.float16)  # attention output [B, H, L, D]
+    wo = _rand(20, 20, seed=3, scale=0.2, dtype=torch.float16)
+
+    def fn(h, w, o, wo):
+        a, gate = h.chunk(2, dim=-1)
+        ff = F.linear(a * F.gelu(gate), w)
+        return ff + F.linear(o.transpose(1, 2).reshape(1, 23, 20), wo)
+
+    c, _ = check_program(fn, (h, w, o, wo), tile(16, 16, 16))
+    assert any("geglu" in str(k) for k in c.kernels if k.kind == "matmul")
+
+
+def test_program_adaln_gate_epilogue_and_batched_bmm() -> None:
+    """DiT: x + gate * (proj + b) with the gate a slice of the modulation vector; and a
+    batched bmm (both operands batched over two dims)."""
+    x, a = _rand(2, 9, 24, seed=1), _rand(2, 9, 24, seed=2)
+    w, b, mod = _rand(24, 24, seed=3, scale=0.2), _rand(24, seed=4), _rand(2, 72, seed=5)
+    q, kt = _rand(2, 3, 9, 16, seed=6), _rand(2, 3, 17, 16, seed=7)
+
+    def fn(x, a, w, b, mod, q, kt):
+        gate = mod[:, 48:72]
+        return x + gate[:, None, :] * F.linear(a, w, b), q @ kt.transpose(-1, -2)
+
+    check_program(fn, (x, a, w, b, mod, q, kt), tile(16, 16, 16))
