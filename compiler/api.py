@@ -179,18 +179,24 @@ class Compiled:
     ) -> list[torch.Tensor]:
         """The graph inputs for this call as contiguous CPU tensors in `backend`'s (default:
         the compiled one's) storage dtypes: floats in the compute float type, except where the
-        llvm program takes a bf16/f16 input as it is (`LlvmProgram.input_dtypes`). Parameters
+        llvm program takes a bf16/f16 input as it is (`LlvmProgram.input_dtypes`). For Triton
+        on a machine with a CUDA/ROCm device: on that GPU, in their IR dtypes. Parameters
         converted from another dtype are cached until the parameter changes (its version
         counter)."""
         leaves = self.check_inputs(args, kwargs)
-        dtypes = self._input_dtypes(backends.resolve(backend or self.backend))
+        name = backends.resolve(backend or self.backend)
+        device = self._native_device(name, leaves)
+        dtypes = self._input_dtypes(name)
+        if device is not None and self._float_dtype != "float64":
+            # natively, the Triton program reads every input in its IR dtype, on the GPU
+            dtypes = tuple(to_torch(v.type.dtype) for v in self.graph.inputs)
         out = []
         for b, dtype in zip(self.captured.bindings, dtypes, strict=True):
             t = self._bind(b, leaves).detach()
             if b.kind == "user":
-                out.append(self._storage_form(t, dtype))
+                out.append(self._storage_form(t, dtype, device))
                 continue
-            key = (b.key, t.data_ptr(), t._version, dtype)
+            key = (b.key, t.data_ptr(), t._version, dtype, device)
             hit = self._converted.get(b.key)
             if hit is not None and hit[0] == key:
                 out.append(hit[1])
@@ -198,7 +204,7 @@ class Compiled:
             # a normal tensor even under torch.inference_mode: the cached copy outlives the
             # call, and the llvm backend reads its version counter (inference tensors have none)
             with torch.inference_mode(False):
-                x = self._storage_form(t, dtype)
+                x = self._storage_form(t, dtype, device)
             if x is not t:
                 # holding `t` keeps its storage alive: no other tensor can take its address
                 self._converted[b.key] = (key, x, t)
@@ -211,9 +217,23 @@ class Compiled:
             return self._program("llvm").input_dtypes
         return (None,) * len(self.captured.bindings)
 
-    def _storage_form(self, t: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
-        """`t` on the CPU, contiguous, a float in `dtype` (default: the compute float type)."""
-        x = t.cpu() if t.device.type != "cpu" else t
+    def _native_device(self, backend: str, leaves: list[Any]) -> torch.device | None:
+        """Where the Triton program runs natively: the GPU of the first user tensor on one,
+        else the default GPU; None when the inputs go to the CPU (every other backend, and
+        Triton under the interpreter on a machine without a CUDA/ROCm device)."""
+        if backend != "triton" or not torch.cuda.is_available():
+            return None
+        for x in leaves:
+            if isinstance(x, torch.Tensor) and x.device.type == "cuda":
+                return x.device
+        return torch.device("cuda", torch.cuda.current_device())
+
+    def _storage_form(
+        self, t: torch.Tensor, dtype: torch.dtype | None = None, device: torch.device | None = None
+    ) -> torch.Tensor:
+        """`t` contiguous on `device` (default: the CPU), a float in `dtype` (default: the
+        compute float type)."""
+        x = t.to(device) if device is not None else t.cpu() if t.device.type != "cpu" else t
         want = dtype or self._torch_float
         if x.is_floating_point() and x.dtype != want:
             x = x.to(want)
