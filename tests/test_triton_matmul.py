@@ -296,3 +296,22 @@ def test_program_adaln_gate_epilogue_and_batched_bmm() -> None:
         return x + gate[:, None, :] * F.linear(a, w, b), q @ kt.transpose(-1, -2)
 
     check_program(fn, (x, a, w, b, mod, q, kt), tile(16, 16, 16))
+
+
+def test_a_wrong_heavy_kernel_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    """check_parity bisects through the Triton heavy kernels: a GEMM whose GELU epilogue is
+    broken on purpose fails the check, and the report names that kernel, not the norm."""
+    from backends.triton_ops import ELEMENTWISE
+
+    monkeypatch.setitem(ELEMENTWISE, "gelu", "{0}")  # the activation dropped
+
+    def fn(x, w, b):
+        return F.layer_norm(F.gelu(x @ w + b), (24,))
+
+    args = (_rand(6, 40), _rand(40, 24, seed=1, scale=0.3), _rand(24, seed=2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        report = compiler.check_parity(fn, args, backends=("triton",))
+    (matmul,) = [k for k in report.compiled.kernels if k.kind == "matmul"]
+    assert not report.ok and len(report.compiled.kernels) == 2
+    assert f"first kernel that diverged: {matmul.name}" in str(report.divergences["triton"])
