@@ -10,16 +10,30 @@ the 2x2 outputs into the NCHW result with the bias and the convolution's epilogu
 adds (a time embedding, a residual). The input transform is a small IR graph rendered by the
 ordinary kernel generator, so the tiles' overlap is index arithmetic. Error against float64:
 ~3x direct convolution's in float32, far inside the parity budget.
+
+Note [Winograd in chunks of tiles]
+V and M hold 16 floats per tile and channel: for 320 channels at 32x32, 5 MiB each, 4x the
+convolution's input, growing with the image. The three steps therefore run per *chunk* of
+tiles (whole images, or a band of whole tile rows of one image), sized so V and M together fit
+`config.WINOGRAD_SCRATCH_BYTES`: a bound on the scratch whatever the input. Each chunk's
+kernels get pointers at the chunk's first element and index with the whole tensors' strides,
+so one module serves every chunk of a size (a ragged last band has its own). Small chunks do
+not pay here: at 320 channels, 32x32, on 2 busy cores, one chunk of 256 tiles took 32 ms
+against 36 ms for 2 chunks of 128 and 57 ms for 4 of 64 (best of 60; each chunk is three more
+fork/joins and one more pass over U), so the default bound is a ceiling, not a cache size.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
 from backends import llvm_winograd_out
 from backends.llvm_kernel import KernelModule, render_kernel
+from backends.llvm_winograd_out import Band
+from compiler import config
 from compiler.ir import DType, GraphBuilder, TensorType, Value
 from compiler.schedule import ExternCall, KernelSpec, Step
 
@@ -46,11 +60,20 @@ def tiles(x: TensorType, padding: tuple[int, int]) -> tuple[int, int, int, int]:
     return ho, wo, -(-ho // 2), -(-wo // 2)
 
 
-def weight_transform(w: torch.Tensor) -> torch.Tensor:
-    """U = G w G^T as [16, OC, C] float32 (computed in float64)."""
+def weight_transform(w: torch.Tensor, block_bytes: int = 1 << 20) -> torch.Tensor:
+    """U = G w G^T as [16, OC, C] float32, computed in float64 a block of output channels at
+    a time (about `block_bytes` of float64 per block): its transient memory stays small
+    whatever the weight's size (the whole weight in float64 with einsum's intermediates was
+    ~6x the weight at once, a peak a loaded artifact's RSS kept)."""
+    oc, c = w.shape[0], w.shape[1]
     g = torch.tensor(G, dtype=torch.float64)
-    u = torch.einsum("ik,ockl,jl->ijoc", g, w.detach().to(torch.float64), g)
-    return u.reshape(16, w.shape[0], w.shape[1]).to(torch.float32).contiguous()
+    u = torch.empty(16, oc, c, dtype=torch.float32)
+    step = max(1, block_bytes // (16 * c * 8))
+    with torch.no_grad():
+        for lo in range(0, oc, step):
+            block = w[lo : lo + step].to(torch.float64)
+            u[:, lo : lo + step] = torch.einsum("ik,ockl,jl->ijoc", g, block, g).reshape(16, -1, c)
+    return u
 
 
 def _combine(b: GraphBuilder, z: list[str], row: int) -> str:
@@ -71,20 +94,25 @@ def pads(x: TensorType, padding: tuple[int, int]) -> tuple[int, int, int, int]:
     return (pw, 2 * tw + 2 - x.shape[3] - pw, ph, 2 * th + 2 - x.shape[2] - ph)
 
 
-def input_transform(x: TensorType, padding: tuple[int, int], name: str) -> KernelSpec:
+def input_transform(
+    x: TensorType, padding: tuple[int, int], name: str, band: Band | None = None
+) -> KernelSpec:
     """The padded input xp [N, C, 2 th + 2, 2 tw + 2] -> 16 outputs v0..v15, each
-    [C, N, th, tw] (the GEMM reads them as [C, N * th * tw]: the same memory). Padding first
-    (in torch) keeps every load affine, so the stride-2 tile loads vectorize as shuffles."""
+    [C, images, rows, tw] (the GEMM reads them as [C, tiles]: the same memory), for the tiles
+    of `band` (default: all): the input pointer is at the band's first padded row, read with
+    the whole padded image's strides. Padding first (in torch) keeps every load affine, so the
+    stride-2 tile loads vectorize as shuffles."""
     n, c, _, _ = x.shape
-    _, _, th, tw = tiles(x, padding)
-    padded = TensorType((n, c, 2 * th + 2, 2 * tw + 2), x.dtype)
+    ho, _, th, tw = tiles(x, padding)
+    band = band or Band(n, th, ho)
+    padded = TensorType((band.images, c, 2 * th + 2, 2 * tw + 2), x.dtype)
     b = GraphBuilder(name, [Value("xp", padded)], prefix="w")
-    xp = "xp"
+    xp, rows = "xp", band.rows
     d = [
         [
             b.add(
                 "slice",
-                [b.add("slice", [xp], {"dim": 2, "start": i, "end": i + 2 * th - 1, "step": 2})],
+                [b.add("slice", [xp], {"dim": 2, "start": i, "end": i + 2 * rows - 1, "step": 2})],
                 {"dim": 3, "start": j, "end": j + 2 * tw - 1, "step": 2},
             )
             for j in range(4)
@@ -98,7 +126,34 @@ def input_transform(x: TensorType, padding: tuple[int, int], name: str) -> Kerne
             v = _combine(b, t[xi], nu)
             outs.append(b.add("permute", [v], {"dims": (1, 0, 2, 3)}, name=f"v{len(outs)}"))
     g = b.build(outs)
-    return KernelSpec(name, "pointwise", g.inputs, g.nodes, tuple(outs), (c, n, th, tw))
+    return KernelSpec(name, "pointwise", g.inputs, g.nodes, tuple(outs), (c, band.images, rows, tw))
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One chunk of a convolution's tiles: `band` from tile row `row` of image `image` on."""
+
+    image: int
+    row: int
+    band: Band
+
+
+def chunks(x: TensorType, oc: int, padding: tuple[int, int], budget: int) -> list[Chunk]:
+    """The chunks the convolution of `x` to `oc` channels runs in (Note [Winograd in chunks of
+    tiles]): the most tiles whose V and M ([16, C, tiles] and [16, OC, tiles] float32) fit in
+    `budget` bytes, as whole images, or else as bands of whole tile rows (at least one)."""
+    n, c = x.shape[0], x.shape[1]
+    ho, _, th, tw = tiles(x, padding)
+    fit = max(1, budget // (16 * (c + oc) * 4))  # tiles
+    if fit >= th * tw:
+        k = min(n, fit // (th * tw))
+        return [Chunk(i, 0, Band(min(k, n - i), th, ho)) for i in range(0, n, k)]
+    rows = max(1, fit // tw)
+    return [
+        Chunk(i, r, Band(1, min(rows, th - r), min(2 * rows, ho - 2 * r)))
+        for i in range(n)
+        for r in range(0, th, rows)
+    ]
 
 
 def driver_call(
@@ -121,8 +176,9 @@ def driver_call(
         return None
     padding = tuple(n.attr("padding"))
     oc, c = w.shape[0], w.shape[1]
-    ho, wo, th, tw = tiles(x, padding)
-    count = x.shape[0] * th * tw
+    ho, wo, _, tw = tiles(x, padding)
+    plan = chunks(x, oc, padding, config.WINOGRAD_SCRATCH_BYTES)
+    count = max(ch.band.images * ch.band.rows for ch in plan) * tw
     v = slot(f"{n.out.name}_v", TensorType((16, c, count), DType.f32))
     m = slot(f"{n.out.name}_m", TensorType((16, oc, count), DType.f32))
     outputs, rest = after
@@ -130,17 +186,47 @@ def driver_call(
     out, addends = fused if fused is not None else (n.out.name, [])
     if out not in names:  # handed to a later part: a slot
         names[out] = slot(out, n.out.type)
-    fin = render_kernel(input_transform(x, padding, f"{e.name}_in"))
-    bias = ops[2:3]
-    fout = llvm_winograd_out.render(
-        x.shape[0], oc, (ho, wo), bool(bias), addends, (out, n.out.type), e.name
-    )
-    args = [m, *bias] + [names[p.name] for p in fout.params[len(bias) + 1 :]]
+    pre = f"wg_{n.out.name}"
     epilogue = f" + {len(addends)} addends" if addends else ""
     lines = [
-        f"    {fin.symbol}(NTHREADS, F.pad({ops[0]}, {pads(x, padding)}), *{v}.unbind(0))"
-        f"  # extern {e.name}: Winograd F(2x2,3x3), the GEMM in MKL",
-        f"    torch.bmm(W.winograd({ops[1]}), {v}, out={m})",
-        f"    {fout.symbol}(NTHREADS, {', '.join(args)})  # native output transform{epilogue}",
+        f"    {pre}_u = W.winograd({ops[1]})  # extern {e.name}: Winograd F(2x2,3x3) in "
+        f"{len(plan)} chunk(s) of <= {count} tiles, the GEMMs in MKL",
+        f"    {pre}_xp = F.pad({ops[0]}, {pads(x, padding)})",
     ]
-    return lines, [fin, fout], rest[0] if fused is not None else None
+    groups: dict[Band, list[Chunk]] = {}
+    for ch in plan:
+        groups.setdefault(ch.band, []).append(ch)
+    modules = []
+    for j, (band, group) in enumerate(groups.items()):
+        fin = render_kernel(input_transform(x, padding, f"{e.name}_in", band))
+        fout = llvm_winograd_out.render(
+            x.shape[0], oc, (ho, wo), bool(ops[2:3]), addends, (out, n.out.type), e.name, band
+        )
+        modules += [fin, fout]
+        vb, mb, size = v, m, band.images * band.rows * tw
+        if size != count:  # a ragged chunk: the first bytes of the slots
+            vb, mb = f"{pre}_v{j}", f"{pre}_m{j}"
+            lines.append(f"    {vb} = {v}.view(-1)[: {16 * c * size}].view(16, {c}, {size})")
+            lines.append(f"    {mb} = {m}.view(-1)[: {16 * oc * size}].view(16, {oc}, {size})")
+        single = group == [Chunk(0, 0, band)]
+        indent = "    " if single else "        "
+        if not single:
+            starts = tuple((ch.image, ch.row) for ch in group)
+            lines.append(f"    for i, r in {starts}:  # chunks of {band}")
+        xp = f"{pre}_xp" if single else f"{pre}_xp[i, :, 2 * r :]"
+        dest = names[out] if single else f"{names[out]}[i, :, 2 * r :]"
+        args = [mb, *ops[2:3]]
+        for a in addends:
+            shift = [str(a.offset)] if a.offset else []
+            if not single:
+                shift += [f"i * {a.strides[0]}"] if a.strides[0] else []
+                shift += [f"r * {2 * a.strides[2]}"] if a.strides[2] else []
+            root = names[a.root]
+            args.append(f"{root}.view(-1)[{' + '.join(shift)} :]" if shift else root)
+        lines += [
+            f"{indent}{fin.symbol}(NTHREADS, {xp}, *{vb}.unbind(0))",
+            f"{indent}torch.bmm({pre}_u, {vb}, out={mb})",
+            f"{indent}{fout.symbol}(NTHREADS, {', '.join(args + [dest])})"
+            f"  # native output transform{epilogue}",
+        ]
+    return lines, modules, rest[0] if fused is not None else None

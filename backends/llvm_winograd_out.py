@@ -8,7 +8,10 @@ epilogue fused: `Y = A^T M A + bias + addends`, written straight into the NCHW o
             out[n, oc, 2i + a, 2j + b] = y[a][b] + bias[oc] + sum(addend[n, oc, 2i + a, 2j + b])
 
 The two output columns of a tile are interleaved stores, which LLVM vectorizes with shuffles;
-an odd output width or height ends with a half tile. *Addends* are the convolution's epilogue
+an odd output width or height ends with a half tile. The kernel may cover a *chunk* of the
+tiles only (`Band`: some images, or some tile rows of one image; `backends.llvm_winograd`):
+its output and addend pointers then point at the chunk's first element, and it indexes them
+with the whole output's strides. *Addends* are the convolution's epilogue
 when it is a chain of adds of tensors read through strided views (a time embedding broadcast
 over the pixels, a residual): `epilogue` recognizes them, so the epilogue costs no pass over
 the output of its own.
@@ -26,6 +29,17 @@ from compiler.ir import DType, TensorType
 from compiler.schedule import VIEW_OPS, ExternCall, KernelSpec, Step, index_map
 
 F32 = ir.FloatType()
+
+
+@dataclass(frozen=True)
+class Band:
+    """The tiles one call of the kernel covers: `images` images of `rows` tile rows each, of
+    which `out_rows` output rows are written (`2 rows`, or one less where an odd output height
+    ends in a half tile row)."""
+
+    images: int
+    rows: int
+    out_rows: int
 
 
 @dataclass(frozen=True)
@@ -100,41 +114,44 @@ def render(
     addends: list[Addend],
     out: tuple[str, TensorType],
     name: str,
+    band: Band | None = None,
 ) -> KernelModule:
     """The output transform of a convolution with `n` images, `oc` output channels and output
-    size (Ho, Wo) (see the module docstring). Parameters: `m` [16, OC, tiles], then `bias`
-    [OC], then the addends' roots, then the output."""
-    return _OutputTransform(n, oc, size, bias, addends, out, name).module()
+    size (Ho, Wo) (see the module docstring), for the tiles of `band` (default: all of them).
+    Parameters: `m` [16, OC, band's tiles], then `bias` [OC], then one pointer per addend (into
+    its root, at the band's first element), then the output (at the band's first element)."""
+    ho = size[0]
+    band = band or Band(n, -(-ho // 2), ho)
+    return _OutputTransform(oc, size, bias, addends, out, name, band).module()
 
 
 class _OutputTransform:
     def __init__(
         self,
-        n: int,
         oc: int,
         size: tuple[int, int],
         bias: bool,
         addends: list[Addend],
         out: tuple[str, TensorType],
         name: str,
+        band: Band,
     ) -> None:
-        self.n, self.oc = n, oc
-        self.ho, self.wo = size
-        self.th, self.tw = -(-self.ho // 2), -(-self.wo // 2)
+        self.band = band
+        self.n, self.oc = band.images, oc
+        self.ho, self.wo = size  # the whole output's: its strides
+        self.th, self.tw = band.rows, -(-self.wo // 2)
         self.count = self.n * self.th * self.tw
         self.bias, self.addends, self.name = bias, addends, name
         params = [Param("m", "in", TensorType((16, oc, self.count), DType.f32))]
         if bias:
             params.append(Param("bias", "in", TensorType((oc,), DType.f32)))
-        self.roots = list(dict.fromkeys(a.root for a in addends))
-        types = {a.root: a.type for a in addends}
-        params += [Param(r, "in", types[r]) for r in self.roots]
+        params += [Param(f"addend{i}", "in", a.type) for i, a in enumerate(addends)]
         params.append(Param(out[0], "out", out[1]))
         self.params = tuple(params)
 
     def module(self) -> KernelModule:
-        shapes = [(self.roots.index(a.root), a.strides, a.offset) for a in self.addends]
-        key = repr((self.n, self.oc, self.ho, self.wo, self.bias, shapes))
+        shapes = [(a.strides, a.offset) for a in self.addends]
+        key = repr((self.band, self.oc, self.ho, self.wo, self.bias, shapes))
         symbol = f"tf_winograd_out_{hashlib.sha256(key.encode()).hexdigest()[:10]}"
         self.m = ir.Module(name=symbol)
         body = self._body(symbol)
@@ -143,7 +160,8 @@ class _OutputTransform:
         terms += [f"{a.root}{list(a.strides)}" for a in self.addends]
         head = [
             f"; tilefuse Winograd F(2x2,3x3) output transform for {self.name}: "
-            f"out[{self.n}, {self.oc}, {self.ho}, {self.wo}] = {' + '.join(terms)}",
+            f"out[{self.n}, {self.oc}, {self.ho}, {self.wo}] = {' + '.join(terms)}; per call "
+            f"{self.n} image(s) x {self.th} tile rows ({self.band.out_rows} output rows)",
             f"; args: {', '.join(f'{p.role} {p.name}' for p in self.params)}",
         ]
         stages = (f"winograd output: {self.n * self.oc * self.th} tile rows x {self.tw} tiles",)
@@ -179,15 +197,15 @@ class _OutputTransform:
             base: ir.Value = ir.Constant(F32, 0.0)
             if self.bias:
                 base = b.load(b.gep(self.ptr["bias"], [oc], source_etype=F32), typ=F32)
-            for a in self.addends:  # broadcast over the pixels: one value per row
+            for k, a in enumerate(self.addends):  # broadcast over the pixels: once per row
                 if a.strides[2] == 0 and a.strides[3] == 0:
-                    base = b.fadd(base, b.load(self._addend_at(a, n, oc, h0, I64(0)), typ=F32))
+                    base = b.fadd(base, b.load(self._addend_at(k, n, oc, h0, I64(0)), typ=F32))
             self.row = (n, oc, h0, plane, base)
             full = self.wo // 2
-            if self.ho % 2 == 0:
+            if self.band.out_rows % 2 == 0:
                 self._tiles(full, 2)
             else:
-                two = b.icmp_signed("<", b.add(h0, I64(1)), I64(self.ho))
+                two = b.icmp_signed("<", b.add(h0, I64(1)), I64(self.band.out_rows))
                 with b.if_else(two) as (then, otherwise):
                     with then:
                         self._tiles(full, 2)
@@ -233,20 +251,19 @@ class _OutputTransform:
             for bb in range(cols):
                 w = b.add(w0, I64(bb))
                 value = b.fadd(a_t(s, bb), base)
-                for ad in self.addends:
+                for k, ad in enumerate(self.addends):
                     if ad.strides[2] or ad.strides[3]:
-                        value = b.fadd(value, b.load(self._addend_at(ad, n, oc, h, w), typ=F32))
+                        value = b.fadd(value, b.load(self._addend_at(k, n, oc, h, w), typ=F32))
                 b.store(value, b.gep(out, [b.add(row, w)], source_etype=F32))
 
-    def _addend_at(
-        self, a: Addend, n: ir.Value, oc: ir.Value, h: ir.Value, w: ir.Value
-    ) -> ir.Value:
-        b = self.b
-        offset: ir.Value = I64(a.offset)
+    def _addend_at(self, k: int, n: ir.Value, oc: ir.Value, h: ir.Value, w: ir.Value) -> ir.Value:
+        """Addend `k` at (n, oc, h, w) of the band."""
+        b, a = self.b, self.addends[k]
+        offset: ir.Value = I64(0)  # the pointer is at the addend's element of the band's start
         for idx, stride in zip((n, oc, h, w), a.strides, strict=True):
             if stride:
                 offset = b.add(offset, b.mul(idx, I64(stride)))
-        return b.gep(self.ptr[a.root], [offset], source_etype=F32)
+        return b.gep(self.ptr[f"addend{k}"], [offset], source_etype=F32)
 
 
 def _parallel_entry(m: ir.Module, symbol: str, body: ir.Function, nparams: int) -> None:
@@ -272,4 +289,4 @@ def _parallel_entry(m: ir.Module, symbol: str, body: ir.Function, nparams: int) 
     b.ret_void()
 
 
-__all__ = ["Addend", "epilogue", "render"]
+__all__ = ["Addend", "Band", "epilogue", "render"]

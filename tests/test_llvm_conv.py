@@ -5,11 +5,16 @@ native part."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from torch import nn
 
 import compiler
+from backends import llvm_winograd
+from compiler import config
+from compiler.ir import DType, TensorType
 
 
 def check(model: nn.Module, *inputs: torch.Tensor) -> str:
@@ -106,3 +111,55 @@ def test_pointwise_convolution_is_one_gemm(batch: int, bias: bool) -> None:
     src = check(Shortcut(), x, r)
     assert "1x1 convolution as an MKL GEMM" in src
     check(Shortcut().to(torch.bfloat16), x.bfloat16(), r.bfloat16())
+
+
+def test_weight_transform_in_blocks_is_the_whole_transform() -> None:
+    w = torch.randn(37, 20, 3, 3)  # 37 output channels: blocks of 4 leave a ragged last one
+    g = torch.tensor(llvm_winograd.G, dtype=torch.float64)
+    whole = torch.einsum("ik,ockl,jl->ijoc", g, w.double(), g).reshape(16, 37, 20).float()
+    for block_bytes in (1, 16 * 20 * 8 * 4, 1 << 30):
+        assert torch.equal(llvm_winograd.weight_transform(w, block_bytes), whole)
+
+
+@pytest.mark.parametrize(
+    ("batch", "size", "padding", "budget"),
+    [(1, 32, 1, 2 << 20), (2, 13, 1, 96768), (3, 10, 0, 147456), (1, 9, 2, 1), (2, 8, 1, 1 << 30)],
+)
+def test_winograd_chunks_cover_every_tile_once_within_the_budget(
+    batch: int, size: int, padding: int, budget: int
+) -> None:
+    c, oc = 32, 40
+    x = TensorType((batch, c, size, size), DType.f32)
+    ho, _, th, tw = llvm_winograd.tiles(x, (padding, padding))
+    plan = llvm_winograd.chunks(x, oc, (padding, padding), budget)
+    covered = [(ch.image + i, ch.row + r) for ch in plan for i in range(ch.band.images)
+               for r in range(ch.band.rows)]  # fmt: skip
+    assert sorted(covered) == [(i, r) for i in range(batch) for r in range(th)]
+    for ch in plan:
+        tiles = ch.band.images * ch.band.rows * tw
+        assert 16 * (c + oc) * 4 * tiles <= budget or ch.band.rows == 1
+        assert ch.band.out_rows == min(2 * ch.band.rows, ho - 2 * ch.row)
+        assert ch.band.rows == th or ch.band.images == 1
+
+
+@pytest.mark.parametrize(
+    ("batch", "size", "padding", "budget", "bands"),
+    [
+        (1, 13, 1, 96768, 2),  # 7 tile rows as 3 + 3 + 1, the last a half row (odd height)
+        (2, 12, 1, 96768, 1),  # 6 tile rows as 3 + 3 per image: one module for all 4 chunks
+        (3, 10, 0, 147456, 2),  # whole images, 2 + 1
+        (1, 11, 2, 1, 2),  # one tile row at a time, the last a half row
+    ],
+)
+def test_winograd_in_chunks_matches_eager_with_its_scratch_bounded(
+    monkeypatch: pytest.MonkeyPatch, batch: int, size: int, padding: int, budget: int, bands: int
+) -> None:
+    monkeypatch.setattr(config, "WINOGRAD_SCRATCH_BYTES", budget)
+    model = ConvAdds(32, 40, padding, True)
+    out = size + 2 * padding - 2
+    x, temb = torch.randn(batch, 32, size, size), torch.randn(batch, 40)
+    src = check(model, x, temb, torch.randn(batch, 40, out + 3, out + 4))
+    assert "native output transform + 2 addends" in src and "for i, r in" in src
+    assert src.count("torch.bmm(") == bands
+    slots = re.search(r"(\d+) slots \((\d+) bytes\)", src)
+    assert slots is not None and int(slots[2]) <= max(budget, 16 * 72 * 4 * ((out + 1) // 2))
