@@ -43,8 +43,9 @@ import sys
 import tempfile
 import threading
 from collections.abc import Iterator
+from concurrent.futures import as_completed
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -52,6 +53,7 @@ from typing import Any
 import triton.experimental.gluon  # (Note [One definition per mode])
 import triton.language  # noqa: F401
 
+from backends.triton_target_report import Progress, TargetReport, TargetResult
 from compiler import config
 from compiler.gpu import GpuProfile, occupancy
 from compiler.schedule import VIEW_OPS, KernelSpec, index_map
@@ -209,20 +211,44 @@ def _cache_dir() -> Path:
     return d
 
 
+def cache_path(launch: Launch, p: GpuProfile, options: dict[str, Any]) -> Path:
+    """Where the figures of `launch` compiled for `p` with `options` are cached: keyed by the
+    kernel source (names left out, so layers share) with the helpers it calls, the
+    specialization, options, target and Triton version."""
+    import triton
+
+    signature, constexprs, attrs = specialize(launch.kernel, launch.args, launch.meta)
+    source = _nameless(launch.kernel) + "".join(_helpers(launch.kernel))
+    key_text = repr((source, sorted(signature.items()), sorted(constexprs.items()),
+                     sorted(attrs.items()), sorted(options.items()), p.triton_target,
+                     triton.__version__))  # fmt: skip
+    return _cache_dir() / f"{hashlib.sha256(key_text.encode()).hexdigest()[:24]}.json"
+
+
+def _nameless(kernel: Any) -> str:
+    """`kernel`'s source with its name and parameter names (which carry IR value names)
+    replaced by positional ones: the same block in every layer is one key."""
+    names = {n: f"p{i}" for i, n in enumerate(kernel.arg_names)} | {kernel.__name__: "KERNEL"}
+    pattern = re.compile(r"\b(" + "|".join(map(re.escape, names)) + r")\b")
+    return pattern.sub(lambda m: names[m.group(1)], kernel.src)
+
+
+def is_cached(path: Path) -> bool:
+    return str(path) in _COMPILED or path.exists()
+
+
 def compile_launch(launch: Launch, p: GpuProfile, options: dict[str, Any]) -> dict[str, Any]:
     """Compile `launch` for `p` with Triton `options` and read its resources (cached)."""
     import triton
     from triton.compiler import ASTSource
 
-    signature, constexprs, attrs = specialize(launch.kernel, launch.args, launch.meta)
-    source = launch.kernel.src.replace(launch.kernel.__name__, "KERNEL")  # layers share
-    key_text = repr((source, sorted(signature.items()), sorted(constexprs.items()),
-                     sorted(attrs.items()), sorted(options.items()), p.triton_target,
-                     triton.__version__))  # fmt: skip
-    key = hashlib.sha256(key_text.encode()).hexdigest()[:24]
-    path = _cache_dir() / f"{key}.json"
+    path = cache_path(launch, p, options)
+    if str(path) in _COMPILED:
+        return _COMPILED[str(path)] | {"cached": True}
     if path.exists():
-        return json.loads(path.read_text()) | {"cached": True}
+        _COMPILED[str(path)] = json.loads(path.read_text())
+        return _COMPILED[str(path)] | {"cached": True}
+    signature, constexprs, attrs = specialize(launch.kernel, launch.args, launch.meta)
     src = ASTSource(fn=launch.kernel, signature=signature, constexprs=constexprs, attrs=attrs)
     compiled = triton.compile(src, target=_target(p), options=dict(options))
     info: dict[str, Any] = {"smem_bytes": int(compiled.metadata.shared)}
@@ -237,7 +263,24 @@ def compile_launch(launch: Launch, p: GpuProfile, options: dict[str, Any]) -> di
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(info))
     tmp.replace(path)
+    _COMPILED[str(path)] = info
     return info | {"cached": False}
+
+
+_COMPILED: dict[str, dict[str, Any]] = {}  # this process's compiles and disk reads, by path
+
+
+def _helpers(kernel: Any) -> list[str]:
+    """The sources of the module's @triton.jit helpers `kernel` calls (tanh_, to_bf16_, ...):
+    part of what it compiles to, so part of its cache key."""
+    from triton.runtime.jit import JITFunction
+
+    found = []
+    for name, value in sorted(kernel.fn.__globals__.items()):
+        called = re.search(rf"\b{re.escape(name)}\(", kernel.src)
+        if isinstance(value, JITFunction) and value is not kernel and called:
+            found.append(value.src)
+    return found
 
 
 NV_BIN = Path(importlib.util.find_spec("triton").origin).parent / "backends" / "nvidia" / "bin"
@@ -261,8 +304,9 @@ def _nvidia_resources(cubin: bytes) -> dict[str, Any]:
     sass = _cuobjdump(cubin, "-sass")
     ops = {op: n for op in NV_MMA if (n := len(re.findall(rf"\b{op}\b", sass)))}
     spill_ops = len(re.findall(r"\b(STL|LDL)\b", sass))
+    tf32 = len(re.findall(r"\b[A-Z]*MMA\S*\.TF32\b", sass))
     return {"regs": regs, "spill_bytes": max(stack, local), "spill_ops": spill_ops,
-            "mma_ops": ops}  # fmt: skip
+            "mma_ops": ops, "tf32_ops": tf32}  # fmt: skip
 
 
 AMD_KEYS = (".vgpr_count", ".agpr_count", ".sgpr_count", ".vgpr_spill_count",
@@ -276,12 +320,14 @@ def _amd_resources(amdgcn: str) -> dict[str, Any]:
         vals[k] = int(m.group(1)) if m else 0
     occ = re.search(r";\s*Occupancy:\s*(\d+)", amdgcn)
     mfma = len(re.findall(r"\bv_mfma_\w+", amdgcn))
+    tf32 = len(re.findall(r"\bv_mfma_\w*xf32\b", amdgcn))
     spills = 4 * (vals[".vgpr_spill_count"] + vals[".sgpr_spill_count"])
     return {
         "regs": vals[".vgpr_count"] + vals[".agpr_count"],
         "spill_bytes": max(spills, vals[".private_segment_fixed_size"]),
         "spill_ops": vals[".vgpr_spill_count"] + vals[".sgpr_spill_count"],
         "mma_ops": {"v_mfma": mfma} if mfma else {},
+        "tf32_ops": tf32,
         "llvm_occupancy": int(occ.group(1)) if occ else 0,
     }
 
@@ -429,132 +475,311 @@ def _note(computed: bool, skipped: list[str]) -> str:
     return "; ".join(parts)
 
 
-# --- verification and its report
+# --- pointwise and reduction kernels as the backend renders them
 
-log = logging.getLogger("tilefuse.tiling")
+
+def _canonical(k: Any) -> str:
+    """A module holding rendered kernel `k` alone, renamed `kernel` with parameters `p0`,
+    `p1`, ...: kernels that differ only in their IR names (the same block in every layer)
+    are then one source, one definition and one compile."""
+    body = k.source[k.source.index("@triton.jit") :]
+    names = {k.name: "kernel"} | {p.name: f"p{i}" for i, p in enumerate(k.params)}
+    pattern = re.compile(r"\b(" + "|".join(map(re.escape, names)) + r")\b")
+    return KERNEL_MODULE + pattern.sub(lambda m: names[m.group(1)], body)
+
+
+def _kernel_module() -> str:
+    from backends.triton_ops import HELPERS
+
+    return "import triton\nimport triton.language as tl\n\n\n" + HELPERS + "\n\n"
+
+
+KERNEL_MODULE = _kernel_module()
+FROM_SIGNATURE = {"*" + v: k for k, v in TORCH_TO_TRITON.items()}
+
+
+def rendered_launch(
+    spec: KernelSpec, t: TileConfig, strided: frozenset[str], float_dtype: str
+) -> tuple[Launch, dict[str, Any]] | None:
+    """The launch of a pointwise or reduction `spec` at tile `t` as the Triton backend renders
+    it (backends.triton_backend.render_kernel), with the launch options; None for an empty
+    domain (never launched). Runtime strides (of `strided` inputs, the graph inputs) take
+    their contiguous values, so the binary is the one a launch on contiguous tensors builds."""
+    import torch
+
+    from backends.triton_backend import render_kernel
+
+    k = render_kernel(replace(spec, tile=t), strided, float_dtype)
+    if k.grid == 0:
+        return None
+    module = load_module(_canonical(k), interpret=False)
+    args: list[Any] = []
+    for p in k.params:
+        if p.kind == "stride":
+            shape = spec.type_of(p.value).shape
+            args.append(math.prod(shape[p.dim + 1 :]))
+        else:
+            dtype = getattr(torch, FROM_SIGNATURE[p.signature])
+            args.append(torch.empty((1,), dtype=dtype, device="meta"))
+    meta = {c: (False if c == "BF16_BITS" else v) for c, v in k.constexprs}
+    return Launch(module.kernel, tuple(args), meta), {
+        "num_warps": k.num_warps,
+        "num_stages": k.num_stages,
+    }
+
+
+# --- verification
+
+
+tiling_log = logging.getLogger("tilefuse.tiling")
 COMPILE_OPTIONS = {"enable_fp_fusion": True}  # Triton 3.9's default, pinned for reproducibility
 REDUCE_OPTIONS = {"num_warps": 4, "num_stages": 1}  # the split-K second pass: no dot
+HEAVY = ("matmul", "conv2d", "attention")
+ANCHORS = {"matmul": "matmul", "conv2d": "conv2d", "attention": "sdpa"}
 
 
 @dataclass(frozen=True)
-class TargetResult:
-    """One compiled kernel (or split-K pass) on one profile's target."""
+class _Step:
+    """One launch to compile: its report name, config label, options, and whether it dots."""
 
-    kernel: str
-    gpu: str
-    target: str
-    config: str
-    regs: int
-    spill_bytes: int
-    smem_bytes: int
-    smem_limit: int
-    blocks_per_sm: int
-    occupancy: float  # resident warps (waves) / the SM's (CU's) maximum
-    limiter: str
-    tensor_cores: bool | None  # None: a pass without a dot (split-K reduction)
-    mma_ops: dict[str, int]
-    retiled: str = ""  # configs rejected on the way, with why
-    note: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return (
-            self.spill_bytes == 0
-            and self.smem_bytes <= self.smem_limit
-            and (self.tensor_cores is not False)
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__} | {"ok": self.ok}
+    name: str
+    label: str
+    launch: Launch
+    options: dict[str, Any]
+    dot: bool
 
 
-@dataclass(frozen=True)
-class TargetReport:
-    results: tuple[TargetResult, ...]
+def _steps(
+    spec: KernelSpec, t: TileConfig, strided: frozenset[str], float_dtype: str
+) -> tuple[list[_Step], str]:
+    """The launches of `spec` at `t` and a note on what the rendering left out."""
+    if spec.kind not in HEAVY:
+        found = rendered_launch(spec, t, strided, float_dtype)
+        if found is None:
+            return [], "empty domain: never launched"
+        launch, opts = found
+        return [_Step(spec.name, t.short, launch, opts | COMPILE_OPTIONS, False)], ""
+    source, tensors, note = heavy_kernel(spec, t)
+    module = load_module(source, interpret=False)
+    steps = []
+    for kernel, _, args, meta in module.arguments(*tensors):
+        second = kernel.__name__.endswith("_reduce")
+        opts = (REDUCE_OPTIONS if second else t.triton_options()) | COMPILE_OPTIONS
+        name = spec.name + (".reduce" if second else "")
+        label = f"pass 2 of {t.short}" if second else t.short  # 64x64 tiles, 4 warps
+        steps.append(_Step(name, label, Launch(kernel, args, meta), opts, not second))
+    return steps, note
 
-    @property
-    def ok(self) -> bool:
-        return all(r.ok for r in self.results)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "kernels": [r.to_dict() for r in self.results]}
-
-    def __str__(self) -> str:
-        head = (f"{'kernel':34} {'gpu':7} {'config':28} {'regs':>4} {'spill':>5} "
-                f"{'smem KB':>9} {'blk/SM':>6} {'occ':>5} {'tensor cores':18} ok")  # fmt: skip
-        rows = [head]
-        for r in self.results:
-            tc = ("-" if r.tensor_cores is None else
-                  ",".join(f"{k}:{v}" for k, v in r.mma_ops.items()) or "NONE")  # fmt: skip
-            smem = f"{r.smem_bytes / 1024:.0f}/{r.smem_limit // 1024}"
-            rows.append(
-                f"{r.kernel[:34]:34} {r.gpu:7} {r.config[:28]:28} {r.regs:>4} "
-                f"{r.spill_bytes:>5} {smem:>9} {r.blocks_per_sm:>6} {r.occupancy:>5.2f} "
-                f"{tc[:18]:18} {'yes' if r.ok else 'NO'}"
-            )
-            rows += [f"    retiled: {r.retiled}"] if r.retiled else []
-            rows += [f"    note: {r.note}"] if r.note else []
-        return "\n".join(rows)
+def _dtype(spec: KernelSpec, float_dtype: str) -> str:
+    """The dtype a kernel's math is judged by: its anchor's operands for a dot kernel, else
+    the first output's storage."""
+    if spec.kind in HEAVY:
+        anchor = next(n for n in spec.body if n.op == ANCHORS[spec.kind])
+        d = spec.type_of(anchor.inputs[0]).dtype
+    else:
+        d = spec.type_of(spec.outputs[0]).dtype
+    if float_dtype == "float64" and d.is_float:
+        return "fp64"
+    return TL_NAMES.get(d.value, d.value)
 
 
 def _result(
-    name: str, p: GpuProfile, config: str, warps: int, info: dict, dot: bool
+    spec: KernelSpec, step: _Step, p: GpuProfile, dtype: str, info: dict[str, Any]
 ) -> TargetResult:
+    warps = step.options["num_warps"]
     blocks, limiter = occupancy(p, warps, info["regs"], info["smem_bytes"], info["tmem_cols"])
     max_w = p.max_warps_per_sm if not p.is_amd else 32  # AMD: 8 waves x 4 SIMDs per CU
     return TargetResult(
-        name, p.name, p.target_text, config, info["regs"], info["spill_bytes"],
-        info["smem_bytes"], p.smem_per_block, blocks, round(blocks * warps / max_w, 3),
-        limiter, bool(info["mma_ops"]) if dot else None, dict(info["mma_ops"]),
+        step.name, spec.kind, p.name, p.target_text, step.label, dtype, info["regs"],
+        info["spill_bytes"], info["smem_bytes"], p.smem_per_block, blocks,
+        round(blocks * warps / max_w, 3), limiter,
+        bool(info["mma_ops"]) if step.dot else None, dict(info["mma_ops"]),
+        info.get("tf32_ops", 0),
     )  # fmt: skip
 
 
-def verify_spec(spec: KernelSpec, p: GpuProfile, retries: int = 6) -> list[TargetResult]:
-    """Compile `spec` (a matmul, conv2d or attention kernel) for `p` at its TileConfig (or
-    what tiling picks); a config that spills or exceeds shared memory goes back to tiling
-    with it excluded, and the reason is logged under `tilefuse.tiling`."""
+def _failed(spec: KernelSpec, p: GpuProfile, config: str, dtype: str, e: Exception) -> TargetResult:
+    text = str(e).strip().splitlines()
+    why = f"{type(e).__name__}: {text[0] if text else ''}"[:300]
+    tiling_log.warning("%s (%s) on %s: cannot compile at %s: %s", spec.name, spec.kind, p.name,
+                       config, why)  # fmt: skip
+    return TargetResult(spec.name, spec.kind, p.name, p.target_text, config, dtype, 0, 0, 0,
+                        p.smem_per_block, 0, 0.0, "", None, error=why)  # fmt: skip
+
+
+def verify_spec(
+    spec: KernelSpec,
+    p: GpuProfile,
+    retries: int = 6,
+    *,
+    strided: frozenset[str] = frozenset(),
+    float_dtype: str = "float32",
+    progress: Progress | None = None,
+) -> list[TargetResult]:
+    """Compile `spec` for `p` at its TileConfig (or what tiling picks for `p`); a config that
+    spills or exceeds shared memory goes back to tiling with it excluded (at most `retries`
+    times), and the reason is logged under `tilefuse.tiling`. Heavy kernels (matmul, conv2d,
+    attention) compile as their template, pointwise and reduction kernels as the Triton
+    backend renders them (`strided`: the inputs read through runtime strides). A kernel that
+    cannot be rendered or compiled is a result with `error` set."""
+    dtype = _dtype(spec, float_dtype)
     t = spec.tile if spec.tile is not None and spec.tile.gpu == p.name else tile(spec, p)
     excluded: list[TileConfig] = []
     why: list[str] = []
     while True:
-        source, tensors, note = heavy_kernel(spec, t)
-        module = load_module(source, interpret=False)
-        results = []
-        for kernel, _, args, meta in module.arguments(*tensors):
-            second = kernel.__name__.endswith("_reduce")
-            opts = (REDUCE_OPTIONS if second else t.triton_options()) | COMPILE_OPTIONS
-            info = compile_launch(Launch(kernel, args, meta), p, opts)
-            name = spec.name + (".reduce" if second else "")
-            label = f"pass 2 of {t.short}" if second else t.short  # 64x64 tiles, 4 warps
-            results.append(_result(name, p, label, opts["num_warps"], info, not second))
+        try:
+            steps, note = _steps(spec, t, strided, float_dtype)
+            results = []
+            for step in steps:
+                info = compile_launch(step.launch, p, step.options)
+                if progress is not None:
+                    progress.count(info["cached"])
+                results.append(_result(spec, step, p, dtype, info))
+        except Exception as e:  # a finding of the report, named by kernel and config
+            return [_failed(spec, p, t.short, dtype, e)]
         bad = [r for r in results if r.spill_bytes or r.smem_bytes > r.smem_limit]
-        if not bad or len(excluded) >= retries:
+        nxt = None
+        if bad and len(excluded) < retries:
+            r = bad[0]
+            reason = (f"spills {r.spill_bytes} B at {r.regs} regs" if r.spill_bytes else
+                      f"needs {r.smem_bytes} B smem > {r.smem_limit}")  # fmt: skip
+            tiling_log.info("%s on %s: %s %s; asking tiling again without it", spec.name,
+                            p.name, t.short, reason)  # fmt: skip
+            why.append(f"{t.short} {reason}")
+            excluded.append(t)
+            nxt = tile(spec, p, exclude=tuple(excluded))
+            if launch_key(nxt) in {launch_key(c) for c in excluded}:
+                nxt = None  # tiling has nothing else
+        if nxt is None:
             retiled = "; ".join(why)
-            return [
-                TargetResult(**{**r.__dict__, "retiled": retiled, "note": note}) for r in results
-            ]
-        r = bad[0]
-        reason = (f"spills {r.spill_bytes} B at {r.regs} regs" if r.spill_bytes else
-                  f"needs {r.smem_bytes} B smem > {r.smem_limit}")  # fmt: skip
-        log.info("%s on %s: %s %s; asking tiling again without it", spec.name, p.name, t.short,
-                 reason)  # fmt: skip
-        why.append(f"{t.short} {reason}")
-        excluded.append(t)
-        nxt = tile(spec, p, exclude=tuple(excluded))
-        if launch_key(nxt) in {launch_key(c) for c in excluded}:
-            return [TargetResult(**{**r.__dict__, "retiled": "; ".join(why), "note": note})
-                    for r in results]  # fmt: skip
+            return [replace(r, retiled=retiled, note=note) for r in results]
         t = nxt
 
 
-HEAVY = ("matmul", "conv2d", "attention")
+def verify_kernels(
+    kernels: Any,
+    gpus: list[GpuProfile],
+    *,
+    strided: frozenset[str] = frozenset(),
+    float_dtype: str = "float32",
+    model: str = "",
+    echo: bool = False,
+    workers: int | None = None,
+) -> TargetReport:
+    """Every kernel of `kernels` (KernelSpecs; other entries are skipped) compiled for every
+    profile in `gpus` (see `verify_spec`), results in that order (per GPU, per kernel).
+
+    Note [Verifying many kernels]
+    Kernels whose launches compile to the same binaries (the same block in every layer: same
+    source up to names, config and target) are verified once and the result is shared. The
+    rest compile in `workers` processes (default: config.num_threads(), i.e.
+    TILEFUSE_NUM_THREADS or the CPUs) when there are at least POOL_MIN of them, one kernel
+    with its retiles per task; kernels already in the disk cache are read in this process.
+    Progress goes to the `tilefuse.targets` logger, and to stderr with `echo`; retile
+    reasons from workers are logged here."""
+    specs = [k for k in kernels if isinstance(k, KernelSpec)]
+    what = f"{model or 'kernels'} on {','.join(p.name for p in gpus)}"
+    progress = Progress(len(specs) * len(gpus), what, echo=echo)
+    tasks = [(spec, p) for p in gpus for spec in specs]
+    groups: dict[tuple, list[int]] = {}
+    cold: set[tuple] = set()
+    for i, (spec, p) in enumerate(tasks):
+        key, uncached = _first_look(spec, p, strided, float_dtype, i)
+        groups.setdefault(key, []).append(i)
+        if uncached:
+            cold.add(key)
+    done: dict[int, list[TargetResult]] = {}
+
+    def finish(key: tuple, results: list[TargetResult]) -> None:
+        first, *rest = groups[key]
+        done[first] = results
+        progress.step()
+        for i in rest:  # the same binaries: the representative's figures under its name
+            name = tasks[i][0].name
+            done[i] = [replace(r, kernel=name + r.kernel[len(tasks[first][0].name) :])
+                       for r in results]  # fmt: skip
+            progress.cached += len(results)
+            progress.step()
+
+    n = workers if workers is not None else config.num_threads()
+    pooled = [k for k in groups if k in cold] if n > 1 and len(cold) >= POOL_MIN else []
+    futures = {}
+    if pooled:
+        pool = _pool(n)
+        cache = str(config.load().cache_dir)
+        for key in pooled:
+            spec, p = tasks[groups[key][0]]
+            job = (spec, p, strided, float_dtype, cache)
+            futures[pool.submit(_verify_in_worker, *job)] = key
+    for key in groups:
+        if key not in futures.values():
+            spec, p = tasks[groups[key][0]]
+            counted = verify_spec(spec, p, strided=strided, float_dtype=float_dtype,
+                                  progress=progress)  # fmt: skip
+            finish(key, counted)
+    for future in as_completed(futures):
+        results, compiled, cached, messages = future.result()
+        for m in messages:
+            tiling_log.info("%s", m)
+        progress.compiled += compiled
+        progress.cached += cached
+        finish(futures[future], results)
+    return TargetReport(tuple(r for i in range(len(tasks)) for r in done[i]), model)
 
 
-def verify_kernels(kernels: Any, gpus: list[GpuProfile]) -> TargetReport:
-    """Every heavy kernel of `kernels` compiled for every profile in `gpus`."""
-    out: list[TargetResult] = []
-    for p in gpus:
-        for spec in kernels:
-            if isinstance(spec, KernelSpec) and spec.kind in HEAVY:
-                out += verify_spec(spec, p)
-    return TargetReport(tuple(out))
+def _first_look(
+    spec: KernelSpec, p: GpuProfile, strided: frozenset[str], float_dtype: str, i: int
+) -> tuple[tuple, bool]:
+    """(what identifies `spec`'s binaries on `p` at its first config, whether one of them
+    still has to be compiled); a kernel that does not render is its own group."""
+    try:
+        t = spec.tile if spec.tile is not None and spec.tile.gpu == p.name else tile(spec, p)
+        steps, _ = _steps(spec, t, strided, float_dtype)
+        paths = tuple(cache_path(s.launch, p, s.options) for s in steps)
+    except Exception:  # verify_spec reports it, named
+        return ("unrendered", i), False
+    return (spec.kind, *map(str, paths)) if paths else ("empty", i), any(
+        not is_cached(x) for x in paths
+    )
+
+
+POOL_MIN = 8  # kernels to compile before workers pay off (a worker's first compile: ~4 s)
+_POOL: list[Any] = []  # [ProcessPoolExecutor, its size], made on first use
+
+
+def _pool(n: int) -> Any:
+    """Worker processes (spawned: a fresh interpreter has no Triton/MLIR state to inherit)."""
+    import atexit
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    if _POOL and _POOL[1] != n:
+        _POOL.pop(0).shutdown()
+        _POOL.clear()
+    if not _POOL:
+        ctx = multiprocessing.get_context("spawn")
+        _POOL[:] = [ProcessPoolExecutor(max_workers=n, mp_context=ctx), n]
+        atexit.register(_POOL[0].shutdown)
+    return _POOL[0]
+
+
+def _verify_in_worker(
+    spec: KernelSpec, p: GpuProfile, strided: frozenset[str], float_dtype: str, cache: str
+) -> tuple[list[TargetResult], int, int, list[str]]:
+    """verify_spec in a worker process: (results, compiles, cache reads, retile log lines)."""
+    os.environ["TILEFUSE_CACHE_DIR"] = cache  # the caller's, whatever it was at spawn time
+    counter = Progress(0, "", echo=False)
+    messages: list[str] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: messages.append(record.getMessage())  # type: ignore[method-assign]
+    level = tiling_log.level
+    tiling_log.addHandler(handler)
+    tiling_log.setLevel(logging.INFO)
+    try:
+        results = verify_spec(spec, p, strided=strided, float_dtype=float_dtype,
+                              progress=counter)  # fmt: skip
+    finally:
+        tiling_log.removeHandler(handler)
+        tiling_log.setLevel(level)
+    return results, counter.compiled, counter.cached, messages

@@ -275,6 +275,40 @@ class Compiled:
             planned_bytes=self.stats.get("planned_bytes", 0),
         )
 
+    def verify_targets(
+        self, gpu: str | list[str] | None = None, *, progress: bool | None = None
+    ) -> Any:
+        """Compile every kernel of the plan as Triton for each profile's target (a profile
+        name, a list or "a,b", or None for the compiled-for GPU, else the default profile),
+        at the tile config tiling chose there, and read back registers, spills, shared
+        memory, occupancy and tensor-core opcodes: a `TargetReport` (printable, `.ok`,
+        `.to_dict()`). A config that spills or overflows shared memory goes back to tiling
+        with it excluded (logged under `tilefuse.tiling`). Works whatever backend this was
+        compiled for: the Triton kernels are rendered from the schedule. Binaries and figures
+        are cached under TILEFUSE_CACHE_DIR/triton_targets, so a second run is fast.
+        `progress`: a progress line on stderr now and then (None: when stderr is a terminal);
+        it is always logged under `tilefuse.targets`."""
+        import sys
+
+        from compiler.gpu import resolve_profiles
+
+        profiles = resolve_profiles(gpu if gpu is not None else self.gpu)
+        try:
+            from backends.triton_targets import verify_kernels
+        except ImportError as e:
+            raise ImportError(
+                f"verify_targets compiles {self.graph.name}'s kernels with Triton, which is not "
+                f"importable here ({e}); install it with `pip install 'triton==3.9.*'` (Linux)"
+            ) from e
+        return verify_kernels(
+            self.schedule.kernels,
+            profiles,
+            strided=frozenset(v.name for v in self.graph.inputs),
+            float_dtype=self._float_dtype,
+            model=self.graph.name,
+            echo=sys.stderr.isatty() if progress is None else progress,
+        )
+
     def save(self, path: str | Path, *, reference: bool = True) -> Path:
         """Write this compiled model to the directory `path` (see `compiler.artifact`), to run
         later with `compiler.load(path)` without the model's code or torch.export. With

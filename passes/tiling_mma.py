@@ -11,6 +11,18 @@ is spread over 8 XCDs, each with its own 4 MB L2, and the partials of one output
 written on different XCDs, so they are read from DRAM. The same split of L2 cuts the operand
 reuse of a wave: with the pid remap of AMD's kernels (`num_xcds`), each XCD streams the row and
 column panels of its own contiguous chunk of the wave.
+
+Note [Implicit-GEMM registers]
+A conv2d's A tile is gathered, not streamed: every [BLOCK_M, BLOCK_K] element has its own
+input pixel, padding mask and address, and the [BLOCK_M, BLOCK_N] epilogue decomposes each
+output row into (n, h, w) again; the accumulator also comes back to registers on sm_100 for
+that epilogue. Measured with Triton 3.9 on the unet's convs (conv_in with Cin 4, K = 36, and
+the 3x3 convs with K = 2880; cuobjdump), per thread, acc = BM*BN, a = BM*BK, b = BK*BN over
+the threads: every sm_80/90/100 config with acc = 128 spilled (56-3700 B), (acc, a, b) =
+(64, 32, 64) spilled 56-96 B on sm_90/100, and (64, 32, 32), (64, 32, 16), (64, 16, 32),
+(32, 32, 32), (16, 32, 16) did not. `acc + 2a + b + 64` registers separates them at the
+255-register limit (one config that fit, acc 128 with a 16 on sm_90, is refused too: the
+model errs towards fitting). GEMMs keep the streamed-operand model of `_gemm_regs`.
 """
 
 from __future__ import annotations
@@ -117,7 +129,7 @@ def gemm_candidates(spec: KernelSpec, p: GpuProfile, flops: float, moved: int) -
             if key in seen:
                 continue
             seen.add(key)
-            out += _price_gemm(p, g, key, gm, flops, other)
+            out += _price_gemm(p, g, key, gm, flops, other, spec.kind == "conv2d")
     return out
 
 
@@ -131,10 +143,18 @@ def _gemm_regs(p: GpuProfile, acc: int, operand: int) -> int:
     return acc + operand + 48
 
 
+def _implicit_gemm_regs(acc: int, a: int, b: int) -> int:
+    """Registers per thread of a conv2d tile on NVIDIA (Note [Implicit-GEMM registers]):
+    accumulator, gathered A elements (pixel, mask, address) twice, B elements once."""
+    return acc + 2 * a + b + 64
+
+
 def _price_gemm(
-    p: GpuProfile, g: Gemm, key: tuple[int, ...], gm: int, flops: float, other: int
-) -> list[Candidate]:
-    """One candidate per key, or on gfx942 one per `waves_per_eu` choice."""
+    p: GpuProfile, g: Gemm, key: tuple[int, ...], gm: int, flops: float, other: int,
+    conv: bool = False,
+) -> list[Candidate]:  # fmt: skip
+    """One candidate per key, or on gfx942 one per `waves_per_eu` choice; `conv`: an
+    implicit GEMM (its A tile gathered)."""
     bm, bn, bk, s, w, split = key
     it = g.dtype.itemsize
     s_eff = max(1, s - p.stages_in_smem_offset)
@@ -142,6 +162,8 @@ def _price_gemm(
     threads = p.warp_size * w
     acc = bm * bn // threads
     regs = _gemm_regs(p, acc, (bm + bn) * bk * it // 4 // threads)
+    if conv and not p.is_amd:
+        regs = _implicit_gemm_regs(acc, bm * bk // threads, bk * bn // threads)
     cfg = TileConfig(
         (("BLOCK_M", bm), ("BLOCK_N", bn), ("BLOCK_K", bk)), w, s, split, gm,
         smem_bytes=smem, regs_per_thread=min(regs, p.max_regs_per_thread),

@@ -200,3 +200,37 @@ def test_split_k_partials_are_dram_traffic() -> None:
     t = tile(k, mi)
     assert t.split_k > 1 and "split-K partials" in t.reason
     assert t.dram_bytes >= read + written + split_k_partial_bytes(mi, t.split_k, 128 * 768)
+
+
+CONV_IN = """
+def f(x: f16[1,4,32,32], w: f16[320,4,3,3], b: f16[320]):
+    v0: f16[1,320,32,32] = conv2d(x, w, b, padding=(1, 1))
+    return (v0,)
+"""
+
+# measured with Triton 3.9 (cuobjdump, tests/test_triton_targets.py's compile path), unet
+# conv_in: (gpu, BM, BN, BK, stages, warps) -> spilled bytes (Note [Implicit-GEMM registers])
+CONV_IN_SPILLS = {
+    ("b200", 128, 128, 32, 4, 4): 728, ("b200", 64, 128, 64, 3, 4): 56,
+    ("b200", 256, 128, 64, 4, 8): 1064, ("h100", 128, 128, 64, 3, 4): 1336,
+    ("h100", 64, 128, 64, 3, 4): 96, ("a100", 128, 128, 32, 4, 4): 688,
+    ("b200", 128, 64, 32, 4, 4): 0, ("b200", 64, 128, 32, 4, 4): 0,
+    ("h100", 128, 128, 64, 4, 8): 0, ("a100", 128, 128, 64, 4, 8): 0,
+    ("a100", 64, 64, 64, 3, 8): 0, ("a100", 64, 32, 64, 5, 4): 0,
+}  # fmt: skip
+
+
+def test_conv_register_model_matches_measured_spills() -> None:
+    """The implicit-GEMM register model refuses every conv_in config that spilled when
+    compiled and keeps every one that did not, so target verification need not retile it."""
+    from passes.tiling_mma import gemm_candidates
+
+    spec = kernel(CONV_IN)
+    for (gpu, bm, bn, bk, s, w), spilled in CONV_IN_SPILLS.items():
+        p = get_profile(gpu)
+        flops, read, written = kernel_cost(spec)
+        cands = {(c.config.blocks, c.config.num_stages, c.config.num_warps): c
+                 for c in gemm_candidates(spec, p, flops, read + written)}  # fmt: skip
+        blocks = (("BLOCK_M", bm), ("BLOCK_N", bn), ("BLOCK_K", bk))
+        c = cands[(blocks, s, w)]
+        assert (c.rejected == "regs") == (spilled > 0), (gpu, bm, bn, bk, s, w, c)
