@@ -4,7 +4,7 @@
     tilefuse run build/NAME [--backend numpy]
     tilefuse check FILE.py:FACTORY [--backend numpy] [--dtype bfloat16]
     tilefuse explain FILE.py:FACTORY|build/NAME [--gpu h100,mi300x] [--dtype float16] [--json]
-                     [--plot roofline.png]
+                     [--plot roofline.png] [--targets]
     tilefuse profiles
 
 A FACTORY is a function in FILE.py that, called with no arguments (or with `dtype=`), returns
@@ -136,6 +136,14 @@ def cmd_explain(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise SystemExit(f"tilefuse: {e}") from None
     report = compiled.explain(gpus)
+    if args.targets:  # compile every kernel for each GPU's target (slow when not cached)
+        import dataclasses
+
+        try:
+            targets = compiled.verify_targets(gpus, progress=True)
+        except ImportError as e:  # no Triton here
+            raise SystemExit(f"tilefuse: {e}") from None
+        report = dataclasses.replace(report, targets=targets)
     print(json.dumps(report.to_dict(), indent=1) if args.json else report)
     if args.plot:
         try:
@@ -143,7 +151,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         except RuntimeError as e:  # matplotlib is not installed
             raise SystemExit(f"tilefuse: {e}") from None
         print(f"wrote the roofline of {', '.join(gpus)} to {path}", file=sys.stderr)
-    return 0
+    return 0 if report.targets is None or report.targets.ok else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -185,6 +193,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     explain.add_argument("--json", action="store_true", help="print report.to_dict() as JSON")
     explain.add_argument(
         "--plot", metavar="PNG", default=None, help="draw the roofline per GPU to this PNG"
+    )
+    explain.add_argument(
+        "--targets",
+        action="store_true",
+        help="also compile every kernel for each GPU's Triton target and print its registers, "
+        "spills, shared memory, occupancy and tensor cores (exit 1 when one does not fit)",
     )
     explain.set_defaults(run=cmd_explain)
     profiles = sub.add_parser("profiles", help="the GPU profiles and their figures")

@@ -16,6 +16,9 @@ wave's L2 cannot catch, second passes of looped reductions, split-K partials).
 
 With several GPUs the report ranks them by estimated time and by energy at TDP (an upper
 bound: time x TDP) and says whether weights + peak activations fit in each one's memory.
+With `targets` (a TargetReport from `Compiled.verify_targets`, `tilefuse explain --targets`)
+the per-kernel registers, spills, shared memory, occupancy and tensor-core table of every
+kernel compiled for each GPU's target follows the plan.
 """
 
 from __future__ import annotations
@@ -105,6 +108,7 @@ class ExplainReport:
     model_min_bytes: int
     flops: float
     advice: tuple[str, ...] = ()
+    targets: Any = None  # a TargetReport when target verification ran (`explain --targets`)
 
     def totals(self, plan: GpuPlan) -> dict[str, Any]:
         return {
@@ -138,7 +142,7 @@ class ExplainReport:
                 "energy": [p.profile.name for p in sorted(self.plans, key=lambda p: p.energy_j)],
             },
             "advice": list(self.advice),
-        }
+        } | ({"targets": self.targets.to_dict()} if self.targets is not None else {})
 
     def plot(self, path: str | Path) -> Path:
         """Draw the roofline of every GPU (memory slope, compute ceilings) with each kernel
@@ -154,6 +158,9 @@ class ExplainReport:
             parts.append(self._ranking())
         if self.advice:
             parts.append("advice:\n" + "\n".join(f"  {a}" for a in self.advice))
+        if self.targets is not None:
+            parts.append("target verification (Triton compiled for each GPU's target):")
+            parts.append(str(self.targets))
         return "\n\n".join(parts) + "\n"
 
     def _table(self, plan: GpuPlan) -> str:

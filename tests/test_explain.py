@@ -3,6 +3,7 @@ GPUs ranked, the CLI, and the gpt2 fp16 figures on h100."""
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 
@@ -201,3 +202,32 @@ def test_cli_explain_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     captured = capsys.readouterr()
     assert "on mi300x" in captured.out and str(png) in captured.err
     assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 20_000
+
+
+def test_cli_explain_targets(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--targets` adds the per-kernel target table after the plan (also as JSON, also for
+    a saved artifact, whose tiles for its compiled-for GPU are the ones compiled); progress
+    goes to stderr. A few seconds cold (two kernels for sm_80)."""
+    monkeypatch.setenv("TILEFUSE_CACHE_DIR", str(tmp_path / "cache"))
+    f = tmp_path / "tiny.py"
+    f.write_text(FACTORY)
+    argv = ["explain", f"{f}:build", "--gpu", "a100", "--dtype", "float16", "--targets"]
+    assert cli.main(argv) == 0
+    captured = capsys.readouterr()
+    plan, _, targets = captured.out.partition("target verification")
+    assert "on a100" in plan and "total:" in plan
+    assert "a100 (cuda:80/32): 2 kernels" in targets and "HMMA:" in targets
+    assert "2/2 kernels, 2 compiled" in captured.err
+    assert cli.main([*argv, "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    entries = d["targets"]["kernels"]
+    assert [e["kernel"] for e in entries] == [r["name"] for r in d["kernels"]]
+    assert all(e["ok"] and e["spill_bytes"] == 0 for e in entries)
+    model, inputs = cli.build_example(f"{f}:build", "float16")
+    path = compiler.compile(model, inputs, gpu="a100", backend="numpy").save(tmp_path / "art")
+    assert cli.main(["explain", str(path), "--targets"]) == 0
+    captured = capsys.readouterr()
+    assert "a100 (cuda:80/32): 2 kernels" in captured.out
+    assert "0 compiled, 2 from the cache" in captured.err  # the same kernels and tiles
