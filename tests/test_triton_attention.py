@@ -179,3 +179,16 @@ def test_program_dit_qkv_unbind() -> None:
         return F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(2, 10, 32)
 
     check_program(fn, (qkv,), SMALL)
+
+
+def test_program_attention_epilogue() -> None:
+    """Elementwise ops after the attention (a scale and a residual) run on its output tile."""
+    q, k, v = (_rand(1, 2, 12, 24, seed=i) for i in range(3))
+    r = _rand(1, 2, 12, 24, seed=3)
+
+    def fn(q, k, v, r):
+        return F.scaled_dot_product_attention(q, k, v, scale=0.3) * 2.0 + r
+
+    c, _ = check_program(fn, (q, k, v, r), SMALL)
+    (kernel,) = c.kernels
+    assert kernel.kind == "attention" and "mul" in kernel.name
