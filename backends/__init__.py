@@ -5,10 +5,11 @@ A backend is a module with `NAME`, `supports(spec) -> bool` and
 generated code, readable) and `.load()` (the callable) and `.load_namespace()` (its kernel
 functions by kernel name). Built: `numpy` (the readable reference, the oracle), `llvm`
 (native CPU code; matmul, conv2d and attention are extern calls into the library torch ships)
-and `triton` (pointwise and reduction kernels so far; under the Triton interpreter without a
-GPU). `auto` means the fastest backend on this machine: `llvm` (`triton` once it renders every
-kernel kind and a GPU is present). `check_parity` checks the `PARITY_DEFAULT` backends unless
-told otherwise: `triton` joins them once it renders every kernel kind.
+and `triton` (every kernel kind; natively on a CUDA/ROCm device, else under the Triton
+interpreter). `auto` means the fastest backend on this machine: `triton` when a CUDA/ROCm
+device is present, else `llvm`. `check_parity` checks `parity_default()` unless told
+otherwise: numpy and llvm, and triton too where it runs natively (under the interpreter it is
+opt-in: `backends=("numpy", "llvm", "triton")`, slow at real sizes).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from types import ModuleType
 
 AVAILABLE = ("numpy", "llvm", "triton")
 PLANNED: tuple[str, ...] = ()  # named in the design; not built yet
-PARITY_DEFAULT = ("numpy", "llvm")
+PARITY_DEFAULT = ("numpy", "llvm")  # on a machine without a GPU; see parity_default()
 _MODULES = {
     "numpy": "backends.numpy_kernels",
     "llvm": "backends.llvm_cpu",
@@ -29,7 +30,7 @@ _MODULES = {
 def resolve(name: str) -> str:
     """The concrete backend for `name`, or a ValueError that lists the choices."""
     if name == "auto":
-        return "llvm"
+        return "triton" if _has_gpu() else "llvm"
     if name in AVAILABLE:
         return name
     if name in PLANNED:
@@ -42,3 +43,15 @@ def resolve(name: str) -> str:
 def get(name: str) -> ModuleType:
     """The module implementing backend `name` (see the module docstring for its interface)."""
     return importlib.import_module(_MODULES[resolve(name)])
+
+
+def parity_default() -> tuple[str, ...]:
+    """The backends `check_parity` checks by default: PARITY_DEFAULT, plus triton where a
+    CUDA/ROCm device runs it natively."""
+    return PARITY_DEFAULT + (("triton",) if _has_gpu() else ())
+
+
+def _has_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()

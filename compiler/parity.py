@@ -232,12 +232,12 @@ def check_parity(
     gpu: str | None = None,
 ) -> ParityReport:
     """Compile `model` once and check every backend's outputs against eager (see module doc);
-    `backends` defaults to `backends.PARITY_DEFAULT` (every backend that renders every kernel
-    kind)."""
+    `backends` defaults to `backends.parity_default()` (numpy and llvm; triton too on a
+    machine with a CUDA/ROCm device)."""
     import backends as backend_registry
     from compiler.api import compile as compile_model
 
-    backends = tuple(backends or backend_registry.PARITY_DEFAULT)
+    backends = tuple(backends or backend_registry.parity_default())
 
     args = args if isinstance(args, tuple) else (args,)
     kwargs = dict(kwargs or {})

@@ -310,6 +310,16 @@ def test_jit_is_thread_safe() -> None:
 # ----------------------------------------------------------------------------- backend and gpu
 
 
+def test_auto_backend_is_triton_where_a_gpu_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    import backends
+
+    assert backends.resolve("auto") == "llvm"  # here: no CUDA/ROCm device
+    assert backends.parity_default() == ("numpy", "llvm")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert backends.resolve("auto") == "triton"
+    assert backends.parity_default() == ("numpy", "llvm", "triton")
+
+
 def test_auto_backend_resolves_to_llvm_on_a_cpu(model: Tiny) -> None:
     x = _inputs(2, 8)
     c = compiler.compile(model, (x,), backend="auto")
