@@ -120,12 +120,28 @@ def render_kernel(
         why = _unsupported(spec, n)
         if why is not None:
             raise TritonUnsupportedError(f"triton backend: kernel {spec.name}: {why}")
+    _check_index_range(spec)
     tile = spec.tile if spec.tile is not None else default_tile(spec)
     compute = "tl.float64" if float_dtype == "float64" else "tl.float32"
     if spec.kind in HEAVY_KINDS:
         return render_heavy(spec, tile, strided, storage_dtype(float_dtype), compute)
     render = render_reduction if spec.kind == "reduction" else render_pointwise
     return render(spec, tile, strided, storage_dtype(float_dtype), compute)
+
+
+INDEX_LIMIT = 2**31
+
+
+def _check_index_range(spec: KernelSpec) -> None:
+    """The kernels index with int32 (program ids, aranges and their products with strides):
+    a tensor of 2^31 elements or more would wrap silently, so it is refused by name."""
+    for v in (*spec.inputs, *(n.out for n in spec.body)):
+        if v.type.numel >= INDEX_LIMIT:
+            raise TritonUnsupportedError(
+                f"triton backend: kernel {spec.name}: {v.name} {v.type} has {v.type.numel} "
+                f"elements, past what int32 indexing addresses (2^31); int64 indexing is not "
+                "implemented"
+            )
 
 
 def default_tile(spec: KernelSpec) -> TileConfig:

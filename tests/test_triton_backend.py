@@ -401,3 +401,11 @@ def test_every_heavy_jit_function_compiles_for_a_target(
             assert second or set(info["mma_ops"]) & {"HGMMA", "HMMA"}, kernel.__name__
             compiled.append(kernel.__name__)
     assert len(compiled) == 4 and any(n.endswith("_reduce") for n in compiled)
+
+
+def test_refuses_tensors_past_int32_indexing() -> None:
+    # a stride-0 view: 2^31 elements without the memory; capture and scheduling only
+    x = torch.zeros(1).expand(2**31)
+    c = compiler.compile(lambda x: x * 2 + 1, (x,), backend="numpy")
+    with pytest.raises(TritonUnsupportedError, match=r"kernel k0_fused_mul_add: args_0 .*2\^31"):
+        triton_backend.render_schedule(c.schedule)
