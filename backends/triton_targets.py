@@ -1,32 +1,30 @@
 """Triton target verification without a GPU, and loading generated Triton modules per mode.
 
-`verify_launches(launches, profile)` compiles each launch of a generated module (its
-@triton.jit kernel, the arguments its `arguments(...)` host function builds, given meta
-tensors) with `triton.compile(ASTSource(...), target=GPUTarget(...))` for the profile's
-target, and reads back what the hardware would allocate:
+`verify_kernels(kernels, profiles)` (behind `Compiled.verify_targets`) compiles every kernel
+of a schedule as the Triton program has it (pointwise and reduction kernels from
+backends.triton_backend.render_kernel, matmul/conv2d/attention from
+backends.triton_heavy.heavy_module, each launch specialized like Triton's launcher) with
+`triton.compile(ASTSource(...), target=GPUTarget(...))` at the kernel's TileConfig for the
+profile's target, and reads back what the hardware would allocate:
 
 - NVIDIA: registers and local memory (spills) from `cuobjdump --dump-resource-usage` on the
   cubin, shared memory from `metadata.shared` (Triton's is dynamic, so the cubin says 0),
   tensor-core opcodes from the SASS (`cuobjdump -sass`): HMMA (sm_80/89), HGMMA (sm_90),
-  UTCHMMA (sm_100); PTX text is not evidence.
+  UTCHMMA (sm_100); PTX text is not evidence. TF32 MMAs are counted apart.
 - AMD gfx942: VGPRs, spill counts and scratch from the `amdhsa.kernels` metadata in the
   AMDGCN text, LDS from `metadata.shared`, `v_mfma` instructions from the AMDGCN.
 
 Occupancy comes from compiler.gpu.occupancy with the profile's limits. Arguments are
 specialized the way Triton's launcher does (an int equal to 1 becomes a constexpr, one
-divisible by 16 gets a divisibility hint; tensors count as 16-byte aligned), so the binary is
-the one a launch would build. Results and binaries are cached on disk under
-TILEFUSE_CACHE_DIR/triton_targets, keyed by kernel source, signature, constexprs, options,
-target and Triton version.
+divisible by 16 gets a divisibility hint; tensors count as 16-byte aligned; runtime strides
+take their contiguous values), so the binary is the one a launch would build. A config that
+spills or overflows shared memory goes back to `tile(..., exclude=)`. Results and binaries
+are cached on disk under TILEFUSE_CACHE_DIR/triton_targets, keyed by kernel source (names
+left out), the helpers it calls, signature, constexprs, options, target and Triton version.
+The report types are in backends/triton_target_report.py.
 
-Note [One definition per mode]
-Triton reads TRITON_INTERPRET when a @triton.jit function is *defined*, and an interpreted
-definition cannot be compiled (`'InterpretedFunction' object has no attribute
-'cache_key'`). So a generated module is loaded once per mode (`load_module(src,
-interpret=...)`, the variable set only while its functions are defined), never by toggling
-the variable globally. triton.language itself is imported here in compiled mode (its own
-@triton.jit helpers such as tl.cdiv and tl.sigmoid are JITFunctions); an interpreted kernel
-runs with those helpers routed to interpreted twins for the duration of its launch.
+Generated modules are loaded per mode by backends/triton_loader.py (Note [One definition
+per mode]); `load_module` is re-exported here.
 """
 
 from __future__ import annotations
@@ -39,118 +37,22 @@ import math
 import os
 import re
 import subprocess
-import sys
 import tempfile
-import threading
-from collections.abc import Iterator
 from concurrent.futures import as_completed
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-import triton.experimental.gluon  # (Note [One definition per mode])
-import triton.language  # noqa: F401
-
+from backends.triton_loader import load_module
 from backends.triton_target_report import Progress, TargetReport, TargetResult
 from compiler import config
 from compiler.gpu import GpuProfile, occupancy
-from compiler.schedule import VIEW_OPS, KernelSpec, index_map
+from compiler.schedule import KernelSpec
 from passes.tile_config import TileConfig
-from passes.tiling import gemm_problem, launch_key, tile
+from passes.tiling import launch_key, tile
 
-_LOCK = threading.Lock()
-_MODULES: dict[tuple[str, bool], ModuleType] = {}
-
-
-@contextmanager
-def _interpret_env(interpret: bool) -> Iterator[None]:
-    """TRITON_INTERPRET set (or cleared) only while a module's @triton.jit functions are
-    defined: Triton reads it then, and a compiled-mode definition must not see it."""
-    old = os.environ.get("TRITON_INTERPRET")
-    os.environ["TRITON_INTERPRET"] = "1" if interpret else "0"
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("TRITON_INTERPRET", None)
-        else:
-            os.environ["TRITON_INTERPRET"] = old
-
-
-def load_module(source: str, *, interpret: bool) -> ModuleType:
-    """The generated Triton module `source`, defined once per mode (Note [One definition per
-    mode]). Written to the cache dir first: @triton.jit reads its function's source file."""
-    key = (source, interpret)
-    with _LOCK:
-        if key in _MODULES:
-            return _MODULES[key]
-        digest = hashlib.sha256(source.encode()).hexdigest()[:16]
-        mode = "interp" if interpret else "compiled"
-        directory = Path(config.load().cache_dir) / "triton_src"
-        directory.mkdir(parents=True, exist_ok=True)
-        path = directory / f"k_{digest}.py"
-        if not path.exists() or path.read_text() != source:
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(source)
-            tmp.replace(path)
-        name = f"tilefuse_triton_{digest}_{mode}"
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        with _interpret_env(interpret):
-            spec.loader.exec_module(module)
-        if interpret:
-            _route_library_calls(module)
-        _MODULES[key] = module
-        return module
-
-
-_INTERPRETED: dict[int, object] = {}  # id(JITFunction) -> its interpreted twin (both live)
-
-
-def _route_library_calls(module: ModuleType) -> None:
-    """Make each interpreted kernel of `module` run with triton.language's own @triton.jit
-    helpers (tl.cdiv, tl.sigmoid, tl.zeros, ...) interpreted too (Note [One definition per
-    mode]): those were defined in compiled mode when triton was imported, and a JITFunction
-    refuses to be called outside a compiled kernel."""
-    from triton.runtime.interpreter import InterpretedFunction
-
-    for value in vars(module).values():
-        if isinstance(value, InterpretedFunction) and "run" not in vars(value):
-            value.run = _with_interpreted_library(value.run)
-
-
-def _with_interpreted_library(run):  # noqa: ANN001, ANN202
-    from triton.runtime.interpreter import InterpretedFunction, _patch_lang
-    from triton.runtime.jit import JITFunction
-
-    def call(self: JITFunction, *args: object, **kwargs: object) -> object:
-        fn = _INTERPRETED.get(id(self))
-        if fn is None:
-            fn = _INTERPRETED[id(self)] = InterpretedFunction(self.fn)
-        # InterpretedFunction.__call__ (a device call) patches triton.language for the
-        # helper's module and never restores it, which breaks later compiles in this
-        # process; patch here with a scope we restore (Triton 3.9 private helper)
-        scope = _patch_lang(self.fn)
-        try:
-            return fn.rewrite()(*args, **kwargs)
-        finally:
-            scope.restore()
-
-    def wrapped(*args: object, **kwargs: object) -> object:
-        with _LOCK:
-            original = JITFunction.__call__
-            JITFunction.__call__ = call
-            try:
-                return run(*args, **kwargs)
-            finally:
-                JITFunction.__call__ = original
-
-    return wrapped
-
+__all__ = ["Launch", "TargetReport", "TargetResult", "compile_launch", "load_module",
+           "specialize", "verify_kernels", "verify_spec"]  # fmt: skip
 
 # --- compiling for a target
 
@@ -219,7 +121,9 @@ def cache_path(launch: Launch, p: GpuProfile, options: dict[str, Any]) -> Path:
 
     signature, constexprs, attrs = specialize(launch.kernel, launch.args, launch.meta)
     source = _nameless(launch.kernel) + "".join(_helpers(launch.kernel))
-    key_text = repr((source, sorted(signature.items()), sorted(constexprs.items()),
+    names = list(launch.kernel.arg_names)  # by position: parameter names carry IR names
+    key_text = repr((source, [signature[n] for n in names],
+                     [(i, constexprs[n]) for i, n in enumerate(names) if n in constexprs],
                      sorted(attrs.items()), sorted(options.items()), p.triton_target,
                      triton.__version__))  # fmt: skip
     return _cache_dir() / f"{hashlib.sha256(key_text.encode()).hexdigest()[:24]}.json"
@@ -332,147 +236,7 @@ def _amd_resources(amdgcn: str) -> dict[str, Any]:
     }
 
 
-# --- KernelSpec -> a template instance with example (meta) tensors
-
-GELU_TANH = (
-    "acc = 0.5 * acc * (1.0 + (2.0 * tl.sigmoid(1.5957691216057308"
-    " * (acc + 0.044715 * acc * acc * acc)) - 1.0))"
-)
-EPILOGUE_OPS = {"gelu": GELU_TANH, "silu": "acc = acc * tl.sigmoid(acc)"}
 TL_NAMES = {"f32": "fp32", "f16": "fp16", "bf16": "bf16"}
-
-
-def _meta(shape: tuple[int, ...], dtype: str, strides: tuple[int, ...] | None = None) -> Any:
-    import torch
-
-    dt = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
-    t = torch.empty(shape, dtype=dt, device="meta")
-    return t if strides is None else t.as_strided(shape, strides)
-
-
-def _operand(spec: KernelSpec, name: str, dtype: str) -> tuple[Any, bool]:
-    """A meta tensor for operand `name` with the strides its view chain gives (contiguous
-    where the chain is not strided), and whether a non-view node computes it in-kernel."""
-    producers = {n.out.name: n for n in spec.body}
-    chain = []
-    while name in producers and producers[name].op in VIEW_OPS:
-        chain.append(producers[name])
-        name = producers[name].inputs[0]
-    final = chain[0].out.type if chain else spec.type_of(name)
-    if name in producers:  # computed in the kernel (a prologue)
-        return _meta(final.shape, dtype), True
-    mapped = index_map(chain[::-1], spec.type_of(name)) if chain else None
-    if mapped is None:
-        return _meta(final.shape, dtype), False
-    shape, strides, _ = mapped
-    return _meta(tuple(shape), dtype, tuple(strides)), False
-
-
-def _epilogue_after(spec: KernelSpec, anchor: str, dtype: str, out_shape: tuple) -> tuple:
-    """Hand-written epilogue statements for the pointwise ops after `anchor` (the stand-in
-    until the backend core's generated epilogues plug in): adds of kernel inputs become
-    loaded tiles, gelu/silu become statements; anything else is left out and named."""
-    inputs = {v.name for v in spec.inputs}
-    lines, extra, tensors, skipped, vectors = [], [], [], [], []
-    seen = {anchor}
-    for n in spec.body:
-        if n.op in VIEW_OPS or n.out.name == anchor or not any(i in seen for i in n.inputs):
-            continue
-        seen.add(n.out.name)
-        if n.op == "add":
-            other = next((i for i in n.inputs if i not in seen), None)
-            root = other
-            while root is not None and root not in inputs:
-                p = next((m for m in spec.body if m.out.name == root), None)
-                root = p.inputs[0] if p is not None and p.op in VIEW_OPS else None
-            if root is None:
-                skipped.append(n.op)
-                continue
-            t = spec.type_of(root)
-            name = f"e{len(extra)}"
-            numel = math.prod(t.shape)
-            if numel == out_shape[-1] or (len(out_shape) == 4 and numel == out_shape[1]):
-                view = (1, t.shape[0], 1, 1) if len(out_shape) == 4 else (t.shape[0],)
-                tensors.append(_meta(view, dtype))
-                vectors.append(name)
-            else:
-                tensors.append(_meta(out_shape[:1] + t.shape[-len(out_shape) + 1 :], dtype))
-            extra.append(name)
-            lines.append(f"acc = acc + {name}")
-        elif n.op in EPILOGUE_OPS:
-            lines.append(EPILOGUE_OPS[n.op])
-        else:
-            skipped.append(n.op)
-    return tuple(lines), tuple(extra), tensors, skipped, tuple(vectors)
-
-
-def heavy_kernel(spec: KernelSpec, t: TileConfig) -> tuple[str, tuple[Any, ...], str]:
-    """(module source, example meta tensors for its `arguments`, note) for a matmul,
-    conv2d or attention spec at tile `t`. The note names what the stand-in left out."""
-    from backends.triton_attention import AttentionKernel, render_attention
-    from backends.triton_conv import ConvKernel, render_conv
-    from backends.triton_matmul import MatmulKernel, render_matmul
-
-    if spec.kind == "attention":
-        a = next(n for n in spec.body if n.op == "sdpa")
-        dtype = TL_NAMES[a.out.type.dtype.value]
-        ops = [_operand(spec, i, dtype)[0] for i in a.inputs[:3]]
-        mask = ""
-        if len(a.inputs) == 4:
-            m = spec.type_of(a.inputs[3])
-            mask = "bool" if m.dtype.value == "bool" else "add"
-            ops.append(_meta(m.shape, dtype) if mask == "add" else _bool_meta(m.shape))
-        k = AttentionKernel(spec.name, dtype, bool(a.attr("is_causal")), mask)
-        out = _meta(a.out.type.shape, dtype)
-        return render_attention(k, t, a.inputs and ops[0].shape[-1]), (*ops[:3], out, *ops[3:]), ""
-    if spec.kind == "conv2d":
-        a = next(n for n in spec.body if n.op == "conv2d")
-        dtype = TL_NAMES[a.out.type.dtype.value]
-        x, computed = _operand(spec, a.inputs[0], dtype)
-        w = _meta(spec.type_of(a.inputs[1]).shape, dtype)
-        out_shape = a.out.type.shape
-        lines, extra, tensors, skipped, _ = _epilogue_after(spec, a.out.name, dtype, out_shape)
-        k = ConvKernel(
-            spec.name, dtype, w.shape[2:], a.attr("stride"), a.attr("padding"),
-            a.attr("dilation"), len(a.inputs) == 3, lines, extra, t.split_k,
-        )  # fmt: skip
-        bias = [_meta((w.shape[0],), dtype)] if k.bias else []
-        tensors = [e.reshape(e.shape) for e in tensors]
-        note = _note(computed, skipped)
-        return render_conv(k, t), (x, w, _meta(out_shape, dtype), *bias, *tensors), note
-    mms = [n for n in spec.body if n.op == "matmul"]
-    a = mms[0]
-    dtype = TL_NAMES[a.out.type.dtype.value]
-    g = gemm_problem(spec)
-    x, computed = _operand(spec, a.inputs[0], dtype)
-    x = x.reshape(g.batch, g.M, g.K) if x.is_contiguous() or x.dim() != 3 else x
-    b, _ = _operand(spec, a.inputs[1], dtype)
-    if b.shape[-1] != g.N:  # horizontal matmuls reading one A: one GEMM over the joint N
-        b = _meta((g.N, g.K), dtype).t()
-    out_shape = (g.batch, g.M, g.N)
-    lines, extra, tensors, skipped, vectors = ((), (), [], [], ())
-    if len(mms) == 1:
-        lines, extra, tensors, skipped, vectors = _epilogue_after(
-            spec, a.out.name, dtype, out_shape
-        )
-    k = MatmulKernel(spec.name, dtype, epilogue=lines, epilogue_inputs=extra, split_k=t.split_k,
-                     row_vectors=vectors)  # fmt: skip
-    b = b.reshape(b.shape[-2:]) if b.dim() > 2 and b.stride(0) == 0 else b
-    note = _note(computed, skipped) + (" one GEMM over the joint N" if len(mms) > 1 else "")
-    return render_matmul(k, t), (x, b, _meta(out_shape, dtype), *tensors), note.strip()
-
-
-def _bool_meta(shape: tuple[int, ...]) -> Any:
-    import torch
-
-    return torch.empty(shape, dtype=torch.bool, device="meta")
-
-
-def _note(computed: bool, skipped: list[str]) -> str:
-    parts = ["prologue left out (operand computed in-kernel)"] if computed else []
-    if skipped:
-        parts.append("epilogue ops left out: " + ", ".join(dict.fromkeys(skipped)))
-    return "; ".join(parts)
 
 
 # --- pointwise and reduction kernels as the backend renders them
@@ -533,7 +297,6 @@ def rendered_launch(
 
 tiling_log = logging.getLogger("tilefuse.tiling")
 COMPILE_OPTIONS = {"enable_fp_fusion": True}  # Triton 3.9's default, pinned for reproducibility
-REDUCE_OPTIONS = {"num_warps": 4, "num_stages": 1}  # the split-K second pass: no dot
 HEAVY = ("matmul", "conv2d", "attention")
 ANCHORS = {"matmul": "matmul", "conv2d": "conv2d", "attention": "sdpa"}
 
@@ -552,14 +315,17 @@ class _Step:
 def _steps(
     spec: KernelSpec, t: TileConfig, strided: frozenset[str], float_dtype: str
 ) -> tuple[list[_Step], str]:
-    """The launches of `spec` at `t` and a note on what the rendering left out."""
+    """The launches of `spec` at `t` as the Triton program has them (heavy kernels through
+    backends.triton_heavy.heavy_module), and a note."""
     if spec.kind not in HEAVY:
         found = rendered_launch(spec, t, strided, float_dtype)
         if found is None:
             return [], "empty domain: never launched"
         launch, opts = found
         return [_Step(spec.name, t.short, launch, opts | COMPILE_OPTIONS, False)], ""
-    source, tensors, note = heavy_kernel(spec, t)
+    from backends.triton_heavy import REDUCE_OPTIONS, heavy_module
+
+    source, tensors, note = heavy_module(replace(spec, tile=t), t, strided)
     module = load_module(source, interpret=False)
     steps = []
     for kernel, _, args, meta in module.arguments(*tensors):
@@ -627,6 +393,7 @@ def verify_spec(
     t = spec.tile if spec.tile is not None and spec.tile.gpu == p.name else tile(spec, p)
     excluded: list[TileConfig] = []
     why: list[str] = []
+    bounds: dict[str, Any] = {}  # what the compiles measured (Note [Measured bounds])
     while True:
         try:
             steps, note = _steps(spec, t, strided, float_dtype)
@@ -648,7 +415,13 @@ def verify_spec(
                             p.name, t.short, reason)  # fmt: skip
             why.append(f"{t.short} {reason}")
             excluded.append(t)
-            nxt = tile(spec, p, exclude=tuple(excluded))
+            if r.smem_bytes > r.smem_limit and t.smem_bytes:
+                scale = max(bounds.get("smem_scale", 1.0), r.smem_bytes / t.smem_bytes)
+                bounds["smem_scale"] = scale
+            if r.spill_bytes and t.regs_per_thread:
+                cap = min(bounds.get("max_regs", 10**6), t.regs_per_thread - 1)
+                bounds["max_regs"] = cap
+            nxt = tile(spec, p, exclude=tuple(excluded), **bounds)
             if launch_key(nxt) in {launch_key(c) for c in excluded}:
                 nxt = None  # tiling has nothing else
         if nxt is None:

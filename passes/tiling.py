@@ -15,6 +15,14 @@ h100 takes 128x128x64 s3 w4 (96 KB, 2 blocks/SM); on l4 that tile's 64 KB (sm_89
 stage in registers) fits one block per 100 KB SM, so 128x128x32 s3 (2 blocks/SM) wins; mi300x
 takes 128x128x64 s2 w8 with mfma 16x16 and kpack 2 (one 32 KB LDS buffer of 64 KB). The
 reason string says which limit decided, and names the next larger tile with its limiter.
+
+Note [Measured bounds]
+Target verification compiles the chosen config; when it overflows shared memory by a factor f
+(measured / modelled: operand tiles the model does not count, such as RoPE's partner and
+cos/sin tiles or one B tile per segment of a joint-N GEMM) every config of that kernel is
+suspect by the same factor, and when it spills at r modelled registers every config modelled
+at r or more is. `tile(..., smem_scale=f, max_regs=r - 1)` refuses those at once, so retiling
+does not walk a row of configs that fail the same way.
 """
 
 from __future__ import annotations
@@ -156,10 +164,22 @@ def launch_key(c: TileConfig) -> tuple:
             c.matrix_instr_nonkdim, c.kpack)  # fmt: skip
 
 
-def tile(spec: KernelSpec, profile: GpuProfile, exclude: tuple[TileConfig, ...] = ()) -> TileConfig:
+def tile(
+    spec: KernelSpec,
+    profile: GpuProfile,
+    exclude: tuple[TileConfig, ...] = (),
+    *,
+    smem_scale: float = 1.0,
+    max_regs: int | None = None,
+) -> TileConfig:
     """The tile config for `spec` on `profile`: fastest under the cost model, with the
     runner-up and a one-line reason. `exclude`: configs a target compile rejected (spills,
-    shared memory); they are not chosen again."""
+    shared memory); they are not chosen again.
+
+    What such a compile measured can also bound the rest (Note [Measured bounds]):
+    `smem_scale` (> 1) multiplies every candidate's modelled shared memory before the
+    per-block limit is applied, and `max_regs` refuses candidates modelled at more
+    registers per thread."""
     flops, read, written = kernel_cost(spec)
     if spec.kind in ("matmul", "conv2d"):
         what, cands = "gemm", gemm_candidates(spec, profile, flops, read + written)
@@ -174,7 +194,20 @@ def tile(spec: KernelSpec, profile: GpuProfile, exclude: tuple[TileConfig, ...] 
         cands = [
             Candidate(c.config, "excluded") if launch_key(c.config) in banned else c for c in cands
         ]
+    if smem_scale > 1 or max_regs is not None:
+        cands = [_measured(c, profile, smem_scale, max_regs) for c in cands]
     return choose(cands, profile, what)
+
+
+def _measured(c: Candidate, p: GpuProfile, smem_scale: float, max_regs: int | None) -> Candidate:
+    """`c`, refused when what compiles measured rules it out (Note [Measured bounds])."""
+    if c.rejected:
+        return c
+    if c.config.smem_bytes * smem_scale > p.smem_per_block:
+        return Candidate(c.config, "smem")
+    if max_regs is not None and c.config.regs_per_thread > max_regs:
+        return Candidate(c.config, "regs")
+    return c
 
 
 def tile_kernels(schedule: Schedule, profile: GpuProfile) -> Schedule:

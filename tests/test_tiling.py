@@ -234,3 +234,18 @@ def test_conv_register_model_matches_measured_spills() -> None:
         blocks = (("BLOCK_M", bm), ("BLOCK_N", bn), ("BLOCK_K", bk))
         c = cands[(blocks, s, w)]
         assert (c.rejected == "regs") == (spilled > 0), (gpu, bm, bn, bk, s, w, c)
+
+
+def test_measured_bounds_refuse_configs_that_would_fail_alike() -> None:
+    """Note [Measured bounds]: a shared-memory factor measured by a compile, and a register
+    count that spilled, refuse every candidate they rule out; without them nothing changes."""
+    spec = gemm(4096, 4096, 4096, "f16")
+    for gpu in ("l4", "a100", "h100", "mi300x"):
+        p = get_profile(gpu)
+        first = tile(spec, p)
+        assert tile(spec, p, smem_scale=1.0, max_regs=None) == first
+        f = 1.01 * p.smem_per_block / first.smem_bytes  # the first pick no longer fits
+        scaled = tile(spec, p, smem_scale=f)
+        assert scaled.smem_bytes * f <= p.smem_per_block < first.smem_bytes * f, gpu
+        capped = tile(spec, p, max_regs=first.regs_per_thread - 1)
+        assert capped.regs_per_thread < first.regs_per_thread, gpu

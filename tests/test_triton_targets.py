@@ -122,9 +122,10 @@ def test_spilling_config_goes_back_to_tiling(cache: Path, caplog: pytest.LogCapt
 
 
 def tiny_blocks(dtype: torch.dtype) -> compiler.Compiled:
-    """Two identical Linear -> GELU -> LayerNorm blocks: 4 kernels, 2 distinct ones."""
+    """A LayerNorm, then two identical Linear -> GELU -> LayerNorm blocks: 5 kernels, 3
+    distinct ones (the first norm reads the graph input through runtime strides)."""
     torch.manual_seed(0)
-    layers: list[nn.Module] = []
+    layers: list[nn.Module] = [nn.LayerNorm(64)]
     for _ in range(2):
         layers += [nn.Linear(64, 64), nn.GELU(), nn.LayerNorm(64)]
     model = nn.Sequential(*layers).eval().to(dtype)
@@ -140,10 +141,11 @@ def test_verify_targets_every_kernel_once(cache: Path, caplog: pytest.LogCapture
     model (matmul and layer norm kernels) compiled for sm_80, the entries the issue asks for,
     identical layers compiled once, and a second run served from the disk cache."""
     c = tiny_blocks(torch.float16)
-    assert [k.kind for k in c.kernels] == ["matmul", "reduction", "matmul", "reduction"]
+    kinds = ["reduction", "matmul", "reduction", "matmul", "reduction"]
+    assert [k.kind for k in c.kernels] == kinds
     with caplog.at_level(logging.INFO, logger="tilefuse.targets"):
         report = c.verify_targets("a100", progress=False)
-    assert "4/4 kernels, 2 compiled, 2 from the cache" in progress_lines(caplog)[-1]
+    assert "5/5 kernels, 3 compiled, 2 from the cache" in progress_lines(caplog)[-1]
     assert report.ok, report
     d = report.to_dict()
     assert [e["kernel"] for e in d["kernels"]] == [k.name for k in c.kernels]
@@ -153,14 +155,14 @@ def test_verify_targets_every_kernel_once(cache: Path, caplog: pytest.LogCapture
         assert e["config"] and e["tensor_cores"] is (True if e["kind"] == "matmul" else None)
     matmul = next(r for r in report.results if r.kind == "matmul")
     assert matmul.mma_ops.get("HMMA", 0) > 0 and matmul.smem_bytes > 0
-    assert d["per_gpu"]["a100"]["kernels"] == 4 and d["per_gpu"]["a100"]["ok"]
+    assert d["per_gpu"]["a100"]["kernels"] == 5 and d["per_gpu"]["a100"]["ok"]
     text = str(report)
-    assert "on a100 (cuda:80/32): 4 kernels" in text
+    assert "on a100 (cuda:80/32): 5 kernels" in text
     assert all(k.name in text for k in c.kernels) and "HMMA:" in text
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="tilefuse.targets"):
         again = c.verify_targets(["a100"], progress=False)
-    assert "0 compiled, 4 from the cache" in progress_lines(caplog)[-1]
+    assert "0 compiled, 5 from the cache" in progress_lines(caplog)[-1]
     assert again == report
     c.gpu = "a100"  # as compile(gpu="a100") sets it: verify_targets() then verifies for it
     assert c.verify_targets(progress=False) == report
