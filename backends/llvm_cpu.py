@@ -38,7 +38,7 @@ import torch
 
 from backends import llvm_attention, llvm_conv, llvm_gemm, llvm_winograd
 from backends.llvm_kernel import KernelModule, render_kernel
-from backends.llvm_storage import Storage, plan_buffers_by_value, plan_storage, storage_dtype
+from backends.llvm_storage import Storage, plan_storage, storage_dtype
 from backends.numpy_ref import local
 from compiler.config import num_threads
 from compiler.ir import Node, TensorType, print_graph
@@ -50,7 +50,7 @@ from compiler.schedule import (
     output_chains,
     split_externs,
 )
-from passes.memory import output_roots
+from passes.memory import output_roots, plan_buffers_by_value
 
 NAME = "llvm"
 EXTERNS = {

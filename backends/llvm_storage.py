@@ -29,15 +29,14 @@ computes exactly the reference's values.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
 
 from compiler.dtypes import to_torch
 from compiler.ir import DType, TensorType
-from compiler.schedule import BufferPlan, ExternCall, Schedule, split_externs
-from passes.memory import output_roots
+from compiler.schedule import ExternCall, Schedule, split_externs
 
 NARROW = (DType.bf16, DType.f16)
 
@@ -95,40 +94,4 @@ def plan_storage(
     return Storage(float_dtype, frozenset(narrow - wide))
 
 
-def plan_buffers_by_value(s: Schedule, nbytes: Callable[[str, TensorType], int]) -> BufferPlan:
-    """`passes.memory.plan_buffers` with each value's size from `nbytes(name, type)` instead of
-    its dtype's: the same liveness and the same reuse rule (the smallest free buffer that fits,
-    else the largest free one grown, else a new one), for values of one dtype stored in
-    different element types."""
-    roots = output_roots(s.graph)
-    last_use = {v.name: i for i, k in enumerate(s.kernels) for v in k.inputs}
-    sizes: list[int] = []
-    free: list[int] = []
-    live: dict[str, int] = {}
-    assignment: list[tuple[str, int]] = []
-    for i, k in enumerate(s.kernels):
-        for value, buf in list(live.items()):
-            if last_use.get(value, -1) < i:
-                free.append(buf)
-                del live[value]
-        for out in k.outputs:
-            if out in roots:
-                continue
-            need = nbytes(out, k.type_of(out))
-            fitting = [b for b in free if sizes[b] >= need]
-            if fitting:
-                buf = min(fitting, key=lambda b: (sizes[b], b))
-                free.remove(buf)
-            elif free:
-                buf = max(free, key=lambda b: (sizes[b], -b))
-                free.remove(buf)
-                sizes[buf] = need
-            else:
-                buf = len(sizes)
-                sizes.append(need)
-            live[out] = buf
-            assignment.append((out, buf))
-    return BufferPlan(tuple(sizes), tuple(assignment))
-
-
-__all__ = ["Storage", "plan_buffers_by_value", "plan_storage", "storage_dtype"]
+__all__ = ["Storage", "plan_storage", "storage_dtype"]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from compiler.ir import DType, Graph
+from compiler.ir import DType, Graph, TensorType
 from compiler.schedule import SOURCE_OPS, VIEW_OPS, BufferPlan, Schedule
 
 Itemsize = Callable[[DType], int]
@@ -37,6 +37,14 @@ def output_roots(g: Graph) -> set[str]:
 def plan_buffers(s: Schedule, itemsize: Itemsize = lambda d: d.itemsize) -> BufferPlan:
     """The buffer plan for `s` with element sizes from `itemsize` (backends store some dtypes
     wider: the NumPy backend keeps bf16 in float32)."""
+    return plan_buffers_by_value(s, lambda _, t: t.numel * itemsize(t.dtype))
+
+
+def plan_buffers_by_value(s: Schedule, nbytes: Callable[[str, TensorType], int]) -> BufferPlan:
+    """The buffer plan for `s` with each value's bytes from `nbytes(name, type)` (the llvm
+    backend stores one dtype in different element types per value): by liveness, each kernel
+    output takes the smallest free buffer that fits, else the largest free one grown, else a
+    new one."""
     roots = output_roots(s.graph)
     last_use: dict[str, int] = {}
     for i, k in enumerate(s.kernels):
@@ -54,8 +62,7 @@ def plan_buffers(s: Schedule, itemsize: Itemsize = lambda d: d.itemsize) -> Buff
         for out in k.outputs:
             if out in roots:
                 continue
-            t = k.type_of(out)
-            need = max(t.numel * itemsize(t.dtype), 1)
+            need = max(nbytes(out, k.type_of(out)), 1)
             buf = _take(free, sizes, need)
             live[out] = buf
             assignment.append((out, buf))
