@@ -29,6 +29,7 @@ per mode]); `load_module` is re-exported here.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -37,7 +38,9 @@ import math
 import os
 import re
 import subprocess
+import sys
 import tempfile
+from collections.abc import Iterator
 from concurrent.futures import as_completed
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -397,14 +400,31 @@ def verify_spec(
     while True:
         try:
             steps, note = _steps(spec, t, strided, float_dtype)
+        except Exception as e:  # a finding of the report, named by kernel and config
+            return [_failed(spec, p, t.short, dtype, e)]
+        try:
             results = []
             for step in steps:
                 info = compile_launch(step.launch, p, step.options)
                 if progress is not None:
                     progress.count(info["cached"])
                 results.append(_result(spec, step, p, dtype, info))
-        except Exception as e:  # a finding of the report, named by kernel and config
-            return [_failed(spec, p, t.short, dtype, e)]
+        except Exception as e:  # Triton cannot compile this config: another one, as autotuning
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            reason = f"does not compile ({type(e).__name__}: {first})"
+            nxt = None
+            if len(excluded) < retries:
+                tiling_log.info("%s on %s: %s %s; asking tiling again without it", spec.name,
+                                p.name, t.short, reason)  # fmt: skip
+                why.append(f"{t.short} {reason}")
+                excluded.append(t)
+                nxt = tile(spec, p, exclude=tuple(excluded), **bounds)
+                if launch_key(nxt) in {launch_key(c) for c in excluded}:
+                    nxt = None
+            if nxt is None:
+                return [_failed(spec, p, t.short, dtype, e)]
+            t = nxt
+            continue
         bad = [r for r in results if r.spill_bytes or r.smem_bytes > r.smem_limit]
         nxt = None
         if bad and len(excluded) < retries:
@@ -481,10 +501,11 @@ def verify_kernels(
     if pooled:
         pool = _pool(n)
         cache = str(config.load().cache_dir)
-        for key in pooled:
-            spec, p = tasks[groups[key][0]]
-            job = (spec, p, strided, float_dtype, cache)
-            futures[pool.submit(_verify_in_worker, *job)] = key
+        with _main_hidden():  # workers are spawned by these submits
+            for key in pooled:
+                spec, p = tasks[groups[key][0]]
+                job = (spec, p, strided, float_dtype, cache)
+                futures[pool.submit(_verify_in_worker, *job)] = key
     for key in groups:
         if key not in futures.values():
             spec, p = tasks[groups[key][0]]
@@ -535,6 +556,29 @@ def _pool(n: int) -> Any:
         _POOL[:] = [ProcessPoolExecutor(max_workers=n, mp_context=ctx), n]
         atexit.register(_POOL[0].shutdown)
     return _POOL[0]
+
+
+@contextlib.contextmanager
+def _main_hidden() -> Iterator[None]:
+    """multiprocessing's spawn makes each worker import the parent's `__main__` again, so a
+    user's script calling verify_targets without an `if __name__ == "__main__":` guard would
+    run again in every worker and break the pool. The workers need nothing from it: while
+    they start, `__main__` names no file and no module."""
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    saved = {k: getattr(main, k) for k in ("__spec__", "__file__") if hasattr(main, k)}
+    main.__spec__ = None
+    main.__file__ = None  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        for k in ("__spec__", "__file__"):
+            if k in saved:
+                setattr(main, k, saved[k])
+            else:
+                delattr(main, k)
 
 
 def _verify_in_worker(

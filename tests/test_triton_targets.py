@@ -121,6 +121,35 @@ def test_spilling_config_goes_back_to_tiling(cache: Path, caplog: pytest.LogCapt
     assert r.spill_bytes == 0 and r.tensor_cores and r.ok
 
 
+def test_config_that_does_not_compile_goes_back_to_tiling(
+    cache: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Triton's own passes fail on some configs (measured: dit's small-M GEMMs at 16x32x128
+    s5 w2 on sm_80, in TritonGPUPrefetch): like a spill, that config is excluded and tiling
+    asked again, and the report says why."""
+    import backends.triton_targets as targets
+
+    p = get_profile("a100")
+    forced = TileConfig((("BLOCK_M", 64), ("BLOCK_N", 64), ("BLOCK_K", 32)), 4, 3,
+                        group_m=8, gpu="a100")  # fmt: skip
+    spec = matmul_spec(512, 512, 256, forced)
+    real = targets.compile_launch
+
+    def flaky(launch: Launch, p: object, options: dict) -> dict:
+        if options.get("num_stages") == 3 and options.get("num_warps") == 4 and not seen:
+            seen.append(1)
+            raise RuntimeError("PassManager::run failed")
+        return real(launch, p, options)
+
+    seen: list[int] = []
+    monkeypatch.setattr(targets, "compile_launch", flaky)
+    with caplog.at_level(logging.INFO, logger="tilefuse.tiling"):
+        (r,) = verify_spec(spec, p)
+    assert seen and r.ok and r.config != forced.short
+    assert "64x64x32 s3 w4 does not compile (RuntimeError: PassManager::run failed)" in r.retiled
+    assert any("does not compile" in rec.message for rec in caplog.records)
+
+
 def tiny_blocks(dtype: torch.dtype) -> compiler.Compiled:
     """A LayerNorm, then two identical Linear -> GELU -> LayerNorm blocks: 5 kernels, 3
     distinct ones (the first norm reads the graph input through runtime strides)."""
