@@ -7,9 +7,10 @@ loaded and upcast; stores round to the stored type; a `cast` in the IR rounds wh
 so every template is fp32 math. f64 models compute in fp64 (`compute="tl.float64"`).
 
 Composites without a `tl` primitive are small @triton.jit helpers in the module prelude
-(`HELPERS`): tanh, pow, and bf16 rounding. Every other op a pointwise or reduction kernel may
-hold is in `ELEMENTWISE`, is a view/source/gather the index emitter handles, or is a reduction
-anchor; anything else is `unsupported(op)`, which `supports(spec)` reports with its reason.
+(`HELPERS`): tanh, sin/cos, pow, and bf16 rounding. Every other op a pointwise or reduction
+kernel may hold is in `ELEMENTWISE`, is a view/source/gather the index emitter handles, or is
+a reduction anchor; anything else is `unsupported(op)`, which `supports(spec)` reports with
+its reason.
 
     ELEMENTWISE["exp"] = "tl.exp({0})"
     ELEMENTWISE["silu"] = "{0} * tl.sigmoid({0})"
@@ -84,8 +85,8 @@ ELEMENTWISE: dict[str, str] = {
     "sqrt": "tl.sqrt({0})",
     "rsqrt": "1.0 / tl.sqrt({0})",
     "reciprocal": "1.0 / {0}",
-    "sin": "tl.sin({0})",
-    "cos": "tl.cos({0})",
+    "sin": "sin_({0})",
+    "cos": "cos_({0})",
     "tanh": "tanh_({0})",
     "erf": "tl.erf({0})",
     "sigmoid": "tl.sigmoid({0})",
@@ -156,6 +157,45 @@ def tanh_(x):
     t = tl.exp(-2.0 * tl.abs(x))
     y = (1.0 - t) / (1.0 + t)
     return tl.where(x < 0, -y, y)
+
+
+@triton.jit
+def quadrant_(x):
+    # x = k pi/2 + r, |r| <= pi/4, in fp32 (Cody-Waite: k C1 exact for |x| < ~1e5): (r, k mod 4).
+    # Not libdevice's sin/cos, whose huge-argument path keeps a stack array (a 32 B local
+    # frame on NVIDIA targets in every kernel that uses them)
+    k = tl.floor(x * 0.6366197723675814 + 0.5)
+    r = x - k * 1.5703125
+    r = r - k * 4.837512969970703125e-4
+    r = r - k * 7.549789954891882e-8
+    return r, k.to(tl.int32) & 3
+
+
+@triton.jit
+def sincos_poly_(r):
+    # Cephes sinf/cosf polynomials on [-pi/4, pi/4]
+    z = r * r
+    s = r + r * z * (-1.6666654611e-1 + z * (8.3321608736e-3 + z * -1.9515295891e-4))
+    c = 1.0 - 0.5 * z + z * z * (4.166664568298827e-2 + z * (-1.388731625493765e-3
+                                                            + z * 2.443315711809948e-5))
+    return s, c
+
+
+@triton.jit
+def sin_(x):
+    r, q = quadrant_(x)
+    s, c = sincos_poly_(r)
+    y = tl.where((q & 1) == 1, c, s)
+    y = tl.where(q >= 2, -y, y)
+    return tl.where(x == 0.0, x, y)  # sin(-0.0) = -0.0
+
+
+@triton.jit
+def cos_(x):
+    r, q = quadrant_(x)
+    s, c = sincos_poly_(r)
+    y = tl.where((q & 1) == 1, s, c)
+    return tl.where((q == 1) | (q == 2), -y, y)
 
 
 @triton.jit
