@@ -29,24 +29,20 @@ per mode]); `load_module` is re-exported here.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import importlib.util
 import json
 import logging
 import math
 import os
 import re
-import subprocess
-import sys
-import tempfile
-from collections.abc import Iterator
 from concurrent.futures import as_completed
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from backends.triton_loader import load_module
+from backends.triton_resources import amd_resources, nvidia_resources
+from backends.triton_target_pool import main_hidden, verify_in_worker, worker_pool
 from backends.triton_target_report import Progress, TargetReport, TargetResult
 from compiler import config
 from compiler.gpu import GpuProfile, occupancy
@@ -161,11 +157,11 @@ def compile_launch(launch: Launch, p: GpuProfile, options: dict[str, Any]) -> di
     info: dict[str, Any] = {"smem_bytes": int(compiled.metadata.shared)}
     info["tmem_cols"] = int(getattr(compiled.metadata, "tmem_size", 0) or 0)
     if p.is_amd:
-        info |= _amd_resources(compiled.asm["amdgcn"])
+        info |= amd_resources(compiled.asm["amdgcn"])
         binary, suffix = compiled.asm["hsaco"], ".hsaco"
     else:
         binary, suffix = compiled.asm["cubin"], ".cubin"
-        info |= _nvidia_resources(binary)
+        info |= nvidia_resources(binary)
     path.with_suffix(suffix).write_bytes(binary)  # the binary itself, beside its figures
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(info))
@@ -188,55 +184,6 @@ def _helpers(kernel: Any) -> list[str]:
         if isinstance(value, JITFunction) and value is not kernel and called:
             found.append(value.src)
     return found
-
-
-NV_BIN = Path(importlib.util.find_spec("triton").origin).parent / "backends" / "nvidia" / "bin"
-CUOBJ_RE = re.compile(r"REG:(\d+)\s+STACK:(\d+)\s+SHARED:(\d+)\s+LOCAL:(\d+)")
-NV_MMA = ("HMMA", "HGMMA", "UTCHMMA", "UTCQMMA", "IMMA")
-
-
-def _cuobjdump(cubin: bytes, *flags: str) -> str:
-    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-        f.write(cubin)
-        f.flush()
-        cmd = [str(NV_BIN / "cuobjdump"), *flags, f.name]
-        return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-
-
-def _nvidia_resources(cubin: bytes) -> dict[str, Any]:
-    m = CUOBJ_RE.search(_cuobjdump(cubin, "--dump-resource-usage"))
-    if m is None:
-        raise RuntimeError("cuobjdump printed no resource usage")
-    regs, stack, _, local = map(int, m.groups())
-    sass = _cuobjdump(cubin, "-sass")
-    ops = {op: n for op in NV_MMA if (n := len(re.findall(rf"\b{op}\b", sass)))}
-    spill_ops = len(re.findall(r"\b(STL|LDL)\b", sass))
-    tf32 = len(re.findall(r"\b[A-Z]*MMA\S*\.TF32\b", sass))
-    return {"regs": regs, "spill_bytes": max(stack, local), "spill_ops": spill_ops,
-            "mma_ops": ops, "tf32_ops": tf32}  # fmt: skip
-
-
-AMD_KEYS = (".vgpr_count", ".agpr_count", ".sgpr_count", ".vgpr_spill_count",
-            ".sgpr_spill_count", ".private_segment_fixed_size")  # fmt: skip
-
-
-def _amd_resources(amdgcn: str) -> dict[str, Any]:
-    vals = {}
-    for k in AMD_KEYS:
-        m = re.search(re.escape(k) + r":\s*(\d+)", amdgcn)
-        vals[k] = int(m.group(1)) if m else 0
-    occ = re.search(r";\s*Occupancy:\s*(\d+)", amdgcn)
-    mfma = len(re.findall(r"\bv_mfma_\w+", amdgcn))
-    tf32 = len(re.findall(r"\bv_mfma_\w*xf32\b", amdgcn))
-    spills = 4 * (vals[".vgpr_spill_count"] + vals[".sgpr_spill_count"])
-    return {
-        "regs": vals[".vgpr_count"] + vals[".agpr_count"],
-        "spill_bytes": max(spills, vals[".private_segment_fixed_size"]),
-        "spill_ops": vals[".vgpr_spill_count"] + vals[".sgpr_spill_count"],
-        "mma_ops": {"v_mfma": mfma} if mfma else {},
-        "tf32_ops": tf32,
-        "llvm_occupancy": int(occ.group(1)) if occ else 0,
-    }
 
 
 TL_NAMES = {"f32": "fp32", "f16": "fp16", "bf16": "bf16"}
@@ -499,13 +446,13 @@ def verify_kernels(
     pooled = [k for k in groups if k in cold] if n > 1 and len(cold) >= POOL_MIN else []
     futures = {}
     if pooled:
-        pool = _pool(n)
+        pool = worker_pool(n)
         cache = str(config.load().cache_dir)
-        with _main_hidden():  # workers are spawned by these submits
+        with main_hidden():  # workers are spawned by these submits
             for key in pooled:
                 spec, p = tasks[groups[key][0]]
                 job = (spec, p, strided, float_dtype, cache)
-                futures[pool.submit(_verify_in_worker, *job)] = key
+                futures[pool.submit(verify_in_worker, *job)] = key
     for key in groups:
         if key not in futures.values():
             spec, p = tasks[groups[key][0]]
@@ -539,64 +486,3 @@ def _first_look(
 
 
 POOL_MIN = 8  # kernels to compile before workers pay off (a worker's first compile: ~4 s)
-_POOL: list[Any] = []  # [ProcessPoolExecutor, its size], made on first use
-
-
-def _pool(n: int) -> Any:
-    """Worker processes (spawned: a fresh interpreter has no Triton/MLIR state to inherit)."""
-    import atexit
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    if _POOL and _POOL[1] != n:
-        _POOL.pop(0).shutdown()
-        _POOL.clear()
-    if not _POOL:
-        ctx = multiprocessing.get_context("spawn")
-        _POOL[:] = [ProcessPoolExecutor(max_workers=n, mp_context=ctx), n]
-        atexit.register(_POOL[0].shutdown)
-    return _POOL[0]
-
-
-@contextlib.contextmanager
-def _main_hidden() -> Iterator[None]:
-    """multiprocessing's spawn makes each worker import the parent's `__main__` again, so a
-    user's script calling verify_targets without an `if __name__ == "__main__":` guard would
-    run again in every worker and break the pool. The workers need nothing from it: while
-    they start, `__main__` names no file and no module."""
-    main = sys.modules.get("__main__")
-    if main is None:
-        yield
-        return
-    saved = {k: getattr(main, k) for k in ("__spec__", "__file__") if hasattr(main, k)}
-    main.__spec__ = None
-    main.__file__ = None  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        for k in ("__spec__", "__file__"):
-            if k in saved:
-                setattr(main, k, saved[k])
-            else:
-                delattr(main, k)
-
-
-def _verify_in_worker(
-    spec: KernelSpec, p: GpuProfile, strided: frozenset[str], float_dtype: str, cache: str
-) -> tuple[list[TargetResult], int, int, list[str]]:
-    """verify_spec in a worker process: (results, compiles, cache reads, retile log lines)."""
-    os.environ["TILEFUSE_CACHE_DIR"] = cache  # the caller's, whatever it was at spawn time
-    counter = Progress(0, "", echo=False)
-    messages: list[str] = []
-    handler = logging.Handler(logging.INFO)
-    handler.emit = lambda record: messages.append(record.getMessage())  # type: ignore[method-assign]
-    level = tiling_log.level
-    tiling_log.addHandler(handler)
-    tiling_log.setLevel(logging.INFO)
-    try:
-        results = verify_spec(spec, p, strided=strided, float_dtype=float_dtype,
-                              progress=counter)  # fmt: skip
-    finally:
-        tiling_log.removeHandler(handler)
-        tiling_log.setLevel(level)
-    return results, counter.compiled, counter.cached, messages
