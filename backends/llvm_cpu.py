@@ -23,22 +23,17 @@ what each graph input is passed as.
 
 from __future__ import annotations
 
-import ctypes
-import functools
+import ast
 import logging
 import math
-import os
-import threading
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
 
-from backends import llvm_attention, llvm_conv, llvm_gemm, llvm_winograd
+from backends import llvm_attention, llvm_conv, llvm_gemm
 from backends.llvm_kernel import KernelModule, render_kernel
-from backends.llvm_storage import Storage, plan_storage, storage_dtype
+from backends.llvm_runtime import PREPARE, LlvmProgram
+from backends.llvm_storage import plan_storage, storage_dtype
 from backends.numpy_ref import local
 from compiler.config import num_threads
 from compiler.ir import Node, TensorType, print_graph
@@ -66,179 +61,10 @@ def supports(spec: KernelSpec) -> bool:
     return True
 
 
-@dataclass
-class LlvmProgram:
-    """The driver module, the LLVM modules it calls, and how to load them."""
-
-    name: str
-    driver: str
-    modules: dict[str, KernelModule]
-    constants: dict[str, np.ndarray]
-    steps: list[tuple[str, list[Step]]] = field(default_factory=list)
-    input_dtypes: tuple[torch.dtype, ...] = ()  # what each graph input is passed as
-    storage: Storage | None = None  # every value's storage dtype
-
-    @property
-    def source(self) -> str:
-        parts = [self.driver]
-        for m in self.modules.values():
-            parts.append(m.ir)
-        return "\n\n".join(parts)
-
-    def load_namespace(self, library: Any = None, mapped_weights: bool = False) -> dict[str, Any]:
-        """Compile (or fetch from the disk cache) every module, link them, run the driver.
-        `library`: the kernels already linked (a saved artifact's `llvm_aot.SharedLibrary`,
-        anything with `.address(symbol)`); then LLVM is not loaded at all. `mapped_weights`:
-        the weights are memory-mapped from a file (`PackedWeights`)."""
-        lib = library
-        if lib is None and self.modules:
-            from backends import llvm_jit  # loads LLVM (Note [Why a shared library])
-
-            llvm_jit.openmp()
-            llvm_jit.blas()
-            lib = llvm_jit.NativeLibrary(
-                [llvm_jit.compile_object(m.ir) for m in self.modules.values()]
-            )
-        namespace: dict[str, Any] = {
-            "torch": torch,
-            "F": torch.nn.functional,
-            "view": _view,
-            "W": PackedWeights(mapped_weights),
-            "NTHREADS": num_threads(),
-            "_library": lib,
-        }
-        for symbol, m in self.modules.items():
-            assert lib is not None
-            namespace[symbol] = NativeKernel(symbol, lib.address(symbol), m)
-        for name, array in self.constants.items():
-            namespace[name] = torch.from_numpy(np.array(array, copy=True))
-        filename = f"<tilefuse-llvm:{self.name}:{abs(hash(self.driver)):x}>"
-        import linecache
-
-        linecache.cache[filename] = (len(self.driver), None, self.driver.splitlines(True), filename)
-        exec(compile(self.driver, filename, "exec"), namespace)
-        return namespace
-
-    def load(
-        self, library: Any = None, mapped_weights: bool = False
-    ) -> Callable[..., tuple[torch.Tensor, ...]]:
-        namespace = self.load_namespace(library, mapped_weights)
-        fn = namespace[self.name]
-        lock = threading.Lock()  # the planned buffers are shared by calls
-
-        def run(*inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            with lock:
-                return fn(*inputs)
-
-        return run
-
-
-class NativeKernel:
-    """A loaded native kernel: call it with tensors, one per parameter, in order."""
-
-    def __init__(self, symbol: str, address: int, module: KernelModule) -> None:
-        self.symbol = symbol
-        self.module = module
-        self._fn = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64)(address)
-        self._args = (ctypes.c_void_p * len(module.params))()
-        self._scratch = torch.empty(max(module.scratch_bytes, 1), dtype=torch.uint8)
-
-    def __call__(self, nthreads: int, *tensors: torch.Tensor) -> None:
-        args = self._args
-        for i, t in enumerate(tensors):
-            args[i] = t.data_ptr()
-        if self.module.scratch_bytes:
-            args[len(tensors)] = self._scratch.data_ptr()
-        self._fn(args, nthreads)
-
-    def __repr__(self) -> str:
-        return f"<native {self.symbol}: {len(self.module.params)} params>"
-
-
 MKL_PACKED = torch.backends.mkl.is_available() and hasattr(torch.ops.mkl, "_mkl_linear")
 MKLDNN_PACKED = torch.backends.mkldnn.is_available() and hasattr(
     torch.ops.mkldnn, "_convolution_pointwise"
 )
-
-
-class PackedWeights:
-    """MKL-packed copies of GEMM weights, rebuilt when a weight changes (its version or
-    storage), so a compiled model still reads the module's current weights."""
-
-    def __init__(self, mapped: bool = False) -> None:
-        """`mapped`: the weights are memory-mapped from a file; each is paged out once packed
-        (reordered, transformed): only the prepared copy stays resident."""
-        self._cache: dict[tuple[Any, ...], tuple[int, torch.Tensor, tuple[torch.Tensor, ...]]] = {}
-        self._mapped = mapped
-
-    def winograd(self, w: torch.Tensor) -> torch.Tensor:
-        """`w` [OC, C, 3, 3] as Winograd's U = G w G^T, [16, OC, C]."""
-        key = (w.data_ptr(), tuple(w.shape), tuple(w.stride()), w.dtype, "winograd")
-        hit = self._cache.get(key)
-        if hit is not None and hit[0] == w._version:
-            return hit[2][0]
-        u = llvm_winograd.weight_transform(w)
-        self._cache[key] = (w._version, w, (u,))
-        if self._mapped:
-            page_out(w)
-        return u
-
-    def conv(self, w: torch.Tensor, *geometry: Any) -> torch.Tensor:
-        """`w` reordered into oneDNN's blocked layout for this convolution geometry."""
-        key = (w.data_ptr(), tuple(w.shape), tuple(w.stride()), w.dtype, repr(geometry))
-        hit = self._cache.get(key)
-        if hit is not None and hit[0] == w._version:
-            return hit[2][0]
-        packed = torch.ops.mkldnn._reorder_convolution_weight(w.contiguous(), *geometry)
-        self._cache[key] = (w._version, w, (packed,))
-        if self._mapped:
-            page_out(w)
-        return packed
-
-    def pack(self, w: torch.Tensor, m: int, transposed: bool) -> tuple[torch.Tensor, ...]:
-        # keyed by storage; the entry holds `w`, so its memory cannot be reused by another
-        # tensor while cached, and the version counter says when it was written in place
-        key = (w.data_ptr(), tuple(w.shape), tuple(w.stride()), w.dtype, m, transposed)
-        hit = self._cache.get(key)
-        if hit is not None and hit[0] == w._version:
-            return hit[2]
-        orig = w.t().contiguous() if transposed else w.contiguous()
-        # _mkl_linear reads only the shape of its unpacked weight when the batch is the packed
-        # batch `m`, which the driver's static shapes guarantee: a stride-0 stand-in keeps no
-        # second copy of the weight alive
-        stand_in = torch.zeros((), dtype=orig.dtype).expand(orig.shape)
-        packed = (torch.ops.mkl._mkl_reorder_linear_weight(orig, m), stand_in)
-        self._cache[key] = (w._version, w, packed)
-        if self._mapped:
-            page_out(w)
-        return packed
-
-
-def page_out(t: torch.Tensor) -> None:
-    """Drop the resident pages of `t`, a weight memory-mapped from a file (a loaded artifact's,
-    `torch.load(mmap=True)`), once its packed copy exists: they are re-read from the file if
-    ever touched again, so the process holds the packed copy only. A hint (MADV_PAGEOUT,
-    Linux 5.4+): contents never change, and where it is not supported nothing happens."""
-    if not hasattr(os, "sysconf"):
-        return
-    page = os.sysconf("SC_PAGE_SIZE")
-    start = -(-t.data_ptr() // page) * page  # whole pages inside the tensor only
-    end = (t.data_ptr() + t.numel() * t.element_size()) // page * page
-    if end > start:
-        _libc().madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), _MADV_PAGEOUT)
-
-
-_MADV_PAGEOUT = 21
-
-
-@functools.cache
-def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(None, use_errno=True)
-
-
-def _view(buf: torch.Tensor, shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
-    count = math.prod(shape)
-    return buf[: count * dtype.itemsize].view(dtype).view(tuple(shape))
 
 
 def render_schedule(
@@ -297,6 +123,9 @@ class _Renderer:
         head += [f"slot{i} = torch.empty({n}, dtype=torch.uint8)" for i, n in enumerate(self.slots)]
         head += self.globals
         source = "\n".join(head) + "\n" + "".join("\n\n" + k for k in kernels) + "\n\n\n" + main
+        prepare = self._prepare(kernels)
+        if prepare:
+            source += "\n\n\n" + prepare
         inputs = tuple(self.storage.dtype(v.name, v.type) for v in self.g.inputs)
         return LlvmProgram(
             self.g.name,
@@ -307,6 +136,33 @@ class _Renderer:
             inputs,
             self.storage,
         )
+
+    def _prepare(self, kernels: list[str]) -> str:
+        """`prepare_weights`, run once before the first call: every weight's GEMM layout (the
+        `W.pack`/`W.conv`/`W.winograd` calls of the kernels), largest weight first (Note
+        [Preparing weights up front])."""
+        params = {local(v.name): v for v in self.g.inputs}
+        calls: dict[str, int] = {}
+        for node in ast.walk(ast.parse("\n\n".join(kernels))):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and isinstance(node.func.value, ast.Name)
+                and node.func.value.id == "W"
+                and node.args
+                and isinstance(node.args[0], ast.Name)
+                and node.args[0].id in params
+            ):
+                v = params[node.args[0].id]
+                calls.setdefault(ast.unparse(node), -self.storage.nbytes(v.name, v.type))
+        if not calls:
+            return ""
+        lines = [f"def {PREPARE}({', '.join(params)}):"]
+        lines += [
+            f"    # {len(calls)} weight layouts, largest first (Note [Preparing weights up front])"
+        ]
+        lines += [f"    {call}" for call in sorted(calls, key=lambda c: calls[c])]
+        return "\n".join(lines)
 
     # ---- one kernel: a function over its inputs and outputs
 

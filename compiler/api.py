@@ -23,8 +23,6 @@ from compiler.gpu import get_profile
 from compiler.ir import DType, Graph
 from compiler.schedule import KernelSpec, Schedule
 from passes.memory import eager_peak_bytes, plan_memory
-from passes.pipeline import PassContext, run_pipeline
-from passes.tiling import tile_kernels
 
 
 def _check_gpu(gpu: str | None) -> str | None:
@@ -80,13 +78,18 @@ class Compiled:
         every float stored in the compute type (Note [16-bit storage], backends/llvm_storage)."""
         key = backend if sixteen_bit or backend != "llvm" else "llvm:wide"
         if key not in self._programs:
-            render = backends.get(backend).render_schedule
-            options: dict[str, Any] = {"float_dtype": self._float_dtype}
-            if backend == "llvm":
-                options["weights"] = self.captured.weight_names()
-                options["sixteen_bit"] = sixteen_bit
-            self._programs[key] = render(self.schedule, **options)
+            self._programs[key] = self._render(backend, sixteen_bit)
         return self._programs[key]
+
+    def _render(self, backend: str, sixteen_bit: bool = True) -> Any:
+        """The backend's program rendered from the schedule (`_program` keeps it; a loaded
+        artifact's llvm program is read back instead, Note [A saved program])."""
+        render = backends.get(backend).render_schedule
+        options: dict[str, Any] = {"float_dtype": self._float_dtype}
+        if backend == "llvm":
+            options["weights"] = self.captured.weight_names()
+            options["sixteen_bit"] = sixteen_bit
+        return render(self.schedule, **options)
 
     def kernel_functions(self, backend: str | None = None) -> dict[str, Any]:
         """A backend's kernel functions by kernel name, each taking NumPy arrays (the kernel's
@@ -388,18 +391,25 @@ def build(
     compute_dtype: torch.dtype | None = None,
     schedule: Schedule | None = None,
     llvm_options: Callable[[Any], dict[str, Any]] | None = None,
+    program: Any = None,
 ) -> Compiled:
     """Everything after capture: the graph passes, fusion, tiling for `gpu` and the memory plan
     (all skipped when `schedule`, a saved artifact's, is given), then the backend's program,
     rendered and loaded. `llvm_options(program)`: how to load the llvm program (the options of
-    `LlvmProgram.load`: kernels already linked, weights memory-mapped)."""
+    `LlvmProgram.load`: kernels already linked, weights memory-mapped). `program`: the llvm
+    program as an artifact saved it, used instead of rendering one."""
     cfg = config.load()
     config.configure_logging(cfg)
     start = time.perf_counter()
-    ctx = PassContext(dump_dir=cfg.dump_dir, print_ir=cfg.debug >= 2)
+    timings: dict[str, float] = {}
     if schedule is None:
-        from passes.fusion import fuse_kernels  # networkx: not needed to load an artifact
+        # the passes, and networkx for fusion: not imported to load an artifact (its RSS)
+        from passes.fusion import fuse_kernels
+        from passes.pipeline import PassContext, run_pipeline
+        from passes.tiling import tile_kernels
 
+        ctx = PassContext(dump_dir=cfg.dump_dir, print_ir=cfg.debug >= 2)
+        timings = ctx.timings
         schedule = fuse_kernels(run_pipeline(captured.graph, ctx=ctx))
         if gpu is not None:  # a TileConfig per kernel now; without a GPU, explain() tiles lazily
             schedule = tile_kernels(schedule, get_profile(gpu))
@@ -407,13 +417,15 @@ def build(
     graph = schedule.graph
     name = backends.resolve(backend)
     compiled = Compiled(captured, schedule, name, gpu, compute_dtype)
+    if program is not None and name == "llvm":
+        compiled._programs["llvm"] = program
     if llvm_options is not None and name == "llvm":  # a saved artifact's (compiler.artifact)
         compiled.llvm_options = llvm_options(compiled._program(name))
     compiled._runner(name)  # render and load now: compile time is paid here, not on first call
     compiled.stats.update(
         capture_s=captured.capture_seconds,
         compile_s=time.perf_counter() - start,
-        pass_timings=ctx.timings,
+        pass_timings=timings,
         nodes_captured=len(captured.graph),
         nodes=len(graph),
         kernels=len(schedule),

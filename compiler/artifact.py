@@ -21,6 +21,9 @@ An artifact is a directory:
     <backend>.txt    the generated source (for people; not read back)
     kernels.so       the llvm backend's kernels linked for the CPU it was built on: loading
                      them needs no LLVM (backends/llvm_aot.py)
+    program.json     the llvm program as rendered (driver source, each module's symbol,
+                     parameters, scratch and IR digest; constants in program_constants.npz):
+                     with kernels.so, loading renders nothing (Note [A saved program])
     llvm/*.o         the same kernels as object code for the JIT's cache (the fallback)
 
 Note [What an artifact stores]
@@ -101,8 +104,12 @@ def save(compiled: Any, path: Path, *, reference: bool = True) -> Path:
     (path / f"{compiled.backend}.txt").write_text(compiled.source())
     if compiled.backend == "llvm":
         program = compiled._program("llvm")
+        if program.source_file is not None:  # itself loaded from an artifact: no IR kept
+            program = compiled._render("llvm")
         _save_objects(program, path / "llvm")
         manifest["native"] = _save_library(program, path)
+        if manifest["native"] is not None:
+            _save_program(program, path)
     _write_json(path / "manifest.json", manifest)  # last: a directory without it is incomplete
     return path
 
@@ -144,6 +151,32 @@ def _save_library(program: Any, path: Path) -> dict[str, Any] | None:
         "cpu": llvm_aot.cpu_fingerprint(),
         "kernels": {symbol: llvm_aot.ir_digest(ir) for symbol, ir in modules.items()},
     }
+
+
+def _save_program(program: Any, path: Path) -> None:
+    """program.json and program_constants.npz: the llvm program as rendered, for a load that
+    skips rendering (Note [A saved program])."""
+    from backends import llvm_aot
+    from compiler.config import num_threads
+
+    np.savez(path / "program_constants.npz", **program.constants)
+    _write_json(
+        path / "program.json",
+        {
+            "name": program.name,
+            "threads": num_threads(),
+            "input_dtypes": [str(d).removeprefix("torch.") for d in program.input_dtypes],
+            "modules": {
+                symbol: {
+                    "params": [p.name for p in m.params],
+                    "scratch_bytes": m.scratch_bytes,
+                    "digest": llvm_aot.ir_digest(m.ir),
+                }
+                for symbol, m in program.modules.items()
+            },
+            "driver": program.driver,
+        },
+    )
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -298,9 +331,50 @@ def load(path: str | Path, *, backend: str | None = None) -> Any:
             "library": _open_library(path, manifest.get("native"), program),
             "mapped_weights": True,
         },
+        program=_saved_program(path, manifest) if name == "llvm" else None,
     )
     compiled.artifact = path
     return compiled
+
+
+def _saved_program(path: Path, manifest: dict[str, Any]) -> Any:
+    """The llvm program as saved, when it runs here as it is, else None (`load` renders it
+    from the schedule).
+
+    Note [A saved program]
+    Rendering the llvm program at load (to check each kernel's IR against the kernels.so it
+    was linked from) imported llvmlite's IR builder and every kernel renderer and built the
+    IR of every kernel: ~3 MiB of a deployed model's resident memory, and time. The rendered
+    program, its driver source and what running each module needs (`SavedModule`), is saved
+    beside the library instead, and used as it is where the library is: on a CPU with the
+    library's fingerprint, at the thread count it was rendered for (kernels size per-thread
+    scratch by it), with the library's kernel digests. Elsewhere the schedule is rendered
+    again and the digests decide, as before."""
+    from backends import llvm_aot
+    from backends.llvm_runtime import LlvmProgram, SavedModule
+    from compiler.config import num_threads
+
+    native, file = manifest.get("native"), path / "program.json"
+    if native is None or not file.is_file() or native["cpu"] != llvm_aot.cpu_fingerprint():
+        return None
+    saved = json.loads(file.read_text())
+    digests = {symbol: m["digest"] for symbol, m in saved["modules"].items()}
+    if saved["threads"] != num_threads() or digests != native["kernels"]:
+        return None
+    with np.load(path / "program_constants.npz") as npz:
+        constants = {k: npz[k] for k in npz.files}
+    modules = {
+        symbol: SavedModule(symbol, tuple(m["params"]), m["scratch_bytes"], m["digest"])
+        for symbol, m in saved["modules"].items()
+    }
+    return LlvmProgram(
+        saved["name"],
+        saved["driver"],
+        modules,
+        constants,
+        input_dtypes=tuple(getattr(torch, d) for d in saved["input_dtypes"]),
+        source_file=path / "llvm.txt",
+    )
 
 
 def _open_library(path: Path, native: dict[str, Any] | None, program: Any) -> Any:
@@ -310,7 +384,10 @@ def _open_library(path: Path, native: dict[str, Any] | None, program: Any) -> An
 
     why_not = "it has no kernels.so"
     if native is not None:
-        digests = {symbol: llvm_aot.ir_digest(m.ir) for symbol, m in program.modules.items()}
+        digests = {
+            symbol: m.digest if program.source_file else llvm_aot.ir_digest(m.ir)
+            for symbol, m in program.modules.items()
+        }
         if native["cpu"] != llvm_aot.cpu_fingerprint():
             why_not = "kernels.so was built for another CPU"
         elif digests != native["kernels"]:

@@ -19,6 +19,7 @@ from torch import nn
 import compiler
 import compiler.api
 import passes.fusion
+import passes.pipeline
 from backends import llvm_jit
 from compiler import artifact, cli, frontend, serialize
 from compiler.errors import ArtifactError
@@ -107,7 +108,7 @@ def test_save_load_runs_without_tracing(
         raise AssertionError("load must not trace the model")
 
     monkeypatch.setattr(frontend, "export_program", no_export)
-    monkeypatch.setattr(compiler.api, "run_pipeline", no_export)
+    monkeypatch.setattr(passes.pipeline, "run_pipeline", no_export)
     monkeypatch.setattr(passes.fusion, "fuse_kernels", no_export)
     before = dict(llvm_jit.STATS)
     loaded = compiler.load(path)
@@ -244,6 +245,8 @@ y = c(*example["args"], **example["kwargs"])
 assert type(c.llvm_options["library"]).__name__ == "SharedLibrary", c.llvm_options
 assert "llvmlite.binding" not in sys.modules, "loading the artifact loaded LLVM"
 assert "networkx" not in sys.modules, "loading the artifact imported fusion's networkx"
+assert "llvmlite.ir" not in sys.modules, "loading the artifact rendered its kernels again"
+assert "backends.llvm_cpu" not in sys.modules, "loading the artifact imported the renderer"
 torch.testing.assert_close(y["y"], example["eager"][0], rtol=1e-5, atol=1e-5)
 print("ok")
 """
@@ -295,3 +298,35 @@ def test_load_with_changed_kernels_does_not_use_the_library(
     loaded = compiler.load(path)
     assert loaded.llvm_options["library"] is None
     torch.testing.assert_close(loaded(x)["y"], c(x)["y"], rtol=0, atol=0)
+
+
+def test_load_at_another_thread_count_renders_the_program_again(
+    block: tuple[nn.Module, torch.Tensor], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from backends.llvm_runtime import SavedModule
+    from compiler import config
+
+    model, x = block
+    c = compiler.compile(model, (x,))
+    path = c.save(tmp_path / "block")
+    saved = compiler.load(path)._program("llvm")
+    assert all(isinstance(m, SavedModule) for m in saved.modules.values())
+    assert saved.source == c.source()
+    saved_threads = config.num_threads()
+    monkeypatch.setattr(config, "num_threads", lambda: saved_threads + 1)
+    loaded = compiler.load(path)
+    assert not any(isinstance(m, SavedModule) for m in loaded._program("llvm").modules.values())
+    torch.testing.assert_close(loaded(x)["y"], c(x)["y"], rtol=0, atol=0)
+
+
+def test_a_loaded_artifact_saves_again(
+    block: tuple[nn.Module, torch.Tensor], tmp_path: Path
+) -> None:
+    model, x = block
+    c = compiler.compile(model, (x,))
+    loaded = compiler.load(c.save(tmp_path / "a"))
+    again = compiler.load(loaded.save(tmp_path / "b", reference=False))
+    assert (tmp_path / "b" / "program.json").read_text() == (
+        tmp_path / "a" / "program.json"
+    ).read_text()
+    torch.testing.assert_close(again(x)["y"], c(x)["y"], rtol=0, atol=0)

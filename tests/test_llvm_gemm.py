@@ -59,3 +59,23 @@ def test_kernel_output_gemm_writes_its_buffer(transposed: bool) -> None:
     src = check(Heads(transposed), x)
     assert "MKL GEMM into its destination" in src and ".copy_(torch.ops.mkl" not in src
     check(Heads(transposed).to(torch.bfloat16), x.bfloat16())
+
+
+def test_weights_are_prepared_largest_first_before_the_first_call() -> None:
+    # Note [Preparing weights up front]: one W call per weight, the largest first
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 24), nn.GELU(), nn.Linear(24, 64), nn.Linear(64, 8)).eval()
+    x = torch.randn(4, 16)
+    c = compiler.compile(model, (x,), backend="llvm")
+    source = c.source("llvm")
+    prepare = source[source.index("def prepare_weights(") :].split("\n\n\n")[0]
+    calls = [line.strip() for line in prepare.splitlines() if line.strip().startswith("W.")]
+    assert [call.split("(")[1].split(",")[0] for call in calls] == [
+        "a_arg_3",  # the second Linear's weight, 64 x 24
+        "a_arg_5",  # the third's, 8 x 64
+        "a_arg_1",  # the first's, 24 x 16
+    ], prepare
+    with torch.no_grad():
+        want = model(x)
+    for _ in range(2):  # the first call prepares, the second finds them prepared
+        torch.testing.assert_close(c(x), want, rtol=1e-5, atol=1e-5)
