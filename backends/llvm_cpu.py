@@ -250,9 +250,12 @@ class _Renderer:
                     self.fused.add(id(fused))
                 return call
         if n.op == "matmul" and self.fd == "float32":
-            gemm = llvm_gemm.driver_call(e, ops, names, self.weights, self._slot)
+            gemm = llvm_gemm.driver_call(e, ops, names, self.weights, self._slot, after)
             if gemm is not None:
-                return gemm
+                call, fused = gemm
+                if fused is not None:
+                    self.fused.add(id(fused))
+                return call
         linear = None
         if n.op == "matmul" and MKL_PACKED:
             linear = llvm_gemm.packed_call(e, ops, self.weights)

@@ -64,7 +64,8 @@ def test_kernel_output_gemm_writes_its_buffer(transposed: bool) -> None:
 def test_weights_are_prepared_largest_first_before_the_first_call() -> None:
     # Note [Preparing weights up front]: one W call per weight, the largest first
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(16, 24), nn.GELU(), nn.Linear(24, 64), nn.Linear(64, 8)).eval()
+    layers = [nn.Linear(16, 24), nn.GELU(), nn.Linear(24, 64), nn.GELU(), nn.Linear(64, 8)]
+    model = nn.Sequential(*layers, nn.GELU()).eval()  # epilogues: every weight packed
     x = torch.randn(4, 16)
     c = compiler.compile(model, (x,), backend="llvm")
     source = c.source("llvm")
@@ -79,3 +80,32 @@ def test_weights_are_prepared_largest_first_before_the_first_call() -> None:
         want = model(x)
     for _ in range(2):  # the first call prepares, the second finds them prepared
         torch.testing.assert_close(c(x), want, rtol=1e-5, atol=1e-5)
+
+
+class Conv1D(nn.Module):
+    """Hugging Face GPT-2's Conv1D: x @ w + b, the weight stored [in, out]."""
+
+    def __init__(self, nx: int, nf: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(nx, nf) * 0.1)
+        self.bias = nn.Parameter(torch.randn(nf))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.weight + self.bias
+
+
+@pytest.mark.parametrize("layer", ["linear", "conv1d"])
+def test_a_bias_goes_into_the_gemm(layer: str) -> None:
+    # Note [A bias into the GEMM]: out = x @ w.T + b as one addmm into the output, no native add
+    torch.manual_seed(0)
+    model = nn.Linear(40, 24) if layer == "linear" else Conv1D(40, 24)
+    source = check(model, torch.randn(3, 7, 40))
+    assert "torch.addmm(" in source and "MKL GEMM and bias into the output" in source, source
+    assert "tf_add_" not in source, source
+
+
+def test_a_bias_with_more_after_it_stays_in_the_epilogue() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(40, 24), nn.GELU())
+    source = check(model, torch.randn(3, 7, 40))
+    assert "torch.addmm(" not in source, source
