@@ -55,6 +55,8 @@ def driver_call(
     out = n.out.name
     persistent = out in names
     bias = None if persistent else bias_epilogue(e, after)
+    if bias is not None and bias[2] not in names:  # not a value the driver holds
+        bias = None
     if strided is not None and strided[2] != 0:
         return None
     if not persistent and strided is None and bias is None:
