@@ -95,16 +95,25 @@ class Conv1D(nn.Module):
 
 
 @pytest.mark.parametrize("layer", ["linear", "conv1d"])
-def test_a_bias_goes_into_the_gemm(layer: str) -> None:
-    # Note [A bias into the GEMM]: out = x @ w.T + b as one addmm into the output, no native add
+def test_a_bias_goes_into_the_gemm(layer: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Note [A bias into the GEMM]: out = x @ w.T + b as one addmm into a large output
+    from backends import llvm_gemm
+
     torch.manual_seed(0)
     model = nn.Linear(40, 24) if layer == "linear" else Conv1D(40, 24)
-    source = check(model, torch.randn(3, 7, 40))
+    x = torch.randn(3, 7, 40)
+    small = check(model, x)
+    assert "torch.addmm(" not in small and "_mkl_linear" in small, small  # the packed GEMM
+    monkeypatch.setattr(llvm_gemm, "BIAS_GEMM_MIN_BYTES", 3 * 7 * 24 * 4)
+    source = check(model, x)
     assert "torch.addmm(" in source and "MKL GEMM and bias into the output" in source, source
     assert "tf_add_" not in source, source
 
 
-def test_a_bias_with_more_after_it_stays_in_the_epilogue() -> None:
+def test_a_bias_with_more_after_it_stays_in_the_epilogue(monkeypatch: pytest.MonkeyPatch) -> None:
+    from backends import llvm_gemm
+
+    monkeypatch.setattr(llvm_gemm, "BIAS_GEMM_MIN_BYTES", 0)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(40, 24), nn.GELU())
     source = check(model, torch.randn(3, 7, 40))
