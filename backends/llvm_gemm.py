@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from backends.numpy_ref import local
 from compiler.ir import DType, TensorType
-from compiler.schedule import VIEW_OPS, ExternCall, KernelSpec, Step, index_map
+from compiler.schedule import ExternCall, KernelSpec, Step, index_map
 
 BIAS_GEMM_MIN_BYTES = 4 << 20
 """The smallest GEMM output (bytes) whose bias goes into `torch.addmm` rather than a native pass
@@ -108,10 +108,9 @@ def bias_epilogue(
     part = rest[0]
     if any(y in {v.name for v in st.inputs} for st in rest[1:]):
         return None
-    body = [n for n in part.body if n.op not in VIEW_OPS]
-    if len(body) != 1 or len(part.body) != 1 or part.outputs != (body[0].out.name,):
+    if len(part.body) != 1 or part.outputs != (part.body[0].out.name,):
         return None
-    add = body[0]
+    add = part.body[0]
     if (
         add.op != "add"
         or len(add.inputs) != 2

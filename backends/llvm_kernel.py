@@ -90,6 +90,13 @@ class KernelModule:
     parallel: bool
     stages: tuple[str, ...]  # one line per stage, for the header and `explain`
 
+    @property
+    def digest(self) -> str:
+        """What a linked library and a saved program know this module by (`ir_digest`)."""
+        from backends.llvm_aot import ir_digest
+
+        return ir_digest(self.ir)
+
 
 def render_kernel(
     spec: KernelSpec, float_dtype: str = "float32", narrow: frozenset[str] = frozenset()

@@ -33,7 +33,8 @@ PREPARE = "prepare_weights"  # the driver function that prepares the weights
 @dataclass(frozen=True)
 class SavedModule:
     """What running a kernel module needs, read back from an artifact: its symbol in the
-    library, its parameter count and its scratch bytes (`KernelModule` has the IR too)."""
+    library, its parameters, its scratch bytes and its IR's digest (`KernelModule` has the IR
+    itself)."""
 
     symbol: str
     params: tuple[str, ...]  # the parameter names, in order

@@ -156,7 +156,6 @@ def _save_library(program: Any, path: Path) -> dict[str, Any] | None:
 def _save_program(program: Any, path: Path) -> None:
     """program.json and program_constants.npz: the llvm program as rendered, for a load that
     skips rendering (Note [A saved program])."""
-    from backends import llvm_aot
     from compiler.config import num_threads
 
     np.savez(path / "program_constants.npz", **program.constants)
@@ -170,7 +169,7 @@ def _save_program(program: Any, path: Path) -> None:
                 symbol: {
                     "params": [p.name for p in m.params],
                     "scratch_bytes": m.scratch_bytes,
-                    "digest": llvm_aot.ir_digest(m.ir),
+                    "digest": m.digest,
                 }
                 for symbol, m in program.modules.items()
             },
@@ -384,10 +383,7 @@ def _open_library(path: Path, native: dict[str, Any] | None, program: Any) -> An
 
     why_not = "it has no kernels.so"
     if native is not None:
-        digests = {
-            symbol: m.digest if program.source_file else llvm_aot.ir_digest(m.ir)
-            for symbol, m in program.modules.items()
-        }
+        digests = {symbol: m.digest for symbol, m in program.modules.items()}
         if native["cpu"] != llvm_aot.cpu_fingerprint():
             why_not = "kernels.so was built for another CPU"
         elif digests != native["kernels"]:
