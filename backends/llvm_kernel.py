@@ -63,7 +63,7 @@ class Param:
     """One pointer argument: a kernel input, a constant table, an output, or scratch."""
 
     name: str
-    role: str  # "in" | "const" | "out" | "scratch"
+    role: str  # "in" | "const" | "out" | "inout" (read, then written) | "scratch"
     type: TensorType | None = None
     const: ConstArray | None = None
     narrow: bool = False  # stored in its own 16-bit type (bf16 as i16, f16 as half), not F

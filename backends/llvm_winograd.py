@@ -11,16 +11,26 @@ adds (a time embedding, a residual). The input transform is a small IR graph ren
 ordinary kernel generator, so the tiles' overlap is index arithmetic. Error against float64:
 ~3x direct convolution's in float32, far inside the parity budget.
 
-Note [Winograd in chunks of tiles]
+Note [Winograd in groups of rows]
 V and M hold 16 floats per tile and channel: for 320 channels at 32x32, 5 MiB each, 4x the
-convolution's input, growing with the image. The three steps therefore run per *chunk* of
-tiles (whole images, or a band of whole tile rows of one image), sized so V and M together fit
-`config.WINOGRAD_SCRATCH_BYTES`: a bound on the scratch whatever the input. Each chunk's
-kernels get pointers at the chunk's first element and index with the whole tensors' strides,
-so one module serves every chunk of a size (a ragged last band has its own). Small chunks do
-not pay here: at 320 channels, 32x32, on 2 busy cores, one chunk of 256 tiles took 32 ms
-against 36 ms for 2 chunks of 128 and 57 ms for 4 of 64 (best of 60; each chunk is three more
-fork/joins and one more pass over U), so the default bound is a ceiling, not a cache size.
+convolution's input, growing with the image. When they do not fit
+`config.WINOGRAD_SCRATCH_BYTES` together, the convolution first runs in 2 or 4 *groups of
+rows* of B^T: the group of rows xi computes only V[4 xi .. 4 xi + 3] (a row of B^T combines
+two of a tile's four rows, so the input pass reads half the input), MKL multiplies them by
+their U, and the output transform adds the group's share `A^T[:, xi] (M[xi, :] A)` into the
+output (the first group writes it, with the bias and the addends). The GEMMs are exactly the
+ungrouped ones, so only the transforms' extra passes cost: at 320 channels, 32x32, on 2 busy
+cores, the convolution took 6.61 ms whole, 7.06 ms in 2 groups, 8.13 ms in 4 (eager 12.2;
+medians of 100 interleaved; the batched GEMM alone 4.81 ms as 16, 4.83 ms as 4 x 4).
+
+Note [Winograd in chunks of tiles]
+When even one group of rows over all tiles is over the budget, the tiles run in *chunks*
+(whole images, or a band of whole tile rows of one image), each in 4 groups of rows. Each
+chunk's kernels get pointers at the chunk's first element and index with the whole tensors'
+strides, so one module serves every chunk of a size (a ragged last band has its own). Chunks
+cost more than groups: at 320 channels, 32x32, one chunk of 256 tiles took 32 ms against 36 ms
+for 2 chunks of 128 and 57 ms for 4 of 64 (best of 60, all 16 products per chunk; each chunk
+is three more fork/joins and one more pass over U, and smaller GEMMs).
 """
 
 from __future__ import annotations
@@ -76,15 +86,21 @@ def weight_transform(w: torch.Tensor, block_bytes: int = 1 << 20) -> torch.Tenso
     return u
 
 
-def _combine(b: GraphBuilder, z: list[str], row: int) -> str:
-    """Row `row` of B^T applied to the 4 values z."""
+B_T_READS = ((0, 2), (1, 2), (1, 2), (1, 3))
+"""The two of a tile's 4 values each row of B^T combines: (z0 - z2), (z1 + z2), (z2 - z1),
+(z1 - z3)."""
+
+
+def _combine(b: GraphBuilder, z: list[str], row: int, at: tuple[int, ...] = (0, 1, 2, 3)) -> str:
+    """Row `row` of B^T applied to the values z, which are a tile's values at `at`."""
+    v = dict(zip(at, z, strict=True))
     if row == 0:
-        return b.add("sub", [z[0], z[2]])
+        return b.add("sub", [v[0], v[2]])
     if row == 1:
-        return b.add("add", [z[1], z[2]])
+        return b.add("add", [v[1], v[2]])
     if row == 2:
-        return b.add("sub", [z[2], z[1]])
-    return b.add("sub", [z[1], z[3]])
+        return b.add("sub", [v[2], v[1]])
+    return b.add("sub", [v[1], v[3]])
 
 
 def pads(x: TensorType, padding: tuple[int, int]) -> tuple[int, int, int, int]:
@@ -95,38 +111,42 @@ def pads(x: TensorType, padding: tuple[int, int]) -> tuple[int, int, int, int]:
 
 
 def input_transform(
-    x: TensorType, padding: tuple[int, int], name: str, band: Band | None = None
+    x: TensorType,
+    padding: tuple[int, int],
+    name: str,
+    band: Band | None = None,
+    rows: range = range(4),
 ) -> KernelSpec:
-    """The padded input xp [N, C, 2 th + 2, 2 tw + 2] -> 16 outputs v0..v15, each
-    [C, images, rows, tw] (the GEMM reads them as [C, tiles]: the same memory), for the tiles
-    of `band` (default: all): the input pointer is at the band's first padded row, read with
-    the whole padded image's strides. Padding first (in torch) keeps every load affine, so the
-    stride-2 tile loads vectorize as shuffles."""
+    """The padded input xp [N, C, 2 th + 2, 2 tw + 2] -> the outputs v{4 xi + nu} of the
+    transform rows xi in `rows` (default: all 16, v0..v15), each [C, images, rows, tw] (the
+    GEMM reads them as [C, tiles]: the same memory), for the tiles of `band` (default: all):
+    the input pointer is at the band's first padded row, read with the whole padded image's
+    strides. Padding first (in torch) keeps every load affine, so the stride-2 tile loads
+    vectorize as shuffles; the tile rows a group's rows of B^T do not read are never loaded."""
     n, c, _, _ = x.shape
     ho, _, th, tw = tiles(x, padding)
     band = band or Band(n, th, ho)
     padded = TensorType((band.images, c, 2 * th + 2, 2 * tw + 2), x.dtype)
     b = GraphBuilder(name, [Value("xp", padded)], prefix="w")
-    xp, rows = "xp", band.rows
-    d = [
-        [
-            b.add(
-                "slice",
-                [b.add("slice", [xp], {"dim": 2, "start": i, "end": i + 2 * rows - 1, "step": 2})],
-                {"dim": 3, "start": j, "end": j + 2 * tw - 1, "step": 2},
-            )
-            for j in range(4)
-        ]
-        for i in range(4)
-    ]
-    t = [[_combine(b, [d[a][j] for a in range(4)], xi) for j in range(4)] for xi in range(4)]
+    xp, count = "xp", band.rows
+    d: dict[tuple[int, int], str] = {}
+
+    def tile(i: int, j: int) -> str:  # element (i, j) of every tile, loaded once
+        if (i, j) not in d:
+            h = b.add("slice", [xp], {"dim": 2, "start": i, "end": i + 2 * count - 1, "step": 2})
+            d[i, j] = b.add("slice", [h], {"dim": 3, "start": j, "end": j + 2 * tw - 1, "step": 2})
+        return d[i, j]
+
     outs = []
-    for xi in range(4):
+    for xi in rows:
+        t = [_combine(b, [tile(a, j) for a in B_T_READS[xi]], xi, B_T_READS[xi]) for j in range(4)]
         for nu in range(4):
-            v = _combine(b, t[xi], nu)
-            outs.append(b.add("permute", [v], {"dims": (1, 0, 2, 3)}, name=f"v{len(outs)}"))
+            v = _combine(b, t, nu)
+            outs.append(b.add("permute", [v], {"dims": (1, 0, 2, 3)}, name=f"v{4 * xi + nu}"))
     g = b.build(outs)
-    return KernelSpec(name, "pointwise", g.inputs, g.nodes, tuple(outs), (c, band.images, rows, tw))
+    return KernelSpec(
+        name, "pointwise", g.inputs, g.nodes, tuple(outs), (c, band.images, count, tw)
+    )
 
 
 @dataclass(frozen=True)
@@ -138,13 +158,29 @@ class Chunk:
     band: Band
 
 
-def chunks(x: TensorType, oc: int, padding: tuple[int, int], budget: int) -> list[Chunk]:
+def row_groups(x: TensorType, oc: int, padding: tuple[int, int], budget: int) -> tuple[range, ...]:
+    """The groups of transform rows the convolution of `x` to `oc` channels runs in (Note
+    [Winograd in groups of rows]): the fewest of 1, 2 or 4 groups whose V and M for all the
+    tiles ([4 rows, C, tiles] and [4 rows, OC, tiles] float32) fit in `budget` bytes, else 4."""
+    n, c = x.shape[0], x.shape[1]
+    _, _, th, tw = tiles(x, padding)
+    per = 1
+    for per in (4, 2, 1):
+        if 4 * per * (c + oc) * 4 * n * th * tw <= budget:
+            break
+    return tuple(range(i, i + per) for i in range(0, 4, per))
+
+
+def chunks(
+    x: TensorType, oc: int, padding: tuple[int, int], budget: int, positions: int = 16
+) -> list[Chunk]:
     """The chunks the convolution of `x` to `oc` channels runs in (Note [Winograd in chunks of
-    tiles]): the most tiles whose V and M ([16, C, tiles] and [16, OC, tiles] float32) fit in
-    `budget` bytes, as whole images, or else as bands of whole tile rows (at least one)."""
+    tiles]): the most tiles whose V and M ([positions, C, tiles] and [positions, OC, tiles]
+    float32: one group of transform rows) fit in `budget` bytes, as whole images, or else as
+    bands of whole tile rows (at least one)."""
     n, c = x.shape[0], x.shape[1]
     ho, _, th, tw = tiles(x, padding)
-    fit = max(1, budget // (16 * (c + oc) * 4))  # tiles
+    fit = max(1, budget // (positions * (c + oc) * 4))  # tiles
     if fit >= th * tw:
         k = min(n, fit // (th * tw))
         return [Chunk(i, 0, Band(min(k, n - i), th, ho)) for i in range(0, n, k)]
@@ -177,10 +213,13 @@ def driver_call(
     padding = tuple(n.attr("padding"))
     oc, c = w.shape[0], w.shape[1]
     ho, wo, _, tw = tiles(x, padding)
-    plan = chunks(x, oc, padding, config.WINOGRAD_SCRATCH_BYTES)
+    budget = config.WINOGRAD_SCRATCH_BYTES
+    rows = row_groups(x, oc, padding, budget)
+    positions = 4 * len(rows[0])
+    plan = chunks(x, oc, padding, budget, positions)
     count = max(ch.band.images * ch.band.rows for ch in plan) * tw
-    v = slot(f"{n.out.name}_v", TensorType((16, c, count), DType.f32))
-    m = slot(f"{n.out.name}_m", TensorType((16, oc, count), DType.f32))
+    v = slot(f"{n.out.name}_v", TensorType((positions, c, count), DType.f32))
+    m = slot(f"{n.out.name}_m", TensorType((positions, oc, count), DType.f32))
     outputs, rest = after
     fused = llvm_winograd_out.epilogue(e, rest[0] if rest else None, rest[1:], outputs)
     out, addends = fused if fused is not None else (n.out.name, [])
@@ -188,9 +227,10 @@ def driver_call(
         names[out] = slot(out, n.out.type)
     pre = f"wg_{n.out.name}"
     epilogue = f" + {len(addends)} addends" if addends else ""
+    in_groups = f", {len(rows)} groups of {positions} products" if len(rows) > 1 else ""
     lines = [
         f"    {pre}_u = W.winograd({ops[1]})  # extern {e.name}: Winograd F(2x2,3x3) in "
-        f"{len(plan)} chunk(s) of <= {count} tiles, the GEMMs in MKL",
+        f"{len(plan)} chunk(s) of <= {count} tiles{in_groups}, the GEMMs in MKL",
         f"    {pre}_xp = F.pad({ops[0]}, {pads(x, padding)})",
     ]
     groups: dict[Band, list[Chunk]] = {}
@@ -198,16 +238,16 @@ def driver_call(
         groups.setdefault(ch.band, []).append(ch)
     modules = []
     for j, (band, group) in enumerate(groups.items()):
-        fin = render_kernel(input_transform(x, padding, f"{e.name}_in", band))
-        fout = llvm_winograd_out.render(
-            x.shape[0], oc, (ho, wo), bool(ops[2:3]), addends, (out, n.out.type), e.name, band
-        )
-        modules += [fin, fout]
         vb, mb, size = v, m, band.images * band.rows * tw
         if size != count:  # a ragged chunk: the first bytes of the slots
             vb, mb = f"{pre}_v{j}", f"{pre}_m{j}"
-            lines.append(f"    {vb} = {v}.view(-1)[: {16 * c * size}].view(16, {c}, {size})")
-            lines.append(f"    {mb} = {m}.view(-1)[: {16 * oc * size}].view(16, {oc}, {size})")
+            lines.append(
+                f"    {vb} = {v}.view(-1)[: {positions * c * size}].view({positions}, {c}, {size})"
+            )
+            lines.append(
+                f"    {mb} = {m}.view(-1)[: {positions * oc * size}]"
+                f".view({positions}, {oc}, {size})"
+            )
         single = group == [Chunk(0, 0, band)]
         indent = "    " if single else "        "
         if not single:
@@ -215,18 +255,29 @@ def driver_call(
             lines.append(f"    for i, r in {starts}:  # chunks of {band}")
         xp = f"{pre}_xp" if single else f"{pre}_xp[i, :, 2 * r :]"
         dest = names[out] if single else f"{names[out]}[i, :, 2 * r :]"
-        args = [mb, *ops[2:3]]
-        for a in addends:
-            shift = [str(a.offset)] if a.offset else []
-            if not single:
-                shift += [f"i * {a.strides[0]}"] if a.strides[0] else []
-                shift += [f"r * {2 * a.strides[2]}"] if a.strides[2] else []
-            root = names[a.root]
-            args.append(f"{root}.view(-1)[{' + '.join(shift)} :]" if shift else root)
-        lines += [
-            f"{indent}{fin.symbol}(NTHREADS, {xp}, *{vb}.unbind(0))",
-            f"{indent}torch.bmm({pre}_u, {vb}, out={mb})",
-            f"{indent}{fout.symbol}(NTHREADS, {', '.join(args + [dest])})"
-            f"  # native output transform{epilogue}",
-        ]
+        for part in rows:
+            fin = render_kernel(input_transform(x, padding, f"{e.name}_in", band, part))
+            fout = llvm_winograd_out.render(
+                x.shape[0], oc, (ho, wo), bool(ops[2:3]), addends, (out, n.out.type), e.name,
+                band, part,
+            )  # fmt: skip
+            modules += [fin, fout]
+            args = [mb]
+            if part.start == 0:  # the first group writes the output: bias and addends
+                args += ops[2:3]
+                for a in addends:
+                    shift = [str(a.offset)] if a.offset else []
+                    if not single:
+                        shift += [f"i * {a.strides[0]}"] if a.strides[0] else []
+                        shift += [f"r * {2 * a.strides[2]}"] if a.strides[2] else []
+                    root = names[a.root]
+                    args.append(f"{root}.view(-1)[{' + '.join(shift)} :]" if shift else root)
+            u = f"{pre}_u" if len(rows) == 1 else f"{pre}_u[{4 * part.start}:{4 * part.stop}]"
+            what = epilogue if part.start == 0 else ", added"
+            lines += [
+                f"{indent}{fin.symbol}(NTHREADS, {xp}, *{vb}.unbind(0))",
+                f"{indent}torch.bmm({u}, {vb}, out={mb})",
+                f"{indent}{fout.symbol}(NTHREADS, {', '.join(args + [dest])})"
+                f"  # native output transform{what}",
+            ]
     return lines, modules, rest[0] if fused is not None else None

@@ -11,7 +11,9 @@ The two output columns of a tile are interleaved stores, which LLVM vectorizes w
 an odd output width or height ends with a half tile. The kernel may cover a *chunk* of the
 tiles only (`Band`: some images, or some tile rows of one image; `backends.llvm_winograd`):
 its output and addend pointers then point at the chunk's first element, and it indexes them
-with the whole output's strides. *Addends* are the convolution's epilogue
+with the whole output's strides. It may also cover one *group of transform rows* only (Note
+[Winograd in groups of rows]): the group with row 0 writes the output, later groups add their
+share into it. *Addends* are the convolution's epilogue
 when it is a chain of adds of tensors read through strided views (a time embedding broadcast
 over the pixels, a residual): `epilogue` recognizes them, so the epilogue costs no pass over
 the output of its own.
@@ -29,6 +31,7 @@ from compiler.ir import DType, TensorType
 from compiler.schedule import VIEW_OPS, ExternCall, KernelSpec, Step, index_map
 
 F32 = ir.FloatType()
+A_T = ((1, 1, 1, 0), (0, 1, -1, -1))  # F(2x2, 3x3)'s output transform matrix
 
 
 @dataclass(frozen=True)
@@ -115,14 +118,21 @@ def render(
     out: tuple[str, TensorType],
     name: str,
     band: Band | None = None,
+    rows: range = range(4),
 ) -> KernelModule:
     """The output transform of a convolution with `n` images, `oc` output channels and output
-    size (Ho, Wo) (see the module docstring), for the tiles of `band` (default: all of them).
-    Parameters: `m` [16, OC, band's tiles], then `bias` [OC], then one pointer per addend (into
-    its root, at the band's first element), then the output (at the band's first element)."""
+    size (Ho, Wo) (see the module docstring), for the tiles of `band` (default: all of them)
+    and the GEMM products of the transform rows `rows` (default: all 4; Note [Winograd in
+    groups of rows] in `backends.llvm_winograd`): the group with row 0 writes the output with
+    the bias and the addends, every later group adds its share into it. Parameters: `m`
+    [4 len(rows), OC, band's tiles], then `bias` [OC] and one pointer per addend (into its
+    root, at the band's first element) in row 0's group, then the output (at the band's first
+    element)."""
     ho = size[0]
     band = band or Band(n, -(-ho // 2), ho)
-    return _OutputTransform(oc, size, bias, addends, out, name, band).module()
+    if rows.step != 1 or not 0 <= rows.start < rows.stop <= 4:
+        raise ValueError(f"winograd output transform: rows {rows} are not a run within 0..3")
+    return _OutputTransform(oc, size, bias, addends, out, name, band, rows).module()
 
 
 class _OutputTransform:
@@ -135,32 +145,37 @@ class _OutputTransform:
         out: tuple[str, TensorType],
         name: str,
         band: Band,
+        rows: range,
     ) -> None:
-        self.band = band
+        self.band, self.rows, self.first = band, rows, rows.start == 0
         self.n, self.oc = band.images, oc
         self.ho, self.wo = size  # the whole output's: its strides
         self.th, self.tw = band.rows, -(-self.wo // 2)
         self.count = self.n * self.th * self.tw
+        if not self.first:  # a later group adds into the output: no bias, no addends
+            bias, addends = False, []
         self.bias, self.addends, self.name = bias, addends, name
-        params = [Param("m", "in", TensorType((16, oc, self.count), DType.f32))]
+        params = [Param("m", "in", TensorType((4 * len(rows), oc, self.count), DType.f32))]
         if bias:
             params.append(Param("bias", "in", TensorType((oc,), DType.f32)))
         params += [Param(f"addend{i}", "in", a.type) for i, a in enumerate(addends)]
-        params.append(Param(out[0], "out", out[1]))
+        params.append(Param(out[0], "out" if self.first else "inout", out[1]))
         self.params = tuple(params)
 
     def module(self) -> KernelModule:
         shapes = [(a.strides, a.offset) for a in self.addends]
-        key = repr((self.band, self.oc, self.ho, self.wo, self.bias, shapes))
+        key = repr((self.band, self.oc, self.ho, self.wo, self.bias, shapes, self.rows))
         symbol = f"tf_winograd_out_{hashlib.sha256(key.encode()).hexdigest()[:10]}"
         self.m = ir.Module(name=symbol)
         body = self._body(symbol)
         _parallel_entry(self.m, symbol, body, len(self.params))
-        terms = ["A^T M A"] + (["bias"] if self.bias else [])
+        part = "" if self.rows == range(4) else f"[rows {self.rows.start}..{self.rows.stop - 1}]"
+        terms = [f"A^T M{part} A"] + (["bias"] if self.bias else [])
         terms += [f"{a.root}{list(a.strides)}" for a in self.addends]
         head = [
             f"; tilefuse Winograd F(2x2,3x3) output transform for {self.name}: "
-            f"out[{self.n}, {self.oc}, {self.ho}, {self.wo}] = {' + '.join(terms)}; per call "
+            f"out[{self.n}, {self.oc}, {self.ho}, {self.wo}] {'=' if self.first else '+='} "
+            f"{' + '.join(terms)}; per call "
             f"{self.n} image(s) x {self.th} tile rows ({self.band.out_rows} output rows)",
             f"; args: {', '.join(f'{p.role} {p.name}' for p in self.params)}",
         ]
@@ -227,34 +242,51 @@ class _OutputTransform:
         b = self.b
         n, oc, h0, plane, base = self.row
         at = b.add(plane, j)
-        m = [
-            b.load(
-                b.gep(self.ptr["m"], [b.add(at, I64(k * self.oc * self.count))], source_etype=F32),
+        m = {
+            (xi, nu): b.load(
+                b.gep(
+                    self.ptr["m"],
+                    [b.add(at, I64((4 * (xi - self.rows.start) + nu) * self.oc * self.count))],
+                    source_etype=F32,
+                ),
                 typ=F32,
             )
-            for k in range(16)
-        ]
+            for xi in self.rows
+            for nu in range(4)
+        }
 
-        def a_t(z: list[ir.Value], row: int) -> ir.Value:  # row `row` of A^T applied to z
-            if row == 0:
-                return b.fadd(b.fadd(z[0], z[1]), z[2])
-            return b.fsub(b.fsub(z[1], z[2]), z[3])
+        def a_t(z: dict[int, ir.Value], row: int) -> ir.Value | None:
+            """Row `row` of A^T applied to the z present (None: no term)."""
+            acc: ir.Value | None = None
+            for i, coef in enumerate(A_T[row]):
+                if coef and i in z:
+                    if acc is None:
+                        acc = z[i] if coef > 0 else b.fneg(z[i])
+                    else:
+                        acc = b.fadd(acc, z[i]) if coef > 0 else b.fsub(acc, z[i])
+            return acc
 
         out = self.ptr[self.params[-1].name]
         w0 = b.mul(j, I64(2))
         for a in range(rows):
-            s = [a_t([m[4 * xi + nu] for xi in range(4)], a) for nu in range(4)]
+            s = {nu: a_t({xi: m[xi, nu] for xi in self.rows}, a) for nu in range(4)}
             h = b.add(h0, I64(a))
             row = b.mul(
                 b.add(b.mul(b.add(b.mul(n, I64(self.oc)), oc), I64(self.ho)), h), I64(self.wo)
             )
             for bb in range(cols):
                 w = b.add(w0, I64(bb))
-                value = b.fadd(a_t(s, bb), base)
+                share = a_t({nu: v for nu, v in s.items() if v is not None}, bb)
+                at_out = b.gep(out, [b.add(row, w)], source_etype=F32)
+                if not self.first:
+                    if share is not None:
+                        b.store(b.fadd(b.load(at_out, typ=F32), share), at_out)
+                    continue
+                value = base if share is None else b.fadd(share, base)
                 for k, ad in enumerate(self.addends):
                     if ad.strides[2] or ad.strides[3]:
                         value = b.fadd(value, b.load(self._addend_at(k, n, oc, h, w), typ=F32))
-                b.store(value, b.gep(out, [b.add(row, w)], source_etype=F32))
+                b.store(value, at_out)
 
     def _addend_at(self, k: int, n: ir.Value, oc: ir.Value, h: ir.Value, w: ir.Value) -> ir.Value:
         """Addend `k` at (n, oc, h, w) of the band."""

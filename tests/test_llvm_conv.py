@@ -143,23 +143,47 @@ def test_winograd_chunks_cover_every_tile_once_within_the_budget(
 
 
 @pytest.mark.parametrize(
+    ("budget", "groups"), [(1 << 30, 1), (300000, 2), (225792, 2), (225791, 4), (112896, 4)]
+)
+def test_winograd_in_groups_of_rows_matches_eager_with_its_scratch_bounded(
+    monkeypatch: pytest.MonkeyPatch, budget: int, groups: int
+) -> None:
+    # 13x13 with padding 1: 7 x 7 tiles, the last row and column half tiles; all 16 products
+    # of the 2 x 49 tiles take 16 * (32 + 40) * 4 * 98 = 451584 bytes of V and M
+    monkeypatch.setattr(config, "WINOGRAD_SCRATCH_BYTES", budget)
+    x = TensorType((2, 32, 13, 13), DType.f32)
+    rows = llvm_winograd.row_groups(x, 40, (1, 1), budget)
+    assert len(rows) == groups and [r for g in rows for r in g] == [0, 1, 2, 3]
+    model = ConvAdds(32, 40, 1, True)
+    src = check(model, torch.randn(2, 32, 13, 13), torch.randn(2, 40), torch.randn(2, 40, 16, 17))
+    assert src.count("torch.bmm(") == groups and "for i, r in" not in src
+    assert src.count("native output transform + 2 addends") == 1
+    assert src.count("native output transform, added") == groups - 1
+    if groups > 1:
+        assert f"{groups} groups of {16 // groups} products" in src
+    slots = re.search(r"(\d+) slots \((\d+) bytes\)", src)
+    assert slots is not None and int(slots[2]) == 16 * 72 * 4 * 98 // groups
+
+
+@pytest.mark.parametrize(
     ("batch", "size", "padding", "budget", "bands"),
     [
-        (1, 13, 1, 96768, 2),  # 7 tile rows as 3 + 3 + 1, the last a half row (odd height)
-        (2, 12, 1, 96768, 1),  # 6 tile rows as 3 + 3 per image: one module for all 4 chunks
-        (3, 10, 0, 147456, 2),  # whole images, 2 + 1
+        (1, 13, 1, 24192, 2),  # 7 tile rows as 3 + 3 + 1, the last a half row (odd height)
+        (2, 12, 1, 24192, 1),  # 6 tile rows as 3 + 3 per image: one module for all 4 chunks
+        (3, 10, 0, 36864, 2),  # whole images, 2 + 1
         (1, 11, 2, 1, 2),  # one tile row at a time, the last a half row
     ],
 )
 def test_winograd_in_chunks_matches_eager_with_its_scratch_bounded(
     monkeypatch: pytest.MonkeyPatch, batch: int, size: int, padding: int, budget: int, bands: int
 ) -> None:
+    # budgets too small for 4 groups of rows over all tiles: chunks of tiles, 4 products each
     monkeypatch.setattr(config, "WINOGRAD_SCRATCH_BYTES", budget)
     model = ConvAdds(32, 40, padding, True)
     out = size + 2 * padding - 2
     x, temb = torch.randn(batch, 32, size, size), torch.randn(batch, 40)
     src = check(model, x, temb, torch.randn(batch, 40, out + 3, out + 4))
     assert "native output transform + 2 addends" in src and "for i, r in" in src
-    assert src.count("torch.bmm(") == bands
+    assert src.count("torch.bmm(") == 4 * bands and "4 groups of 4 products" in src
     slots = re.search(r"(\d+) slots \((\d+) bytes\)", src)
-    assert slots is not None and int(slots[2]) <= max(budget, 16 * 72 * 4 * ((out + 1) // 2))
+    assert slots is not None and int(slots[2]) <= max(budget, 4 * 72 * 4 * ((out + 1) // 2))
