@@ -5,9 +5,11 @@ Each kernel of the schedule becomes native parts and extern calls (`split_extern
 `matmul + bias + gelu` kernel runs `torch.matmul` (MKL/oneDNN) into a slot, then one native
 loop reads the product once, adds the bias, applies GELU and writes the kernel's output. The
 program is a readable Python module (`LlvmProgram.driver`) with one function per kernel and a
-program function that allocates exactly the memory plan's buffers (once, at load) plus the
-slots extern results land in; the native parts are LLVM modules (`LlvmProgram.modules`),
-compiled with -O3 for this CPU, cached on disk and loaded into the process.
+program function; one arena, allocated once at load (`passes.memory.plan_arena`), holds every
+planned value and the scratch (slots) that extern results and parts hand over in inside one
+kernel, overlapping wherever no kernel needs both. The native parts are LLVM modules
+(`LlvmProgram.modules`), compiled with -O3 for this CPU, cached on disk and loaded into the
+process.
 
     def k5_fused_matmul_add_gelu(a_t25, a_w, a_b, out_t29):
         # k5_fused_matmul_add_gelu  matmul  domain=[1, 128, 2048] ...
@@ -45,7 +47,7 @@ from compiler.schedule import (
     output_chains,
     split_externs,
 )
-from passes.memory import output_roots, plan_buffers_by_value
+from passes.memory import Arena, output_roots, plan_arena
 
 NAME = "llvm"
 EXTERNS = {
@@ -90,8 +92,8 @@ class _Renderer:
         self.storage = plan_storage(s, float_dtype, EXTERNS, sixteen_bit)
         self.modules: dict[str, KernelModule] = {}
         self.constants: dict[str, np.ndarray] = {}
-        self.slots: list[int] = []  # bytes per slot
-        self.globals: list[str] = []
+        self.scratch: dict[int, list[tuple[str, int]]] = {}  # kernel index -> (block, bytes)
+        self.views: list[tuple[str, str, tuple[int, ...], str]] = []  # (view, block, shape, dtype)
         self.steps: list[tuple[str, list[Step]]] = []
         self.attentions = 0  # sdpa calls rendered as native attention kernels
         self.fused: set[int] = set()  # ids of native parts an extern call computed
@@ -101,27 +103,24 @@ class _Renderer:
         return str(self.storage.dtype(name, t))
 
     def program(self) -> LlvmProgram:
-        kernels = [self._kernel(k) for k in self.s.kernels]
+        kernels = [self._kernel(i, k) for i, k in enumerate(self.s.kernels)]
         main = self._main()
+        arena = plan_arena(self.s, self.storage.nbytes, self.scratch)
         natives = sum(isinstance(x, KernelSpec) for _, steps in self.steps for x in steps)
         externs = sum(isinstance(x, ExternCall) for _, steps in self.steps for x in steps)
         natives, externs = natives + self.attentions, externs - self.attentions
-        plan = self.plan
         count = len(self.storage.narrow)
         narrow = f"; {count} values stored in 16 bits" if count else ""
+        scratch = sum(len(blocks) for blocks in self.scratch.values())
         head = [
             f'"""tilefuse llvm program for {self.g.name} ({self.fd} compute): '
             f"{len(self.s)} kernels as {natives} native calls ({len(self.modules)} distinct "
             f"modules, {self.attentions} of them attention) and {externs} extern calls; "
-            f"{len(plan.sizes)} planned buffers "
-            f"({plan.total_bytes} bytes) and {len(self.slots)} slots ({sum(self.slots)} bytes)"
-            f'{narrow}."""',
+            f"{len(self.views) - scratch} planned values and {scratch} slots in an arena of "
+            f'{arena.size} bytes{narrow}."""',
             "",
-            "# memory: the plan's buffers, and the slots extern results and parts hand over in",
+            *self._memory(arena),
         ]
-        head += [f"buf{i} = torch.empty({n}, dtype=torch.uint8)" for i, n in enumerate(plan.sizes)]
-        head += [f"slot{i} = torch.empty({n}, dtype=torch.uint8)" for i, n in enumerate(self.slots)]
-        head += self.globals
         source = "\n".join(head) + "\n" + "".join("\n\n" + k for k in kernels) + "\n\n\n" + main
         prepare = self._prepare(kernels)
         if prepare:
@@ -166,7 +165,19 @@ class _Renderer:
 
     # ---- one kernel: a function over its inputs and outputs
 
-    def _kernel(self, k: KernelSpec) -> str:
+    def _memory(self, arena: Arena) -> list[str]:
+        """The arena, then a global view per slot (in kernel order) and per planned value."""
+        lines = [
+            "# memory: every planned value and every kernel's slots (what extern results and",
+            "# parts hand over in) at an offset of one arena; two overlap only if no kernel",
+            "# needs both (passes.memory.plan_arena)",
+            f"arena = torch.empty({max(arena.size, 1)}, dtype=torch.uint8)",
+        ]
+        for view, block, shape, dtype in self.views:
+            lines.append(f"{view} = view(arena, {shape}, {dtype}, at={arena.offset_of(block)})")
+        return lines
+
+    def _kernel(self, index: int, k: KernelSpec) -> str:
         steps = split_externs(k, EXTERNS)
         self.steps.append((k.name, steps))
         names = {v.name: local(v.name) for v in k.inputs}
@@ -174,7 +185,7 @@ class _Renderer:
         params = [local(v.name) for v in k.inputs] + [f"out_{o}" for o in k.outputs]
         lines = [f"def {k.name}({', '.join(params)}):"]
         lines += [f"    # {line}" for line in str(k).splitlines()]
-        self.kernel_slots = 0
+        self.kernel_index = index
         for i, st in enumerate(steps):
             if id(st) in self.fused:  # an epilogue the extern call before it computed
                 continue
@@ -202,16 +213,14 @@ class _Renderer:
         return "\n".join(lines)
 
     def _slot(self, value: str, t: TensorType) -> str:
-        """A global view of the kernel's next free slot for `value` (slots are reused by every
-        kernel: what they hold only lives inside one kernel)."""
-        slot = self.kernel_slots
-        self.kernel_slots += 1
-        nbytes = self.storage.nbytes(value, t)
-        while len(self.slots) <= slot:
-            self.slots.append(0)
-        self.slots[slot] = max(self.slots[slot], nbytes)
+        """A global view of a slot for `value`: arena memory that lives only while the kernel
+        being rendered runs."""
+        block = f"slot {value}"
+        self.scratch.setdefault(self.kernel_index, []).append(
+            (block, self.storage.nbytes(value, t))
+        )
         name = f"g_{value}"
-        self.globals.append(f"{name} = view(slot{slot}, {t.shape}, {self.dtype(value, t)})")
+        self.views.append((name, block, t.shape, self.dtype(value, t)))
         return name
 
     def _extern(
@@ -303,8 +312,6 @@ class _Renderer:
 
     def _main(self) -> str:
         g = self.g
-        self.plan = plan_buffers_by_value(self.s, self.storage.nbytes)
-        assignment = dict(self.plan.assignment)
         roots = output_roots(g)
         lines = [f"def {g.name}({', '.join(local(v.name) for v in g.inputs)}):"]
         lines += [f"    # {line}" for line in print_graph(g).splitlines()[:1]]
@@ -313,11 +320,10 @@ class _Renderer:
             for o in k.outputs:
                 t = k.type_of(o)
                 dtype = self.dtype(o, t)
-                if o in assignment:
+                if o not in roots:  # planned: in the arena
                     names[o] = f"g_{o}"
-                    self.globals.append(f"g_{o} = view(buf{assignment[o]}, {t.shape}, {dtype})")
+                    self.views.append((f"g_{o}", o, t.shape, dtype))
                 else:
-                    assert o in roots
                     names[o] = local(o)
                     lines.append(f"    {local(o)} = torch.empty({t.shape}, dtype={dtype})")
             args = [names[v.name] for v in k.inputs] + [names[o] for o in k.outputs]

@@ -227,6 +227,7 @@ def _libc() -> ctypes.CDLL:
     return ctypes.CDLL(None, use_errno=True)
 
 
-def _view(buf: torch.Tensor, shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
+def _view(buf: torch.Tensor, shape: Sequence[int], dtype: torch.dtype, at: int = 0) -> torch.Tensor:
+    """`shape` elements of `dtype` at byte `at` of the byte tensor `buf` (the driver's arena)."""
     count = math.prod(shape)
-    return buf[: count * dtype.itemsize].view(dtype).view(tuple(shape))
+    return buf[at : at + count * dtype.itemsize].view(dtype).view(tuple(shape))

@@ -8,11 +8,16 @@ fits, or adding a buffer). Backends allocate exactly these buffers.
 Example: kernels k0 -> k1 -> k2 -> k3 in a chain, k3's output returned. k0 writes a into
 buf0; k1 writes b into buf1 (a is still being read); k2 writes c into buf0 (a is dead); k3's
 output is a graph output and gets fresh memory. Two buffers instead of three.
+
+`plan_arena` (the llvm backend's) places the same values, and each kernel's scratch, at offsets
+of one block of memory instead: values of different sizes share it, and scratch takes memory
+only while its kernel runs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 from compiler.ir import DType, Graph, TensorType
 from compiler.schedule import SOURCE_OPS, VIEW_OPS, BufferPlan, Schedule
@@ -81,6 +86,66 @@ def _take(free: list[int], sizes: list[int], need: int) -> int:
         return len(sizes) - 1
     free.remove(buf)
     return buf
+
+
+@dataclass(frozen=True)
+class Arena:
+    """One block of `size` bytes holding every planned value and every kernel's scratch at a
+    byte offset; two of them overlap only if no kernel needs both."""
+
+    size: int
+    offsets: tuple[tuple[str, int], ...]  # (value or scratch name, byte offset)
+
+    def offset_of(self, name: str) -> int:
+        return dict(self.offsets)[name]
+
+
+def plan_arena(
+    s: Schedule,
+    nbytes: Callable[[str, TensorType], int],
+    scratch: Mapping[int, Sequence[tuple[str, int]]] | None = None,
+    align: int = 64,
+) -> Arena:
+    """The arena for `s`: each kernel output that is not (a view of) a graph output lives
+    from the kernel writing it to the last kernel reading it, each `scratch[i]` block
+    (name, bytes) only while kernel i runs; blocks are placed largest first, each at the
+    lowest `align`ed offset clear of every placed block whose lifetime meets its own.
+
+    Where `plan_buffers` reuses whole buffers, the arena shares memory between values of
+    different sizes and with the scratch that kernels need for a moment (a Winograd
+    convolution's transformed input): its size is the peak of what is live at once, near it.
+
+    Example: k0 writes a (4 KiB); k1 reads a and writes b (1 KiB); k2 reads b and needs
+    4 KiB of scratch while it writes the output. a and the scratch are never needed at once:
+    both at offset 0, b at 4096, 5 KiB in all (buffers and slots apart: 4 + 1 + 4 KiB)."""
+    roots = output_roots(s.graph)
+    last_use: dict[str, int] = {}
+    for i, k in enumerate(s.kernels):
+        for v in k.inputs:
+            last_use[v.name] = i
+    blocks: list[tuple[int, int, int, str]] = []  # (bytes, first kernel, last kernel, name)
+    for i, k in enumerate(s.kernels):
+        for out in k.outputs:
+            if out not in roots:
+                need = max(nbytes(out, k.type_of(out)), 1)
+                blocks.append((need, i, max(i, last_use.get(out, i)), out))
+        for name, need in (scratch or {}).get(i, ()):
+            blocks.append((max(need, 1), i, i, name))
+    blocks.sort(key=lambda b: (-b[0], b[1], b[3]))
+    placed: list[tuple[int, int, int, int]] = []  # (offset, end, first, last)
+    offsets: list[tuple[str, int]] = []
+    size = 0
+    for need, first, last, name in blocks:
+        taken = sorted((o, e) for o, e, f, lst in placed if f <= last and first <= lst)
+        at = 0
+        for o, e in taken:
+            if at + need <= o:
+                break
+            at = max(at, -(-e // align) * align)
+        placed.append((at, at + need, first, last))
+        offsets.append((name, at))
+        size = max(size, at + need)
+    return Arena(size, tuple(offsets))
 
 
 def plan_memory(s: Schedule) -> Schedule:

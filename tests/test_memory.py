@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import random
 import re
 
 import pytest
@@ -9,7 +11,7 @@ import pytest
 import compiler
 from backends.numpy_kernels import storage_itemsize
 from passes.fusion import fuse_kernels
-from passes.memory import eager_peak_bytes, plan_buffers, plan_memory
+from passes.memory import eager_peak_bytes, output_roots, plan_arena, plan_buffers, plan_memory
 from tests.helpers import ir
 from tests.test_fusion import CASES
 
@@ -76,3 +78,56 @@ def test_plan_is_within_eager_peak_and_is_what_the_code_allocates(name: str) -> 
     numpy_plan = plan_buffers(c.schedule, storage_itemsize("float32"))
     allocated = re.findall(r"buf(\d+) = np.empty\((\d+), dtype=np.uint8\)", c.source("numpy"))
     assert [int(size) for _, size in allocated] == list(numpy_plan.sizes)
+
+
+ARENA = """
+def f(x: f32[32,32], w: f32[32,8], u: f32[8,8]):
+    a: f32[32,32] = matmul(x, x)
+    b: f32[32,8] = matmul(a, w)
+    c: f32[32,8] = matmul(b, u)
+    return (c,)
+"""
+
+
+def test_docstring_example_arena_overlaps_a_value_and_later_scratch() -> None:
+    s = fuse_kernels(ir(ARENA))  # k0 writes a (4 KiB), k1 b (1 KiB), k2 the output
+    assert [k.outputs for k in s.kernels] == [("a",), ("b",), ("c",)]
+    arena = plan_arena(s, lambda _, t: t.nbytes, {2: [("scratch", 4096)]})
+    assert dict(arena.offsets) == {"a": 0, "scratch": 0, "b": 4096}
+    assert arena.size == 5 * 1024
+
+
+def _live_at(lifetimes: dict[str, tuple[int, int]], i: int) -> set[str]:
+    return {name for name, (first, last) in lifetimes.items() if first <= i <= last}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_arena_never_overlaps_what_one_kernel_needs_at_once(name: str) -> None:
+    model, inputs = CASES[name][0]()
+    s = compiler.compile(model, inputs, backend="numpy").schedule
+    rng = random.Random(name)
+    scratch = {i: [(f"s{i}.{j}", rng.randrange(1, 5000)) for j in range(rng.randrange(3))]
+               for i in range(len(s.kernels))}  # fmt: skip
+    nbytes = {o: k.type_of(o).nbytes for k in s.kernels for o in k.outputs}
+    arena = plan_arena(s, lambda o, t: t.nbytes, scratch)
+    last = {v.name: i for i, k in enumerate(s.kernels) for v in k.inputs}
+    lifetimes: dict[str, tuple[int, int]] = {}
+    sizes: dict[str, int] = {}
+    for i, k in enumerate(s.kernels):
+        for o in k.outputs:
+            if o in dict(arena.offsets):
+                lifetimes[o], sizes[o] = (i, max(i, last.get(o, i))), max(nbytes[o], 1)
+        for block, size in scratch[i]:
+            lifetimes[block], sizes[block] = (i, i), size
+    assert set(lifetimes) == set(dict(arena.offsets))  # every planned value and block, once
+    assert not set(lifetimes) & output_roots(s.graph)
+    peak = 0
+    for i in range(len(s.kernels)):
+        live = sorted(
+            (arena.offset_of(b), arena.offset_of(b) + sizes[b]) for b in _live_at(lifetimes, i)
+        )
+        assert all(end <= start for (_, end), (start, _) in itertools.pairwise(live)), (i, live)
+        peak = max(peak, sum(e - o for o, e in live))
+    assert all(offset % 64 == 0 for _, offset in arena.offsets)
+    assert peak <= arena.size <= sum(-(-size // 64) * 64 for size in sizes.values())
+    assert max((o + sizes[b] for b, o in arena.offsets), default=0) == arena.size
