@@ -32,7 +32,7 @@ import math
 import numpy as np
 import torch
 
-from backends import llvm_attention, llvm_conv, llvm_gemm
+from backends import llvm_attention, llvm_conv, llvm_gemm, llvm_rows
 from backends.llvm_kernel import KernelModule, render_kernel
 from backends.llvm_runtime import PREPARE, LlvmProgram
 from backends.llvm_storage import plan_storage, storage_dtype
@@ -75,25 +75,35 @@ def render_schedule(
     float_dtype: str = "float32",
     weights: frozenset[str] = frozenset(),
     sixteen_bit: bool = True,
+    row_blocks: bool = True,
 ) -> LlvmProgram:
     """The program for `s`. `weights`: graph inputs that are model weights (parameters),
     whose GEMM layout may be prepared once and cached while they do not change.
     `sixteen_bit`: store bf16/f16 values in 16 bits where only native kernels touch them
-    (Note [16-bit storage]); without it every float is stored in `float_dtype`."""
-    return _Renderer(s, float_dtype, weights, sixteen_bit).program()
+    (Note [16-bit storage]); without it every float is stored in `float_dtype`.
+    `row_blocks`: run feed-forwards a block of rows at a time (Note [Row blocks]); without it
+    every kernel function computes its whole kernel."""
+    return _Renderer(s, float_dtype, weights, sixteen_bit, row_blocks).program()
 
 
 class _Renderer:
     def __init__(
-        self, s: Schedule, float_dtype: str, weights: frozenset[str], sixteen_bit: bool = True
+        self,
+        s: Schedule,
+        float_dtype: str,
+        weights: frozenset[str],
+        sixteen_bit: bool = True,
+        row_blocks: bool = True,
     ) -> None:
         self.s, self.g, self.fd = s, s.graph, float_dtype
-        self.weights = weights
+        self.weights, self.row_blocks = weights, row_blocks
         self.storage = plan_storage(s, float_dtype, EXTERNS, sixteen_bit)
         self.modules: dict[str, KernelModule] = {}
         self.constants: dict[str, np.ndarray] = {}
         self.scratch: dict[int, list[tuple[str, int]]] = {}  # kernel index -> (block, bytes)
-        self.views: list[tuple[str, str, tuple[int, ...], str]] = []  # (view, block, shape, dtype)
+        # (view, arena block, shape, dtype): a slot's block is "slot <value>", a value's its name
+        self.views: list[tuple[str, str, tuple[int, ...], str]] = []
+        self.view_bytes: dict[str, int] = {}  # arena block -> bytes its view spans
         self.steps: list[tuple[str, list[Step]]] = []
         self.attentions = 0  # sdpa calls rendered as native attention kernels
         self.fused: set[int] = set()  # ids of native parts an extern call computed
@@ -103,9 +113,20 @@ class _Renderer:
         return str(self.storage.dtype(name, t))
 
     def program(self) -> LlvmProgram:
-        kernels = [self._kernel(i, k) for i, k in enumerate(self.s.kernels)]
-        main = self._main()
-        arena = plan_arena(self.s, self.storage.nbytes, self.scratch)
+        outputs = [(o, k.type_of(o)) for k in self.s.kernels for o in k.outputs]
+        nbytes = {o: self.storage.nbytes(o, t) for o, t in outputs}
+        self.runs = llvm_rows.row_runs(self.s, nbytes) if self.row_blocks else []
+        specs = list(self.s.kernels)
+        for run in self.runs:
+            specs[run.first : run.last + 1] = run.kernels
+        kernels = [self._kernel(i, k) for i, k in enumerate(specs)]
+        main = self._main(specs)
+        arena = plan_arena(  # each value as large as its view (a run's internal: one block)
+            self.s,
+            lambda o, _: self.view_bytes[o],
+            self.scratch,
+            together=[range(r.first, r.last + 1) for r in self.runs],
+        )
         natives = sum(isinstance(x, KernelSpec) for _, steps in self.steps for x in steps)
         externs = sum(isinstance(x, ExternCall) for _, steps in self.steps for x in steps)
         natives, externs = natives + self.attentions, externs - self.attentions
@@ -216,12 +237,14 @@ class _Renderer:
         """A global view of a slot for `value`: arena memory that lives only while the kernel
         being rendered runs."""
         block = f"slot {value}"
-        self.scratch.setdefault(self.kernel_index, []).append(
-            (block, self.storage.nbytes(value, t))
-        )
-        name = f"g_{value}"
-        self.views.append((name, block, t.shape, self.dtype(value, t)))
-        return name
+        self.scratch.setdefault(self.kernel_index, []).append((block, self._view(block, value, t)))
+        return f"g_{value}"
+
+    def _view(self, block: str, value: str, t: TensorType) -> int:
+        """Register the global view `g_<value>` of arena block `block`; its bytes."""
+        self.views.append((f"g_{value}", block, t.shape, self.dtype(value, t)))
+        self.view_bytes[block] = self.storage.nbytes(value, t)
+        return self.view_bytes[block]
 
     def _extern(
         self, e: ExternCall, names: dict[str, str], after: tuple[tuple[str, ...], list[Step]]
@@ -310,24 +333,46 @@ class _Renderer:
 
     # ---- the program function
 
-    def _main(self) -> str:
+    def _main(self, specs: list[KernelSpec]) -> str:
+        """The program function; `specs`: the kernels as rendered (a row run's for one block)."""
         g = self.g
         roots = output_roots(g)
         lines = [f"def {g.name}({', '.join(local(v.name) for v in g.inputs)}):"]
         lines += [f"    # {line}" for line in print_graph(g).splitlines()[:1]]
         names = {v.name: local(v.name) for v in g.inputs}
-        for k in self.s.kernels:
+        runs = {j: r for r in self.runs for j in range(r.first, r.last + 1)}
+
+        def memory(i: int) -> None:  # the arena view or the fresh tensor of each output
+            k, run = self.s.kernels[i], runs.get(i)
             for o in k.outputs:
-                t = k.type_of(o)
-                dtype = self.dtype(o, t)
+                t = specs[i].type_of(o) if run and o in run.internal else k.type_of(o)
                 if o not in roots:  # planned: in the arena
                     names[o] = f"g_{o}"
-                    self.views.append((f"g_{o}", o, t.shape, dtype))
+                    self._view(o, o, t)
                 else:
+                    dtype = self.dtype(o, t)
                     names[o] = local(o)
                     lines.append(f"    {local(o)} = torch.empty({t.shape}, dtype={dtype})")
-            args = [names[v.name] for v in k.inputs] + [names[o] for o in k.outputs]
-            lines.append(f"    {k.name}({', '.join(args)})")
+
+        for i, k in enumerate(self.s.kernels):
+            run = runs.get(i)
+            if run is None:
+                memory(i)
+            elif i == run.first:
+                for j in range(run.first, run.last + 1):
+                    memory(j)
+                lines.append(
+                    f"    for r in range(0, {run.rows}, {run.block}):  # {k.name}.."
+                    f"{self.s.kernels[run.last].name} in {run.blocks} blocks of {run.block} "
+                    "rows (Note [Row blocks])"
+                )
+
+            def arg(name: str, run: llvm_rows.RowRun | None = run) -> str:
+                return run.rows_of(names[name]) if run and name in run.sliced else names[name]
+
+            args = [arg(v.name) for v in k.inputs] + [arg(o) for o in k.outputs]
+            indent = "        " if run else "    "
+            lines.append(f"{indent}{k.name}({', '.join(args)})")
         done, chains = set(names), output_chains(g)
         for n in g.nodes:  # outputs that are views (or sources) of kernel outputs
             if n.out.name in done or n.out.name not in chains:

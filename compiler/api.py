@@ -73,32 +73,34 @@ class Compiled:
     def kernels(self) -> tuple[KernelSpec, ...]:
         return self.schedule.kernels
 
-    def _program(self, backend: str, sixteen_bit: bool = True) -> Any:
-        """The backend's program, rendered once; `sixteen_bit=False`: the llvm program with
-        every float stored in the compute type (Note [16-bit storage], backends/llvm_storage)."""
-        key = backend if sixteen_bit or backend != "llvm" else "llvm:wide"
+    def _program(self, backend: str, per_kernel: bool = False) -> Any:
+        """The backend's program, rendered once; `per_kernel`: the llvm program whose kernel
+        functions each compute a whole kernel as the reference does: every float stored in
+        the compute type (Note [16-bit storage], backends/llvm_storage), no kernel run in row
+        blocks (Note [Row blocks], backends/llvm_rows)."""
+        key = "llvm:per-kernel" if per_kernel and backend == "llvm" else backend
         if key not in self._programs:
-            self._programs[key] = self._render(backend, sixteen_bit)
+            self._programs[key] = self._render(backend, per_kernel)
         return self._programs[key]
 
-    def _render(self, backend: str, sixteen_bit: bool = True) -> Any:
+    def _render(self, backend: str, per_kernel: bool = False) -> Any:
         """The backend's program rendered from the schedule (`_program` keeps it; a loaded
         artifact's llvm program is read back instead, Note [A saved program])."""
         render = backends.get(backend).render_schedule
         options: dict[str, Any] = {"float_dtype": self._float_dtype}
         if backend == "llvm":
             options["weights"] = self.captured.weight_names()
-            options["sixteen_bit"] = sixteen_bit
+            options["sixteen_bit"] = options["row_blocks"] = not per_kernel
         return render(self.schedule, **options)
 
     def kernel_functions(self, backend: str | None = None) -> dict[str, Any]:
         """A backend's kernel functions by kernel name, each taking NumPy arrays (the kernel's
         inputs, then one output array per kernel output, written in place). The llvm kernels
-        are those of the program storing every float in the compute type, which take the
-        reference's arrays as they are and compute exactly its values (the 16-bit stores of
-        the running program round them further: Note [16-bit storage])."""
+        are those of the per-kernel program (every float in the compute type, no row blocks),
+        which take the reference's arrays as they are and compute exactly its values (the
+        16-bit stores of the running program round them further: Note [16-bit storage])."""
         name = backends.resolve(backend or self.backend)
-        namespace = self._program(name, sixteen_bit=False).load_namespace()
+        namespace = self._program(name, per_kernel=True).load_namespace()
         if name == "numpy":
             return namespace
         return {k.name: _numpy_kernel(namespace[k.name]) for k in self.schedule.kernels}

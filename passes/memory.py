@@ -105,6 +105,7 @@ def plan_arena(
     nbytes: Callable[[str, TensorType], int],
     scratch: Mapping[int, Sequence[tuple[str, int]]] | None = None,
     align: int = 64,
+    together: Sequence[range] = (),
 ) -> Arena:
     """The arena for `s`: each kernel output that is not (a view of) a graph output lives
     from the kernel writing it to the last kernel reading it, each `scratch[i]` block
@@ -114,6 +115,8 @@ def plan_arena(
     Where `plan_buffers` reuses whole buffers, the arena shares memory between values of
     different sizes and with the scratch that kernels need for a moment (a Winograd
     convolution's transformed input): its size is the peak of what is live at once, near it.
+    `together`: ranges of kernels that run interleaved (in row blocks, `backends.llvm_rows`):
+    what one of them reads, writes or needs lives through all of them.
 
     Example: k0 writes a (4 KiB); k1 reads a and writes b (1 KiB); k2 reads b and needs
     4 KiB of scratch while it writes the output. a and the scratch are never needed at once:
@@ -123,14 +126,17 @@ def plan_arena(
     for i, k in enumerate(s.kernels):
         for v in k.inputs:
             last_use[v.name] = i
+    span = {j: (r.start, r.stop - 1) for r in together for j in r}
     blocks: list[tuple[int, int, int, str]] = []  # (bytes, first kernel, last kernel, name)
     for i, k in enumerate(s.kernels):
+        first = span.get(i, (i, i))[0]
         for out in k.outputs:
             if out not in roots:
                 need = max(nbytes(out, k.type_of(out)), 1)
-                blocks.append((need, i, max(i, last_use.get(out, i)), out))
+                end = max(i, last_use.get(out, i))
+                blocks.append((need, first, span.get(end, (end, end))[1], out))
         for name, need in (scratch or {}).get(i, ()):
-            blocks.append((max(need, 1), i, i, name))
+            blocks.append((max(need, 1), first, span.get(i, (i, i))[1], name))
     blocks.sort(key=lambda b: (-b[0], b[1], b[3]))
     placed: list[tuple[int, int, int, int]] = []  # (offset, end, first, last)
     offsets: list[tuple[str, int]] = []

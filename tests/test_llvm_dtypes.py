@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 import compiler
-from backends import llvm_jit
+from backends import llvm_cpu, llvm_jit
 from backends.llvm_kernel import render_kernel
 from compiler.bisect import bisect_kernels
 from compiler.ir_text import parse_graph
@@ -242,7 +242,9 @@ def _same_kernels_both_storages(model: torch.nn.Module, inputs: tuple[Any, ...])
     ulp of float32); there the 16-bit value must be a rounding of a value that close. Returns
     the number of 16-bit outputs checked."""
     c = compiler.compile(model, inputs, backend="llvm")
-    narrow, wide = c._program("llvm"), c._program("llvm", sixteen_bit=False)
+    weights = c.captured.weight_names()  # kernel by kernel: whole kernels, no row blocks
+    narrow = llvm_cpu.render_schedule(c.schedule, weights=weights, row_blocks=False)
+    wide = c._program("llvm", per_kernel=True)
     assert narrow.storage is not None
     storage = narrow.storage
     fns = narrow.load_namespace(), wide.load_namespace()

@@ -95,6 +95,11 @@ def test_docstring_example_arena_overlaps_a_value_and_later_scratch() -> None:
     arena = plan_arena(s, lambda _, t: t.nbytes, {2: [("scratch", 4096)]})
     assert dict(arena.offsets) == {"a": 0, "scratch": 0, "b": 4096}
     assert arena.size == 5 * 1024
+    # k1 and k2 interleaved (row blocks): a, b and k2's scratch all live through both
+    together = plan_arena(
+        s, lambda _, t: t.nbytes, {2: [("scratch", 4096)]}, together=[range(1, 3)]
+    )
+    assert dict(together.offsets) == {"a": 0, "scratch": 4096, "b": 8192}
 
 
 def _live_at(lifetimes: dict[str, tuple[int, int]], i: int) -> set[str]:
