@@ -13,15 +13,20 @@ ordinary kernel generator, so the tiles' overlap is index arithmetic. Error agai
 
 Note [Winograd in groups of rows]
 V and M hold 16 floats per tile and channel: for 320 channels at 32x32, 5 MiB each, 4x the
-convolution's input, growing with the image. When they do not fit
-`config.WINOGRAD_SCRATCH_BYTES` together, the convolution first runs in 2 or 4 *groups of
-rows* of B^T: the group of rows xi computes only V[4 xi .. 4 xi + 3] (a row of B^T combines
-two of a tile's four rows, so the input pass reads half the input), MKL multiplies them by
-their U, and the output transform adds the group's share `A^T[:, xi] (M[xi, :] A)` into the
-output (the first group writes it, with the bias and the addends). The GEMMs are exactly the
-ungrouped ones, so only the transforms' extra passes cost: at 320 channels, 32x32, on 2 busy
-cores, the convolution took 6.61 ms whole, 7.06 ms in 2 groups, 8.13 ms in 4 (eager 12.2;
-medians of 100 interleaved; the batched GEMM alone 4.81 ms as 16, 4.83 ms as 4 x 4).
+convolution's input, growing with the image. They are the largest memory a UNet's step needs
+at once, the peak of the llvm program's arena (the feed-forwards' wide intermediates run in
+row blocks, Note [Row blocks]): so V and M together may take `config.WINOGRAD_SCRATCH_INPUTS`
+times the convolution's input at most (and `config.WINOGRAD_SCRATCH_BYTES`). Over it the
+convolution first runs in 2 or 4 *groups of rows* of B^T: the group of rows xi computes only
+V[4 xi .. 4 xi + 3] (a row of B^T combines two of a tile's four rows, so the input pass reads
+half the input), MKL multiplies them by their U, and the output transform adds the group's
+share `A^T[:, xi] (M[xi, :] A)` into the output (the first group writes it, with the bias and
+the addends). The GEMMs are exactly the ungrouped ones, so only the transforms' extra passes
+cost: at 320 channels, 32x32, on 2 busy cores, the convolution took 6.61 ms whole, 7.06 ms in
+2 groups, 8.13 ms in 4 (eager 12.2; medians of 100 interleaved; the batched GEMM alone 4.81 ms
+as 16, 4.83 ms as 4 x 4). In the `unet` example, 2 groups (V and M 5 MiB, 4x the input) took
+0.997-1.008x the time of whole convolutions (medians of 145 interleaved calls) and cut its
+loaded peak RSS by 5 MiB.
 
 Note [Winograd in chunks of tiles]
 When even one group of rows over all tiles is over the budget, the tiles run in *chunks*
@@ -158,6 +163,12 @@ class Chunk:
     band: Band
 
 
+def scratch_budget(x: TensorType) -> int:
+    """The bytes V and M may take together for a convolution of `x` (float32): at most
+    `config.WINOGRAD_SCRATCH_INPUTS` times the input, and `config.WINOGRAD_SCRATCH_BYTES`."""
+    return min(config.WINOGRAD_SCRATCH_BYTES, config.WINOGRAD_SCRATCH_INPUTS * x.numel * 4)
+
+
 def row_groups(x: TensorType, oc: int, padding: tuple[int, int], budget: int) -> tuple[range, ...]:
     """The groups of transform rows the convolution of `x` to `oc` channels runs in (Note
     [Winograd in groups of rows]): the fewest of 1, 2 or 4 groups whose V and M for all the
@@ -213,7 +224,7 @@ def driver_call(
     padding = tuple(n.attr("padding"))
     oc, c = w.shape[0], w.shape[1]
     ho, wo, _, tw = tiles(x, padding)
-    budget = config.WINOGRAD_SCRATCH_BYTES
+    budget = scratch_budget(x)
     rows = row_groups(x, oc, padding, budget)
     positions = 4 * len(rows[0])
     plan = chunks(x, oc, padding, budget, positions)

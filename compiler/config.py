@@ -17,12 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 WINOGRAD_SCRATCH_BYTES = 16 << 20
-"""The llvm backend's Winograd F(2x2,3x3) convolutions keep their transformed input V
-([16, C, tiles]) and GEMM products M ([16, OC, tiles], float32) within this many bytes: over it
-they run in 2 or 4 groups of transform rows, then in chunks of tiles (Notes [Winograd in groups
-of rows] and [Winograd in chunks of tiles] in `backends.llvm_winograd`). Read when a program
-is rendered. Groups cost a few per cent of the convolution, chunks more, so the default splits
-only inputs larger than the examples' (320 channels at 32x32 need 10 MiB)."""
+"""The most bytes the llvm backend's Winograd F(2x2,3x3) convolutions keep their transformed
+input V ([16, C, tiles]) and GEMM products M ([16, OC, tiles], float32) in together: over it
+(or over WINOGRAD_SCRATCH_INPUTS) they run in 2 or 4 groups of transform rows, then in chunks
+of tiles (Notes [Winograd in groups of rows] and [Winograd in chunks of tiles] in
+`backends.llvm_winograd`). Read when a program is rendered. Groups cost a few per cent of the
+convolution, chunks more."""
+
+WINOGRAD_SCRATCH_INPUTS = 4
+"""V and M together take at most this many times a Winograd convolution's input: for the
+examples' 320 channels at 32x32, 2 groups of rows (5 MiB)."""
 
 
 @dataclass(frozen=True)

@@ -159,6 +159,7 @@ def test_winograd_in_groups_of_rows_matches_eager_with_its_scratch_bounded(
     # 13x13 with padding 1: 7 x 7 tiles, the last row and column half tiles; all 16 products
     # of the 2 x 49 tiles take 16 * (32 + 40) * 4 * 98 = 451584 bytes of V and M
     monkeypatch.setattr(config, "WINOGRAD_SCRATCH_BYTES", budget)
+    monkeypatch.setattr(config, "WINOGRAD_SCRATCH_INPUTS", 1 << 20)  # the budget decides
     x = TensorType((2, 32, 13, 13), DType.f32)
     rows = llvm_winograd.row_groups(x, 40, (1, 1), budget)
     assert len(rows) == groups and [r for g in rows for r in g] == [0, 1, 2, 3]
@@ -186,6 +187,7 @@ def test_winograd_in_chunks_matches_eager_with_its_scratch_bounded(
 ) -> None:
     # budgets too small for 4 groups of rows over all tiles: chunks of tiles, 4 products each
     monkeypatch.setattr(config, "WINOGRAD_SCRATCH_BYTES", budget)
+    monkeypatch.setattr(config, "WINOGRAD_SCRATCH_INPUTS", 1 << 20)
     model = ConvAdds(32, 40, padding, True)
     out = size + 2 * padding - 2
     x, temb = torch.randn(batch, 32, size, size), torch.randn(batch, 40)
@@ -193,3 +195,18 @@ def test_winograd_in_chunks_matches_eager_with_its_scratch_bounded(
     assert "native output transform + 2 addends" in src and "for i, r in" in src
     assert src.count("torch.bmm(") == 4 * bands and "4 groups of 4 products" in src
     assert winograd_scratch(src) <= max(budget, 4 * 72 * 4 * ((out + 1) // 2))
+
+
+@pytest.mark.parametrize(("inputs", "groups"), [(4, 4), (5, 4), (6, 2), (10, 2), (11, 1)])
+def test_winograd_scratch_is_bounded_by_its_input(
+    monkeypatch: pytest.MonkeyPatch, inputs: int, groups: int
+) -> None:
+    # 2 x 32 x 13 x 13 floats in (43264 bytes); V and M: 451584 bytes whole, 225792 in 2 groups
+    monkeypatch.setattr(config, "WINOGRAD_SCRATCH_INPUTS", inputs)
+    x = TensorType((2, 32, 13, 13), DType.f32)
+    budget = llvm_winograd.scratch_budget(x)
+    assert budget == min(inputs * 43264, config.WINOGRAD_SCRATCH_BYTES)
+    assert len(llvm_winograd.row_groups(x, 40, (1, 1), budget)) == groups
+    src = check(ConvAdds(32, 40, 1, True), torch.randn(2, 32, 13, 13), torch.randn(2, 40),
+                torch.randn(2, 40, 16, 17))  # fmt: skip
+    assert winograd_scratch(src) == 451584 // groups <= max(budget, 451584 // 4)
