@@ -118,3 +118,12 @@ def test_a_bias_with_more_after_it_stays_in_the_epilogue(monkeypatch: pytest.Mon
     model = nn.Sequential(nn.Linear(40, 24), nn.GELU())
     source = check(model, torch.randn(3, 7, 40))
     assert "torch.addmm(" not in source, source
+
+
+def test_one_row_is_not_packed() -> None:
+    # Note [No packing for one row]: a timestep MLP's product reads the weight as it is
+    model = nn.Sequential(nn.Linear(48, 64), nn.SiLU(), nn.Linear(64, 32)).eval()
+    one = check(model, torch.randn(1, 48))
+    assert "_mkl_linear" not in one and "W.pack" not in one
+    assert one.count("torch.matmul(") == 2
+    assert "_mkl_linear" in check(model, torch.randn(3, 48))  # more rows: packed
