@@ -392,3 +392,17 @@ def test_bf16_model_called_under_inference_mode() -> None:
         second = c(x)
     assert torch.equal(first, second)
     torch.testing.assert_close(first, model(x), rtol=2e-2, atol=2e-2)
+
+
+def test_a_reassigned_parameter_or_submodule_is_read_on_the_next_call() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), nn.GELU(), nn.Linear(8, 4)).eval()
+    x = torch.randn(3, 8)
+    c = compiler.compile(model, (x,), backend="llvm")
+    with torch.no_grad():
+        model[0].weight = nn.Parameter(torch.randn(8, 8))  # a new tensor, same name
+        torch.testing.assert_close(c(x), model(x))
+        model[2] = nn.Linear(8, 4)  # a new submodule: its parameters are found by name
+        torch.testing.assert_close(c(x), model(x))
+        model[0].bias.mul_(3)  # in place
+        torch.testing.assert_close(c(x), model(x))
