@@ -56,6 +56,7 @@ class Compiled:
         self._float_dtype = _float_dtype(self.graph, compute_dtype)
         self._torch_float = getattr(torch, self._float_dtype)
         self._converted: dict[str, tuple[Any, torch.Tensor, torch.Tensor]] = {}
+        self._out_dtypes: list[torch.dtype] | None = None
         flat = pytree.tree_flatten(((0,) * len(captured.arg_specs), {}))[1]
         self._flat_tensor_args = (
             not captured.kwarg_names
@@ -283,10 +284,9 @@ class Compiled:
         return t.numpy()
 
     def _rebuild(self, outs: list[torch.Tensor]) -> Any:
-        values = []
-        for i, o in enumerate(self.graph.outputs):
-            dtype = to_torch(self.graph.type_of(o).dtype)
-            values.append(outs[i].to(dtype))
+        if self._out_dtypes is None:  # Graph.type_of builds a table of every value: once
+            self._out_dtypes = [to_torch(self.graph.type_of(o).dtype) for o in self.graph.outputs]
+        values = [out.to(dtype) for out, dtype in zip(outs, self._out_dtypes, strict=True)]
         leaves = [values[x] if kind == "value" else x for kind, x in self.captured.out_leaves]
         return pytree.tree_unflatten(leaves, self.captured.out_spec)
 
