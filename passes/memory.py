@@ -46,10 +46,10 @@ def plan_buffers(s: Schedule, itemsize: Itemsize = lambda d: d.itemsize) -> Buff
 
 
 def plan_buffers_by_value(s: Schedule, nbytes: Callable[[str, TensorType], int]) -> BufferPlan:
-    """The buffer plan for `s` with each value's bytes from `nbytes(name, type)` (the llvm
-    backend stores one dtype in different element types per value): by liveness, each kernel
+    """The buffer plan for `s` with each value's bytes from `nbytes(name, type)` (a backend
+    may store one dtype in different element types per value): by liveness, each kernel
     output takes the smallest free buffer that fits, else the largest free one grown, else a
-    new one."""
+    new one. (The llvm backend places its values in an arena instead: `plan_arena`.)"""
     roots = output_roots(s.graph)
     last_use: dict[str, int] = {}
     for i, k in enumerate(s.kernels):
