@@ -18,9 +18,9 @@ __version__ = "0.1.0"
 
 _PUBLIC = {
     "compile": "compiler.api",
-    "jit": "compiler.api",
+    "jit": "compiler.jit_function",
     "Compiled": "compiler.api",
-    "JitFunction": "compiler.api",
+    "JitFunction": "compiler.jit_function",
     "load": "compiler.artifact",
     "check_parity": "compiler.parity",
     "ParityReport": "compiler.parity",

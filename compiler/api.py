@@ -1,9 +1,8 @@
-"""The public entry points: `compile`, `jit` and the `Compiled` object they give."""
+"""The public entry points: `compile` and the `Compiled` object it gives (`jit`, which
+compiles per input signature, is in `compiler.jit_function`)."""
 
 from __future__ import annotations
 
-import functools
-import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -467,51 +466,3 @@ def build(
             f"capture {captured.capture_seconds:.2f} s, ours {compiled.stats['compile_s']:.3f} s"
         )
     return compiled
-
-
-class JitFunction:
-    """`compiler.jit(fn)`: compiles on the first call per input signature, then reuses."""
-
-    def __init__(self, fn: Callable[..., Any], gpu: str | None, backend: str) -> None:
-        self.fn = fn
-        self.gpu = _check_gpu(gpu)
-        self.backend = backend
-        backends.resolve(backend)
-        self.cache: dict[Any, Compiled] = {}
-        self.stats: dict[str, int] = {"compiles": 0, "calls": 0, "cache_hits": 0}
-        self._lock = threading.Lock()
-        if not isinstance(fn, torch.nn.Module):
-            functools.update_wrapper(self, fn)
-
-    @staticmethod
-    def signature(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
-        leaves, spec = pytree.tree_flatten((tuple(args), dict(sorted(kwargs.items()))))
-        key = tuple(
-            ("tensor", tuple(x.shape), x.dtype, x.device.type)
-            if isinstance(x, torch.Tensor)
-            else ("value", type(x).__name__, repr(x))
-            for x in leaves
-        )
-        return (str(spec), key)
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        key = self.signature(args, kwargs)
-        with self._lock:
-            self.stats["calls"] += 1
-            compiled = self.cache.get(key)
-            if compiled is None:
-                compiled = compile(self.fn, args, kwargs, gpu=self.gpu, backend=self.backend)
-                self.cache[key] = compiled
-                self.stats["compiles"] += 1
-            else:
-                self.stats["cache_hits"] += 1
-        return compiled(*args, **kwargs)
-
-
-def jit(
-    fn: Callable[..., Any] | None = None, *, gpu: str | None = None, backend: str = "auto"
-) -> Any:
-    """Decorator or wrapper: `@compiler.jit(backend="numpy")` or `compiler.jit(model)`."""
-    if fn is None:
-        return lambda f: JitFunction(f, gpu, backend)
-    return JitFunction(fn, gpu, backend)
