@@ -82,6 +82,7 @@ def row_runs(s: Schedule, nbytes: dict[str, int]) -> list[RowRun]:
     for i, k in enumerate(s.kernels):
         for v in k.inputs:
             consumers.setdefault(v.name, set()).add(i)
+    inputs = {v.name for v in s.graph.inputs}
     runs: list[RowRun] = []
     taken: set[int] = set()
     for i, k in enumerate(s.kernels):
@@ -94,15 +95,15 @@ def row_runs(s: Schedule, nbytes: dict[str, int]) -> list[RowRun]:
             if len(dims) != 1 or o not in consumers:
                 continue
             first, last = i, max(consumers[o])
-            if not _fits(s, first, last, lead, taken):
+            if taken & set(range(first, last + 1)):
                 continue
             internal = _internal(s, first, last, consumers, roots)
             block = _block(lead[dims[0]], max(nbytes[v] for v in internal))
             if block is None:
                 continue
             made = [blocked(s.kernels[j], lead, dims[0], block) for j in range(first, last + 1)]
-            if any(m is None for m in made):
-                continue
+            if any(m is None or m[1] & inputs for m in made):
+                continue  # not row-local, or reads a graph input (the caller's layout) by rows
             kernels = tuple(m[0] for m in made if m is not None)
             sliced = {v for m in made if m is not None for v in m[1]} - internal
             runs.append(
@@ -111,18 +112,6 @@ def row_runs(s: Schedule, nbytes: dict[str, int]) -> list[RowRun]:
             )  # fmt: skip
             taken.update(range(first, last + 1))
     return runs
-
-
-def _fits(s: Schedule, first: int, last: int, lead: tuple[int, ...], taken: set[int]) -> bool:
-    """Kernels `first`..`last` can run in row blocks over `lead`: each row-local, none in
-    another run, none reading a graph input by rows (its layout is the caller's: not sliced)."""
-    dim = next(d for d, n in enumerate(lead) if n != 1)
-    inputs = {v.name for v in s.graph.inputs}
-    for j in range(first, last + 1):
-        made = blocked(s.kernels[j], lead, dim, 1)
-        if j in taken or made is None or made[1] & inputs:
-            return False
-    return True
 
 
 def _internal(
