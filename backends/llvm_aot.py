@@ -37,9 +37,9 @@ def ir_digest(ir_text: str) -> str:
 
 
 @functools.cache
-def cpu_fingerprint() -> str:
-    """This CPU as the library's machine code depends on it: architecture, vendor, model and
-    feature flags (/proc/cpuinfo), read without LLVM."""
+def cpu_fields() -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo (`vendor_id`, `model name`, `flags`, ...);
+    empty where there is no such file."""
     fields: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -49,6 +49,14 @@ def cpu_fingerprint() -> str:
             fields[key.strip()] = value.strip()
     except OSError:
         pass
+    return fields
+
+
+@functools.cache
+def cpu_fingerprint() -> str:
+    """This CPU as the library's machine code depends on it: architecture, vendor, model and
+    feature flags (/proc/cpuinfo), read without LLVM."""
+    fields = cpu_fields()
     flags = " ".join(sorted(fields.get("flags", "").split()))
     parts = (platform.machine(), fields.get("vendor_id", ""), fields.get("model name", ""), flags)
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]

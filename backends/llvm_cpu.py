@@ -292,7 +292,8 @@ class _Renderer:
         if n.op == "matmul" and MKL_PACKED:
             linear = llvm_gemm.packed_call(e, ops, self.weights)
         if linear is not None:
-            call, comment = linear, f"  # extern {e.name}: MKL packed GEMM (weights packed once)"
+            call, library = linear
+            comment = f"  # extern {e.name}: {library} (weights packed once)"
         elif n.op == "matmul":
             if not persistent:
                 names[out] = self._slot(out, n.out.type)

@@ -1,6 +1,8 @@
-"""GEMMs with a weight: MKL's packed GEMM, or MKL writing straight into their destination.
+"""GEMMs with a weight: a packed GEMM (MKL's or oneDNN's), or MKL writing straight into their
+destination.
 
-MKL's packed GEMM (`torch.ops.mkl._mkl_linear`, the driver's default for `x @ w.T`) returns a
+The packed GEMM (`torch.ops.mkl._mkl_linear` or `torch.ops.mkldnn._linear_pointwise` on a
+weight reordered once, Note [Which GEMM library]; the driver's default for `x @ w.T`) returns a
 fresh tensor and needs a contiguous `x`. Two cases pay for that, measured at 1024x320x320 on
 2 cores: a kernel output (the result is copied into its buffer: 0.98 ms against 0.86 ms for
 `torch.mm(..., out=)`), and an `x` that is a transposed view, such as a UNet's NCHW feature map
@@ -14,7 +16,11 @@ import itertools
 import math
 from collections.abc import Callable
 
+import torch
+
+from backends.llvm_aot import cpu_fields
 from backends.numpy_ref import local
+from compiler import config
 from compiler.ir import DType, TensorType
 from compiler.schedule import ExternCall, KernelSpec, Step, index_map
 
@@ -128,10 +134,35 @@ def bias_epilogue(
     return part, add.out.name, other
 
 
-def packed_call(e: ExternCall, ops: list[str], weights: frozenset[str]) -> str | None:
-    """x @ w.T (nn.Linear) or x @ w (HF Conv1D) with w a weight and x more than one row:
-    MKL's packed GEMM, the weight packed once per version (`PackedWeights`), or None for any
-    other matmul.
+def library() -> str:
+    """The library of the packed GEMMs on this machine, "mkl" or "onednn": TILEFUSE_GEMM, else
+    by CPU vendor.
+
+    Note [Which GEMM library]
+    MKL and oneDNN both ship in torch, and which is faster depends on the CPU. On an Intel
+    Xeon (sessions 1-6) MKL's packed GEMM ran the examples' GEMMs at the two cores' peak. On
+    an AMD EPYC (Zen 4, AVX-512) MKL takes slower code paths, oneDNN does not: GFLOP/s on 2
+    cores, medians of 100, MKL packed / oneDNN on a weight reordered once
+    (`_reorder_linear_weight`): 128x512x2048 134 / 218, 128x2048x512 148 / 219, 128x512x1536
+    130 / 209, 128x512x512 156 / 210, 1024x320x2560 154 / 195, 1024x1280x320 189 / 213,
+    256x384x1536 137 / 214; the plain `torch.mm` (MKL) 165-200. So "auto" is oneDNN on a CPU
+    that is not Intel's, MKL on Intel's (not compared with oneDNN there). oneDNN's reordered
+    weight is an opaque tensor, so it is rebuilt in each process, as MKL's packed copy is."""
+    choice = config.load().gemm
+    if choice == "auto":
+        intel = cpu_fields().get("vendor_id", "GenuineIntel") == "GenuineIntel"
+        choice = "mkl" if intel else "onednn"
+    if choice == "onednn" and not hasattr(torch.ops.mkldnn, "_linear_pointwise"):
+        choice = "mkl"
+    if choice == "mkl" and not hasattr(torch.ops.mkl, "_mkl_linear"):
+        choice = "onednn"
+    return choice
+
+
+def packed_call(e: ExternCall, ops: list[str], weights: frozenset[str]) -> tuple[str, str] | None:
+    """x @ w.T (nn.Linear) or x @ w (HF Conv1D) with w a weight and x more than one row: the
+    packed GEMM of `library()`, the weight packed once per version (`PackedWeights`), as an
+    expression and the library's name; None for any other matmul.
 
     Note [No packing for one row]
     A one-row product (a timestep embedding's MLP, DiT's adaLN modulation) reads every weight
@@ -157,11 +188,14 @@ def packed_call(e: ExternCall, ops: list[str], weights: frozenset[str]) -> str |
     m, k = math.prod(a.shape[:-1]), a.shape[-1]
     if m == 1:  # Note [No packing for one row]
         return None
-    return (
-        f"torch.ops.mkl._mkl_linear({ops[0]}.reshape({m}, {k}), "
-        f"*W.pack({local(root)}, {m}, transposed={transposed}), None, {m})"
-        f".view({n.out.type.shape})"
-    )
+    x, shape = f"{ops[0]}.reshape({m}, {k})", n.out.type.shape
+    if library() == "onednn":
+        w_dnnl = f"W.dnnl({local(root)}, {m}, transposed={transposed})"
+        call = f"torch.ops.mkldnn._linear_pointwise({x}, {w_dnnl}, None, 'none', [], '')"
+        return f"{call}.view({shape})", "oneDNN packed GEMM"
+    packed = f"W.pack({local(root)}, {m}, transposed={transposed})"
+    call = f"torch.ops.mkl._mkl_linear({x}, *{packed}, None, {m})"
+    return f"{call}.view({shape})", "MKL packed GEMM"
 
 
 def _as_matrix(

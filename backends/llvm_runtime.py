@@ -140,8 +140,9 @@ class NativeKernel:
 
 
 class PackedWeights:
-    """MKL-packed copies of GEMM weights, rebuilt when a weight changes (its version or
-    storage), so a compiled model still reads the module's current weights.
+    """Packed copies of GEMM weights (MKL's, oneDNN's, Winograd's), rebuilt when a weight
+    changes (its version or storage), so a compiled model still reads the module's current
+    weights.
 
     Note [Preparing weights up front]
     Packing a weight holds it twice for a moment: the original (paged in from a loaded
@@ -181,6 +182,20 @@ class PackedWeights:
         if hit is not None and hit[0] == w._version:
             return hit[2][0]
         packed = torch.ops.mkldnn._reorder_convolution_weight(w.contiguous(), *geometry)
+        self._cache[key] = (w._version, w, (packed,))
+        if self._mapped:
+            page_out(w)
+        return packed
+
+    def dnnl(self, w: torch.Tensor, m: int, transposed: bool) -> torch.Tensor:
+        """`w` (`w.T` when `transposed`) reordered for oneDNN's GEMM of `m` rows
+        (`torch.ops.mkldnn._linear_pointwise`; Note [Which GEMM library])."""
+        key = (w.data_ptr(), tuple(w.shape), tuple(w.stride()), w.dtype, m, transposed, "dnnl")
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] == w._version:
+            return hit[2][0]
+        orig = w.t().contiguous() if transposed else w.contiguous()
+        packed = torch.ops.mkldnn._reorder_linear_weight(orig, m)
         self._cache[key] = (w._version, w, (packed,))
         if self._mapped:
             page_out(w)

@@ -7,6 +7,8 @@ TILEFUSE_LOG=a,b      enable named loggers (`tilefuse.<name>`: fold, rewrite, pa
 TILEFUSE_CACHE_DIR    where compiled artifacts are cached (default ~/.cache/tilefuse).
 TILEFUSE_NUM_THREADS  threads for the llvm backend's parallel kernels (default: the CPUs this
                       process may run on).
+TILEFUSE_GEMM         the llvm backend's library for GEMMs with a weight: mkl, onednn or auto
+                      (default: by CPU vendor, Note [Which GEMM library] in backends.llvm_gemm).
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ WINOGRAD_SCRATCH_INPUTS = 4
 examples' 320 channels at 32x32, 2 groups of rows (5 MiB)."""
 
 
+GEMM_LIBRARIES = ("auto", "mkl", "onednn")
+
+
 @dataclass(frozen=True)
 class Config:
     debug: int
@@ -36,6 +41,7 @@ class Config:
     log: tuple[str, ...]
     cache_dir: Path
     num_threads: int | None = None
+    gemm: str = "auto"
 
 
 def load() -> Config:
@@ -47,8 +53,16 @@ def load() -> Config:
     threads = env.get("TILEFUSE_NUM_THREADS", "").strip()
     if threads and (not threads.isdigit() or int(threads) < 1):
         raise ValueError(f"TILEFUSE_NUM_THREADS must be an integer >= 1, got {threads!r}")
+    gemm = env.get("TILEFUSE_GEMM", "").strip().lower() or "auto"
+    if gemm not in GEMM_LIBRARIES:
+        raise ValueError(f"TILEFUSE_GEMM must be one of {', '.join(GEMM_LIBRARIES)}, got {gemm!r}")
     return Config(
-        debug, Path(dump) if dump else None, logs, Path(cache), int(threads) if threads else None
+        debug,
+        Path(dump) if dump else None,
+        logs,
+        Path(cache),
+        int(threads) if threads else None,
+        gemm,
     )
 
 

@@ -103,7 +103,7 @@ def test_a_bias_goes_into_the_gemm(layer: str, monkeypatch: pytest.MonkeyPatch) 
     model = nn.Linear(40, 24) if layer == "linear" else Conv1D(40, 24)
     x = torch.randn(3, 7, 40)
     small = check(model, x)
-    assert "torch.addmm(" not in small and "_mkl_linear" in small, small  # the packed GEMM
+    assert "torch.addmm(" not in small and "packed GEMM" in small, small
     monkeypatch.setattr(llvm_gemm, "BIAS_GEMM_MIN_BYTES", 3 * 7 * 24 * 4)
     source = check(model, x)
     assert "torch.addmm(" in source and "MKL GEMM and bias into the output" in source, source
@@ -120,10 +120,43 @@ def test_a_bias_with_more_after_it_stays_in_the_epilogue(monkeypatch: pytest.Mon
     assert "torch.addmm(" not in source, source
 
 
-def test_one_row_is_not_packed() -> None:
+PACKED = {"mkl": "torch.ops.mkl._mkl_linear(", "onednn": "torch.ops.mkldnn._linear_pointwise("}
+
+
+@pytest.mark.parametrize("library", ["mkl", "onednn"])
+def test_one_row_is_not_packed(library: str, monkeypatch: pytest.MonkeyPatch) -> None:
     # Note [No packing for one row]: a timestep MLP's product reads the weight as it is
+    monkeypatch.setenv("TILEFUSE_GEMM", library)
     model = nn.Sequential(nn.Linear(48, 64), nn.SiLU(), nn.Linear(64, 32)).eval()
     one = check(model, torch.randn(1, 48))
-    assert "_mkl_linear" not in one and "W.pack" not in one
+    assert "_mkl_linear" not in one and "_linear_pointwise" not in one and "W." not in one
     assert one.count("torch.matmul(") == 2
-    assert "_mkl_linear" in check(model, torch.randn(3, 48))  # more rows: packed
+    assert PACKED[library] in check(model, torch.randn(3, 48))  # more rows: packed
+
+
+@pytest.mark.parametrize("library", ["mkl", "onednn"])
+@pytest.mark.parametrize("layer", ["linear", "conv1d"])
+def test_packed_gemm_of_either_library(
+    library: str, layer: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Note [Which GEMM library]: TILEFUSE_GEMM picks the library; both compute the same GEMM,
+    # nn.Linear's x @ w.T and HF Conv1D's x @ w, ragged sizes
+    monkeypatch.setenv("TILEFUSE_GEMM", library)
+    torch.manual_seed(0)
+    model = nn.Linear(37, 29) if layer == "linear" else Conv1D(37, 29)
+    source = check(nn.Sequential(model, nn.GELU()), torch.randn(2, 5, 37))
+    assert PACKED[library] in source and "(weights packed once)" in source, source
+    other = PACKED["onednn" if library == "mkl" else "mkl"]
+    assert other not in source, source
+
+
+def test_gemm_library_auto_follows_the_cpu_vendor(monkeypatch: pytest.MonkeyPatch) -> None:
+    from backends import llvm_gemm
+
+    monkeypatch.setenv("TILEFUSE_GEMM", "auto")
+    for vendor, want in [("GenuineIntel", "mkl"), ("AuthenticAMD", "onednn")]:
+        monkeypatch.setattr(llvm_gemm, "cpu_fields", lambda v=vendor: {"vendor_id": v})
+        assert llvm_gemm.library() == want
+    monkeypatch.setenv("TILEFUSE_GEMM", "openblas")
+    with pytest.raises(ValueError, match="TILEFUSE_GEMM must be one of auto, mkl, onednn"):
+        llvm_gemm.library()
