@@ -248,10 +248,14 @@ class _Attention:
                 (scores, self.S),
                 (out, self.Dv),
             )
-            with counted_loop(b, I64(0), rows, "i") as i:  # each row by its 1 / sum
+            # each row by its 1 / sum; the row length through an empty asm, so -O3 does not
+            # unroll the row loop in full and vectorize across rows with gathers and scatters
+            # (Note [Blocks LLVM does not unroll] in backends.llvm_reduce)
+            width = b.asm(ir.FunctionType(I64, [I64]), "", "=r,0", [I64(self.Dv)], False)
+            with counted_loop(b, I64(0), rows, "i") as i:
                 inv = b.load(b.gep(inverses, [i], source_etype=F32), typ=F32)
                 row = b.gep(out, [b.mul(i, I64(self.Dv))], source_etype=F32)
-                with counted_loop(b, I64(0), I64(self.Dv), "j") as j:
+                with counted_loop(b, I64(0), width, "j") as j:
                     at = b.gep(row, [j], source_etype=F32)
                     b.store(b.fmul(b.load(at, typ=F32), inv), at)
         b.ret_void()
