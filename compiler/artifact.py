@@ -24,6 +24,8 @@ An artifact is a directory:
     program.json     the llvm program as rendered (driver source, each module's symbol,
                      parameters, scratch and IR digest; constants in program_constants.npz):
                      with kernels.so, loading renders nothing (Note [A saved program])
+    driver.bin       the driver compiled by the Python that saved it (marshal; read back by the
+                     same Python only: Note [A compiled driver] in backends/llvm_runtime.py)
     llvm/*.o         the same kernels as object code for the JIT's cache (the fallback)
 
 Note [What an artifact stores]
@@ -176,6 +178,7 @@ def _save_program(program: Any, path: Path) -> None:
             "driver": program.driver,
         },
     )
+    program.save_driver(path / "driver.bin")
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -366,7 +369,7 @@ def _saved_program(path: Path, manifest: dict[str, Any]) -> Any:
         symbol: SavedModule(symbol, tuple(m["params"]), m["scratch_bytes"], m["digest"])
         for symbol, m in saved["modules"].items()
     }
-    return LlvmProgram(
+    program = LlvmProgram(
         saved["name"],
         saved["driver"],
         modules,
@@ -374,6 +377,8 @@ def _saved_program(path: Path, manifest: dict[str, Any]) -> Any:
         input_dtypes=tuple(getattr(torch, d) for d in saved["input_dtypes"]),
         source_file=path / "llvm.txt",
     )
+    program.read_driver(path / "driver.bin")  # Note [A compiled driver]
+    return program
 
 
 def _open_library(path: Path, native: dict[str, Any] | None, program: Any) -> Any:

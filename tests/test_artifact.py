@@ -6,6 +6,7 @@ Repro: .venv/bin/python -m pytest tests/test_artifact.py -q
 from __future__ import annotations
 
 import json
+import marshal
 import math
 import sys
 import textwrap
@@ -20,7 +21,7 @@ import compiler
 import compiler.api
 import passes.fusion
 import passes.pipeline
-from backends import llvm_jit
+from backends import llvm_jit, llvm_runtime
 from compiler import artifact, cli, frontend, serialize
 from compiler.errors import ArtifactError
 from compiler.ir import ConstArray, DType, Graph, GraphBuilder, TensorType, Value
@@ -122,6 +123,37 @@ def test_save_load_runs_without_tracing(
         loaded(x, scale=2.0)  # specialized on the example value, as the compiled model
     numpy = compiler.load(path, backend="numpy")
     torch.testing.assert_close(numpy(x, scale=0.5)["y"], want["y"], rtol=1e-5, atol=1e-5)
+
+
+def test_the_driver_is_loaded_compiled_by_the_same_python_only(
+    block: tuple[nn.Module, torch.Tensor], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Note [A compiled driver]: no compile of the driver's source at load, unless another
+    # Python saved it (another bytecode magic) or it is another driver's
+    model, x = block
+    path = compiler.compile(model, (x,)).save(tmp_path / "block")
+    assert (path / "driver.bin").is_file()
+    want = model(x)["y"]
+    compiled_sources: list[str] = []
+    real_compile = compile
+
+    def counting_compile(source: object, filename: str, *args: object, **kwargs: object) -> object:
+        if str(filename).startswith("<tilefuse-llvm:"):
+            compiled_sources.append(filename)
+        return real_compile(source, filename, *args, **kwargs)
+
+    monkeypatch.setattr(llvm_runtime, "compile", counting_compile, raising=False)
+    loaded = compiler.load(path)
+    torch.testing.assert_close(loaded(x)["y"], want, rtol=1e-5, atol=1e-5)
+    assert compiled_sources == []
+    blob = (path / "driver.bin").read_bytes()
+    other_magic = b"\0\0\0\0" + blob[4:]
+    other_driver = blob[:4] + marshal.dumps(compile("x = 1", "<tilefuse-llvm:other>", "exec"))
+    for stale in (other_magic, other_driver):
+        (path / "driver.bin").write_bytes(stale)
+        loaded = compiler.load(path)
+        torch.testing.assert_close(loaded(x)["y"], want, rtol=1e-5, atol=1e-5)
+    assert len(compiled_sources) == 2
 
 
 def test_weights_are_copied_in(block: tuple[nn.Module, torch.Tensor], tmp_path: Path) -> None:
