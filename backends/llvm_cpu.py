@@ -63,7 +63,6 @@ def supports(spec: KernelSpec) -> bool:
     return True
 
 
-MKL_PACKED = torch.backends.mkl.is_available() and hasattr(torch.ops.mkl, "_mkl_linear")
 MKLDNN_PACKED = torch.backends.mkldnn.is_available() and hasattr(
     torch.ops.mkldnn, "_convolution_pointwise"
 )
@@ -289,7 +288,7 @@ class _Renderer:
                     self.fused.add(id(fused))
                 return call
         linear = None
-        if n.op == "matmul" and MKL_PACKED:
+        if n.op == "matmul":
             linear = llvm_gemm.packed_call(e, ops, self.weights)
         if linear is not None:
             call, library = linear

@@ -134,9 +134,9 @@ def bias_epilogue(
     return part, add.out.name, other
 
 
-def library() -> str:
+def library() -> str | None:
     """The library of the packed GEMMs on this machine, "mkl" or "onednn": TILEFUSE_GEMM, else
-    by CPU vendor.
+    by CPU vendor; the other where torch lacks the one chosen, None where it has neither.
 
     Note [Which GEMM library]
     MKL and oneDNN both ship in torch, and which is faster depends on the CPU. On an Intel
@@ -152,17 +152,21 @@ def library() -> str:
     if choice == "auto":
         intel = cpu_fields().get("vendor_id", "GenuineIntel") == "GenuineIntel"
         choice = "mkl" if intel else "onednn"
-    if choice == "onednn" and not hasattr(torch.ops.mkldnn, "_linear_pointwise"):
-        choice = "mkl"
-    if choice == "mkl" and not hasattr(torch.ops.mkl, "_mkl_linear"):
-        choice = "onednn"
-    return choice
+    available = {
+        "mkl": torch.backends.mkl.is_available() and hasattr(torch.ops.mkl, "_mkl_linear"),
+        "onednn": torch.backends.mkldnn.is_available()
+        and hasattr(torch.ops.mkldnn, "_linear_pointwise"),
+    }
+    if available[choice]:
+        return choice
+    other = "mkl" if choice == "onednn" else "onednn"
+    return other if available[other] else None
 
 
 def packed_call(e: ExternCall, ops: list[str], weights: frozenset[str]) -> tuple[str, str] | None:
     """x @ w.T (nn.Linear) or x @ w (HF Conv1D) with w a weight and x more than one row: the
     packed GEMM of `library()`, the weight packed once per version (`PackedWeights`), as an
-    expression and the library's name; None for any other matmul.
+    expression and the library's name; None for any other matmul, or without either library.
 
     Note [No packing for one row]
     A one-row product (a timestep embedding's MLP, DiT's adaLN modulation) reads every weight
@@ -186,10 +190,11 @@ def packed_call(e: ExternCall, ops: list[str], weights: frozenset[str]) -> tuple
     else:
         return None
     m, k = math.prod(a.shape[:-1]), a.shape[-1]
-    if m == 1:  # Note [No packing for one row]
+    lib = library()
+    if m == 1 or lib is None:  # Note [No packing for one row]
         return None
     x, shape = f"{ops[0]}.reshape({m}, {k})", n.out.type.shape
-    if library() == "onednn":
+    if lib == "onednn":
         w_dnnl = f"W.dnnl({local(root)}, {m}, transposed={transposed})"
         call = f"torch.ops.mkldnn._linear_pointwise({x}, {w_dnnl}, None, 'none', [], '')"
         return f"{call}.view({shape})", "oneDNN packed GEMM"

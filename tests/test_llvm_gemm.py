@@ -157,6 +157,11 @@ def test_gemm_library_auto_follows_the_cpu_vendor(monkeypatch: pytest.MonkeyPatc
     for vendor, want in [("GenuineIntel", "mkl"), ("AuthenticAMD", "onednn")]:
         monkeypatch.setattr(llvm_gemm, "cpu_fields", lambda v=vendor: {"vendor_id": v})
         assert llvm_gemm.library() == want
+    monkeypatch.setattr(llvm_gemm, "cpu_fields", lambda: {"vendor_id": "GenuineIntel"})
+    monkeypatch.setattr(torch.backends.mkl, "is_available", lambda: False)
+    assert llvm_gemm.library() == "onednn"  # the other library where torch lacks the one
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
+    assert llvm_gemm.library() is None
     monkeypatch.setenv("TILEFUSE_GEMM", "openblas")
     with pytest.raises(ValueError, match="TILEFUSE_GEMM must be one of auto, mkl, onednn"):
         llvm_gemm.library()
