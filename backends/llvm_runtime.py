@@ -204,63 +204,65 @@ class PackedWeights:
         self._cache: dict[tuple[Any, ...], tuple[int, torch.Tensor, tuple[torch.Tensor, ...]]] = {}
         self._mapped = mapped
 
-    def winograd(self, w: torch.Tensor) -> torch.Tensor:
-        """`w` [OC, C, 3, 3] as Winograd's U = G w G^T, [16, OC, C]."""
-        key = (w.data_ptr(), tuple(w.shape), tuple(w.stride()), w.dtype, "winograd")
+    def _prepared(self, w: torch.Tensor, tag: tuple[Any, ...], make: Callable[[], Any]) -> Any:
+        """`make()`'s layout of `w`, cached per weight and `tag` until `w` changes. Keyed by
+        storage; the entry holds `w`, so its memory cannot be reused by another tensor while
+        cached, and the version counter says when it was written in place."""
+        key = (w.data_ptr(), tuple(w.shape), tuple(w.stride()), w.dtype, *tag)
         hit = self._cache.get(key)
         if hit is not None and hit[0] == w._version:
-            return hit[2][0]
-        from backends import llvm_winograd  # its GraphBuilder: only when a weight is transformed
-
-        u = llvm_winograd.weight_transform(w)
-        self._cache[key] = (w._version, w, (u,))
+            return hit[2]
+        prepared = make()
+        self._cache[key] = (w._version, w, prepared)
         if self._mapped:
             page_out(w)
-        return u
+        return prepared
+
+    def winograd(self, w: torch.Tensor) -> torch.Tensor:
+        """`w` [OC, C, 3, 3] as Winograd's U = G w G^T, [16, OC, C]."""
+
+        def make() -> torch.Tensor:
+            from backends import llvm_winograd  # its GraphBuilder: only when one is transformed
+
+            return llvm_winograd.weight_transform(w)
+
+        return self._prepared(w, ("winograd",), make)
 
     def conv(self, w: torch.Tensor, *geometry: Any) -> torch.Tensor:
         """`w` reordered into oneDNN's blocked layout for this convolution geometry."""
-        key = (w.data_ptr(), tuple(w.shape), tuple(w.stride()), w.dtype, repr(geometry))
-        hit = self._cache.get(key)
-        if hit is not None and hit[0] == w._version:
-            return hit[2][0]
-        packed = torch.ops.mkldnn._reorder_convolution_weight(w.contiguous(), *geometry)
-        self._cache[key] = (w._version, w, (packed,))
-        if self._mapped:
-            page_out(w)
-        return packed
+        return self._prepared(
+            w,
+            (repr(geometry),),
+            lambda: torch.ops.mkldnn._reorder_convolution_weight(w.contiguous(), *geometry),
+        )
 
     def dnnl(self, w: torch.Tensor, m: int, transposed: bool) -> torch.Tensor:
         """`w` (`w.T` when `transposed`) reordered for oneDNN's GEMM of `m` rows
         (`torch.ops.mkldnn._linear_pointwise`; Note [Which GEMM library])."""
-        key = (w.data_ptr(), tuple(w.shape), tuple(w.stride()), w.dtype, m, transposed, "dnnl")
-        hit = self._cache.get(key)
-        if hit is not None and hit[0] == w._version:
-            return hit[2][0]
-        orig = w.t().contiguous() if transposed else w.contiguous()
-        packed = torch.ops.mkldnn._reorder_linear_weight(orig, m)
-        self._cache[key] = (w._version, w, (packed,))
-        if self._mapped:
-            page_out(w)
-        return packed
+        return self._prepared(
+            w,
+            (m, transposed, "dnnl"),
+            lambda: torch.ops.mkldnn._reorder_linear_weight(_oriented(w, transposed), m),
+        )
 
     def pack(self, w: torch.Tensor, m: int, transposed: bool) -> tuple[torch.Tensor, ...]:
-        # keyed by storage; the entry holds `w`, so its memory cannot be reused by another
-        # tensor while cached, and the version counter says when it was written in place
-        key = (w.data_ptr(), tuple(w.shape), tuple(w.stride()), w.dtype, m, transposed)
-        hit = self._cache.get(key)
-        if hit is not None and hit[0] == w._version:
-            return hit[2]
-        orig = w.t().contiguous() if transposed else w.contiguous()
-        # _mkl_linear reads only the shape of its unpacked weight when the batch is the packed
-        # batch `m`, which the driver's static shapes guarantee: a stride-0 stand-in keeps no
-        # second copy of the weight alive
-        stand_in = torch.zeros((), dtype=orig.dtype).expand(orig.shape)
-        packed = (torch.ops.mkl._mkl_reorder_linear_weight(orig, m), stand_in)
-        self._cache[key] = (w._version, w, packed)
-        if self._mapped:
-            page_out(w)
-        return packed
+        """`w` (`w.T` when `transposed`) packed for MKL's GEMM of `m` rows, with the stand-in
+        `_mkl_linear` takes for the unpacked weight."""
+
+        def make() -> tuple[torch.Tensor, ...]:
+            orig = _oriented(w, transposed)
+            # _mkl_linear reads only the shape of its unpacked weight when the batch is the
+            # packed batch `m`, which the driver's static shapes guarantee: a stride-0
+            # stand-in keeps no second copy of the weight alive
+            stand_in = torch.zeros((), dtype=orig.dtype).expand(orig.shape)
+            return torch.ops.mkl._mkl_reorder_linear_weight(orig, m), stand_in
+
+        return self._prepared(w, (m, transposed), make)
+
+
+def _oriented(w: torch.Tensor, transposed: bool) -> torch.Tensor:
+    """`w.T` (HF Conv1D's [in, out]) or `w` as a contiguous [out, in] weight."""
+    return w.t().contiguous() if transposed else w.contiguous()
 
 
 def page_out(t: torch.Tensor) -> None:
