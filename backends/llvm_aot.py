@@ -12,8 +12,8 @@ kernels already, so `tilefuse compile` links their -O3 position-independent obje
 system C compiler (`cc -shared`), and `compiler.load` opens the library with the dynamic
 loader. The library is only used on a CPU with the same fingerprint (vendor, model, flags) and
 only when every kernel's IR is the one it was built from (`ir_digest`); otherwise loading
-falls back to the JIT and its object cache. Undefined symbols (GOMP_parallel, sgemm_, memset)
-resolve against torch's libgomp and libtorch_cpu, promoted to global scope first.
+falls back to the JIT and its object cache. Undefined symbols (GOMP_parallel, memset) resolve
+against torch's libgomp, promoted to global scope first, and libc.
 """
 
 from __future__ import annotations
@@ -105,8 +105,8 @@ class SharedLibrary:
 
     def __init__(self, path: Path) -> None:
         flags = os.RTLD_NOW | os.RTLD_GLOBAL
-        for dep in (native_libs.libgomp(), native_libs.libtorch_cpu()):
-            ctypes.CDLL(dep, mode=flags)  # already loaded by torch: exports its symbols globally
+        # already loaded by torch: exports its symbols globally
+        ctypes.CDLL(native_libs.libgomp(), mode=flags)
         self.path = path
         self._lib = ctypes.CDLL(str(path), mode=os.RTLD_NOW)
 

@@ -1,36 +1,39 @@
-"""Attention as one native kernel: MKL GEMMs per head block, softmax fused between them.
+"""Attention as one native kernel: register-tiled products per head block, softmax between.
 
 For every (batch, head, block of query rows) the kernel computes the scores block
-`S = scale * Q_blk K^T` with MKL's `sgemm_` into a per-thread buffer sized to stay in cache,
-applies the causal and explicit masks and a safe softmax (a fully masked row gives zeros, as
-`compiler.ops.ref.sdpa` says) in vectorized native loops, then `O_blk = E V` with `sgemm_`
-straight into the output, E the unnormalized exponentials; each output row is then scaled by
-its 1 / sum (Dv values a row, not S). Blocks are shared among threads with `GOMP_parallel`; MKL runs
-single-threaded inside the region, so the two thread pools never compete.
+`S = scale * Q_blk K^T` into a per-thread buffer sized to stay in cache, applies the causal and
+explicit masks and a safe softmax (a fully masked row gives zeros, as `compiler.ops.ref.sdpa`
+says) in vectorized native loops, then `O_blk = E V` straight into the output, E the
+unnormalized exponentials, each output row scaled by its 1 / sum as it is stored (Dv values a
+row, not S). Both products are the register tiles of `backends.llvm_tiles`: K^T (and V, padded
+to whole vectors when Dv is not a multiple of 16) is packed into the thread's scratch once per
+key head, the thread's next blocks of that head reuse it. Blocks are shared among threads with
+`GOMP_parallel`.
 
 Q, K, V (and the mask) are read where they lie: each is a view chain over a contiguous buffer
 (`compiler.schedule.index_map`), e.g. GPT-2's heads are strided slices of the fused QKV
-product. Eligible: float32, views with a unit-stride last dim (a BLAS leading dimension),
-mask broadcastable by strides. Otherwise the backend calls torch's attention instead. A bf16 or
-f16 model's attention is eligible too: the driver stores every float an extern call reads or
-writes in float32 (Note [16-bit storage] in `backends.llvm_storage`), and the reference computes
-sdpa in float32.
+product. Eligible: float32, views with a unit-stride last dim, mask broadcastable by strides.
+Otherwise the backend calls torch's attention instead. A bf16 or f16 model's attention is
+eligible too: the driver stores every float an extern call reads or writes in float32 (Note
+[16-bit storage] in `backends.llvm_storage`), and the reference computes sdpa in float32.
+
+Note [Attention's products]
+The two products used to be MKL's `sgemm_` per block (single-threaded inside the
+parallel region). Their short side (D or Dv of 40-64) is the worst case for a library GEMM:
+on the AMD EPYC (Zen 4) MKL ran them at 65-90 GFLOP/s a core, and with both cores busy the
+unet's self-attention (8 heads, S = 1024, D = 40) ran 12.2-14.3 ms against eager's flash
+attention 11.9-12.6 (medians of 50, interleaved, three runs). With the register tiles of
+`backends.llvm_tiles`: 9.46 ms against eager's 11.69; at 1024 x 16 keys (cross-attention)
+0.29 against 0.46 ms; GPT-2's causal 128 x 128, D = 64: 0.22 against 0.37 ms.
 
 Note [Scores blocks]
-A block's two GEMMs are most of the kernel, and MKL runs them faster the more query rows a
-call has; the softmax between them wants the block in L2. Measured on an AMD EPYC (Zen 4,
-1 MiB L2 a core) at the unet's self-attention (8 heads, S = 1024, D = 40), one process,
-interleaved, medians of 30, ms: eager's flash attention 11.83, ours with blocks of at most
-256 KiB (64 rows) 14.18, 512 KiB 12.87, 1 MiB (256 rows) 12.27, 2 MiB 12.10, 4 MiB 12.39.
-So SCORES_BYTES is 1 MiB (256 KiB before, chosen on an Intel Xeon). Scaling the output rows
-by 1 / sum after `E V` instead of normalizing E saves a pass over the scores: 12.27 -> 10.2
-against eager's 10.0 in a later run. With no softmax at all the kernel ran 11.95 against
-eager's 12.03: what is left is the exponentials.
-
-Row-major to BLAS (column-major): a row-major X[r, c] with row stride ld is the column-major
-matrix X^T with leading dimension ld, so
-    S^T (S x rows) = op(K)^T ... : sgemm_('T', 'N', S, rows, D, scale, K, ldk, Q, ldq, 0, S, S)
-    O^T (Dv x rows)            : sgemm_('N', 'N', Dv, rows, S, 1, V, ldv, P, S, 0, O, Dv)
+The softmax between the products wants the block in L2. Measured on the AMD EPYC (1 MiB L2 a
+core) at the unet's self-attention with MKL's products, one process, interleaved, medians of
+30, ms: eager's flash attention 11.83, ours with blocks of at most 256 KiB (64 rows) 14.18,
+512 KiB 12.87, 1 MiB (256 rows) 12.27, 2 MiB 12.10, 4 MiB 12.39; so SCORES_BYTES is 1 MiB
+(256 KiB before, chosen on an Intel Xeon). With the register tiles the size hardly matters:
+256 KiB 8.74, 512 KiB 8.65, 1 MiB 8.69, 2 MiB 8.69 (eager 11.02). Scaling the output rows by
+1 / sum instead of normalizing E saves a pass over the scores (12.27 -> 10.2 ms with MKL).
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from dataclasses import dataclass
 
 from llvmlite import ir
 
-from backends import llvm_math
+from backends import llvm_math, llvm_tiles
 from backends.llvm_kernel import I8, I32, I64, PTR, KernelModule, Param, counted_loop
 from compiler.ir import DType, Node
 from compiler.schedule import ExternCall, index_map
@@ -122,8 +125,17 @@ class _Attention:
             [Param(r, "in", types[r]) for r in roots]
             + [Param(e.output, "out", e.node.out.type), Param("scratch", "scratch")]
         )
-        # per thread: the scores block, then each row's 1 / sum, to a 64-byte line
-        self.thread_bytes = self.rows * self.S * 4 + -(-self.rows * 4 // 64) * 64
+        # per thread, each to a 64-byte line: the scores block (rows of whole scores tiles),
+        # each row's 1 / sum, K^T packed, and V padded to whole vectors when Dv needs it
+        self.ld = llvm_tiles.padded_keys(self.S)
+        self.pad_v = self.Dv % llvm_tiles.LANES != 0
+        self.vw = llvm_tiles.vectors(self.Dv) * llvm_tiles.LANES  # padded V's row
+        sections = [self.rows * self.ld, self.rows, self.D * self.ld]
+        sections += [self.S * self.vw] if self.pad_v else []
+        self.offsets = [0]
+        for floats in sections:
+            self.offsets.append(self.offsets[-1] + -(-floats * 4 // 64) * 64)
+        self.thread_bytes = self.offsets[-1]
         self.scratch_bytes = self.threads * self.thread_bytes
 
     def module(self) -> KernelModule:
@@ -139,7 +151,8 @@ class _Attention:
             f"(kv heads {self.Hk}) L={self.L} S={self.S} D={self.D} Dv={self.Dv} "
             f"scale={self.scale:g} causal={self.causal} mask={self.mask is not None}",
             f"; {self.blocks} blocks of {self.rows} query rows per head; scores per thread "
-            f"{self.rows * self.S * 4} bytes; MKL sgemm_ for Q K^T and P V",
+            f"{self.rows * self.ld * 4} bytes; Q K^T and E V in register tiles "
+            f"(backends.llvm_tiles), K^T packed per key head",
         ]
         head += [f"; {line}" for line in str(self.e).splitlines()]
         stages = (f"attention: {self.B * self.H * self.blocks} blocks x {self.rows} rows",)
@@ -185,20 +198,9 @@ class _Attention:
         entry = fn.append_basic_block("entry")
         b = ir.IRBuilder(entry)
         self.b = b
-        self.sgemm = ir.Function(self.m, ir.FunctionType(ir.VoidType(), [PTR] * 13), "sgemm_")
-        by_ref = self.refs = {}
-        for name, ty, value in [
-            ("T", I8, ord("T")),
-            ("N", I8, ord("N")),
-            ("one", F32, 1.0),
-            ("zero", F32, 0.0),
-            ("scale", F32, self.scale),
-        ]:
-            by_ref[name] = b.alloca(ty, name=name)
-            b.store(ir.Constant(ty, value), by_ref[name])
-        ints = self.ints = {}
-        for name in ("m", "n", "k", "lda", "ldb", "ldc"):
-            ints[name] = b.alloca(I32, name=name)
+        self.acc = llvm_tiles.Accumulators(b, 8, max(2, self.vw // llvm_tiles.LANES), "acc")
+        packed = b.alloca(I64, name="packed_head")  # the key head whose K^T (and V) is packed
+        b.store(I64(-1), packed)
         self.peak = b.alloca(F32, name="max")
         self.total = b.alloca(F32, name="sum")
         tasks = self.B * self.H * self.blocks
@@ -209,7 +211,7 @@ class _Attention:
         hi0 = b.add(lo, chunk)
         hi = b.select(b.icmp_signed("<", hi0, I64(tasks)), hi0, I64(tasks))
         scores = b.gep(base["scratch"], [b.mul(tid, I64(self.thread_bytes))], source_etype=I8)
-        inverses = b.gep(scores, [I64(self.rows * self.S * 4)], source_etype=I8)
+        inverses, kt, vp = (b.gep(scores, [I64(at)], source_etype=I8) for at in self.offsets[1:4])
         with counted_loop(b, lo, hi, "task") as t:
             bh = b.udiv(t, I64(self.blocks))
             blk = b.urem(t, I64(self.blocks))
@@ -227,37 +229,22 @@ class _Attention:
             if self.causal:  # keys past the block's last row are masked for every row in it
                 last = b.add(r0, rows)
                 keys = b.select(b.icmp_signed("<", last, keys), last, keys, name="keys")
-            self._gemm(
-                "T",
-                keys,
-                rows,
-                self.D,
-                "scale",
-                (k, self.k.strides[2]),
-                (q, self.q.strides[2]),
-                (scores, self.S),
-            )
+            head = b.add(b.mul(bi, I64(self.Hk)), hk)
+            with b.if_then(b.icmp_signed("!=", b.load(packed, typ=I64), head)):
+                llvm_tiles.pack_transposed(b, k, self.k.strides[2], self.S, self.D, kt, self.ld)
+                if self.pad_v:
+                    llvm_tiles.pack_padded(b, v, self.v.strides[2], self.S, self.Dv, vp)
+                b.store(head, packed)
+            llvm_tiles.scores(
+                b, self.acc, (q, self.q.strides[2]), (kt, self.ld), (scores, self.ld), rows, keys,
+                self.D, self.scale,
+            )  # fmt: skip
             self._softmax(base, scores, inverses, rows, keys, r0, bi, hi_)
-            self._gemm(
-                "N",
-                I64(self.Dv),
-                rows,
-                keys,
-                "one",
-                (v, self.v.strides[2]),
-                (scores, self.S),
-                (out, self.Dv),
-            )
-            # each row by its 1 / sum; the row length through an empty asm, so -O3 does not
-            # unroll the row loop in full and vectorize across rows with gathers and scatters
-            # (Note [Blocks LLVM does not unroll] in backends.llvm_reduce)
-            width = b.asm(ir.FunctionType(I64, [I64]), "", "=r,0", [I64(self.Dv)], False)
-            with counted_loop(b, I64(0), rows, "i") as i:
-                inv = b.load(b.gep(inverses, [i], source_etype=F32), typ=F32)
-                row = b.gep(out, [b.mul(i, I64(self.Dv))], source_etype=F32)
-                with counted_loop(b, I64(0), width, "j") as j:
-                    at = b.gep(row, [j], source_etype=F32)
-                    b.store(b.fmul(b.load(at, typ=F32), inv), at)
+            values = (vp, self.vw) if self.pad_v else (v, self.v.strides[2])
+            llvm_tiles.output(
+                b, self.acc, (scores, self.ld), values, (out, self.Dv), rows, keys, self.Dv,
+                inverses,
+            )  # fmt: skip
         b.ret_void()
         return fn
 
@@ -268,34 +255,6 @@ class _Attention:
             if s:
                 offset = b.add(offset, b.mul(i, I64(s)))
         return b.gep(base[op.root], [offset], source_etype=F32)
-
-    def _gemm(
-        self,
-        transa: str,
-        m: ir.Value,
-        n: ir.Value,
-        k: ir.Value | int,
-        alpha: str,
-        a: tuple[ir.Value, int],
-        bm: tuple[ir.Value, int],
-        c: tuple[ir.Value, int],
-    ) -> None:
-        """sgemm_(transa, 'N', m, n, k, alpha, A, lda, B, ldb, 0, C, ldc): Fortran takes every
-        argument by reference."""
-        b, ints, refs = self.b, self.ints, self.refs
-        values = {
-            "m": m,
-            "n": n,
-            "k": k if isinstance(k, ir.Value) else I64(k),
-            "lda": I64(a[1]),
-            "ldb": I64(bm[1]),
-        }
-        values["ldc"] = I64(c[1])
-        for name, value in values.items():
-            b.store(b.trunc(value, I32), ints[name])
-        args = [refs[transa], refs["N"], ints["m"], ints["n"], ints["k"], refs[alpha], a[0]]
-        args += [ints["lda"], bm[0], ints["ldb"], refs["zero"], c[0], ints["ldc"]]
-        b.call(self.sgemm, args)
 
     def _softmax(
         self,
@@ -309,10 +268,9 @@ class _Attention:
         h: ir.Value,
     ) -> None:
         b = self.b
-        S = self.S
         with counted_loop(b, I64(0), rows, "i") as i:
             gi = b.add(r0, i)
-            row = b.gep(scores, [b.mul(i, I64(S))], source_etype=F32)
+            row = b.gep(scores, [b.mul(i, I64(self.ld))], source_etype=F32)
             mask_row = None
             if self.mask is not None:
                 mk = self.mask

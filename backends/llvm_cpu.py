@@ -268,7 +268,7 @@ class _Renderer:
             args = [names[p.name] for p in m.params if p.role != "scratch"]
             lines.append(
                 f"    {m.symbol}(NTHREADS, {', '.join(args)})  # native attention {e.name}: "
-                "softmax between MKL GEMMs per head block"
+                "softmax between register-tiled products per head block"
             )
             return lines
         if n.op == "conv2d":

@@ -258,12 +258,3 @@ def openmp() -> str:
     path = native_libs.libgomp()
     llvm.load_library_permanently(path)
     return path
-
-
-@functools.cache
-def blas() -> str:
-    """Make the BLAS torch ships (MKL, inside libtorch_cpu) visible to JIT code: native kernels
-    call its Fortran `sgemm_` (LP64) directly. Returns the library path. Idempotent."""
-    path = native_libs.libtorch_cpu()
-    llvm.load_library_permanently(path)
-    return path

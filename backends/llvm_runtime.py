@@ -117,7 +117,6 @@ class LlvmProgram:
             from backends import llvm_jit  # loads LLVM (Note [Why a shared library])
 
             llvm_jit.openmp()
-            llvm_jit.blas()
             lib = llvm_jit.NativeLibrary(
                 [llvm_jit.compile_object(m.ir) for m in self.modules.values()]
             )

@@ -1,9 +1,9 @@
 """The native libraries our machine code calls into, found without importing torch or LLVM.
 
-Native kernels call the OpenMP runtime torch ships (`GOMP_parallel`, `GOMP_barrier`, ...) and
-the BLAS inside torch's libtorch_cpu (MKL's Fortran `sgemm_`). Using torch's own copies keeps
-one OpenMP thread pool and one MKL in the process. The JIT (`llvm_jit`) makes them visible to
-LLVM's linker; a saved shared library (`llvm_aot`) gets them through the dynamic loader.
+Native kernels call the OpenMP runtime torch ships (`GOMP_parallel`, `GOMP_barrier`, ...).
+Using torch's own copy keeps one OpenMP thread pool in the process. The JIT (`llvm_jit`) makes
+it visible to LLVM's linker; a saved shared library (`llvm_aot`) gets it through the dynamic
+loader.
 """
 
 from __future__ import annotations
@@ -30,8 +30,3 @@ def libgomp() -> str:
     if not found:
         raise RuntimeError(f"no libgomp*.so* in {torch_lib_dir()}")
     return found[0]
-
-
-def libtorch_cpu() -> str:
-    """The path of libtorch_cpu.so, which holds MKL's BLAS (LP64 `sgemm_`)."""
-    return str(torch_lib_dir() / "libtorch_cpu.so")

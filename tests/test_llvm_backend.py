@@ -195,7 +195,9 @@ ATTENTION = {
     "cross-head-dim-40": ({}, (1, 8, 64, 16, 40)),
     "gqa": (dict(enable_gqa=True), (1, 8, 33, 33, 32)),
     "long-rows": ({}, (1, 2, 300, 2000, 8)),
+    "head-dim-64": ({}, (1, 2, 70, 45, 64)),  # whole vectors: V read in place
 }
+VALUE_DIMS = {"cross-head-dim-40": 56}  # Dv != D: 4 vectors a row, 6-row output tiles
 
 
 @pytest.mark.parametrize("name", list(ATTENTION))
@@ -203,7 +205,7 @@ def test_native_attention(name: str) -> None:
     kwargs, (b, h, length, source, d) = ATTENTION[name]
     hk = 2 if name == "gqa" else h
     q = torch.randn(b, h, length, d)
-    k, v = torch.randn(b, hk, source, d), torch.randn(b, hk, source, d)
+    k, v = torch.randn(b, hk, source, d), torch.randn(b, hk, source, VALUE_DIMS.get(name, d))
     c = check(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, **kwargs), q, k, v)
     assert "native attention" in c.source("llvm")
 
