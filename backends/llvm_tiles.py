@@ -122,42 +122,70 @@ def scores(
     """out[r, s] = scale * sum_d q[r, d] kt[d, s] for r < `rows` and s below `keys` rounded up
     to whole tiles (columns past `keys` are left with what the padded KT gives). Each operand
     is (pointer, row stride in floats)."""
-    whole = b.mul(b.udiv(rows, I64(SCORE_ROWS)), I64(SCORE_ROWS))
     tiles = b.udiv(b.add(keys, I64(KEYS_TILE - 1)), I64(KEYS_TILE))
-    with counted_loop(b, I64(0), b.udiv(whole, I64(SCORE_ROWS)), "sg") as g:
-        _scores_tile(b, acc, q, kt, out, b.mul(g, I64(SCORE_ROWS)), SCORE_ROWS, tiles, depth, scale)
-    with counted_loop(b, whole, rows, "sr") as r:
-        _scores_tile(b, acc, q, kt, out, r, 1, tiles, depth, scale)
+    product(b, acc, q, kt, out, rows, (tiles, None), depth, scale)
 
 
-def _scores_tile(
+def product(
     b: ir.IRBuilder,
     acc: Accumulators,
-    q: tuple[ir.Value, int],
-    kt: tuple[ir.Value, int],
+    a: tuple[ir.Value, int],
+    bm: tuple[ir.Value, int],
+    out: tuple[ir.Value, int],
+    rows: ir.Value,
+    cols: tuple[ir.Value, int | None],
+    depth: int,
+    scale: float = 1.0,
+) -> None:
+    """out[r, j] = scale * sum_d a[r, d] bm[d, j] for r < `rows`: `cols` is (whole tiles of
+    KEYS_TILE columns, then the columns of a last partial tile, None for none), the partial
+    tile read and written under masks. Each operand is (pointer, row stride in floats)."""
+    tiles, tail = cols
+    whole = b.mul(b.udiv(rows, I64(SCORE_ROWS)), I64(SCORE_ROWS))
+    for lo, hi, height in ((I64(0), whole, SCORE_ROWS), (whole, rows, 1)):
+        count = b.udiv(b.sub(hi, lo), I64(height)) if height > 1 else b.sub(hi, lo)
+        with counted_loop(b, I64(0), count, f"pg{height}") as g:
+            r0 = b.add(lo, b.mul(g, I64(height)) if height > 1 else g)
+            with counted_loop(b, I64(0), tiles, "pt") as t:
+                _tile(b, acc, a, bm, out, r0, height, b.mul(t, I64(KEYS_TILE)), None, depth, scale)
+            if tail:
+                s0 = b.mul(tiles, I64(KEYS_TILE))
+                _tile(b, acc, a, bm, out, r0, height, s0, tail, depth, scale)
+
+
+def _tile(
+    b: ir.IRBuilder,
+    acc: Accumulators,
+    a: tuple[ir.Value, int],
+    bm: tuple[ir.Value, int],
     out: tuple[ir.Value, int],
     r0: ir.Value,
     height: int,
-    tiles: ir.Value,
+    s0: ir.Value,
+    tail: int | None,
     depth: int,
     scale: float,
 ) -> None:
-    with counted_loop(b, I64(0), tiles, "st") as t:
-        s0 = b.mul(t, I64(KEYS_TILE))
-        acc.zero(b, height, 2)
-        with counted_loop(b, I64(0), I64(depth), "d") as d:
-            at = b.add(b.mul(d, I64(kt[1])), s0)
-            k = [_load(b, kt[0], b.add(at, I64(LANES * c))) for c in range(2)]
-            for r in range(height):
-                x = b.load(b.gep(q[0], [_at(b, r0, r, q[1], d)], source_etype=F32), typ=F32)
-                x = _splat(b, x)
-                for c in range(2):
-                    acc.fma(b, r, c, x, k[c])
-        factor = _splat(b, ir.Constant(F32, scale))
+    """One `height` x KEYS_TILE tile of `product` at (r0, s0); `tail`: its columns when it is
+    the partial last tile."""
+    lanes = [LANES, LANES] if tail is None else [min(LANES, tail), max(0, tail - LANES)]
+    cols = [c for c in range(2) if lanes[c]]
+    acc.zero(b, height, 2)
+    with counted_loop(b, I64(0), I64(depth), "d") as d:
+        at = b.add(b.mul(d, I64(bm[1])), s0)
+        k = {c: _load(b, bm[0], b.add(at, I64(LANES * c)), lanes[c]) for c in cols}
         for r in range(height):
-            for c in range(2):
-                at = _at(b, r0, r, out[1], b.add(s0, I64(LANES * c)))
-                _store(b, b.fmul(acc.get(b, r, c), factor), out[0], at)
+            x = b.load(b.gep(a[0], [_at(b, r0, r, a[1], d)], source_etype=F32), typ=F32)
+            x = _splat(b, x)
+            for c in cols:
+                acc.fma(b, r, c, x, k[c])
+    factor = _splat(b, ir.Constant(F32, scale))
+    for r in range(height):
+        for c in cols:
+            at = _at(b, r0, r, out[1], b.add(s0, I64(LANES * c)))
+            value = acc.get(b, r, c)
+            value = b.fmul(value, factor) if scale != 1.0 else value
+            _store(b, value, out[0], at, lanes[c])
 
 
 def output(
@@ -211,10 +239,7 @@ def _output_tile(
         for c in range(cols):
             value = b.fmul(acc.get(b, r, c), inv)
             at = _at(b, r0, r, out[1], I64(LANES * c))
-            if c == cols - 1 and tail < LANES:
-                _masked_store(b, value, out[0], at, tail)
-            else:
-                _store(b, value, out[0], at)
+            _store(b, value, out[0], at, tail if c == cols - 1 else LANES)
 
 
 def _at(b: ir.IRBuilder, r0: ir.Value, r: int, ld: int, col: ir.Value) -> ir.Value:
@@ -229,23 +254,37 @@ def _splat(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
     return b.shuffle_vector(one, ir.Constant(V16, ir.Undefined), zeros)
 
 
-def _load(b: ir.IRBuilder, base: ir.Value, at: ir.Value) -> ir.Value:
-    return b.load(b.gep(base, [at], source_etype=F32), typ=V16, align=4)
+MASK = ir.VectorType(I1, LANES)
 
 
-def _store(b: ir.IRBuilder, value: ir.Value, base: ir.Value, at: ir.Value) -> None:
-    b.store(value, b.gep(base, [at], source_etype=F32), align=4)
+def _mask(n: int) -> ir.Constant:
+    return ir.Constant(MASK, [1] * n + [0] * (LANES - n))
 
 
-def _masked_store(b: ir.IRBuilder, value: ir.Value, base: ir.Value, at: ir.Value, n: int) -> None:
-    """The first `n` lanes of `value` to base[at ...] (`llvm.masked.store`)."""
-    name = "llvm.masked.store.v16f32.p0"
-    mask_ty = ir.VectorType(I1, LANES)
+def _load(b: ir.IRBuilder, base: ir.Value, at: ir.Value, n: int = LANES) -> ir.Value:
+    """base[at : at + 16] as a vector; only the first `n` lanes read (the rest zero) when
+    n < 16 (`llvm.masked.load`)."""
+    ptr = b.gep(base, [at], source_etype=F32)
+    if n == LANES:
+        return b.load(ptr, typ=V16, align=4)
+    name = "llvm.masked.load.v16f32.p0"
     fn = b.module.globals.get(name) or ir.Function(
-        b.module, ir.FunctionType(ir.VoidType(), [V16, PTR, I32, mask_ty]), name
+        b.module, ir.FunctionType(V16, [PTR, I32, MASK, V16]), name
     )
-    mask = ir.Constant(mask_ty, [1] * n + [0] * (LANES - n))
-    b.call(fn, [value, b.gep(base, [at], source_etype=F32), I32(4), mask])
+    return b.call(fn, [ptr, I32(4), _mask(n), ir.Constant(V16, [0.0] * LANES)])
+
+
+def _store(b: ir.IRBuilder, value: ir.Value, base: ir.Value, at: ir.Value, n: int = LANES) -> None:
+    """value to base[at : at + 16]; only its first `n` lanes when n < 16 (`llvm.masked.store`)."""
+    ptr = b.gep(base, [at], source_etype=F32)
+    if n == LANES:
+        b.store(value, ptr, align=4)
+        return
+    name = "llvm.masked.store.v16f32.p0"
+    fn = b.module.globals.get(name) or ir.Function(
+        b.module, ir.FunctionType(ir.VoidType(), [V16, PTR, I32, MASK]), name
+    )
+    b.call(fn, [value, ptr, I32(4), _mask(n)])
 
 
 def _fmuladd(b: ir.IRBuilder, x: ir.Value, y: ir.Value, z: ir.Value) -> ir.Value:
@@ -261,6 +300,7 @@ __all__ = [
     "pack_padded",
     "pack_transposed",
     "padded_keys",
+    "product",
     "scores",
     "vectors",
 ]

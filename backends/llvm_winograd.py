@@ -4,12 +4,13 @@
 
 The weight transform `U = G g G^T` ([16, OC, C]) is computed once per weight version in
 float64 (`PackedWeights.winograd`). Per call, a native kernel writes the 16 transformed input
-planes `V[k] = (B^T d B)[k]` ([C, tiles]), MKL multiplies `M[k] = U[k] @ V[k]` as one batched
-GEMM, and a second native kernel (`backends.llvm_winograd_out`) applies `A^T M A` and writes
-the 2x2 outputs into the NCHW result with the bias and the convolution's epilogue when that is
-adds (a time embedding, a residual). The input transform is a small IR graph rendered by the
-ordinary kernel generator, so the tiles' overlap is index arithmetic. Error against float64:
-~3x direct convolution's in float32, far inside the parity budget.
+planes `V[k] = (B^T d B)[k]` ([C, tiles]), a second computes the 16 products
+`M[k] = U[k] @ V[k]` (Note [Winograd's products]), and a third (`backends.llvm_winograd_out`)
+applies `A^T M A` and writes the 2x2 outputs into the NCHW result with the bias and the
+convolution's epilogue when that is adds (a time embedding, a residual). The input transform
+is a small IR graph rendered by the ordinary kernel generator, so the tiles' overlap is index
+arithmetic. Error against float64: ~3x direct convolution's in float32, far inside the parity
+budget.
 
 Note [Winograd in groups of rows]
 V and M hold 16 floats per tile and channel: for 320 channels at 32x32, 5 MiB each, 4x the
@@ -19,14 +20,24 @@ row blocks, Note [Row blocks]): so V and M together may take `config.WINOGRAD_SC
 times the convolution's input at most (and `config.WINOGRAD_SCRATCH_BYTES`). Over it the
 convolution first runs in 2 or 4 *groups of rows* of B^T: the group of rows xi computes only
 V[4 xi .. 4 xi + 3] (a row of B^T combines two of a tile's four rows, so the input pass reads
-half the input), MKL multiplies them by their U, and the output transform adds the group's
+half the input), the products multiply them by their U, and the output transform adds the group's
 share `A^T[:, xi] (M[xi, :] A)` into the output (the first group writes it, with the bias and
 the addends). The GEMMs are exactly the ungrouped ones, so only the transforms' extra passes
 cost: at 320 channels, 32x32, on 2 busy cores, the convolution took 6.61 ms whole, 7.06 ms in
-2 groups, 8.13 ms in 4 (eager 12.2; medians of 100 interleaved; the batched GEMM alone 4.81 ms
+2 groups, 8.13 ms in 4 (eager 12.2; medians of 100 interleaved; MKL's batched GEMM alone 4.81 ms
 as 16, 4.83 ms as 4 x 4). In the `unet` example, 2 groups (V and M 5 MiB, 4x the input) took
 0.997-1.008x the time of whole convolutions (medians of 145 interleaved calls) and cut its
 loaded peak RSS by 5 MiB.
+
+Note [Winograd's products]
+The 16 products are most of a convolution's time. They were one `torch.bmm` (MKL, each thread
+a product at a time): on the AMD EPYC (Zen 4) 135-150 GFLOP/s on 2 cores for 8 products of
+[320, 320] @ [320, 256]. oneDNN's packed GEMM on the same products ([tiles, C] layouts, 8
+calls) ran 155-175 and would need both transforms to change layout. The register tiles of
+`backends.llvm_tiles` read U and V where they lie (V[k] is [C, tiles]: 32 tiles are two
+vectors of a row) and ran 192 GFLOP/s: 8 products 3.10 -> 2.18 ms at C = 320, 5.65 -> 4.33
+ms at C = 640 (medians of 60, interleaved). Their sums run in order over C, so their error
+is about twice MKL's blocked sums' (6e-5 against 4e-5 on values ~20), far inside the budget.
 
 Note [Winograd in chunks of tiles]
 When even one group of rows over all tiles is over the budget, the tiles run in *chunks*
@@ -40,18 +51,21 @@ is three more fork/joins and one more pass over U, and smaller GEMMs).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from llvmlite import ir
 
-from backends import llvm_winograd_out
-from backends.llvm_kernel import KernelModule, render_kernel
+from backends import llvm_tiles, llvm_winograd_out
+from backends.llvm_kernel import I64, PTR, KernelModule, Param, counted_loop, render_kernel
 from backends.llvm_winograd_out import Band
 from compiler import config
 from compiler.ir import DType, GraphBuilder, TensorType, Value
 from compiler.schedule import ExternCall, KernelSpec, Step
 
+F32 = ir.FloatType()
 G = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
 
 
@@ -203,6 +217,54 @@ def chunks(
     ]
 
 
+def products(name: str, positions: int, oc: int, c: int, count: int) -> KernelModule:
+    """The native kernel `M[k] = U[k] @ V[k]` for k < `positions`: U [positions, OC, C] (the
+    rows of the transformed weight the group multiplies), V [positions, C, count], M
+    [positions, OC, count], each product in the register tiles of `backends.llvm_tiles` (8
+    output channels x 32 tiles, a masked last tile), the (k, 8 output channels) blocks shared
+    among threads in order, so a thread's blocks of one k reuse its V[k] from cache (Note
+    [Winograd's products])."""
+    key = repr((positions, oc, c, count))
+    symbol = f"tf_winograd_products_{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+    params = (
+        Param("u", "in", TensorType((positions, oc, c), DType.f32)),
+        Param("v", "in", TensorType((positions, c, count), DType.f32)),
+        Param("m", "out", TensorType((positions, oc, count), DType.f32)),
+    )
+    m = ir.Module(name=symbol)
+    fn = ir.Function(m, ir.FunctionType(ir.VoidType(), [I64, I64, PTR, PTR, PTR]), f"{symbol}_body")
+    fn.linkage = "internal"
+    tid, nth, u, v, out = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    acc = llvm_tiles.Accumulators(b, llvm_tiles.SCORE_ROWS, 2, "acc")
+    rows = llvm_tiles.SCORE_ROWS
+    blocks = -(-oc // rows)
+    tasks = positions * blocks
+    chunk = b.sdiv(b.add(I64(tasks), b.sub(nth, I64(1))), nth)
+    lo = b.mul(tid, chunk)
+    lo = b.select(b.icmp_signed("<", lo, I64(tasks)), lo, I64(tasks))
+    hi = b.add(lo, chunk)
+    hi = b.select(b.icmp_signed("<", hi, I64(tasks)), hi, I64(tasks))
+    cols = (I64(count // llvm_tiles.KEYS_TILE), count % llvm_tiles.KEYS_TILE or None)
+    with counted_loop(b, lo, hi, "task") as t:
+        k, r0 = b.udiv(t, I64(blocks)), b.mul(b.urem(t, I64(blocks)), I64(rows))
+        left = b.sub(I64(oc), r0)
+        height = b.select(b.icmp_signed("<", left, I64(rows)), left, I64(rows))
+        ua = b.gep(u, [b.add(b.mul(k, I64(oc * c)), b.mul(r0, I64(c)))], source_etype=F32)
+        va = b.gep(v, [b.mul(k, I64(c * count))], source_etype=F32)
+        ma = b.gep(out, [b.add(b.mul(k, I64(oc * count)), b.mul(r0, I64(count)))], source_etype=F32)
+        llvm_tiles.product(b, acc, (ua, c), (va, count), (ma, count), height, cols, c)
+    b.ret_void()
+    llvm_winograd_out.parallel_entry(m, symbol, fn, len(params))
+    head = [
+        f"; tilefuse Winograd products for {name}: M[k] = U[k] @ V[k], k < {positions}, "
+        f"[{oc}, {c}] @ [{c}, {count}] each, in register tiles (backends.llvm_tiles)",
+        "; args: in u, in v, out m",
+    ]
+    stages = (f"winograd products: {positions} x {blocks} blocks of {rows} output channels",)
+    return KernelModule(symbol, "\n".join(head) + "\n" + str(m), params, 0, True, stages)
+
+
 def driver_call(
     e: ExternCall,
     ops: list[str],
@@ -241,7 +303,7 @@ def driver_call(
     in_groups = f", {len(rows)} groups of {positions} products" if len(rows) > 1 else ""
     lines = [
         f"    {pre}_u = W.winograd({ops[1]})  # extern {e.name}: Winograd F(2x2,3x3) in "
-        f"{len(plan)} chunk(s) of <= {count} tiles{in_groups}, the GEMMs in MKL",
+        f"{len(plan)} chunk(s) of <= {count} tiles{in_groups}, the products native",
         f"    {pre}_xp = F.pad({ops[0]}, {pads(x, padding)})",
     ]
     groups: dict[Band, list[Chunk]] = {}
@@ -272,7 +334,8 @@ def driver_call(
                 x.shape[0], oc, (ho, wo), bool(ops[2:3]), addends, (out, n.out.type), e.name,
                 band, part,
             )  # fmt: skip
-            modules += [fin, fout]
+            fprod = products(e.name, positions, oc, c, size)
+            modules += [fin, fprod, fout]
             args = [mb]
             if part.start == 0:  # the first group writes the output: bias and addends
                 args += ops[2:3]
@@ -287,7 +350,7 @@ def driver_call(
             what = epilogue if part.start == 0 else ", added"
             lines += [
                 f"{indent}{fin.symbol}(NTHREADS, {xp}, *{vb}.unbind(0))",
-                f"{indent}torch.bmm({u}, {vb}, out={mb})",
+                f"{indent}{fprod.symbol}(NTHREADS, {u}, {vb}, {mb})  # native products",
                 f"{indent}{fout.symbol}(NTHREADS, {', '.join(args + [dest])})"
                 f"  # native output transform{what}",
             ]

@@ -168,7 +168,7 @@ class _OutputTransform:
         symbol = f"tf_winograd_out_{hashlib.sha256(key.encode()).hexdigest()[:10]}"
         self.m = ir.Module(name=symbol)
         body = self._body(symbol)
-        _parallel_entry(self.m, symbol, body, len(self.params))
+        parallel_entry(self.m, symbol, body, len(self.params))
         part = "" if self.rows == range(4) else f"[rows {self.rows.start}..{self.rows.stop - 1}]"
         terms = [f"A^T M{part} A"] + (["bias"] if self.bias else [])
         terms += [f"{a.root}{list(a.strides)}" for a in self.addends]
@@ -298,7 +298,7 @@ class _OutputTransform:
         return b.gep(self.ptr[f"addend{k}"], [offset], source_etype=F32)
 
 
-def _parallel_entry(m: ir.Module, symbol: str, body: ir.Function, nparams: int) -> None:
+def parallel_entry(m: ir.Module, symbol: str, body: ir.Function, nparams: int) -> None:
     """`symbol(args, nthreads)`: fork `nthreads` OpenMP threads, each calling
     `body(tid, nth, *params)`."""
     i32fn = ir.FunctionType(I32, [])
@@ -321,4 +321,4 @@ def _parallel_entry(m: ir.Module, symbol: str, body: ir.Function, nparams: int) 
     b.ret_void()
 
 
-__all__ = ["Addend", "Band", "epilogue", "render"]
+__all__ = ["Addend", "Band", "epilogue", "parallel_entry", "render"]

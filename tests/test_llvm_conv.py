@@ -165,7 +165,7 @@ def test_winograd_in_groups_of_rows_matches_eager_with_its_scratch_bounded(
     assert len(rows) == groups and [r for g in rows for r in g] == [0, 1, 2, 3]
     model = ConvAdds(32, 40, 1, True)
     src = check(model, torch.randn(2, 32, 13, 13), torch.randn(2, 40), torch.randn(2, 40, 16, 17))
-    assert src.count("torch.bmm(") == groups and "for i, r in" not in src
+    assert src.count("# native products") == groups and "for i, r in" not in src
     assert src.count("native output transform + 2 addends") == 1
     assert src.count("native output transform, added") == groups - 1
     if groups > 1:
@@ -193,7 +193,7 @@ def test_winograd_in_chunks_matches_eager_with_its_scratch_bounded(
     x, temb = torch.randn(batch, 32, size, size), torch.randn(batch, 40)
     src = check(model, x, temb, torch.randn(batch, 40, out + 3, out + 4))
     assert "native output transform + 2 addends" in src and "for i, r in" in src
-    assert src.count("torch.bmm(") == 4 * bands and "4 groups of 4 products" in src
+    assert src.count("# native products") == 4 * bands and "4 groups of 4 products" in src
     assert winograd_scratch(src) <= max(budget, 4 * 72 * 4 * ((out + 1) // 2))
 
 
@@ -210,3 +210,27 @@ def test_winograd_scratch_is_bounded_by_its_input(
     src = check(ConvAdds(32, 40, 1, True), torch.randn(2, 32, 13, 13), torch.randn(2, 40),
                 torch.randn(2, 40, 16, 17))  # fmt: skip
     assert winograd_scratch(src) == 451584 // groups <= max(budget, 451584 // 4)
+
+
+@pytest.mark.parametrize(
+    ("positions", "oc", "c", "count"),
+    [(16, 40, 32, 64), (4, 37, 45, 77), (2, 8, 33, 20), (1, 3, 5, 50)],
+)
+def test_native_winograd_products_match_a_batched_matmul(
+    positions: int, oc: int, c: int, count: int
+) -> None:
+    """M[k] = U[k] @ V[k] in register tiles: output channels past the last 8 (1-row tiles),
+    tiles past the last 32 (masked loads and stores), and nothing written past M."""
+    from backends import llvm_jit
+    from backends.llvm_runtime import NativeKernel
+
+    mod = llvm_winograd.products("conv", positions, oc, c, count)
+    llvm_jit.openmp()
+    lib = llvm_jit.NativeLibrary([llvm_jit.compile_object(mod.ir)])
+    kernel = NativeKernel(mod.symbol, lib.address(mod.symbol), mod)
+    u, v = torch.randn(positions, oc, c), torch.randn(positions, c, count)
+    out = torch.full((positions * oc * count + 16,), float("nan"))
+    kernel(2, u, v, out)
+    want = torch.bmm(u.double(), v.double()).float()
+    torch.testing.assert_close(out[:-16].view(positions, oc, count), want, rtol=1e-5, atol=1e-4)
+    assert out[-16:].isnan().all()
