@@ -1,7 +1,8 @@
 """Convolutions of a weight on the llvm backend, cheapest form first:
 
 - 1x1, stride 1, no padding or groups: a GEMM, `out[n] = W[OC, C] @ x[n][C, H*W]` (+ bias),
-  in MKL straight into the output (oneDNN's 1x1 path measured ~2x slower here);
+  a native matmul straight into the output (`backends.llvm_matmul`; it was MKL's, and
+  oneDNN's 1x1 path measured ~2x slower);
 - 3x3, stride 1, enough channels: Winograd F(2x2, 3x3) (`backends.llvm_winograd`);
 - anything else: oneDNN with the weight reordered once (the caller's fallback).
 """
@@ -12,6 +13,8 @@ from collections.abc import Callable
 
 from backends import llvm_winograd
 from backends.llvm_kernel import KernelModule
+from backends.llvm_matmul import Matmul
+from backends.llvm_matmul import module as matmul_module
 from compiler.ir import TensorType
 from compiler.schedule import ExternCall, Step
 
@@ -30,12 +33,12 @@ def driver_call(
     """The driver's lines for the convolution `e`, the native modules they call and the native
     part after `e` they compute, or None for the caller's general convolution. Arguments as
     `llvm_winograd.driver_call`."""
+    if float_dtype != "float32":  # the native kernels read and write float32
+        return None
     pointwise = _pointwise(e, ops, names, weights, slot)
     if pointwise is not None:
         return pointwise
-    if float_dtype == "float32":
-        return llvm_winograd.driver_call(e, ops, names, after, weights, slot)
-    return None
+    return llvm_winograd.driver_call(e, ops, names, after, weights, slot)
 
 
 def _pointwise(
@@ -62,19 +65,8 @@ def _pointwise(
         names[out] = slot(out, n.out.type)
     b, c, h, wd = x.shape
     oc = w.shape[0]
-    weight = f"{ops[1]}.reshape({oc}, {c})"
-    note = f"  # extern {e.name}: 1x1 convolution as an MKL GEMM"
-    if b == 1:
-        target = f"{names[out]}.view({oc}, {h * wd})"
-        image = f"{ops[0]}.reshape({c}, {h * wd})"
-        if len(ops) > 2:
-            call = f"torch.addmm({ops[2]}.reshape({oc}, 1), {weight}, {image}, out={target})"
-        else:
-            call = f"torch.mm({weight}, {image}, out={target})"
-        return [f"    {call}{note}"], [], None
-    target = f"{names[out]}.view({b}, {oc}, {h * wd})"
-    images = f"{ops[0]}.reshape({b}, {c}, {h * wd})"
-    lines = [f"    torch.matmul({weight}, {images}, out={target}){note}"]
-    if len(ops) > 2:
-        lines.append(f"    {target}.add_({ops[2]}.reshape({oc}, 1))")
-    return lines, [], None
+    mm = Matmul(b, oc, h * wd, c, (0, c, 1), b_batch=1, bias="row" if len(ops) > 2 else None)
+    mod = matmul_module(e.name, mm)
+    args = [ops[1], f"{ops[0]}.contiguous()", *ops[2:3], names[out]]
+    note = f"  # extern {e.name}: 1x1 convolution as a native GEMM per image"
+    return [f"    {mod.symbol}(NTHREADS, {', '.join(args)}){note}"], [mod], None

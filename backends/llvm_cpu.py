@@ -283,7 +283,9 @@ class _Renderer:
         if n.op == "matmul" and self.fd == "float32":
             gemm = llvm_gemm.driver_call(e, ops, names, self.weights, self._slot, after)
             if gemm is not None:
-                call, fused = gemm
+                call, modules, fused = gemm
+                for mod in modules:
+                    self.modules.setdefault(mod.symbol, mod)
                 if fused is not None:
                     self.fused.add(id(fused))
                 return call
@@ -298,7 +300,12 @@ class _Renderer:
                 names[out] = self._slot(out, n.out.type)
             lines.append(f"    torch.matmul({ops[0]}, {ops[1]}, out={names[out]}){comment}")
             return lines
-        elif n.op == "conv2d" and MKLDNN_PACKED and n.inputs[1] in self.weights:
+        elif (
+            n.op == "conv2d"
+            and MKLDNN_PACKED
+            and n.inputs[1] in self.weights
+            and self.fd == "float32"
+        ):
             types = {v.name: v.type for v in e.inputs} | {v.out.name: v.out.type for v in e.views}
             shape = list(types[n.inputs[0]].shape)
             bias = ops[2] if len(ops) > 2 else "None"

@@ -1,5 +1,5 @@
-"""GEMMs with a weight: a packed GEMM (MKL's or oneDNN's), or MKL writing straight into their
-destination.
+"""GEMMs with a weight: a packed GEMM (MKL's or oneDNN's), or a native matmul writing straight
+into their destination.
 
 The packed GEMM (`torch.ops.mkl._mkl_linear` or `torch.ops.mkldnn._linear_pointwise` on a
 weight reordered once, Note [Which GEMM library]; the driver's default for `x @ w.T`) returns a
@@ -7,7 +7,9 @@ fresh tensor and needs a contiguous `x`. Two cases pay for that, measured at 102
 2 cores: a kernel output (the result is copied into its buffer: 0.98 ms against 0.86 ms for
 `torch.mm(..., out=)`), and an `x` that is a transposed view, such as a UNet's NCHW feature map
 read as [pixels, channels] (`reshape` copies it first: 1.9 ms against 0.95 ms). There the
-driver calls `torch.mm(x2d, w.T, out=dest)` on a strided 2-d view of `x` instead.
+driver calls a native matmul (`backends.llvm_matmul`) that reads `x` where it lies and writes
+the destination; it was `torch.mm(x2d, w.T, out=dest)` (MKL) until the native one measured
+faster (Note [Matmuls into their destination]).
 """
 
 from __future__ import annotations
@@ -19,14 +21,17 @@ from collections.abc import Callable
 import torch
 
 from backends.llvm_aot import cpu_fields
+from backends.llvm_kernel import KernelModule
+from backends.llvm_matmul import Matmul
+from backends.llvm_matmul import module as matmul_module
 from backends.numpy_ref import local
 from compiler import config
 from compiler.ir import DType, TensorType
 from compiler.schedule import ExternCall, KernelSpec, Step, index_map
 
 BIAS_GEMM_MIN_BYTES = 4 << 20
-"""The smallest GEMM output (bytes) whose bias goes into `torch.addmm` rather than a native pass
-after the packed GEMM, where the input is contiguous (Note [A bias into the GEMM])."""
+"""The smallest GEMM output (bytes) whose bias goes into the native matmul rather than a native
+pass after the packed GEMM, where the input is contiguous (Note [A bias into the GEMM])."""
 
 
 def driver_call(
@@ -36,13 +41,14 @@ def driver_call(
     weights: frozenset[str],
     slot: Callable[[str, TensorType], str],
     after: tuple[tuple[str, ...], list[Step]] = ((), []),
-) -> tuple[list[str], Step | None] | None:
-    """`torch.mm` into the destination for `e`, a matmul of a weight (`x @ w.T` or `x @ w`),
-    when its result is a kernel output or its `x` a non-contiguous view that a strided 2-d
-    view can read; `torch.addmm` into the kernel's output when the native part right after
-    `e` only adds a bias to it (Note [A bias into the GEMM]); else None (the caller's packed
-    GEMM). With the lines, the native part the call computed (None: none). `after`: the
-    kernel's outputs and the steps after `e`."""
+) -> tuple[list[str], list[KernelModule], Step | None] | None:
+    """A native matmul into the destination for `e`, a matmul of a weight (`x @ w.T` or
+    `x @ w`; `backends.llvm_matmul`), when its result is a kernel output or its `x` a
+    non-contiguous view it can read in place, and then with the bias when the native part
+    right after `e` only adds one into the kernel's output (Note [A bias into the GEMM]); else
+    None (the caller's packed GEMM). With the lines, the native modules they call and the
+    native part the call computed (None: none). `after`: the kernel's outputs and the steps
+    after `e`."""
     n = e.node
     types = {v.name: v.type for v in e.inputs} | {v.out.name: v.out.type for v in e.views}
     a, b = (types[i] for i in n.inputs)
@@ -50,11 +56,9 @@ def driver_call(
     if b.rank != 2 or a.rank < 2 or a.dtype != n.out.type.dtype:
         return None
     w = views.get(n.inputs[1])
-    if n.inputs[1] in weights:  # x @ w
-        weight = ops[1]
-    elif w is not None and w.op == "permute" and w.inputs[0] in weights:  # x @ w.T
-        weight = f"{names[w.inputs[0]]}.t()"
-    else:
+    if n.inputs[1] not in weights and not (
+        w is not None and w.op == "permute" and w.inputs[0] in weights  # x @ w.T
+    ):
         return None
     chain, root = [], n.inputs[0]
     while root in views:
@@ -75,19 +79,32 @@ def driver_call(
     if not persistent and strided is None and bias is None:
         return None
     m, k = math.prod(a.shape[:-1]), a.shape[-1]
-    if strided is None:
-        x = f"{ops[0]}.reshape({m}, {k})"
+    nn = b.shape[1]
+    if strided is None:  # row-major: a view chain's result is contiguous() for free
+        x, a_strides = f"{ops[0]}.contiguous()" if chain else ops[0], (0, k, 1)
     else:
-        x = f"{names[root]}.as_strided{strided[:2]}"
+        x, a_strides = names[root], (0, *strided[1])
+    # x @ w: w [K, N] is B as it is; x @ w.T: B is w transposed, made once per weight version
+    weight = ops[1] if n.inputs[1] in weights else f"W.transposed({names[w.inputs[0]]})"
+    mm = Matmul(1, m, nn, k, a_strides, bias="col" if bias is not None else None)
+    mod = matmul_module(e.name, mm)
     if bias is not None:
         part, total, b_name = bias
-        dest = f"{names[total]}.view({m}, {b.shape[1]})"
-        note = f"  # extern {e.name} + native {part.name}: MKL GEMM and bias into the output"
-        return [f"    torch.addmm({names[b_name]}, {x}, {weight}, out={dest}){note}"], part
+        dest = f"{names[total]}.view({m}, {nn})"
+        note = f"  # extern {e.name} + native {part.name}: native GEMM and bias into the output"
+        return (
+            [f"    {mod.symbol}(NTHREADS, {x}, {weight}, {names[b_name]}, {dest}){note}"],
+            [mod],
+            part,
+        )
     if not persistent:
         names[out] = slot(out, n.out.type)
-    note = f"  # extern {e.name}: MKL GEMM into its destination"
-    return [f"    torch.mm({x}, {weight}, out={names[out]}.view({m}, {b.shape[1]})){note}"], None
+    note = f"  # extern {e.name}: native GEMM into its destination"
+    return (
+        [f"    {mod.symbol}(NTHREADS, {x}, {weight}, {names[out]}.view({m}, {nn})){note}"],
+        [mod],
+        None,
+    )
 
 
 def bias_epilogue(
@@ -106,7 +123,9 @@ def bias_epilogue(
     faster on these shapes: with addmm at every bias, gpt2 ran 6 % slower, dit 8.5 %, the
     unet 2.5 % (same process, interleaved, 40 calls). So addmm takes the bias only where the
     output is at least BIAS_GEMM_MIN_BYTES (the allocation is the memory that matters) or
-    where the input is a strided view (torch.mm was chosen there anyway)."""
+    where the input is a strided view (torch.mm was chosen there anyway). The native matmul
+    (`backends.llvm_matmul`) took addmm's place on the same terms: it adds the bias as it
+    stores each tile."""
     outputs, rest = after
     y = e.node.out.name
     if not rest or y in outputs or not isinstance(rest[0], KernelSpec):

@@ -244,6 +244,11 @@ class PackedWeights:
             lambda: torch.ops.mkldnn._reorder_linear_weight(_oriented(w, transposed), m),
         )
 
+    def transposed(self, w: torch.Tensor) -> torch.Tensor:
+        """`w.T` contiguous: the [K, N] operand of a native matmul `x @ w.T`
+        (`backends.llvm_matmul`)."""
+        return self._prepared(w, ("transposed",), lambda: w.t().contiguous())
+
     def pack(self, w: torch.Tensor, m: int, transposed: bool) -> tuple[torch.Tensor, ...]:
         """`w` (`w.T` when `transposed`) packed for MKL's GEMM of `m` rows, with the stand-in
         `_mkl_linear` takes for the unpacked weight."""

@@ -126,20 +126,29 @@ def scores(
     product(b, acc, q, kt, out, rows, (tiles, None), depth, scale)
 
 
+Operand = tuple[ir.Value, int] | tuple[ir.Value, int, int]
+"""(pointer, row stride) of a row-major matrix, or (pointer, row stride, column stride)."""
+Bias = tuple[ir.Value, str]
+"""(pointer, "row" or "col"): a vector added to every column (one value a row) or every row."""
+
+
 def product(
     b: ir.IRBuilder,
     acc: Accumulators,
-    a: tuple[ir.Value, int],
+    a: Operand,
     bm: tuple[ir.Value, int],
     out: tuple[ir.Value, int],
     rows: ir.Value,
     cols: tuple[ir.Value, int | None],
     depth: int,
     scale: float = 1.0,
+    bias: Bias | None = None,
 ) -> None:
-    """out[r, j] = scale * sum_d a[r, d] bm[d, j] for r < `rows`: `cols` is (whole tiles of
-    KEYS_TILE columns, then the columns of a last partial tile, None for none), the partial
-    tile read and written under masks. Each operand is (pointer, row stride in floats)."""
+    """out[r, j] = scale * sum_d a[r, d] bm[d, j] (+ bias[r] or bias[j]) for r < `rows`:
+    `cols` is (whole tiles of KEYS_TILE columns, then the columns of a last partial tile, None
+    for none), the partial tile read and written under masks. `a` may be any strided matrix
+    (one scalar of it is broadcast at a time); `bm` and `out` are (pointer, row stride) with
+    unit column stride; the bias pointer is at the same origin as `out`."""
     tiles, tail = cols
     whole = b.mul(b.udiv(rows, I64(SCORE_ROWS)), I64(SCORE_ROWS))
     for lo, hi, height in ((I64(0), whole, SCORE_ROWS), (whole, rows, 1)):
@@ -147,44 +156,55 @@ def product(
         with counted_loop(b, I64(0), count, f"pg{height}") as g:
             r0 = b.add(lo, b.mul(g, I64(height)) if height > 1 else g)
             with counted_loop(b, I64(0), tiles, "pt") as t:
-                _tile(b, acc, a, bm, out, r0, height, b.mul(t, I64(KEYS_TILE)), None, depth, scale)
+                s0 = b.mul(t, I64(KEYS_TILE))
+                _tile(b, acc, a, bm, out, (r0, height), (s0, None), depth, scale, bias)
             if tail:
                 s0 = b.mul(tiles, I64(KEYS_TILE))
-                _tile(b, acc, a, bm, out, r0, height, s0, tail, depth, scale)
+                _tile(b, acc, a, bm, out, (r0, height), (s0, tail), depth, scale, bias)
 
 
 def _tile(
     b: ir.IRBuilder,
     acc: Accumulators,
-    a: tuple[ir.Value, int],
+    a: Operand,
     bm: tuple[ir.Value, int],
     out: tuple[ir.Value, int],
-    r0: ir.Value,
-    height: int,
-    s0: ir.Value,
-    tail: int | None,
+    at_rows: tuple[ir.Value, int],
+    at_cols: tuple[ir.Value, int | None],
     depth: int,
     scale: float,
+    bias: Bias | None,
 ) -> None:
-    """One `height` x KEYS_TILE tile of `product` at (r0, s0); `tail`: its columns when it is
-    the partial last tile."""
+    """One tile of `product`: `at_rows` (first row, height), `at_cols` (first column, and the
+    columns of a partial last tile or None for a whole one)."""
+    (r0, height), (s0, tail) = at_rows, at_cols
     lanes = [LANES, LANES] if tail is None else [min(LANES, tail), max(0, tail - LANES)]
     cols = [c for c in range(2) if lanes[c]]
     acc.zero(b, height, 2)
     with counted_loop(b, I64(0), I64(depth), "d") as d:
         at = b.add(b.mul(d, I64(bm[1])), s0)
         k = {c: _load(b, bm[0], b.add(at, I64(LANES * c)), lanes[c]) for c in cols}
+        col = d if len(a) == 2 or a[2] == 1 else b.mul(d, I64(a[2]))
         for r in range(height):
-            x = b.load(b.gep(a[0], [_at(b, r0, r, a[1], d)], source_etype=F32), typ=F32)
+            x = b.load(b.gep(a[0], [_at(b, r0, r, a[1], col)], source_etype=F32), typ=F32)
             x = _splat(b, x)
             for c in cols:
                 acc.fma(b, r, c, x, k[c])
     factor = _splat(b, ir.Constant(F32, scale))
+    add = {}
+    if bias is not None and bias[1] == "col":
+        add = {
+            c: _load(b, bias[0], b.add(s0, I64(LANES * c)), lanes[c]) for c in cols
+        }  # fmt: skip
     for r in range(height):
+        if bias is not None and bias[1] == "row":
+            row = b.add(r0, I64(r)) if r else r0
+            add = dict.fromkeys(cols, _splat(b, _scalar(b, bias[0], row)))
         for c in cols:
             at = _at(b, r0, r, out[1], b.add(s0, I64(LANES * c)))
             value = acc.get(b, r, c)
             value = b.fmul(value, factor) if scale != 1.0 else value
+            value = b.fadd(value, add[c]) if add else value
             _store(b, value, out[0], at, lanes[c])
 
 
@@ -248,6 +268,10 @@ def _at(b: ir.IRBuilder, r0: ir.Value, r: int, ld: int, col: ir.Value) -> ir.Val
     return b.add(b.mul(row, I64(ld)), col)
 
 
+def _scalar(b: ir.IRBuilder, base: ir.Value, at: ir.Value) -> ir.Value:
+    return b.load(b.gep(base, [at], source_etype=F32), typ=F32)
+
+
 def _splat(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
     one = b.insert_element(ir.Constant(V16, ir.Undefined), x, I32(0))
     zeros = ir.Constant(ir.VectorType(I32, LANES), [0] * LANES)
@@ -295,6 +319,8 @@ def _fmuladd(b: ir.IRBuilder, x: ir.Value, y: ir.Value, z: ir.Value) -> ir.Value
 
 __all__ = [
     "Accumulators",
+    "Bias",
+    "Operand",
     "output",
     "output_rows",
     "pack_padded",

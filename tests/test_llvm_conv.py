@@ -1,4 +1,4 @@
-"""Convolutions on the llvm backend. 1x1: one MKL GEMM. Winograd F(2x2,3x3): the native
+"""Convolutions on the llvm backend. 1x1: a native GEMM per image. Winograd F(2x2,3x3): the native
 output transform writes the NCHW output directly and computes an epilogue of adds (bias, a
 broadcast time embedding, residuals read through strided views); anything else keeps its own
 native part."""
@@ -117,7 +117,7 @@ def test_pointwise_convolution_is_one_gemm(batch: int, bias: bool) -> None:
 
     x, r = torch.randn(batch, 24, 7, 11), torch.randn(batch, 40, 6, 9)
     src = check(Shortcut(), x, r)
-    assert "1x1 convolution as an MKL GEMM" in src
+    assert "1x1 convolution as a native GEMM per image" in src
     check(Shortcut().to(torch.bfloat16), x.bfloat16(), r.bfloat16())
 
 
@@ -234,3 +234,12 @@ def test_native_winograd_products_match_a_batched_matmul(
     want = torch.bmm(u.double(), v.double()).float()
     torch.testing.assert_close(out[:-16].view(positions, oc, count), want, rtol=1e-5, atol=1e-4)
     assert out[-16:].isnan().all()
+
+
+@pytest.mark.parametrize("kernel", [1, 3])
+def test_float64_convolutions_use_torch(kernel: int) -> None:
+    """The native kernels and oneDNN take float32 only: a float64 model's convolutions are
+    `F.conv2d` (oneDNN raised on double before)."""
+    model = nn.Conv2d(8, 16, kernel, padding=kernel // 2).double()
+    src = check(model, torch.randn(2, 8, 9, 9, dtype=torch.float64))
+    assert "F.conv2d(" in src and "native GEMM" not in src and "mkldnn" not in src

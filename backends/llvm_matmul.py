@@ -1,0 +1,130 @@
+"""Native matmuls straight into their destination, in the register tiles of `backends.llvm_tiles`.
+
+    out[i] = A[i] @ B[i] (+ bias)      A [M, K] any strides, B [K, N] row-major, out [M, N]
+
+The driver uses them where a library GEMM would need a copy: the product is a kernel output
+(the packed GEMMs return a fresh tensor), or A is a strided view such as a UNet's NCHW map read
+as [pixels, channels], or a 1x1 convolution (`W[OC, C] @ x[C, H*W]` per image, the bias per
+row). B is the weight: `x @ w` reads `w` [K, N] in place, `x @ w.T` reads a transposed copy
+made once per weight version (`PackedWeights.transposed`).
+
+Note [Matmuls into their destination]
+These were MKL's `torch.mm(..., out=)` / `torch.addmm` before, which on the AMD EPYC (Zen 4)
+ran 136-157 GFLOP/s on 2 cores at the examples' shapes (1024 x 320 x 320, a 640 -> 320 1x1
+convolution). The work is split into tasks of (image, column panel, 8 rows), a panel being as
+many 32-column tiles as keep K x columns of B within PANEL_BYTES (in L2 while the thread's
+rows stream past it), the tasks shared among threads in order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from llvmlite import ir
+
+from backends import llvm_tiles
+from backends.llvm_kernel import I64, PTR, KernelModule, Param, counted_loop
+from backends.llvm_winograd_out import parallel_entry
+from compiler.ir import DType, TensorType
+
+F32 = ir.FloatType()
+PANEL_BYTES = 256 << 10
+"""B's columns a task's rows multiply at most (Note [Matmuls into their destination])."""
+
+
+@dataclass(frozen=True)
+class Matmul:
+    """`batch` products [m, k] @ [k, n]: A's (batch, row, column) element strides, whether
+    each product has its own B (`b_batch` 1: B is [batch, k, n]) or all share one (0), and
+    the bias: None, "row" (one value per output row, a 1x1 convolution's) or "col" (one per
+    column, a linear layer's)."""
+
+    batch: int
+    m: int
+    n: int
+    k: int
+    a_strides: tuple[int, int, int]
+    b_batch: int = 0
+    bias: str | None = None
+
+    def panels(self) -> tuple[int, int]:
+        """(tiles per panel, panels)."""
+        tiles = -(-self.n // llvm_tiles.KEYS_TILE)
+        per = max(1, min(tiles, PANEL_BYTES // (self.k * llvm_tiles.KEYS_TILE * 4)))
+        return per, -(-tiles // per)
+
+
+def module(name: str, mm: Matmul) -> KernelModule:
+    """The native kernel of `mm`, named after the extern call `name` it computes.
+    Parameters: a (its root, read with `mm.a_strides`), b, the bias when `mm.bias`, out."""
+    symbol = f"tf_matmul_{hashlib.sha256(repr(mm).encode()).hexdigest()[:10]}"
+    a_size = 1 + sum((d - 1) * s for d, s in zip((mm.batch, mm.m, mm.k), mm.a_strides, strict=True))
+    params = [
+        Param("a", "in", TensorType((a_size,), DType.f32)),
+        Param("b", "in", TensorType((mm.batch if mm.b_batch else 1, mm.k, mm.n), DType.f32)),
+    ]
+    if mm.bias:
+        params.append(
+            Param("bias", "in", TensorType((mm.m if mm.bias == "row" else mm.n,), DType.f32))
+        )
+    params.append(Param("out", "out", TensorType((mm.batch, mm.m, mm.n), DType.f32)))
+    m = ir.Module(name=symbol)
+    fnty = ir.FunctionType(ir.VoidType(), [I64, I64] + [PTR] * len(params))
+    fn = ir.Function(m, fnty, f"{symbol}_body")
+    fn.linkage = "internal"
+    tid, nth, *ptrs = fn.args
+    p = dict(zip((q.name for q in params), ptrs, strict=True))
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    acc = llvm_tiles.Accumulators(b, llvm_tiles.SCORE_ROWS, 2, "acc")
+    rows = llvm_tiles.SCORE_ROWS
+    blocks = -(-mm.m // rows)
+    per, panels = mm.panels()
+    tasks = mm.batch * panels * blocks
+    chunk = b.sdiv(b.add(I64(tasks), b.sub(nth, I64(1))), nth)
+    lo = b.mul(tid, chunk)
+    lo = b.select(b.icmp_signed("<", lo, I64(tasks)), lo, I64(tasks))
+    hi = b.add(lo, chunk)
+    hi = b.select(b.icmp_signed("<", hi, I64(tasks)), hi, I64(tasks))
+    width = per * llvm_tiles.KEYS_TILE
+    last_cols = mm.n - (panels - 1) * width  # the last panel's columns
+    with counted_loop(b, lo, hi, "task") as t:
+        i = b.udiv(t, I64(panels * blocks))
+        panel = b.urem(b.udiv(t, I64(blocks)), I64(panels))
+        r0 = b.mul(b.urem(t, I64(blocks)), I64(rows))
+        left = b.sub(I64(mm.m), r0)
+        height = b.select(b.icmp_signed("<", left, I64(rows)), left, I64(rows))
+        s0 = b.mul(panel, I64(width))
+        sa_i, sa_m, sa_k = mm.a_strides
+        a = b.gep(p["a"], [b.add(b.mul(i, I64(sa_i)), b.mul(r0, I64(sa_m)))], source_etype=F32)
+        bb = b.gep(p["b"], [b.add(b.mul(i, I64(mm.b_batch * mm.k * mm.n)), s0)], source_etype=F32)
+        o = b.add(b.mul(i, I64(mm.m * mm.n)), b.add(b.mul(r0, I64(mm.n)), s0))
+        out = b.gep(p["out"], [o], source_etype=F32)
+        bias = None
+        if mm.bias:  # at the origin of `out`: the task's row r0 or column s0
+            bias = (b.gep(p["bias"], [r0 if mm.bias == "row" else s0], source_etype=F32), mm.bias)
+        operands = ((a, sa_m, sa_k), (bb, mm.n), (out, mm.n))
+        with b.if_else(b.icmp_signed("<", panel, I64(panels - 1))) as (inner, last):
+            with inner:
+                cols = (I64(per), None)
+                llvm_tiles.product(b, acc, *operands, height, cols, mm.k, bias=bias)
+            with last:
+                cols = (
+                    I64(last_cols // llvm_tiles.KEYS_TILE),
+                    last_cols % llvm_tiles.KEYS_TILE or None,
+                )
+                llvm_tiles.product(b, acc, *operands, height, cols, mm.k, bias=bias)
+    b.ret_void()
+    parallel_entry(m, symbol, fn, len(params))
+    bias_text = {None: "", "row": " + bias[row]", "col": " + bias[col]"}[mm.bias]
+    head = [
+        f"; tilefuse native matmul for {name}: {mm.batch} x [{mm.m}, {mm.k}] @ [{mm.k}, {mm.n}]"
+        f"{bias_text}, A strides {mm.a_strides}, in register tiles (backends.llvm_tiles); "
+        f"{panels} panel(s) of {per} tiles x {blocks} blocks of {rows} rows",
+        f"; args: {', '.join(f'{q.role} {q.name}' for q in params)}",
+    ]
+    stages = (f"matmul: {tasks} tasks of {rows} rows x {per} tiles of 32 columns",)
+    return KernelModule(symbol, "\n".join(head) + "\n" + str(m), tuple(params), 0, True, stages)
+
+
+__all__ = ["PANEL_BYTES", "Matmul", "module"]
