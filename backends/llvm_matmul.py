@@ -9,11 +9,14 @@ row). B is the weight: `x @ w` reads `w` [K, N] in place, `x @ w.T` reads a tran
 made once per weight version (`PackedWeights.transposed`).
 
 Note [Matmuls into their destination]
-These were MKL's `torch.mm(..., out=)` / `torch.addmm` before, which on the AMD EPYC (Zen 4)
-ran 136-157 GFLOP/s on 2 cores at the examples' shapes (1024 x 320 x 320, a 640 -> 320 1x1
-convolution). The work is split into tasks of (image, column panel, 8 rows), a panel being as
-many 32-column tiles as keep K x columns of B within PANEL_BYTES (in L2 while the thread's
-rows stream past it), the tasks shared among threads in order.
+These were MKL's `torch.mm(..., out=)` / `torch.addmm` before. On the AMD EPYC (Zen 4), 2
+cores, medians of 60 interleaved, GFLOP/s MKL / native: 1024 x 320 x 320 171 / 184 (with a bias
+190 / 184; the input a transposed view 169 / 181), the unet's 640 -> 320 1x1 convolution at 32
+x 32 150 / 193, llama's 128 x 512 x 512 140-160 / 200-213, a cross-attention's K/V projection
+16 x 768 x 320 94 / 198 (another run, with the machine busier, had MKL at 136-157 at 1024 rows:
+MKL moves more from run to run). The work is split into tasks of (image, column panel, 8 rows),
+a panel being as many 32-column tiles as keep K x columns of B within PANEL_BYTES (in L2 while
+the thread's rows stream past it), the tasks shared among threads in order.
 """
 
 from __future__ import annotations

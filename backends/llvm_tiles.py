@@ -1,24 +1,28 @@
-"""Register-tiled small GEMMs in LLVM IR, for the products inside native attention.
+"""Register-tiled GEMMs in LLVM IR: attention's products, Winograd's, matmuls into their
+destination.
 
-An attention block's two products have a short side: `S = Q K^T` sums over the head size D
-(40 or 64), `O = E V` produces Dv columns. MKL's `sgemm_` spends a large share of such a call
-packing its operands, and on the AMD EPYC the examples run on it ran them at 65-90 GFLOP/s a
-core. The tiles here keep a block of the result in vector registers and stream the short side
-through them: one core of that EPYC (Zen 4, AVX-512), one thread, 256 query rows, S = 1024,
-D = Dv = 40, medians of 200 interleaved: Q K^T 191 us (110 GFLOP/s) against MKL's 231 us,
-E V 217 us against 266 us (Note [Attention's products] in backends.llvm_attention has the
-kernel's figures).
+A tile keeps a block of the result in vector registers and streams the shared dimension through
+them, one broadcast scalar of A times one or two vectors of B per step:
 
-    scores tile (R rows x 32 keys):   for d < D:  k0, k1 = KT[d, s0:s0+32]
-                                                   acc[r][c] += Q[r0+r, d] * k_c   (R x 2 FMAs)
-    output tile (R rows x Dv):        for s < keys: v_c = V[s, 16c:16c+16]
-                                                   acc[r][c] += E[r0+r, s] * v_c   (R x NV FMAs)
+    product tile (R rows x 32 columns):  for d < K:  b0, b1 = B[d, s0:s0+32]
+                                                      acc[r][c] += A[r0+r, d] * b_c  (R x 2 FMAs)
+    output tile (R rows x Dv):           for s < keys: v_c = V[s, 16c:16c+16]
+                                                      acc[r][c] += E[r0+r, s] * v_c  (R x NV FMAs)
 
-`KT` is K transposed ([D, keys], rows padded to a multiple of 32 keys with zeros), packed once
-per key head (`pack_transposed`). R is 8 rows for the scores (16 accumulators; 4 rows ran 91
+`product` serves attention's scores (`S = scale * Q K^T`: B is K^T, packed once per key head
+by `pack_transposed`, rows padded to a multiple of 32 keys with zeros), the Winograd products
+(`backends.llvm_winograd`) and the matmuls of `backends.llvm_matmul`; a partial last tile of
+columns is read and written under masks. `output` is attention's `O = E V`, each row scaled by
+its 1 / sum as it is stored. R is 8 rows for the product (16 accumulators; 4 rows ran 91
 GFLOP/s, 16 rows 101) and up to 24 accumulators for the output; rows past the last whole tile
 run as 1-row tiles. The accumulators are allocas in the function's entry block, which LLVM
 promotes to registers; `llvm.fmuladd` becomes FMA.
+
+Measured on one core of the AMD EPYC (Zen 4, AVX-512), one thread, 256 query rows, S = 1024,
+D = Dv = 40, medians of 200 interleaved: Q K^T 191 us (110 GFLOP/s, about the core's peak)
+against MKL's `sgemm_` 231 us, E V 217 us against 266 us. Whole kernels: Note [Attention's
+products] (backends.llvm_attention), Note [Winograd's products] (backends.llvm_winograd), Note
+[Matmuls into their destination] (backends.llvm_matmul).
 """
 
 from __future__ import annotations
