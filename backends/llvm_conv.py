@@ -67,6 +67,6 @@ def _pointwise(
     oc = w.shape[0]
     mm = Matmul(b, oc, h * wd, c, (0, c, 1), b_batch=1, bias="row" if len(ops) > 2 else None)
     mod = matmul_module(e.name, mm)
-    args = [ops[1], f"{ops[0]}.contiguous()", *ops[2:3], names[out]]
+    args = [f"{ops[i]}.contiguous()" for i in (1, 0, 2)[: len(ops)]] + [names[out]]  # w, x, bias
     note = f"  # extern {e.name}: 1x1 convolution as a native GEMM per image"
     return [f"    {mod.symbol}(NTHREADS, {', '.join(args)}){note}"], [mod], None

@@ -85,15 +85,19 @@ def driver_call(
     else:
         x, a_strides = names[root], (0, *strided[1])
     # x @ w: w [K, N] is B as it is; x @ w.T: B is w transposed, made once per weight version
-    weight = ops[1] if n.inputs[1] in weights else f"W.transposed({names[w.inputs[0]]})"
+    weight = (
+        f"{ops[1]}.contiguous()"
+        if n.inputs[1] in weights
+        else f"W.transposed({names[w.inputs[0]]})"
+    )
     mm = Matmul(1, m, nn, k, a_strides, bias="col" if bias is not None else None)
     mod = matmul_module(e.name, mm)
     if bias is not None:
         part, total, b_name = bias
-        dest = f"{names[total]}.view({m}, {nn})"
+        rest = f"{names[b_name]}.contiguous(), {names[total]}.view({m}, {nn})"
         note = f"  # extern {e.name} + native {part.name}: native GEMM and bias into the output"
         return (
-            [f"    {mod.symbol}(NTHREADS, {x}, {weight}, {names[b_name]}, {dest}){note}"],
+            [f"    {mod.symbol}(NTHREADS, {x}, {weight}, {rest}){note}"],
             [mod],
             part,
         )
