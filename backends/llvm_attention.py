@@ -46,6 +46,7 @@ from llvmlite import ir
 
 from backends import llvm_math, llvm_tiles
 from backends.llvm_kernel import I8, I32, I64, PTR, KernelModule, Param, counted_loop
+from backends.llvm_winograd_out import thread_share
 from compiler.ir import DType, Node
 from compiler.schedule import ExternCall, index_map
 
@@ -204,12 +205,7 @@ class _Attention:
         self.peak = b.alloca(F32, name="max")
         self.total = b.alloca(F32, name="sum")
         tasks = self.B * self.H * self.blocks
-        chunk = b.sdiv(b.add(I64(tasks), b.sub(nth, I64(1))), nth)
-        lo = b.select(
-            b.icmp_signed("<", b.mul(tid, chunk), I64(tasks)), b.mul(tid, chunk), I64(tasks)
-        )
-        hi0 = b.add(lo, chunk)
-        hi = b.select(b.icmp_signed("<", hi0, I64(tasks)), hi0, I64(tasks))
+        lo, hi = thread_share(b, tid, nth, tasks)
         scores = b.gep(base["scratch"], [b.mul(tid, I64(self.thread_bytes))], source_etype=I8)
         inverses, kt, vp = (b.gep(scores, [I64(at)], source_etype=I8) for at in self.offsets[1:4])
         with counted_loop(b, lo, hi, "task") as t:

@@ -28,7 +28,7 @@ from llvmlite import ir
 
 from backends import llvm_tiles
 from backends.llvm_kernel import I64, PTR, KernelModule, Param, counted_loop
-from backends.llvm_winograd_out import parallel_entry
+from backends.llvm_winograd_out import parallel_entry, thread_share
 from compiler.ir import DType, TensorType
 
 F32 = ir.FloatType()
@@ -84,11 +84,7 @@ def module(name: str, mm: Matmul) -> KernelModule:
     blocks = -(-mm.m // rows)
     per, panels = mm.panels()
     tasks = mm.batch * panels * blocks
-    chunk = b.sdiv(b.add(I64(tasks), b.sub(nth, I64(1))), nth)
-    lo = b.mul(tid, chunk)
-    lo = b.select(b.icmp_signed("<", lo, I64(tasks)), lo, I64(tasks))
-    hi = b.add(lo, chunk)
-    hi = b.select(b.icmp_signed("<", hi, I64(tasks)), hi, I64(tasks))
+    lo, hi = thread_share(b, tid, nth, tasks)
     width = per * llvm_tiles.KEYS_TILE
     last_cols = mm.n - (panels - 1) * width  # the last panel's columns
     with counted_loop(b, lo, hi, "task") as t:

@@ -194,12 +194,7 @@ class _OutputTransform:
         self.ptr = {p.name: a for p, a in zip(self.params, ptrs, strict=True)}
         b = self.b = ir.IRBuilder(fn.append_basic_block("entry"))
         rows = self.n * self.oc * self.th
-        chunk = b.sdiv(b.add(I64(rows), b.sub(nth, I64(1))), nth)
-        lo = b.select(
-            b.icmp_signed("<", b.mul(tid, chunk), I64(rows)), b.mul(tid, chunk), I64(rows)
-        )
-        hi = b.add(lo, chunk)
-        hi = b.select(b.icmp_signed("<", hi, I64(rows)), hi, I64(rows))
+        lo, hi = thread_share(b, tid, nth, rows)
         with counted_loop(b, lo, hi, "row") as r:
             i = b.urem(r, I64(self.th), name="i")
             q = b.udiv(r, I64(self.th))
@@ -298,6 +293,18 @@ class _OutputTransform:
         return b.gep(self.ptr[f"addend{k}"], [offset], source_etype=F32)
 
 
+def thread_share(
+    b: ir.IRBuilder, tid: ir.Value, nth: ir.Value, tasks: int
+) -> tuple[ir.Value, ir.Value]:
+    """[lo, hi): thread `tid` of `nth`'s contiguous share of `tasks` tasks (the last may have
+    fewer, or none)."""
+    chunk = b.sdiv(b.add(I64(tasks), b.sub(nth, I64(1))), nth)
+    lo = b.mul(tid, chunk)
+    lo = b.select(b.icmp_signed("<", lo, I64(tasks)), lo, I64(tasks))
+    hi = b.add(lo, chunk)
+    return lo, b.select(b.icmp_signed("<", hi, I64(tasks)), hi, I64(tasks))
+
+
 def parallel_entry(m: ir.Module, symbol: str, body: ir.Function, nparams: int) -> None:
     """`symbol(args, nthreads)`: fork `nthreads` OpenMP threads, each calling
     `body(tid, nth, *params)`."""
@@ -321,4 +328,4 @@ def parallel_entry(m: ir.Module, symbol: str, body: ir.Function, nparams: int) -
     b.ret_void()
 
 
-__all__ = ["Addend", "Band", "epilogue", "parallel_entry", "render"]
+__all__ = ["Addend", "Band", "epilogue", "parallel_entry", "render", "thread_share"]
