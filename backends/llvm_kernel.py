@@ -109,9 +109,14 @@ def render_kernel(
 
 
 @contextmanager
-def counted_loop(b: ir.IRBuilder, start: ir.Value, stop: ir.Value, name: str) -> Iterator[ir.Value]:
+def counted_loop(
+    b: ir.IRBuilder, start: ir.Value, stop: ir.Value, name: str, rolled: bool = False
+) -> Iterator[ir.Value]:
     """`for i in range(start, stop)`: yields the induction variable; the body is emitted at
-    the builder's position inside the `with`, and the builder ends after the loop."""
+    the builder's position inside the `with`, and the builder ends after the loop.
+
+    `rolled` asks LLVM not to unroll it (`llvm.loop.unroll.disable`): for loops whose body is
+    already a register tile, where unrolling only multiplies the code (Note [Rolled loops])."""
     pre = b.block
     head = b.append_basic_block(f"{name}.head")
     body = b.append_basic_block(f"{name}.body")
@@ -124,8 +129,20 @@ def counted_loop(b: ir.IRBuilder, start: ir.Value, stop: ir.Value, name: str) ->
     b.position_at_end(body)
     yield i
     i.add_incoming(b.add(i, I64(1), name=f"{name}.next", flags=("nsw",)), b.block)
-    b.branch(head)
+    back = b.branch(head)
+    if rolled:
+        back.set_metadata("llvm.loop", _loop_id(b.module))
     b.position_at_end(end)
+
+
+def _loop_id(module: ir.Module) -> ir.MDValue:
+    """A fresh loop ID `!n = !{!n, !{"llvm.loop.unroll.disable"}}` (its first operand must be
+    itself, and each loop needs its own: the tag string keeps llvmlite from merging them)."""
+    disable = module.add_metadata([ir.MetaDataString(module, "llvm.loop.unroll.disable")])
+    tag = ir.MetaDataString(module, f"tilefuse.loop.{len(module.metadata)}")
+    loop = module.add_metadata([tag, disable])
+    loop.operands = (loop, disable)
+    return loop
 
 
 class _Codegen(IndexedValues, Reductions):

@@ -206,3 +206,34 @@ def test_num_threads_env_override(monkeypatch):
     assert llvm_jit.num_threads() == 3
     monkeypatch.delenv("TILEFUSE_NUM_THREADS")
     assert llvm_jit.num_threads() >= 1
+
+
+def _prefix_sum_module(rolled: bool) -> str:
+    """x[i + 1] += x[i] for i < 8: a constant trip count -O3 unrolls in full unless told not to."""
+    from llvmlite import ir
+
+    from backends.llvm_kernel import I64, PTR, counted_loop
+
+    f32 = ir.FloatType()
+    m = ir.Module(name="loops")
+    for name in ("first", "second"):
+        f = ir.Function(m, ir.FunctionType(ir.VoidType(), [PTR]), name)
+        b = ir.IRBuilder(f.append_basic_block("entry"))
+        with counted_loop(b, I64(0), I64(8), "i", rolled=rolled) as i:
+            a = b.load(b.gep(f.args[0], [i], source_etype=f32), typ=f32)
+            at = b.gep(f.args[0], [b.add(i, I64(1))], source_etype=f32)
+            b.store(b.fadd(a, b.load(at, typ=f32)), at)
+        b.ret_void()
+    return str(m)
+
+
+def test_rolled_loops_stay_rolled_and_compute_the_same():
+    unrolled, rolled = _prefix_sum_module(False), _prefix_sum_module(True)
+    assert llvm_jit.optimized_ir(unrolled).count("store float") == 16  # 8 per function
+    assert llvm_jit.optimized_ir(rolled).count("store float") == 2
+    assert rolled.count("!llvm.loop") == 2 and "!{ !1, !0 }" in rolled and "!{ !2, !0 }" in rolled
+    for text in (unrolled, rolled):
+        lib = llvm_jit.NativeLibrary([llvm_jit.compile_object(text)])
+        x = np.arange(1, 10, dtype=np.float32)
+        ctypes.CFUNCTYPE(None, ctypes.c_void_p)(lib.address("first"))(x.ctypes.data)
+        np.testing.assert_array_equal(x, np.cumsum(np.arange(1, 10, dtype=np.float32)))
