@@ -144,19 +144,26 @@ def object_cache_path(ir_text: str) -> Path:
     return config.load().cache_dir / "llvm" / f"{_cache_key(ir_text)}.o"
 
 
+def cached_object(ir_text: str) -> bytes | None:
+    """The disk cache's object code for `ir_text` on this host (counted as a hit), or None."""
+    try:
+        obj = object_cache_path(ir_text).read_bytes()
+    except FileNotFoundError:
+        return None
+    STATS["cache_hits"] += 1
+    return obj
+
+
 def compile_object(ir_text: str) -> bytes:
     """-O3 object code for `ir_text`, from the disk cache when another run already built it.
 
     Cached as <cache_dir>/llvm/<sha256>.o, keyed on the IR, the host and the tool versions,
     written atomically (temporary file + os.replace) so concurrent processes never see a torn file.
     """
-    path = object_cache_path(ir_text)
-    try:
-        obj = path.read_bytes()
-        STATS["cache_hits"] += 1
+    obj = cached_object(ir_text)
+    if obj is not None:
         return obj
-    except FileNotFoundError:
-        pass
+    path = object_cache_path(ir_text)
     obj = target_machine().emit_object(optimize(ir_text))
     STATS["compiled"] += 1
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -114,12 +114,11 @@ class LlvmProgram:
         the weights are memory-mapped from a file (`PackedWeights`)."""
         lib = library
         if lib is None and self.modules:
-            from backends import llvm_jit  # loads LLVM (Note [Why a shared library])
+            from backends import llvm_jit, llvm_workers  # loads LLVM (Note [Why a shared library])
 
             llvm_jit.openmp()
-            lib = llvm_jit.NativeLibrary(
-                [llvm_jit.compile_object(m.ir) for m in self.modules.values()]
-            )
+            texts = [m.ir for m in self.modules.values()]
+            lib = llvm_jit.NativeLibrary(llvm_workers.compile_all(texts))
         namespace: dict[str, Any] = {
             "torch": torch,
             "F": torch.nn.functional,

@@ -7,6 +7,8 @@ TILEFUSE_LOG=a,b      enable named loggers (`tilefuse.<name>`: fold, rewrite, pa
 TILEFUSE_CACHE_DIR    where compiled artifacts are cached (default ~/.cache/tilefuse).
 TILEFUSE_NUM_THREADS  threads for the llvm backend's parallel kernels (default: the CPUs this
                       process may run on).
+TILEFUSE_COMPILE_JOBS processes that compile LLVM modules at once on a cold compile (default:
+                      the CPUs this process may run on; 1 keeps it in this process).
 TILEFUSE_GEMM         the llvm backend's library for GEMMs with a weight: mkl, onednn or auto
                       (default: by CPU vendor, Note [Which GEMM library] in backends.llvm_gemm).
 """
@@ -42,6 +44,7 @@ class Config:
     cache_dir: Path
     num_threads: int | None = None
     gemm: str = "auto"
+    compile_jobs: int | None = None
 
 
 def load() -> Config:
@@ -50,9 +53,8 @@ def load() -> Config:
     dump = env.get("TILEFUSE_DUMP") or None
     logs = tuple(x.strip() for x in env.get("TILEFUSE_LOG", "").split(",") if x.strip())
     cache = env.get("TILEFUSE_CACHE_DIR") or str(Path.home() / ".cache" / "tilefuse")
-    threads = env.get("TILEFUSE_NUM_THREADS", "").strip()
-    if threads and (not threads.isdigit() or int(threads) < 1):
-        raise ValueError(f"TILEFUSE_NUM_THREADS must be an integer >= 1, got {threads!r}")
+    threads = _count(env, "TILEFUSE_NUM_THREADS")
+    jobs = _count(env, "TILEFUSE_COMPILE_JOBS")
     gemm = env.get("TILEFUSE_GEMM", "").strip().lower() or "auto"
     if gemm not in GEMM_LIBRARIES:
         raise ValueError(f"TILEFUSE_GEMM must be one of {', '.join(GEMM_LIBRARIES)}, got {gemm!r}")
@@ -61,9 +63,18 @@ def load() -> Config:
         Path(dump) if dump else None,
         logs,
         Path(cache),
-        int(threads) if threads else None,
+        threads,
         gemm,
+        jobs,
     )
+
+
+def _count(env: os._Environ[str] | dict[str, str], name: str) -> int | None:
+    """The integer >= 1 in env[name], None when unset or empty."""
+    text = env.get(name, "").strip()
+    if text and (not text.isdigit() or int(text) < 1):
+        raise ValueError(f"{name} must be an integer >= 1, got {text!r}")
+    return int(text) if text else None
 
 
 def configure_logging(cfg: Config) -> None:

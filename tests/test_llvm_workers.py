@@ -1,0 +1,131 @@
+"""LLVM modules compiled in worker processes: same objects, same cache, failures handled."""
+
+from __future__ import annotations
+
+import queue
+import subprocess
+import sys
+
+import pytest
+
+from backends import llvm_jit, llvm_workers
+
+# A few distinct modules: each scales an array by its own constant.
+SCALE = """
+define void @scale{n}(ptr noalias %x, i64 %n) {{
+entry:
+  %empty = icmp sle i64 %n, 0
+  br i1 %empty, label %exit, label %loop
+loop:
+  %i = phi i64 [ 0, %entry ], [ %i1, %loop ]
+  %p = getelementptr float, ptr %x, i64 %i
+  %a = load float, ptr %p
+  %s = fmul float %a, {n}.0
+  store float %s, ptr %p
+  %i1 = add i64 %i, 1
+  %more = icmp slt i64 %i1, %n
+  br i1 %more, label %loop, label %exit
+exit:
+  ret void
+}}
+"""
+TEXTS = [SCALE.format(n=n) for n in range(2, 8)]
+
+
+@pytest.fixture(autouse=True)
+def cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("TILEFUSE_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def _feed_all(texts: list[str]) -> tuple[dict[int, bytes], list[BaseException]]:
+    """Everything through one worker (no race with this process for the texts)."""
+    todo: queue.SimpleQueue[int] = queue.SimpleQueue()
+    for i in range(len(texts)):
+        todo.put(i)
+    objects: dict[int, bytes] = {}
+    errors: list[BaseException] = []
+    llvm_workers._feed(texts, todo, objects, errors)
+    return objects, errors
+
+
+def test_a_worker_compiles_the_same_objects_into_the_same_cache(cache_dir):
+    before = llvm_jit.STATS["compiled"]
+    objects, errors = _feed_all(TEXTS)
+    assert not errors
+    assert llvm_jit.STATS["compiled"] == before + len(TEXTS)  # counted here, built there
+    for i, text in enumerate(TEXTS):
+        assert llvm_jit.cached_object(text) == objects[i]  # the worker filled our cache
+        assert llvm_jit.target_machine().emit_object(llvm_jit.optimize(text)) == objects[i]
+    lib = llvm_jit.NativeLibrary([objects[3]])
+    assert lib.address("scale5")
+
+
+def test_compile_all_shares_misses_and_keeps_order(monkeypatch):
+    monkeypatch.setattr(llvm_workers, "MIN_SHARED_IR_CHARS", 0)
+    monkeypatch.setenv("TILEFUSE_COMPILE_JOBS", "2")
+    started = []
+    real = llvm_workers._start
+    monkeypatch.setattr(llvm_workers, "_start", lambda: started.append(1) or real())
+    llvm_jit.compile_object(TEXTS[0])  # one hit, the rest misses
+    objects = llvm_workers.compile_all(TEXTS)
+    assert started == [1]
+    assert objects == [llvm_jit.cached_object(t) for t in TEXTS]
+
+
+def test_small_or_single_job_compiles_stay_in_this_process(monkeypatch):
+    monkeypatch.setattr(llvm_workers, "_start", lambda: pytest.fail("started a worker"))
+    monkeypatch.setenv("TILEFUSE_COMPILE_JOBS", "2")
+    llvm_workers.compile_all(TEXTS)  # under MIN_SHARED_IR_CHARS
+    monkeypatch.setattr(llvm_workers, "MIN_SHARED_IR_CHARS", 0)
+    monkeypatch.setenv("TILEFUSE_COMPILE_JOBS", "1")
+    llvm_workers.compile_all([SCALE.format(n=n) for n in range(10, 14)])
+
+
+def test_invalid_ir_in_a_worker_raises_like_compile_object():
+    bad = "define i32 @f() {\n  ret i64 0\n}\n"
+    with pytest.raises(ValueError) as in_process:
+        llvm_jit.compile_object(bad)
+    _, errors = _feed_all([TEXTS[0], bad])
+    assert len(errors) == 1 and isinstance(errors[0], ValueError)
+    assert str(errors[0]) == str(in_process.value)
+
+
+def test_a_worker_that_dies_hands_its_text_back(monkeypatch, caplog):
+    def dies() -> subprocess.Popen[bytes]:
+        cmd = [sys.executable, "-c", "import sys; sys.exit(3)"]
+        return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+    monkeypatch.setattr(llvm_workers, "_start", dies)
+    todo: queue.SimpleQueue[int] = queue.SimpleQueue()
+    for i in range(3):
+        todo.put(i)
+    objects: dict[int, bytes] = {}
+    llvm_workers._feed(TEXTS, todo, objects, [])
+    assert not objects and todo.qsize() == 3  # the one it took is back in the queue
+    assert "LLVM worker failed" in caplog.text
+
+    monkeypatch.setattr(llvm_workers, "MIN_SHARED_IR_CHARS", 0)
+    monkeypatch.setenv("TILEFUSE_COMPILE_JOBS", "2")
+    texts = [SCALE.format(n=n) for n in range(20, 24)]
+    assert llvm_workers.compile_all(texts) == [llvm_jit.cached_object(t) for t in texts]
+
+
+def test_a_worker_that_cannot_start_leaves_everything_to_this_process(monkeypatch, caplog):
+    def cannot_start() -> subprocess.Popen[bytes]:
+        raise OSError("no processes left")
+
+    monkeypatch.setattr(llvm_workers, "_start", cannot_start)
+    monkeypatch.setattr(llvm_workers, "MIN_SHARED_IR_CHARS", 0)
+    monkeypatch.setenv("TILEFUSE_COMPILE_JOBS", "2")
+    texts = [SCALE.format(n=n) for n in range(30, 34)]
+    assert llvm_workers.compile_all(texts) == [llvm_jit.cached_object(t) for t in texts]
+    assert "cannot start an LLVM worker (no processes left)" in caplog.text
+
+
+def test_compile_jobs_must_be_a_positive_integer(monkeypatch):
+    from compiler import config
+
+    monkeypatch.setenv("TILEFUSE_COMPILE_JOBS", "0")
+    with pytest.raises(ValueError, match="TILEFUSE_COMPILE_JOBS must be an integer >= 1"):
+        config.load()
