@@ -4,7 +4,8 @@ A backend is a module with `NAME`, `supports(spec) -> bool` and
 `render_schedule(schedule, float_dtype=...) -> program`, where the program has `.source` (the
 generated code, readable) and `.load()` (the callable) and `.load_namespace()` (its kernel
 functions by kernel name). Built: `numpy` (the readable reference, the oracle), `llvm`
-(native CPU code; matmul, conv2d and attention are extern calls into the library torch ships)
+(native CPU code, attention and most products included; GEMMs with a weight and
+convolutions may call the MKL or oneDNN that torch ships)
 and `triton` (every kernel kind; natively on a CUDA/ROCm device, else under the Triton
 interpreter). `auto` means the fastest backend on this machine: `triton` when a CUDA/ROCm
 device is present, else `llvm`. `check_parity` checks `parity_default()` unless told
