@@ -3,8 +3,10 @@ compiles per input signature, is in `compiler.jit_function`)."""
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -383,6 +385,30 @@ def _describe(x: Any) -> str:
     return f"{type(x).__name__} {x!r}"
 
 
+@contextlib.contextmanager
+def _collect_new_objects_only() -> Iterator[None]:
+    """While compiling, the garbage collector looks only at objects made since the start
+    (`gc.freeze`). Its full collections otherwise walk the whole heap, torch's and the model's
+    objects too, several times a compile (Note [Garbage collection while compiling]). A no-op
+    when something already froze objects (a compile within a compile, or the caller's own)."""
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+# Note [Garbage collection while compiling]
+# llama, compile + first call in a fresh process, empty caches, medians of 5 interleaved on
+# the 2-core AMD EPYC: 3.80 s as it was, 3.46 s with the heap frozen while compiling, 3.33 s
+# with the collector off (but peak RSS +15 MiB: cyclic garbage waits to the end). Freezing
+# costs no memory: new garbage is still collected.
+
+
+@_collect_new_objects_only()
 def compile(
     model: Callable[..., Any],
     args: tuple[Any, ...] | Any,
@@ -406,6 +432,7 @@ def compile(
     return compiled
 
 
+@_collect_new_objects_only()
 def build(
     captured: Captured,
     *,

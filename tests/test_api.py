@@ -406,3 +406,32 @@ def test_a_reassigned_parameter_or_submodule_is_read_on_the_next_call() -> None:
         torch.testing.assert_close(c(x), model(x))
         model[0].bias.mul_(3)  # in place
         torch.testing.assert_close(c(x), model(x))
+
+
+def test_compiling_freezes_the_old_heap_and_unfreezes_it_even_on_error(monkeypatch) -> None:
+    import gc
+
+    import compiler.api as api
+
+    seen: list[int] = []
+    real_capture = api.capture
+
+    def capture(*a: object, **k: object) -> object:
+        seen.append(gc.get_freeze_count())
+        return real_capture(*a, **k)
+
+    monkeypatch.setattr(api, "capture", capture)
+    assert gc.get_freeze_count() == 0
+    c = compiler.compile(Tiny(), (_inputs(2, 8),), backend="numpy")
+    assert seen[0] > 0 and gc.get_freeze_count() == 0
+    with pytest.raises(compiler.TilefuseError):
+        compiler.compile(lambda x: x.nonzero(), (_inputs(2, 8),), backend="numpy")
+    assert gc.get_freeze_count() == 0
+    gc.freeze()  # the caller's own: left alone
+    try:
+        model = Tiny()
+        c = compiler.compile(model, (_inputs(2, 8),), backend="numpy")
+        assert gc.get_freeze_count() > 0  # not unfrozen by the compile
+    finally:
+        gc.unfreeze()
+    torch.testing.assert_close(c(_inputs(2, 8)), model(_inputs(2, 8)))
