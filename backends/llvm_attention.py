@@ -45,7 +45,16 @@ from dataclasses import dataclass
 from llvmlite import ir
 
 from backends import llvm_math, llvm_tiles
-from backends.llvm_kernel import I8, I32, I64, PTR, KernelModule, Param, counted_loop
+from backends.llvm_kernel import (
+    I8,
+    I32,
+    I64,
+    PTR,
+    KernelModule,
+    Param,
+    counted_loop,
+    module_text,
+)
 from backends.llvm_winograd_out import thread_share
 from compiler.ir import DType, Node
 from compiler.schedule import ExternCall, index_map
@@ -144,9 +153,12 @@ class _Attention:
         shapes = [(roots.index(o.root), o.shape, o.strides, o.offset, o.dtype) for o in self.ops]
         key = repr((shapes, self.rows, self.threads, self.scale, self.causal, self.Dv, self.H))
         symbol = f"tf_attention_{hashlib.sha256(key.encode()).hexdigest()[:10]}"
-        self.m = ir.Module(name=symbol)
-        body = self._body(symbol)
-        self._entry(symbol, body)
+
+        def emit() -> ir.Module:
+            self.m = ir.Module(name=symbol)
+            self._entry(symbol, self._body(symbol))
+            return self.m
+
         head = [
             f"; tilefuse native attention for {self.e.name}: B={self.B} H={self.H} "
             f"(kv heads {self.Hk}) L={self.L} S={self.S} D={self.D} Dv={self.Dv} "
@@ -157,7 +169,7 @@ class _Attention:
         ]
         head += [f"; {line}" for line in str(self.e).splitlines()]
         stages = (f"attention: {self.B * self.H * self.blocks} blocks x {self.rows} rows",)
-        text = "\n".join(head) + "\n" + str(self.m)
+        text = "\n".join(head) + "\n" + module_text(symbol, emit)
         return KernelModule(symbol, text, self.params, self.scratch_bytes, True, stages)
 
     def _entry(self, symbol: str, body: ir.Function) -> None:

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from backends import llvm_attention, llvm_conv, llvm_gemm, llvm_rows
-from backends.llvm_kernel import KernelModule, render_kernel
+from backends.llvm_kernel import KernelModule, one_program, render_kernel
 from backends.llvm_runtime import PREPARE, LlvmProgram
 from backends.llvm_storage import plan_storage, storage_dtype
 from backends.numpy_ref import local
@@ -82,7 +82,8 @@ def render_schedule(
     (Note [16-bit storage]); without it every float is stored in `float_dtype`.
     `row_blocks`: run feed-forwards a block of rows at a time (Note [Row blocks]); without it
     every kernel function computes its whole kernel."""
-    return _Renderer(s, float_dtype, weights, sixteen_bit, row_blocks).program()
+    with one_program():  # identical layers' modules are emitted once
+        return _Renderer(s, float_dtype, weights, sixteen_bit, row_blocks).program()
 
 
 class _Renderer:

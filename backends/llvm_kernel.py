@@ -31,7 +31,8 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -106,6 +107,33 @@ def render_kernel(
     [16-bit storage] in `backends.llvm_storage`); every other float is stored in the compute
     type `float_dtype`."""
     return _Codegen(spec, float_dtype, narrow).module()
+
+
+_RENDERING = threading.local()  # .bodies: the IR of the program being rendered, by symbol
+
+
+@contextmanager
+def one_program() -> Iterator[None]:
+    """While a program renders: a module whose symbol this thread emitted already reuses that
+    IR (`module_text`), instead of emitting and printing it again for every identical layer.
+    A symbol names its module's IR within a program (the renderer keeps one module per
+    symbol), not across programs, so the memo lives only this long."""
+    outer = getattr(_RENDERING, "bodies", None)
+    _RENDERING.bodies = {}
+    try:
+        yield
+    finally:
+        _RENDERING.bodies = outer
+
+
+def module_text(symbol: str, emit: Callable[[], ir.Module]) -> str:
+    """`str(emit())`, or the text this program already has for `symbol` (`one_program`)."""
+    bodies = getattr(_RENDERING, "bodies", None)
+    if bodies is None:
+        return str(emit())
+    if symbol not in bodies:
+        bodies[symbol] = str(emit())
+    return bodies[symbol]
 
 
 @contextmanager
@@ -316,13 +344,16 @@ class _Codegen(IndexedValues, Reductions):
         base = re.sub(r"^k?\d+_", "", self.spec.name.rsplit(".", 1)[-1])  # not the position
         base = re.sub(r"\W", "_", base)
         symbol = f"tf_{base}_{digest[:10]}"
-        self.m = ir.Module(name=symbol)
         work = sum(math.prod(st.shape) for st in self.stages)
         parallel = work >= PARALLEL_MIN_ELEMENTS and any(
             math.prod(st.shape[: st.n_outer]) > 1 for st in self.stages
         )
-        body = self._body(symbol)
-        self._entry(symbol, body, parallel)
+
+        def emit() -> ir.Module:
+            self.m = ir.Module(name=symbol)
+            self._entry(symbol, self._body(symbol), parallel)
+            return self.m
+
         lines = [f"; tilefuse kernel {self.spec.name} ({self.fdtype} compute)"]
         lines += [f"; {line}" for line in str(self.spec).splitlines()]
         stage_lines = [self._describe(st) for st in self.stages]
@@ -331,7 +362,7 @@ class _Codegen(IndexedValues, Reductions):
         narrow = [f"{p.name} ({p.type.dtype.value})" for p in self.params if p.narrow and p.type]
         if narrow:
             lines += [f"; 16-bit storage (bf16 as i16, f16 as half): {', '.join(narrow)}"]
-        text = "\n".join(lines) + "\n" + str(self.m)
+        text = "\n".join(lines) + "\n" + module_text(symbol, emit)
         return KernelModule(
             symbol, text, self.params, self.scratch_bytes, parallel, tuple(stage_lines)
         )
@@ -495,4 +526,11 @@ class _Codegen(IndexedValues, Reductions):
         return self.b.gep(self.ptrs["scratch"], [I64(self.offsets[name])], source_etype=I8)
 
 
-__all__ = ["KernelModule", "Param", "counted_loop", "render_kernel"]
+__all__ = [
+    "KernelModule",
+    "Param",
+    "counted_loop",
+    "module_text",
+    "one_program",
+    "render_kernel",
+]

@@ -21,13 +21,14 @@ the thread's rows stream past it), the tasks shared among threads in order.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 
 from llvmlite import ir
 
 from backends import llvm_tiles
-from backends.llvm_kernel import I64, PTR, KernelModule, Param, counted_loop
+from backends.llvm_kernel import I64, PTR, KernelModule, Param, counted_loop, module_text
 from backends.llvm_winograd_out import parallel_entry, thread_share
 from compiler.ir import DType, TensorType
 
@@ -72,6 +73,30 @@ def module(name: str, mm: Matmul) -> KernelModule:
             Param("bias", "in", TensorType((mm.m if mm.bias == "row" else mm.n,), DType.f32))
         )
     params.append(Param("out", "out", TensorType((mm.batch, mm.m, mm.n), DType.f32)))
+    rows = llvm_tiles.SCORE_ROWS
+    blocks = -(-mm.m // rows)
+    per, panels = mm.panels()
+    tasks = mm.batch * panels * blocks
+    bias_text = {None: "", "row": " + bias[row]", "col": " + bias[col]"}[mm.bias]
+    head = [
+        f"; tilefuse native matmul for {name}: {mm.batch} x [{mm.m}, {mm.k}] @ [{mm.k}, {mm.n}]"
+        f"{bias_text}, A strides {mm.a_strides}, in register tiles (backends.llvm_tiles); "
+        f"{panels} panel(s) of {per} tiles x {blocks} blocks of {rows} rows",
+        f"; args: {', '.join(f'{q.role} {q.name}' for q in params)}",
+    ]
+    stages = (f"matmul: {tasks} tasks of {rows} rows x {per} tiles of 32 columns",)
+    text = (
+        "\n".join(head) + "\n" + module_text(symbol, functools.partial(_emit, symbol, mm, params))
+    )
+    return KernelModule(symbol, text, tuple(params), 0, True, stages)
+
+
+def _emit(symbol: str, mm: Matmul, params: list[Param]) -> ir.Module:
+    """The IR of `module`: tasks of (image, column panel, 8 rows) shared among the threads."""
+    rows = llvm_tiles.SCORE_ROWS
+    blocks = -(-mm.m // rows)
+    per, panels = mm.panels()
+    tasks = mm.batch * panels * blocks
     m = ir.Module(name=symbol)
     fnty = ir.FunctionType(ir.VoidType(), [I64, I64] + [PTR] * len(params))
     fn = ir.Function(m, fnty, f"{symbol}_body")
@@ -79,11 +104,7 @@ def module(name: str, mm: Matmul) -> KernelModule:
     tid, nth, *ptrs = fn.args
     p = dict(zip((q.name for q in params), ptrs, strict=True))
     b = ir.IRBuilder(fn.append_basic_block("entry"))
-    acc = llvm_tiles.Accumulators(b, llvm_tiles.SCORE_ROWS, 2, "acc")
-    rows = llvm_tiles.SCORE_ROWS
-    blocks = -(-mm.m // rows)
-    per, panels = mm.panels()
-    tasks = mm.batch * panels * blocks
+    acc = llvm_tiles.Accumulators(b, rows, 2, "acc")
     lo, hi = thread_share(b, tid, nth, tasks)
     width = per * llvm_tiles.KEYS_TILE
     last_cols = mm.n - (panels - 1) * width  # the last panel's columns
@@ -101,7 +122,10 @@ def module(name: str, mm: Matmul) -> KernelModule:
         out = b.gep(p["out"], [o], source_etype=F32)
         bias = None
         if mm.bias:  # at the origin of `out`: the task's row r0 or column s0
-            bias = (b.gep(p["bias"], [r0 if mm.bias == "row" else s0], source_etype=F32), mm.bias)
+            bias = (
+                b.gep(p["bias"], [r0 if mm.bias == "row" else s0], source_etype=F32),
+                mm.bias,
+            )
         operands = ((a, sa_m, sa_k), (bb, mm.n), (out, mm.n))
         with b.if_else(b.icmp_signed("<", panel, I64(panels - 1))) as (inner, last):
             with inner:
@@ -115,15 +139,7 @@ def module(name: str, mm: Matmul) -> KernelModule:
                 llvm_tiles.product(b, acc, *operands, height, cols, mm.k, bias=bias)
     b.ret_void()
     parallel_entry(m, symbol, fn, len(params))
-    bias_text = {None: "", "row": " + bias[row]", "col": " + bias[col]"}[mm.bias]
-    head = [
-        f"; tilefuse native matmul for {name}: {mm.batch} x [{mm.m}, {mm.k}] @ [{mm.k}, {mm.n}]"
-        f"{bias_text}, A strides {mm.a_strides}, in register tiles (backends.llvm_tiles); "
-        f"{panels} panel(s) of {per} tiles x {blocks} blocks of {rows} rows",
-        f"; args: {', '.join(f'{q.role} {q.name}' for q in params)}",
-    ]
-    stages = (f"matmul: {tasks} tasks of {rows} rows x {per} tiles of 32 columns",)
-    return KernelModule(symbol, "\n".join(head) + "\n" + str(m), tuple(params), 0, True, stages)
+    return m
 
 
 __all__ = ["PANEL_BYTES", "Matmul", "module"]

@@ -276,3 +276,48 @@ def test_long_sums_keep_their_block_loop() -> None:
     (module,) = c._program("llvm").modules.values()
     assert '"=r,0"(i64 10)' in module.ir  # the block count, through an empty asm
     assert llvm_jit.optimized_ir(module.ir).count("\n") < 1500
+
+
+def test_identical_layers_emit_their_module_once_per_program(monkeypatch):
+    import threading
+
+    from llvmlite import ir
+
+    from backends import llvm_attention, llvm_kernel
+
+    calls: list[str] = []
+
+    def emit() -> ir.Module:
+        calls.append("x")
+        return ir.Module(name="m")
+
+    text = llvm_kernel.module_text("s", emit)
+    assert llvm_kernel.module_text("s", emit) == text and len(calls) == 2  # no program: no memo
+    with llvm_kernel.one_program():
+        llvm_kernel.module_text("s", emit)
+        llvm_kernel.module_text("s", emit)
+        other = threading.Thread(target=llvm_kernel.module_text, args=("s", emit))
+        other.start()
+        other.join()  # another thread's render is not this program
+        with llvm_kernel.one_program():
+            llvm_kernel.module_text("s", emit)  # a program rendered inside: its own memo
+        llvm_kernel.module_text("s", emit)
+    assert len(calls) == 5
+
+    emitted: list[str] = []
+    real = llvm_attention._Attention._body
+    monkeypatch.setattr(
+        llvm_attention._Attention, "_body", lambda self, s: emitted.append(s) or real(self, s)
+    )
+
+    def two_layers(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        o = F.scaled_dot_product_attention(q, k, v)
+        return F.scaled_dot_product_attention(o * 2.0, k, v)
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 40, 16, generator=g) for _ in "qkv")
+    c = compiler.compile(two_layers, (q, k, v), backend="llvm")
+    torch.testing.assert_close(c(q, k, v), two_layers(q, k, v), rtol=1e-4, atol=1e-4)
+    attention = [s for s in c._program("llvm").modules if s.startswith("tf_attention")]
+    assert len(attention) == 1 and emitted == attention  # two calls, one emitted
+    assert c._program("llvm").source.count(f"{attention[0]}(NTHREADS") == 2
