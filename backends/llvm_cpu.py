@@ -99,6 +99,9 @@ class _Renderer:
         self.weights, self.row_blocks = weights, row_blocks
         self.storage = plan_storage(s, float_dtype, EXTERNS, sixteen_bit)
         self.modules: dict[str, KernelModule] = {}
+        from backends import llvm_workers  # loads LLVM: not imported to load an artifact
+
+        self.compiles = llvm_workers.Compiles()  # the modules compiling while the rest renders
         self.constants: dict[str, np.ndarray] = {}
         self.scratch: dict[int, list[tuple[str, int]]] = {}  # kernel index -> (block, bytes)
         # (view, arena block, shape, dtype): a slot's block is "slot <value>", a value's its name
@@ -107,6 +110,12 @@ class _Renderer:
         self.steps: list[tuple[str, list[Step]]] = []
         self.attentions = 0  # sdpa calls rendered as native attention kernels
         self.fused: set[int] = set()  # ids of native parts an extern call computed
+
+    def _add(self, m: KernelModule) -> None:
+        """Keep one module per symbol; a new one starts compiling (`llvm_workers.Compiles`)."""
+        if m.symbol not in self.modules:
+            self.modules[m.symbol] = m
+            self.compiles.submit(m.ir)
 
     def dtype(self, name: str, t: TensorType) -> str:
         """The storage dtype of value `name` as driver source: `torch.bfloat16`."""
@@ -155,6 +164,7 @@ class _Renderer:
             self.steps,
             inputs,
             self.storage,
+            compiles=self.compiles,
         )
 
     def _prepare(self, kernels: list[str]) -> str:
@@ -218,7 +228,7 @@ class _Renderer:
                     names[o] = self._slot(o, st.type_of(o))
             ends = [v.name for v in st.inputs] + list(st.outputs)
             m = render_kernel(st, self.fd, self.storage.narrow_in(ends))
-            self.modules.setdefault(m.symbol, m)
+            self._add(m)
             args = []
             for p in m.params:
                 if p.role == "const":
@@ -265,7 +275,7 @@ class _Renderer:
                 names[out] = self._slot(out, n.out.type)
             m = llvm_attention.render_attention(e, attention, num_threads())
             self.attentions += 1
-            self.modules.setdefault(m.symbol, m)
+            self._add(m)
             args = [names[p.name] for p in m.params if p.role != "scratch"]
             lines.append(
                 f"    {m.symbol}(NTHREADS, {', '.join(args)})  # native attention {e.name}: "
@@ -277,7 +287,7 @@ class _Renderer:
             if conv is not None:
                 call, modules, fused = conv
                 for mod in modules:
-                    self.modules.setdefault(mod.symbol, mod)
+                    self._add(mod)
                 if fused is not None:
                     self.fused.add(id(fused))
                 return call
@@ -286,7 +296,7 @@ class _Renderer:
             if gemm is not None:
                 call, modules, fused = gemm
                 for mod in modules:
-                    self.modules.setdefault(mod.symbol, mod)
+                    self._add(mod)
                 if fused is not None:
                     self.fused.add(id(fused))
                 return call

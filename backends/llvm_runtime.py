@@ -59,6 +59,7 @@ class LlvmProgram:
     storage: Storage | None = None  # every value's storage dtype (None: loaded, not rendered)
     source_file: Path | None = None  # where `source` is, when loaded from an artifact
     code: types.CodeType | None = None  # the driver compiled, when an artifact saved it
+    compiles: Any = None  # `llvm_workers.Compiles` of the modules, when rendered in this process
 
     @property
     def filename(self) -> str:
@@ -118,7 +119,8 @@ class LlvmProgram:
 
             llvm_jit.openmp()
             texts = [m.ir for m in self.modules.values()]
-            lib = llvm_jit.NativeLibrary(llvm_workers.compile_all(texts))
+            jobs = self.compiles if self.compiles is not None else llvm_workers.Compiles()
+            lib = llvm_jit.NativeLibrary(jobs.objects(texts))
         namespace: dict[str, Any] = {
             "torch": torch,
             "F": torch.nn.functional,

@@ -2,13 +2,16 @@
 processes.
 
     objects = compile_all(ir_texts)     # == [llvm_jit.compile_object(t) for t in ir_texts]
+    jobs = Compiles(); jobs.submit(text)...; jobs.objects(texts)   # as a program renders
 
 llvmlite serializes every call into LLVM behind one lock, so threads cannot share the work.
 Workers are fresh interpreters running this module (`python -m backends.llvm_workers`), which
 import llvmlite and `backends.llvm_jit` but not torch (about 0.1 s to start). Texts are handed
 out one at a time, the longest first, from one queue: this process compiles the next one while
 a thread per worker sends it the next, waits for its object and asks again. Workers compile with
-`llvm_jit.compile_object`, so they fill the same disk cache.
+`llvm_jit.compile_object`, so they fill the same disk cache. The llvm renderer submits each
+module as it is made (`Compiles`), so workers compile while the rest of the program renders;
+this process joins in when the program is loaded.
 
 Only misses of the disk cache are shared, and only when they add up to MIN_SHARED_IR_CHARS:
 a warm start or a small kernel never starts a process. TILEFUSE_COMPILE_JOBS (default: the
@@ -36,6 +39,7 @@ import struct
 import subprocess
 import sys
 import threading
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
@@ -46,68 +50,102 @@ from compiler import config
 MIN_SHARED_IR_CHARS = 100_000
 """Below this much IR to compile (~0.1 s of LLVM) everything stays in this process."""
 
+IDLE_SECONDS = 2.0
+"""A worker waiting this long for a text stops (this process compiles what comes later)."""
+
 _COMPILED, _CACHED, _FAILED = 0, 1, 2
 log = logging.getLogger("tilefuse.llvm")
 
 
 def compile_all(ir_texts: Sequence[str]) -> list[bytes]:
     """`llvm_jit.compile_object` of each text, in order; cache misses shared across processes."""
-    objects: dict[int, bytes] = {}
-    misses = []
-    for i, text in enumerate(ir_texts):
-        obj = llvm_jit.cached_object(text)
-        if obj is None:
-            misses.append(i)
-        else:
-            objects[i] = obj
-    jobs = min(config.load().compile_jobs or config.num_threads(), len(misses))
-    if jobs < 2 or sum(len(ir_texts[i]) for i in misses) < MIN_SHARED_IR_CHARS:
-        jobs = 1
-    todo: queue.SimpleQueue[int] = queue.SimpleQueue()
-    for i in sorted(misses, key=lambda i: -len(ir_texts[i])):
-        todo.put(i)
-    errors: list[BaseException] = []
-    feeders = [
-        threading.Thread(target=_feed, args=(ir_texts, todo, objects, errors), daemon=True)
-        for _ in range(jobs - 1)
-    ]
-    for t in feeders:
-        t.start()
-    try:
-        _drain(ir_texts, todo, objects, errors)
-        for t in feeders:
-            t.join()
-        _drain(ir_texts, todo, objects, errors)  # what a failed worker handed back
-    except BaseException as e:
-        errors.append(e)  # the feeders stop at their next text
-        raise
-    if errors:
-        raise errors[0]
-    return [objects[i] for i in range(len(ir_texts))]
+    jobs = Compiles()
+    for text in sorted(ir_texts, key=len, reverse=True):
+        jobs.submit(text)
+    return jobs.objects(ir_texts)
 
 
-def _drain(
-    texts: Sequence[str],
-    todo: queue.SimpleQueue[int],
-    objects: dict[int, bytes],
-    errors: list[BaseException],
-) -> None:
-    """Compile texts from `todo` in this process until none are left (or a worker failed)."""
-    while not errors:
-        try:
-            i = todo.get_nowait()
-        except queue.Empty:
+class Compiles:
+    """Texts compiling in worker processes while the rest of a program is still rendered.
+
+        jobs = Compiles()
+        jobs.submit(module.ir)              # as each module is made
+        objects = jobs.objects(texts)        # this process joins in; objects in order
+
+    Workers start once MIN_SHARED_IR_CHARS of cache misses wait; a Compiles dropped before
+    `objects` stops its workers."""
+
+    def __init__(self) -> None:
+        self.jobs = config.load().compile_jobs or config.num_threads()
+        self.texts: list[str] = []
+        self.index: dict[str, int] = {}
+        self.done: dict[int, bytes] = {}
+        self.todo: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+        self.errors: list[BaseException] = []
+        self.feeders: list[threading.Thread] = []
+        self.waiting = 0  # IR characters submitted as misses
+        weakref.finalize(self, _stop, self.todo, self.feeders)
+
+    def submit(self, text: str) -> None:
+        if text in self.index:
             return
-        objects[i] = llvm_jit.compile_object(texts[i])
+        i = self.index[text] = len(self.texts)
+        self.texts.append(text)
+        obj = llvm_jit.cached_object(text)
+        if obj is not None:
+            self.done[i] = obj
+            return
+        self.todo.put(i)
+        self.waiting += len(text)
+        if not self.feeders and self.jobs > 1 and self.waiting >= MIN_SHARED_IR_CHARS:
+            args = (self.texts, self.todo, self.done, self.errors)
+            self.feeders += [
+                threading.Thread(target=_feed, args=args, daemon=True) for _ in range(self.jobs - 1)
+            ]
+            for t in self.feeders:
+                t.start()
+
+    def objects(self, texts: Sequence[str]) -> list[bytes]:
+        """The object code of each of `texts` (submitted or not), in order."""
+        for text in texts:
+            self.submit(text)
+        try:
+            self._drain()
+            _stop(self.todo, self.feeders)
+            for t in self.feeders:
+                t.join()
+            self._drain()  # what a failed worker handed back
+        except BaseException as e:
+            self.errors.append(e)  # the workers stop at their next text
+            raise
+        if self.errors:
+            raise self.errors[0]
+        return [self.done[self.index[t]] for t in texts]
+
+    def _drain(self) -> None:
+        """Compile what waits in this process until nothing does (or a worker failed)."""
+        while not self.errors:
+            try:
+                i = self.todo.get_nowait()
+            except queue.Empty:
+                return
+            if i is not None:  # None: a stop meant for a worker that has ended
+                self.done[i] = llvm_jit.compile_object(self.texts[i])
+
+
+def _stop(todo: queue.SimpleQueue[int | None], feeders: list[threading.Thread]) -> None:
+    """One stop per worker, after every text already waiting."""
+    for _ in feeders:
+        todo.put(None)
 
 
 def _feed(
-    texts: Sequence[str],
-    todo: queue.SimpleQueue[int],
-    objects: dict[int, bytes],
+    texts: list[str],
+    todo: queue.SimpleQueue[int | None],
+    done: dict[int, bytes],
     errors: list[BaseException],
 ) -> None:
-    """One worker's thread: start it, then send it texts from `todo` until none are left."""
+    """One worker's thread: start it, then send it texts from `todo` until a stop."""
     try:
         proc = _start()
     except OSError as e:
@@ -115,11 +153,7 @@ def _feed(
         return
     assert proc.stdin is not None and proc.stdout is not None
     try:
-        while not errors:
-            try:
-                i = todo.get_nowait()
-            except queue.Empty:
-                break
+        while not errors and (i := _next(todo)) is not None:
             try:
                 proc.stdin.write(_frame(texts[i].encode()))
                 proc.stdin.flush()
@@ -132,11 +166,20 @@ def _feed(
                 errors.append(ValueError(data.decode()))
                 return
             llvm_jit.STATS["compiled" if status == _COMPILED else "cache_hits"] += 1
-            objects[i] = data
+            done[i] = data
     finally:
         with contextlib.suppress(OSError):
             proc.stdin.close()  # EOF: the worker exits
         proc.wait()
+
+
+def _next(todo: queue.SimpleQueue[int | None]) -> int | None:
+    """The next text for a worker; None for a stop, or after IDLE_SECONDS with nothing to do
+    (a program rendered but never loaded does not keep its workers)."""
+    try:
+        return todo.get(timeout=IDLE_SECONDS)
+    except queue.Empty:
+        return None
 
 
 def _start() -> subprocess.Popen[bytes]:

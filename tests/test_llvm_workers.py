@@ -40,12 +40,13 @@ def cache_dir(tmp_path, monkeypatch):
 
 def _feed_all(texts: list[str]) -> tuple[dict[int, bytes], list[BaseException]]:
     """Everything through one worker (no race with this process for the texts)."""
-    todo: queue.SimpleQueue[int] = queue.SimpleQueue()
+    todo: queue.SimpleQueue[int | None] = queue.SimpleQueue()
     for i in range(len(texts)):
         todo.put(i)
+    todo.put(None)  # then stop
     objects: dict[int, bytes] = {}
     errors: list[BaseException] = []
-    llvm_workers._feed(texts, todo, objects, errors)
+    llvm_workers._feed(list(texts), todo, objects, errors)
     return objects, errors
 
 
@@ -97,11 +98,11 @@ def test_a_worker_that_dies_hands_its_text_back(monkeypatch, caplog):
         return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
 
     monkeypatch.setattr(llvm_workers, "_start", dies)
-    todo: queue.SimpleQueue[int] = queue.SimpleQueue()
+    todo: queue.SimpleQueue[int | None] = queue.SimpleQueue()
     for i in range(3):
         todo.put(i)
     objects: dict[int, bytes] = {}
-    llvm_workers._feed(TEXTS, todo, objects, [])
+    llvm_workers._feed(list(TEXTS), todo, objects, [])
     assert not objects and todo.qsize() == 3  # the one it took is back in the queue
     assert "LLVM worker failed" in caplog.text
 
@@ -129,3 +130,44 @@ def test_compile_jobs_must_be_a_positive_integer(monkeypatch):
     monkeypatch.setenv("TILEFUSE_COMPILE_JOBS", "0")
     with pytest.raises(ValueError, match="TILEFUSE_COMPILE_JOBS must be an integer >= 1"):
         config.load()
+
+
+def test_texts_compile_while_submitted_and_come_back_in_order(monkeypatch):
+    monkeypatch.setattr(llvm_workers, "MIN_SHARED_IR_CHARS", 2 * len(TEXTS[0]))
+    monkeypatch.setenv("TILEFUSE_COMPILE_JOBS", "2")
+    jobs = llvm_workers.Compiles()
+    jobs.submit(TEXTS[0])
+    assert not jobs.feeders  # under the threshold: nothing started
+    jobs.submit(TEXTS[0])  # a duplicate counts once
+    assert not jobs.feeders
+    jobs.submit(TEXTS[1])
+    assert len(jobs.feeders) == 1  # one worker for the second CPU
+    texts = list(reversed(TEXTS))
+    assert jobs.objects(texts) == [llvm_jit.cached_object(t) for t in texts]
+    assert not any(t.is_alive() for t in jobs.feeders)
+
+
+def test_a_dropped_or_idle_compiles_stops_its_workers(monkeypatch):
+    import gc
+
+    monkeypatch.setattr(llvm_workers, "MIN_SHARED_IR_CHARS", 0)
+    monkeypatch.setenv("TILEFUSE_COMPILE_JOBS", "2")
+    monkeypatch.setattr(llvm_workers, "IDLE_SECONDS", 60.0)
+    jobs = llvm_workers.Compiles()
+    jobs.submit(SCALE.format(n=40))
+    feeder = jobs.feeders[0]
+    del jobs  # rendered, never loaded
+    gc.collect()
+    feeder.join(timeout=10)
+    assert not feeder.is_alive()
+
+    monkeypatch.setattr(llvm_workers, "IDLE_SECONDS", 0.05)
+    jobs = llvm_workers.Compiles()
+    jobs.submit(SCALE.format(n=41))
+    jobs.feeders[0].join(timeout=10)  # idle: stopped by itself
+    assert not jobs.feeders[0].is_alive()
+    late = [SCALE.format(n=n) for n in range(42, 45)]
+    for text in late:
+        jobs.submit(text)  # this process compiles them
+    texts = [SCALE.format(n=41), *late]
+    assert jobs.objects(texts) == [llvm_jit.cached_object(t) for t in texts]
