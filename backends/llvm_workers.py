@@ -7,8 +7,9 @@ processes.
 llvmlite serializes every call into LLVM behind one lock, so threads cannot share the work.
 Workers are fresh interpreters running this module (`python -m backends.llvm_workers`), which
 import llvmlite and `backends.llvm_jit` but not torch (about 0.1 s to start). Texts are handed
-out one at a time, the longest first, from one queue: this process compiles the next one while
-a thread per worker sends it the next, waits for its object and asks again. Workers compile with
+out one at a time from one queue, in the order they were submitted (`compile_all`: the longest
+first): this process compiles the next one while a thread per worker sends it the next, waits
+for its object and asks again. Workers compile with
 `llvm_jit.compile_object`, so they fill the same disk cache. The llvm renderer submits each
 module as it is made (`Compiles`), so workers compile while the rest of the program renders;
 this process joins in when the program is loaded.
