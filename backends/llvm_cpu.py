@@ -26,15 +26,17 @@ what each graph input is passed as.
 from __future__ import annotations
 
 import ast
+import builtins
 import logging
 import math
+import re
 
 import numpy as np
 import torch
 
 from backends import llvm_attention, llvm_conv, llvm_gemm, llvm_rows
 from backends.llvm_kernel import KernelModule, one_program, render_kernel
-from backends.llvm_runtime import PREPARE, LlvmProgram
+from backends.llvm_runtime import DRIVER_GLOBALS, PREPARE, LlvmProgram
 from backends.llvm_storage import plan_storage, storage_dtype
 from backends.numpy_ref import local
 from compiler.config import num_threads
@@ -84,6 +86,14 @@ def render_schedule(
     every kernel function computes its whole kernel."""
     with one_program():  # identical layers' modules are emitted once
         return _Renderer(s, float_dtype, weights, sixteen_bit, row_blocks).program()
+
+
+def entry_name(graph: str) -> str:
+    """The driver's program function for graph `graph`: its name, unless that is a name the
+    driver already uses (`W`, `F`, `view`, a builtin, a kernel's `k3_...`): then `<name>_forward`.
+    A model class named `W` used to replace the packed weights (`W.dnnl(...)` failed)."""
+    taken = graph in DRIVER_GLOBALS or hasattr(builtins, graph)
+    return f"{graph}_forward" if taken or re.match(r"(k\d+_|[gc]_|tf_)", graph) else graph
 
 
 class _Renderer:
@@ -157,7 +167,7 @@ class _Renderer:
             source += "\n\n\n" + prepare
         inputs = tuple(self.storage.dtype(v.name, v.type) for v in self.g.inputs)
         return LlvmProgram(
-            self.g.name,
+            entry_name(self.g.name),
             source + "\n",
             self.modules,
             self.constants,
@@ -355,7 +365,7 @@ class _Renderer:
         """The program function; `specs`: the kernels as rendered (a row run's for one block)."""
         g = self.g
         roots = output_roots(g)
-        lines = [f"def {g.name}({', '.join(local(v.name) for v in g.inputs)}):"]
+        lines = [f"def {entry_name(g.name)}({', '.join(local(v.name) for v in g.inputs)}):"]
         lines += [f"    # {line}" for line in print_graph(g).splitlines()[:1]]
         names = {v.name: local(v.name) for v in g.inputs}
         runs = {j: r for r in self.runs for j in range(r.first, r.last + 1)}

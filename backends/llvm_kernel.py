@@ -430,10 +430,11 @@ class _Codegen(IndexedValues, Reductions):
         fn.linkage = "internal"
         fn.args[0].name, fn.args[1].name = "tid", "nth"
         self.ptrs: dict[str, ir.Value] = {}
+        self.const_ptrs: dict[str, ir.Value] = {}  # apart: a constant may be an output too
         for p, a in zip(self.params, fn.args[2:], strict=True):
-            a.name = f"p_{p.name}"
+            a.name = f"{'c' if p.role == 'const' else 'p'}_{p.name}"
             a.add_attribute("noalias")
-            self.ptrs[p.name] = a
+            (self.const_ptrs if p.role == "const" else self.ptrs)[p.name] = a
         self.entry_block = fn.append_basic_block("entry")
         start = fn.append_basic_block("start")
         self.b = ir.IRBuilder(start)

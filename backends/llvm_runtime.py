@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from compiler.schedule import Step
 
 PREPARE = "prepare_weights"  # the driver function that prepares the weights
+DRIVER_GLOBALS = frozenset({"torch", "F", "view", "W", "NTHREADS", "_library", "arena", PREPARE})
+"""Names the driver's module defines besides its functions (`load_namespace`, the arena)."""
 
 
 @dataclass(frozen=True)

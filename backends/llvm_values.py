@@ -4,9 +4,9 @@
 an index of a value to the indices of its inputs (views, broadcasts, pads, concatenations,
 gathers: `input_indices`) and emits the value there (`value`), memoized per loop scope so a
 value read twice at one index is computed once. It expects the generator's state: `b` (the
-builder), `m` (the module), `F` (the float type), `types`, `producers`, `ptrs`, `scratch`,
-`env` (loop variables), `scopes`, `narrow` (parameters stored in 16 bits), and the
-generator's `_reduce` and `_scratch_ptr`.
+builder), `m` (the module), `F` (the float type), `types`, `producers`, `ptrs`, `const_ptrs`
+(the constants' arrays), `scratch`, `env` (loop variables), `scopes`, `narrow` (parameters
+stored in 16 bits), and the generator's `_reduce` and `_scratch_ptr`.
 """
 
 from __future__ import annotations
@@ -212,7 +212,9 @@ class IndexedValues:
         t = self.types[name]
         if name in self.scratch:
             out = self._load(self._scratch_ptr(name), t, idx)
-        elif name not in self.producers or self.producers[name].op == "constant":
+        elif name in self.const_ptrs:  # a constant's array (even when it is also an output)
+            out = self._load(self.const_ptrs[name], t, idx)
+        elif name not in self.producers:
             out = self._load(self.ptrs[name], t, idx, name in self.narrow)
         elif self.producers[name].op in REDUCE_OPS:  # a row phase of an outer loop: here
             out = self._reduce(self.producers[name], idx)

@@ -321,3 +321,37 @@ def test_identical_layers_emit_their_module_once_per_program(monkeypatch):
     attention = [s for s in c._program("llvm").modules if s.startswith("tf_attention")]
     assert len(attention) == 1 and emitted == attention  # two calls, one emitted
     assert c._program("llvm").source.count(f"{attention[0]}(NTHREADS") == 2
+
+
+def test_weights_captured_as_constants_feed_extern_calls():
+    """A function closing over a module: torch.export lifts its weights to constants, which a
+    native part hands to the convolution. The part's constant and its output share a name."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, 8, 4, stride=4).eval()
+    x = torch.randn(1, 3, 16, 16)
+
+    def patches(px: torch.Tensor) -> torch.Tensor:
+        return conv(px).flatten(2).transpose(1, 2)
+
+    c = compiler.compile(patches, (x,), backend="llvm")
+    with torch.no_grad():
+        torch.testing.assert_close(c(x), patches(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["W", "F", "view", "len", "k0_conv2d"])
+def test_a_model_named_like_a_driver_global_still_runs(name):
+    class Model(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = torch.nn.Linear(16, 32)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.relu(self.fc(x))
+
+    Model.__name__ = Model.__qualname__ = name
+    torch.manual_seed(0)
+    model, x = Model().eval(), torch.randn(64, 16)
+    c = compiler.compile(model, (x,), backend="llvm")
+    with torch.no_grad():
+        torch.testing.assert_close(c(x), model(x), rtol=1e-5, atol=1e-5)
+    assert f"def {name}_forward(" in c.source("llvm")
