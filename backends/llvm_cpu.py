@@ -255,14 +255,20 @@ class _Renderer:
 
     def _slot(self, value: str, t: TensorType) -> str:
         """A global view of a slot for `value`: arena memory that lives only while the kernel
-        being rendered runs."""
-        block = f"slot {value}"
-        self.scratch.setdefault(self.kernel_index, []).append((block, self._view(block, value, t)))
-        return f"g_{value}"
+        being rendered runs. A value that fusion recomputes in two kernels (a mask made by
+        `full`, read by every layer's attention) gets a slot, and a view, in each: named after
+        the kernel from the second on, so neither shares the other's offset."""
+        block, view = f"slot {value}", f"g_{value}"
+        if block in self.view_bytes:
+            block, view = f"slot {value} k{self.kernel_index}", f"g_{value}_k{self.kernel_index}"
+        need = self._view(block, value, t, view)
+        self.scratch.setdefault(self.kernel_index, []).append((block, need))
+        return view
 
-    def _view(self, block: str, value: str, t: TensorType) -> int:
-        """Register the global view `g_<value>` of arena block `block`; its bytes."""
-        self.views.append((f"g_{value}", block, t.shape, self.dtype(value, t)))
+    def _view(self, block: str, value: str, t: TensorType, view: str | None = None) -> int:
+        """Register the global view `view` (default `g_<value>`) of arena block `block`; its
+        bytes."""
+        self.views.append((view or f"g_{value}", block, t.shape, self.dtype(value, t)))
         self.view_bytes[block] = self.storage.nbytes(value, t)
         return self.view_bytes[block]
 

@@ -355,3 +355,32 @@ def test_a_model_named_like_a_driver_global_still_runs(name):
     with torch.no_grad():
         torch.testing.assert_close(c(x), model(x), rtol=1e-5, atol=1e-5)
     assert f"def {name}_forward(" in c.source("llvm")
+
+
+def test_a_value_recomputed_in_two_kernels_gets_a_slot_in_each():
+    """HF ViT builds one all-True mask (`full`) that every layer's attention reads: fusion
+    recomputes it in each attention kernel, into a slot. Both slots had one name, hence one
+    offset: the first layer's mask overwrote its own V (wrong output from 2 layers on)."""
+
+    class Layers(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.qkv = torch.nn.ModuleList(torch.nn.Linear(64, 192) for _ in range(2))
+            self.out = torch.nn.ModuleList(torch.nn.Linear(64, 64) for _ in range(2))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            mask = torch.full((1, 1, x.shape[1], x.shape[1]), True)
+            for qkv, out in zip(self.qkv, self.out, strict=True):
+                q, k, v = (t.view(1, -1, 2, 32).transpose(1, 2) for t in qkv(x).chunk(3, -1))
+                a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+                x = x + out(a.transpose(1, 2).reshape(x.shape))
+            return x
+
+    torch.manual_seed(0)
+    model, x = Layers().eval(), torch.randn(1, 197, 64)
+    c = compiler.compile(model, (x,), backend="llvm")
+    with torch.no_grad():
+        torch.testing.assert_close(c(x), model(x), rtol=1e-4, atol=1e-4)
+    source = c.source("llvm")
+    slots = [line.split(" = ")[0] for line in source.splitlines() if "torch.bool" in line]
+    assert len(slots) == 2 and len(set(slots)) == 2, slots  # one view per kernel
