@@ -45,16 +45,8 @@ from dataclasses import dataclass
 from llvmlite import ir
 
 from backends import llvm_math, llvm_tiles
-from backends.llvm_kernel import (
-    I8,
-    I32,
-    I64,
-    PTR,
-    KernelModule,
-    Param,
-    counted_loop,
-    module_text,
-)
+from backends.llvm_emit import I8, I32, I64, PTR, counted_loop, module_text
+from backends.llvm_kernel import KernelModule, Param
 from backends.llvm_winograd_out import thread_share
 from compiler.ir import DType, Node
 from compiler.schedule import ExternCall, index_map

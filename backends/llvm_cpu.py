@@ -35,7 +35,8 @@ import numpy as np
 import torch
 
 from backends import llvm_attention, llvm_conv, llvm_gemm, llvm_rows
-from backends.llvm_kernel import KernelModule, one_program, render_kernel
+from backends.llvm_emit import one_program
+from backends.llvm_kernel import KernelModule, render_kernel
 from backends.llvm_runtime import DRIVER_GLOBALS, PREPARE, LlvmProgram
 from backends.llvm_storage import plan_storage, storage_dtype
 from backends.numpy_ref import local

@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from llvmlite import ir
 
 from backends import llvm_tiles
-from backends.llvm_kernel import I64, PTR, KernelModule, Param, counted_loop, module_text
+from backends.llvm_emit import I64, PTR, counted_loop, module_text
+from backends.llvm_kernel import KernelModule, Param
 from backends.llvm_winograd_out import parallel_entry, thread_share
 from compiler.ir import DType, TensorType
 
@@ -58,6 +59,13 @@ class Matmul:
         per = max(1, min(tiles, PANEL_BYTES // (self.k * llvm_tiles.KEYS_TILE * 4)))
         return per, -(-tiles // per)
 
+    def tasks(self) -> tuple[int, int, int, int]:
+        """(blocks of SCORE_ROWS rows, tiles per panel, panels, tasks): a task is one block
+        of one panel of one product."""
+        blocks = -(-self.m // llvm_tiles.SCORE_ROWS)
+        per, panels = self.panels()
+        return blocks, per, panels, self.batch * panels * blocks
+
 
 def module(name: str, mm: Matmul) -> KernelModule:
     """The native kernel of `mm`, named after the extern call `name` it computes.
@@ -74,9 +82,7 @@ def module(name: str, mm: Matmul) -> KernelModule:
         )
     params.append(Param("out", "out", TensorType((mm.batch, mm.m, mm.n), DType.f32)))
     rows = llvm_tiles.SCORE_ROWS
-    blocks = -(-mm.m // rows)
-    per, panels = mm.panels()
-    tasks = mm.batch * panels * blocks
+    blocks, per, panels, tasks = mm.tasks()
     bias_text = {None: "", "row": " + bias[row]", "col": " + bias[col]"}[mm.bias]
     head = [
         f"; tilefuse native matmul for {name}: {mm.batch} x [{mm.m}, {mm.k}] @ [{mm.k}, {mm.n}]"
@@ -94,9 +100,7 @@ def module(name: str, mm: Matmul) -> KernelModule:
 def _emit(symbol: str, mm: Matmul, params: list[Param]) -> ir.Module:
     """The IR of `module`: tasks of (image, column panel, 8 rows) shared among the threads."""
     rows = llvm_tiles.SCORE_ROWS
-    blocks = -(-mm.m // rows)
-    per, panels = mm.panels()
-    tasks = mm.batch * panels * blocks
+    blocks, per, panels, tasks = mm.tasks()
     m = ir.Module(name=symbol)
     fnty = ir.FunctionType(ir.VoidType(), [I64, I64] + [PTR] * len(params))
     fn = ir.Function(m, fnty, f"{symbol}_body")

@@ -123,6 +123,7 @@ class LlvmProgram:
             texts = [m.ir for m in self.modules.values()]
             jobs = self.compiles if self.compiles is not None else llvm_workers.Compiles()
             lib = llvm_jit.NativeLibrary(jobs.objects(texts))
+            self.compiles = None  # linked: its texts and objects are not needed again
         namespace: dict[str, Any] = {
             "torch": torch,
             "F": torch.nn.functional,

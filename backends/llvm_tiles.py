@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from llvmlite import ir
 
-from backends.llvm_kernel import I64, PTR, counted_loop
+from backends.llvm_emit import I64, PTR, counted_loop
 
 F32 = ir.FloatType()
 LANES = 16

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 
 from llvmlite import ir
 
-from backends.llvm_kernel import I32, I64, PTR, KernelModule, Param, counted_loop
+from backends.llvm_emit import I32, I64, PTR, counted_loop
+from backends.llvm_kernel import KernelModule, Param
 from compiler.ir import DType, TensorType
 from compiler.schedule import VIEW_OPS, ExternCall, KernelSpec, Step, index_map
 

@@ -283,7 +283,7 @@ def test_identical_layers_emit_their_module_once_per_program(monkeypatch):
 
     from llvmlite import ir
 
-    from backends import llvm_attention, llvm_kernel
+    from backends import llvm_attention, llvm_emit
 
     calls: list[str] = []
 
@@ -291,17 +291,17 @@ def test_identical_layers_emit_their_module_once_per_program(monkeypatch):
         calls.append("x")
         return ir.Module(name="m")
 
-    text = llvm_kernel.module_text("s", emit)
-    assert llvm_kernel.module_text("s", emit) == text and len(calls) == 2  # no program: no memo
-    with llvm_kernel.one_program():
-        llvm_kernel.module_text("s", emit)
-        llvm_kernel.module_text("s", emit)
-        other = threading.Thread(target=llvm_kernel.module_text, args=("s", emit))
+    text = llvm_emit.module_text("s", emit)
+    assert llvm_emit.module_text("s", emit) == text and len(calls) == 2  # no program: no memo
+    with llvm_emit.one_program():
+        llvm_emit.module_text("s", emit)
+        llvm_emit.module_text("s", emit)
+        other = threading.Thread(target=llvm_emit.module_text, args=("s", emit))
         other.start()
         other.join()  # another thread's render is not this program
-        with llvm_kernel.one_program():
-            llvm_kernel.module_text("s", emit)  # a program rendered inside: its own memo
-        llvm_kernel.module_text("s", emit)
+        with llvm_emit.one_program():
+            llvm_emit.module_text("s", emit)  # a program rendered inside: its own memo
+        llvm_emit.module_text("s", emit)
     assert len(calls) == 5
 
     emitted: list[str] = []

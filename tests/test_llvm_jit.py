@@ -212,7 +212,7 @@ def _prefix_sum_module(rolled: bool) -> str:
     """x[i + 1] += x[i] for i < 8: a constant trip count -O3 unrolls in full unless told not to."""
     from llvmlite import ir
 
-    from backends.llvm_kernel import I64, PTR, counted_loop
+    from backends.llvm_emit import I64, PTR, counted_loop
 
     f32 = ir.FloatType()
     m = ir.Module(name="loops")
