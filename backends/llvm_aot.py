@@ -28,8 +28,13 @@ import subprocess
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from backends import native_libs
+from compiler import config
+
+if TYPE_CHECKING:
+    from backends import llvm_jit
 
 
 def ir_digest(ir_text: str) -> str:
@@ -52,13 +57,20 @@ def cpu_fields() -> dict[str, str]:
     return fields
 
 
-@functools.cache
 def cpu_fingerprint() -> str:
     """This CPU as the library's machine code depends on it: architecture, vendor, model and
-    feature flags (/proc/cpuinfo), read without LLVM."""
+    feature flags (/proc/cpuinfo), and the instruction set compiled for (TILEFUSE_ISA), read
+    without LLVM."""
+    return _fingerprint(config.load().isa)
+
+
+@functools.cache
+def _fingerprint(isa: str) -> str:
     fields = cpu_fields()
     flags = " ".join(sorted(fields.get("flags", "").split()))
     parts = (platform.machine(), fields.get("vendor_id", ""), fields.get("model name", ""), flags)
+    if isa != "native":  # native: the fingerprint saved artifacts already record
+        parts += (f"isa={isa}",)
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
 
@@ -70,7 +82,7 @@ def link_shared(modules: Mapping[str, str], path: Path) -> str | None:
         return "no C compiler (cc) on PATH to link the kernels into a shared library"
     from backends import llvm_jit
 
-    tm = _pic_target_machine()
+    tm = _pic_target_machine(llvm_jit.host())
     with tempfile.TemporaryDirectory(prefix="tilefuse-aot-") as tmp:
         objects = []
         for i, ir_text in enumerate(modules.values()):
@@ -88,12 +100,9 @@ def link_shared(modules: Mapping[str, str], path: Path) -> str | None:
 
 
 @functools.cache
-def _pic_target_machine() -> object:
+def _pic_target_machine(h: llvm_jit.Host) -> object:
     import llvmlite.binding as llvm
 
-    from backends import llvm_jit
-
-    h = llvm_jit.host()
     target = llvm.Target.from_triple(h.triple)
     return target.create_target_machine(
         cpu=h.cpu, features=h.features, opt=3, reloc="pic", codemodel="default"

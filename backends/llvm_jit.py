@@ -5,13 +5,26 @@
     fn = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(lib.address("k0_fused_gelu"))
 
 The IR generator lives elsewhere; this module only knows about IR *text* and object bytes.
-Environment (through `compiler.config`): TILEFUSE_NUM_THREADS, TILEFUSE_CACHE_DIR.
+Environment (through `compiler.config`): TILEFUSE_NUM_THREADS, TILEFUSE_CACHE_DIR, TILEFUSE_ISA.
 
 Note [Why 512-bit vectors need a feature flag]
 LLVM tunes Skylake-AVX512/Cascade Lake with `prefer-256-bit`, so even with avx512f the loop
 vectorizer picks ymm registers. We compile for the CPU we run on and want zmm, so `host()` adds
 `-prefer-256-bit` to the feature string when avx512f is present. It is part of `Host.features`
 and therefore of the object cache key.
+
+Note [Compiling for AVX2 on an AVX-512 CPU]
+TILEFUSE_ISA=avx2 compiles for this CPU with its AVX-512 turned off: every avx512* feature,
+AVX10 (which includes 512-bit vectors) and AMX's AVX-512 forms. LLVM then selects instructions
+and 256-bit vectors as for an AVX2-only CPU, and the code still runs here; only the tuning (the
+CPU name) stays this CPU's. The loop vectorizer chooses vector factors and interleave counts by
+register width, so on 256-bit vectors reductions reassociate differently: that path needs test
+runs of its own, which an AVX-512 host gives only this way (the tests taking the `isa` fixture
+in tests/conftest.py run both ways there). The feature string is part of `Host.features`, hence
+of the object cache key: AVX2 and AVX-512 objects never share a key. `host()` reads the setting
+on every call (the description is cached per value), so a test may change it with
+monkeypatch.setenv; compile workers inherit it with the environment, and a saved artifact's
+kernels.so records it with the CPU fingerprint (`llvm_aot.cpu_fingerprint`).
 
 Note [Why ORC LLJIT and not MCJIT]
 Both load object files in llvmlite 0.50. MCJIT (`create_mcjit_compiler`) takes ownership of the
@@ -63,12 +76,27 @@ class Host:
     vector_bits: int  # 512 with avx512f, 256 with avx2, else 128
 
 
-@functools.cache
 def host() -> Host:
-    """Describe the host CPU (initializing LLVM's native target once)."""
+    """Describe the CPU we compile for: this one, restricted as TILEFUSE_ISA asks (Note
+    [Compiling for AVX2 on an AVX-512 CPU]). Initializes LLVM's native target once."""
+    return _host(config.load().isa)
+
+
+def _is_avx512(feature: str) -> bool:
+    """An LLVM x86 feature that needs AVX-512 (AVX10 is AVX-512 under a new name)."""
+    return "avx512" in feature or feature.startswith("avx10")
+
+
+@functools.cache
+def _host(isa: str) -> Host:
     llvm.initialize_native_target()
     llvm.initialize_native_asmprinter()
-    feats = llvm.get_host_cpu_features()
+    cpu = llvm.get_host_cpu_name()
+    feats = dict(llvm.get_host_cpu_features())
+    if isa == "avx2":
+        if not feats.get("avx2"):
+            raise ValueError(f"TILEFUSE_ISA=avx2, but this CPU ({cpu}) has no AVX2")
+        feats = {n: on and not _is_avx512(n) for n, on in feats.items()}
     names = sorted(feats)  # sorted: the string is part of the cache key
     flags = [("+" if feats[n] else "-") + n for n in names]
     if feats.get("avx512f"):
@@ -78,13 +106,16 @@ def host() -> Host:
         vector_bits = 256
     else:
         vector_bits = 128
-    return Host(llvm.get_process_triple(), llvm.get_host_cpu_name(), ",".join(flags), vector_bits)
+    return Host(llvm.get_process_triple(), cpu, ",".join(flags), vector_bits)
+
+
+def target_machine() -> llvm.TargetMachine:
+    """The -O3 TargetMachine for `host()`, emitting objects that JIT linking can load."""
+    return _target_machine(host())
 
 
 @functools.cache
-def target_machine() -> llvm.TargetMachine:
-    """The -O3 TargetMachine for the host, emitting objects that JIT linking can load."""
-    h = host()
+def _target_machine(h: Host) -> llvm.TargetMachine:
     target = llvm.Target.from_triple(h.triple)
     return target.create_target_machine(
         cpu=h.cpu, features=h.features, opt=3, reloc="default", codemodel="jitdefault"
@@ -251,7 +282,8 @@ class NativeLibrary:
 
 @functools.cache
 def _lljit() -> llvm.LLJIT:
-    # suppress_errors: link failures come back as RuntimeError instead of stderr noise.
+    # suppress_errors: link failures come back as RuntimeError instead of stderr noise. One for
+    # the process whatever TILEFUSE_ISA says later: LLJIT only links objects compiled already.
     return llvm.create_lljit_compiler(target_machine(), suppress_errors=True)
 
 

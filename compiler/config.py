@@ -11,6 +11,10 @@ TILEFUSE_COMPILE_JOBS processes that compile LLVM modules at once on a cold comp
                       the CPUs this process may run on; 1 keeps it in this process).
 TILEFUSE_GEMM         the llvm backend's library for GEMMs with a weight: mkl, onednn or auto
                       (default: by CPU vendor, Note [Which GEMM library] in backends.llvm_gemm).
+TILEFUSE_ISA          the instruction set the llvm backend compiles for: native (default: all
+                      this CPU has) or avx2 (its AVX-512 turned off, 256-bit vectors), to run
+                      the AVX2 code path on an AVX-512 CPU (Note [Compiling for AVX2 on an
+                      AVX-512 CPU] in backends.llvm_jit).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ examples' 320 channels at 32x32, 2 groups of rows (5 MiB)."""
 
 
 GEMM_LIBRARIES = ("auto", "mkl", "onednn")
+ISAS = ("native", "avx2")
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,7 @@ class Config:
     num_threads: int | None = None
     gemm: str = "auto"
     compile_jobs: int | None = None
+    isa: str = "native"
 
 
 def load() -> Config:
@@ -58,6 +64,9 @@ def load() -> Config:
     gemm = env.get("TILEFUSE_GEMM", "").strip().lower() or "auto"
     if gemm not in GEMM_LIBRARIES:
         raise ValueError(f"TILEFUSE_GEMM must be one of {', '.join(GEMM_LIBRARIES)}, got {gemm!r}")
+    isa = env.get("TILEFUSE_ISA", "").strip().lower() or "native"
+    if isa not in ISAS:
+        raise ValueError(f"TILEFUSE_ISA must be one of {', '.join(ISAS)}, got {isa!r}")
     return Config(
         debug,
         Path(dump) if dump else None,
@@ -66,6 +75,7 @@ def load() -> Config:
         threads,
         gemm,
         jobs,
+        isa,
     )
 
 

@@ -1,5 +1,7 @@
 """bf16/f16 on the llvm backend: 16-bit storage where only native kernels touch a value
 (Note [16-bit storage] in backends/llvm_storage.py), float32 compute and float32 GEMM operands.
+The tests taking the `isa` fixture (tests/conftest.py) also run compiled for AVX2 on an
+AVX-512 host.
 
 Repro one case: pytest tests/test_llvm_dtypes.py -k "softmax and bfloat16"
 """
@@ -109,6 +111,7 @@ def test_only_a_16_bit_input_or_output_can_be_narrow() -> None:
 # ---------------------------------------------------------------- rounding on store
 
 
+@pytest.mark.usefixtures("isa")
 @pytest.mark.parametrize("dtype", HALVES, ids=ids)
 def test_stores_round_ties_to_even_keep_nan_and_overflow_to_inf(dtype: torch.dtype) -> None:
     """add/sub/mul of 16-bit inputs are exact in float32: each output must be the bits eager
@@ -130,6 +133,7 @@ def test_stores_round_ties_to_even_keep_nan_and_overflow_to_inf(dtype: torch.dty
         assert torch.equal(bits(got)[~nan], bits(want)[~nan]), (got, want)
 
 
+@pytest.mark.usefixtures("isa")
 def test_bf16_rounding_matches_the_reference_rounding_bit_for_bit() -> None:
     """Random float32 values (every exponent, signs, low mantissa bits set), cast to bf16 in a
     native kernel, equal `compiler.ops.ref.round_to_bf16` of them."""
@@ -231,16 +235,23 @@ def test_float64_programs_store_nothing_in_16_bits() -> None:
 # ---------------------------------------------------------------- 16 bits = rounded float32
 
 
-REASSOCIATION = 1e-6  # relative: a float32 sum whose vectorized order differs
+REASSOCIATION = 1e-6
+"""How far apart a reduction kernel's outputs may be in the two programs: this much of each
+value plus this much of the output's largest magnitude. A float32 sum added in another order
+differs by a few ulps of its terms, and that error reaches the outputs at the scale of the
+terms, not of each output: a LayerNorm output `(x - mean) * rstd * w + b` near 0, where the
+bias cancels the rest, carries its variance's rounding at the scale of the row (gpt2's first
+LayerNorm, compiled for 256-bit vectors, differs by a few times 1e-6 of such outputs)."""
 
 
 def _same_kernels_both_storages(model: torch.nn.Module, inputs: tuple[Any, ...]) -> int:
     """Run every kernel of `model` twice on the same random inputs: in the program with 16-bit
     storage and in the one storing every float in float32. Each 16-bit output must be the
     float32 output rounded, each float32 output equal: bit for bit, except in reduction kernels,
-    whose `reassoc` sums LLVM vectorizes in a different order for i16 than for float loads (an
-    ulp of float32); there the 16-bit value must be a rounding of a value that close. Returns
-    the number of 16-bit outputs checked."""
+    whose `reassoc` sums LLVM vectorizes in a different order for i16 than for float loads
+    (other vector factors, interleave counts, or a loop it unrolls in one program and not in
+    the other); there outputs must be within REASSOCIATION, and a 16-bit value a rounding of a
+    value that close. Returns the number of 16-bit outputs checked."""
     c = compiler.compile(model, inputs, backend="llvm")
     weights = c.captured.weight_names()  # kernel by kernel: whole kernels, no row blocks
     narrow = llvm_cpu.render_schedule(c.schedule, weights=weights, row_blocks=False)
@@ -270,21 +281,27 @@ def _same_kernels_both_storages(model: torch.nn.Module, inputs: tuple[Any, ...])
         tol = REASSOCIATION if k.kind == "reduction" else 0.0
         for name, got, want in zip(k.outputs, *outs, strict=True):
             label = f"{k.name} output {name}"
+            finite = want[torch.isfinite(want)]
+            scale = float(finite.abs().max()) if finite.numel() else 0.0
             if got.dtype is torch.float32:
-                torch.testing.assert_close(got, want, rtol=tol, atol=0, equal_nan=True, msg=label)
+                torch.testing.assert_close(
+                    got, want, rtol=tol, atol=tol * scale, equal_nan=True, msg=label
+                )
                 continue
             seen += 1
             if not tol:
                 assert torch.equal(bits(got), bits(want.to(got.dtype))), label
                 continue
-            lo = (want - want.abs() * tol).to(got.dtype)  # rounding is monotonic: got lies
-            hi = (want + want.abs() * tol).to(got.dtype)  # between the roundings of the ends
+            near = (want.abs() + scale) * tol
+            lo = (want - near).to(got.dtype)  # rounding is monotonic: got lies between
+            hi = (want + near).to(got.dtype)  # the roundings of the ends
             nan = torch.isnan(want)
             assert torch.equal(torch.isnan(got), nan), label
             assert bool(((lo <= got) & (got <= hi))[~nan].all()), label
     return seen
 
 
+@pytest.mark.usefixtures("isa")
 @pytest.mark.parametrize("name", ["gpt2", "llama"])
 def test_16_bit_kernel_outputs_are_the_float32_outputs_rounded(name: str) -> None:
     build = {"gpt2": gpt2.build, "llama": llama.build}[name]

@@ -4,6 +4,7 @@ Repro: .venv/bin/python -m pytest tests/test_llvm_jit.py -q
 """
 
 import ctypes
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backends import llvm_jit
+from backends import llvm_aot, llvm_jit
 
 AXPY = """
 define void @axpy(ptr noalias %x, ptr noalias %y, i64 %n) {
@@ -115,6 +116,7 @@ def test_host_describes_this_cpu():
     assert ("+avx512f" in h.features) == (h.vector_bits == 512)
 
 
+@pytest.mark.usefixtures("isa")
 def test_axpy_runs_on_numpy_arrays():
     lib = load(AXPY)
     axpy = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)(
@@ -139,6 +141,27 @@ def test_axpy_uses_512_bit_vectors():
         pytest.skip(f"host has {llvm_jit.host().vector_bits}-bit vectors, not AVX-512")
     assert "zmm" in llvm_jit.assembly(AXPY)
     assert "<16 x float>" in llvm_jit.optimized_ir(AXPY)
+
+
+def test_isa_avx2_compiles_for_this_cpu_without_avx512(monkeypatch):
+    native = llvm_jit.host()
+    if "+avx2" not in native.features:
+        pytest.skip("the host has no AVX2")
+    native_key = llvm_jit.object_cache_path(AXPY)
+    native_cpu = llvm_aot.cpu_fingerprint()
+    monkeypatch.setenv("TILEFUSE_ISA", "avx2")
+    h = llvm_jit.host()
+    assert h.vector_bits == 256 and h.cpu == native.cpu and "+avx2" in h.features
+    assert not re.search(r"\+(avx512|avx10|amx-avx512)", h.features), h.features
+    asm = llvm_jit.assembly(AXPY)
+    assert "ymm" in asm and "zmm" not in asm
+    # AVX-512 objects and kernels.so are never served for an AVX2 compile
+    avx512 = native.vector_bits == 512
+    assert (llvm_jit.object_cache_path(AXPY) != native_key) == avx512
+    assert (llvm_aot.cpu_fingerprint() != native_cpu) == avx512
+    monkeypatch.setenv("TILEFUSE_ISA", "avx512")
+    with pytest.raises(ValueError, match="TILEFUSE_ISA must be one of native, avx2, got 'avx512'"):
+        llvm_jit.host()
 
 
 def test_disk_cache_hits_in_process_and_in_a_fresh_process(cache_dir):

@@ -1,6 +1,6 @@
 """Accuracy, special values and vectorization of backends/llvm_math.py.
 
-Each function is JIT-compiled (llvmlite MCJIT, -O3, host CPU) into
+Each function is JIT-compiled (llvmlite MCJIT, -O3, for `llvm_jit.host()`) into
 `void f(T* in, T* out, i64 n)` and checked against NumPy float64 references.
 Repro: .venv/bin/python -m pytest tests/test_llvm_math.py -q
 """
@@ -16,7 +16,7 @@ import pytest
 from llvmlite import binding as llvm
 from llvmlite import ir
 
-from backends import llvm_math
+from backends import llvm_jit, llvm_math
 
 F32, F64, I64 = ir.FloatType(), ir.DoubleType(), ir.IntType(64)
 PTR = ir.PointerType()
@@ -73,13 +73,11 @@ def build_module(fname: str, ty: ir.Type, lanes: int = 1) -> ir.Module:
 
 @functools.cache
 def _target_machine() -> llvm.TargetMachine:
-    llvm.initialize_native_target()
-    llvm.initialize_native_asmprinter()
-    features = llvm.get_host_cpu_features().flatten()
-    if "+avx512f" in features:  # skylake-avx512 and later tune for 256-bit vectors otherwise
-        features += ",-prefer-256-bit"
-    return llvm.Target.from_default_triple().create_target_machine(
-        cpu=llvm.get_host_cpu_name(), features=features, opt=3
+    # the backend's CPU description (TILEFUSE_ISA applies), in a machine of our own: MCJIT
+    # takes ownership of the one it is given
+    h = llvm_jit.host()
+    return llvm.Target.from_triple(h.triple).create_target_machine(
+        cpu=h.cpu, features=h.features, opt=3
     )
 
 
@@ -223,9 +221,7 @@ def test_vector_ir_uses_splat_constants():
     assert "llvm.fmuladd.v16f32" in text
 
 
-@pytest.mark.skipif(
-    "+avx512f" not in llvm.get_host_cpu_features().flatten(), reason="host lacks avx512f"
-)
+@pytest.mark.skipif(llvm_jit.host().vector_bits < 512, reason="the host has no AVX-512")
 def test_exp_loop_vectorizes_to_avx512():
     _, asm, _ = compile_kernel("exp", "float32")
     assert "zmm" in asm
