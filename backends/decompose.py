@@ -1,7 +1,7 @@
 """Composites with a row structure, decomposed into primitives for backends that generate loops.
 
 Norms, softmax and RoPE become reductions (`sum`, `amax`, `mean`) and elementwise ops over the
-same values, following the NumPy references in `compiler/ops/ref.py` (biased variance,
+same values, following the NumPy references in `compiler/core/ops/ref.py` (biased variance,
 `(x - mean) * (1 / sqrt(var + eps))`, a max that is not finite shifting by 0). Elementwise
 composites (`gelu`, `silu`, `swiglu`, `geglu`, `adaln_modulate`) stay whole: a code generator
 writes them as one formula. The final node of a decomposition keeps the composite's name, so
@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
-from compiler.ir import GraphBuilder, Node, Value
+from compiler.core.ir import GraphBuilder, Node, Value
 
 DECOMPOSED = frozenset({"layer_norm", "rms_norm", "group_norm", "softmax", "log_softmax", "rope"})
 

@@ -2,7 +2,7 @@
 
 For every (batch, head, block of query rows) the kernel computes the scores block
 `S = scale * Q_blk K^T` into a per-thread buffer sized to stay in cache, applies the causal and
-explicit masks and a safe softmax (a fully masked row gives zeros, as `compiler.ops.ref.sdpa`
+explicit masks and a safe softmax (a fully masked row gives zeros, as `compiler.core.ops.ref.sdpa`
 says) in vectorized native loops, then `O_blk = E V` straight into the output, E the
 unnormalized exponentials, each output row scaled by its 1 / sum as it is stored (Dv values a
 row, not S). Both products are the register tiles of `backends.llvm_tiles`: K^T (and V, padded
@@ -11,7 +11,7 @@ key head, the thread's next blocks of that head reuse it. Blocks are shared amon
 `GOMP_parallel`.
 
 Q, K, V (and the mask) are read where they lie: each is a view chain over a contiguous buffer
-(`compiler.schedule.index_map`), e.g. GPT-2's heads are strided slices of the fused QKV
+(`compiler.core.schedule.index_map`), e.g. GPT-2's heads are strided slices of the fused QKV
 product. Eligible: float32, views with a unit-stride last dim, mask broadcastable by strides.
 Otherwise the backend calls torch's attention instead. A bf16 or f16 model's attention is
 eligible too: the driver stores every float an extern call reads or writes in float32 (Note
@@ -48,8 +48,9 @@ from backends import llvm_math, llvm_tiles
 from backends.llvm_emit import I8, I32, I64, PTR, counted_loop, module_text
 from backends.llvm_kernel import KernelModule, Param
 from backends.llvm_winograd_out import thread_share
-from compiler.ir import DType, Node
-from compiler.schedule import ExternCall, index_map
+from compiler.core.ir import Node
+from compiler.core.schedule import ExternCall, index_map
+from compiler.core.types import DType
 
 F32 = ir.FloatType()
 STORED_F32 = (DType.f32, DType.bf16, DType.f16)  # float32 in memory in a float32 program

@@ -15,8 +15,8 @@ from backends import llvm_winograd
 from backends.llvm_kernel import KernelModule
 from backends.llvm_matmul import Matmul
 from backends.llvm_matmul import module as matmul_module
-from compiler.ir import TensorType
-from compiler.schedule import ExternCall, Step
+from compiler.core.schedule import ExternCall, Step
+from compiler.core.types import TensorType
 
 Call = tuple[list[str], list[KernelModule], Step | None]
 

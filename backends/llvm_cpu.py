@@ -39,10 +39,10 @@ from backends.llvm_emit import one_program
 from backends.llvm_kernel import KernelModule, render_kernel
 from backends.llvm_runtime import DRIVER_GLOBALS, PREPARE, LlvmProgram
 from backends.llvm_storage import plan_storage, storage_dtype
-from backends.numpy_ref import local
-from compiler.config import num_threads
-from compiler.ir import Node, TensorType, print_graph
-from compiler.schedule import (
+from compiler.core.config import num_threads
+from compiler.core.ir import Node, print_graph
+from compiler.core.reference import local
+from compiler.core.schedule import (
     ExternCall,
     KernelSpec,
     Schedule,
@@ -50,6 +50,7 @@ from compiler.schedule import (
     output_chains,
     split_externs,
 )
+from compiler.core.types import TensorType
 from passes.memory import Arena, output_roots, plan_arena
 
 NAME = "llvm"

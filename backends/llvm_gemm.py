@@ -24,10 +24,10 @@ from backends.llvm_aot import cpu_fields
 from backends.llvm_kernel import KernelModule
 from backends.llvm_matmul import Matmul
 from backends.llvm_matmul import module as matmul_module
-from backends.numpy_ref import local
-from compiler import config
-from compiler.ir import DType, TensorType
-from compiler.schedule import ExternCall, KernelSpec, Step, index_map
+from compiler.core import config
+from compiler.core.reference import local
+from compiler.core.schedule import ExternCall, KernelSpec, Step, index_map
+from compiler.core.types import DType, TensorType
 
 BIAS_GEMM_MIN_BYTES = 4 << 20
 """The smallest GEMM output (bytes) whose bias goes into the native matmul rather than a native

@@ -5,7 +5,7 @@
     fn = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(lib.address("k0_fused_gelu"))
 
 The IR generator lives elsewhere; this module only knows about IR *text* and object bytes.
-Environment (through `compiler.config`): TILEFUSE_NUM_THREADS, TILEFUSE_CACHE_DIR, TILEFUSE_ISA.
+Environment (through `compiler.core.config`): TILEFUSE_NUM_THREADS, TILEFUSE_CACHE_DIR, TILEFUSE_ISA.
 
 Note [Why 512-bit vectors need a feature flag]
 LLVM tunes Skylake-AVX512/Cascade Lake with `prefer-256-bit`, so even with avx512f the loop
@@ -57,10 +57,10 @@ from pathlib import Path
 import llvmlite
 import llvmlite.binding as llvm
 
-import compiler
 from backends import native_libs
-from compiler import config
-from compiler.config import num_threads  # noqa: F401  (re-exported: llvm_jit.num_threads)
+from compiler.core import config
+from compiler.core.config import num_threads  # noqa: F401  (re-exported: llvm_jit.num_threads)
+from compiler.core.version import __version__
 
 STATS: dict[str, int] = {"compiled": 0, "cache_hits": 0}
 _IR_CONTEXT_LINES = 20
@@ -166,7 +166,7 @@ def assembly(ir_text: str) -> str:
 
 def _cache_key(ir_text: str) -> str:
     h = host()
-    parts = (ir_text, h.triple, h.cpu, h.features, llvmlite.__version__, compiler.__version__)
+    parts = (ir_text, h.triple, h.cpu, h.features, llvmlite.__version__, __version__)
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
 

@@ -39,17 +39,12 @@ from llvmlite import ir
 
 from backends.decompose import decompose
 from backends.llvm_emit import I8, I32, I64, PTR, counted_loop, module_text
-from backends.llvm_index import (
-    Clamp,
-    Lin,
-    Load,
-    Var,
-    linearize,
-)
+from backends.llvm_index import Clamp, Lin, Load, Var, linearize
 from backends.llvm_reduce import Reductions
 from backends.llvm_values import REDUCE_OPS, IndexedValues
-from compiler.ir import ConstArray, DType, Node, TensorType
-from compiler.schedule import KernelSpec
+from compiler.core.ir import ConstArray, Node
+from compiler.core.schedule import KernelSpec
+from compiler.core.types import DType, TensorType
 
 EXTERN_OPS = frozenset({"matmul", "conv2d", "sdpa"})
 PARALLEL_MIN_ELEMENTS = 1 << 15  # below this, a fork/join costs more than it saves

@@ -31,7 +31,7 @@ from backends import llvm_tiles
 from backends.llvm_emit import I64, PTR, counted_loop, module_text
 from backends.llvm_kernel import KernelModule, Param
 from backends.llvm_winograd_out import parallel_entry, thread_share
-from compiler.ir import DType, TensorType
+from compiler.core.types import DType, TensorType
 
 F32 = ir.FloatType()
 PANEL_BYTES = 256 << 10

@@ -1,7 +1,7 @@
 """Elementwise ops as LLVM IR: one function per op, applied to values already in compute type.
 
 Floats follow IEEE as NumPy does (no fast-math outside reductions): `maximum` propagates NaN,
-`rsqrt` is `1 / sqrt`, and a cast rounds to bf16/f16 exactly like `compiler.ops.ref.cast` (bf16
+`rsqrt` is `1 / sqrt`, and a cast rounds to bf16/f16 exactly like `compiler.core.ops.ref.cast` (bf16
 by integer bit manipulation: LLVM 0.50's llvmlite has no bfloat type). Transcendentals come
 from `backends.llvm_math` (polynomials that vectorize, for float32). `load_narrow` and
 `store_narrow` move values between the compute type and 16-bit storage (a kernel parameter
@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 from llvmlite import ir
 
 from backends.llvm_index import Lin
-from compiler.ir import DType, Node
+from compiler.core.ir import Node
+from compiler.core.types import DType
 
 if TYPE_CHECKING:
     from backends.llvm_kernel import _Codegen

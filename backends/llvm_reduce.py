@@ -15,7 +15,8 @@ from llvmlite import ir
 
 from backends.llvm_index import Lin, Var
 from backends.llvm_values import I64, Index
-from compiler.ir import DType, Node
+from compiler.core.ir import Node
+from compiler.core.types import DType
 
 BLOCK = 1024  # long float sums accumulate blocks of this many in the float type, then in f64
 """Note [Blocks LLVM does not unroll]

@@ -33,9 +33,10 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from compiler.ir import Node, TensorType, Value
-from compiler.ops import OPS
-from compiler.schedule import KernelSpec, Schedule
+from compiler.core.ir import Node, Value
+from compiler.core.ops import OPS
+from compiler.core.schedule import KernelSpec, Schedule
+from compiler.core.types import TensorType
 from passes.memory import output_roots
 
 MIN_BYTES = 4 << 20

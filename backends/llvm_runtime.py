@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from compiler.config import num_threads
+from compiler.core.config import num_threads
 
 if TYPE_CHECKING:
     from backends.llvm_kernel import KernelModule
     from backends.llvm_storage import Storage
-    from compiler.schedule import Step
+    from compiler.core.schedule import Step
 
 PREPARE = "prepare_weights"  # the driver function that prepares the weights
 DRIVER_GLOBALS = frozenset({"torch", "F", "view", "W", "NTHREADS", "_library", "arena", PREPARE})

@@ -34,9 +34,9 @@ from dataclasses import dataclass
 
 import torch
 
-from compiler.dtypes import to_torch
-from compiler.ir import DType, TensorType
-from compiler.schedule import ExternCall, Schedule, split_externs
+from compiler.core.dtypes import to_torch
+from compiler.core.schedule import ExternCall, Schedule, split_externs
+from compiler.core.types import DType, TensorType
 
 NARROW = (DType.bf16, DType.f16)
 

@@ -25,8 +25,9 @@ from backends.llvm_index import (
     linearize,
     reshape_index,
 )
-from compiler.errors import UnsupportedOpError
-from compiler.ir import DType, Node, TensorType
+from compiler.core.errors import UnsupportedOpError
+from compiler.core.ir import Node
+from compiler.core.types import DType, TensorType
 
 I1, I8, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
 REDUCE_OPS = frozenset({"sum", "mean", "amax", "amin"})

@@ -62,9 +62,10 @@ import torch
 from backends import llvm_matmul, llvm_winograd_out
 from backends.llvm_kernel import KernelModule, render_kernel
 from backends.llvm_winograd_out import Band
-from compiler import config
-from compiler.ir import DType, GraphBuilder, TensorType, Value
-from compiler.schedule import ExternCall, KernelSpec, Step
+from compiler.core import config
+from compiler.core.ir import GraphBuilder, Value
+from compiler.core.schedule import ExternCall, KernelSpec, Step
+from compiler.core.types import DType, TensorType
 
 G = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
 

@@ -28,8 +28,8 @@ from llvmlite import ir
 
 from backends.llvm_emit import I32, I64, PTR, counted_loop
 from backends.llvm_kernel import KernelModule, Param
-from compiler.ir import DType, TensorType
-from compiler.schedule import VIEW_OPS, ExternCall, KernelSpec, Step, index_map
+from compiler.core.schedule import VIEW_OPS, ExternCall, KernelSpec, Step, index_map
+from compiler.core.types import DType, TensorType
 
 F32 = ir.FloatType()
 A_T = ((1, 1, 1, 0), (0, 1, -1, -1))  # F(2x2, 3x3)'s output transform matrix

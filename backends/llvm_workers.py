@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import IO
 
 from backends import llvm_jit
-from compiler import config
+from compiler.core import config
 
 MIN_SHARED_IR_CHARS = 100_000
 """Below this much IR to compile (~0.1 s of LLVM) everything stays in this process."""

@@ -9,7 +9,8 @@ program function allocates exactly the planned buffers and calls the kernels in 
         out_t7[...] = v1
 
 Views inside a kernel are NumPy views (index maps, no copies); the oracle for each kernel is the
-graph-level rendering in `backends.numpy_ref`, against which `compiler.bisect` compares kernels.
+graph-level rendering in `compiler.core.reference`, against which `compiler.bisect` compares
+kernels.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from backends.numpy_ref import NumpyProgram, constants_of, local, numpy_dtype, numpy_expr
-from compiler.ir import DType, print_graph
-from compiler.schedule import KernelSpec, Schedule, output_chains
+from compiler.core.ir import print_graph
+from compiler.core.reference import NumpyProgram, constants_of, local, numpy_dtype, numpy_expr
+from compiler.core.schedule import KernelSpec, Schedule, output_chains
+from compiler.core.types import DType
 from passes.memory import plan_buffers
 
 NAME = "numpy"
@@ -63,7 +65,7 @@ def render_schedule(s: Schedule, *, float_dtype: str = "float32") -> NumpyProgra
         f'"""tilefuse NumPy kernels for {g.name} ({float_dtype} compute): {len(s)} kernels, '
         f'{len(plan.sizes)} buffers ({plan.total_bytes} bytes)."""',
         "import numpy as np",
-        "from compiler.ops import ref",
+        "from compiler.core.ops import ref",
         "",
         "",
         "def _buffer(buf, shape, dtype):",

@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from backends.triton_matmul import DOT_F32_NOTE, MODULE_HEAD, fill, params_text, tile_header
-from passes.tile_config import TileConfig
+from compiler.core.tile_config import TileConfig
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ launcher named after the graph.
 
 The launcher allocates exactly the memory plan's buffers (passes/memory.plan_buffers, floats
 stored in their IR dtype), computes each grid from the kernel's TileConfig (kernels compiled
-without `gpu=` are tiled for `compiler.gpu.default_profile()` here) and launches the kernels in
+without `gpu=` are tiled for `compiler.core.gpu.default_profile()` here) and launches the kernels in
 order. Graph inputs are read through runtime strides (non-contiguous tensors need no copy);
 intermediates are contiguous planned buffers.
 
@@ -56,10 +56,11 @@ from backends.triton_heavy import ANCHOR_OPS, HEAVY_KINDS, HeavyKernel, render_h
 from backends.triton_ops import HELPERS, TORCH_DTYPES, TritonUnsupportedError, unsupported
 from backends.triton_pointwise import RenderedKernel, launch_args, local, render_pointwise
 from backends.triton_reduction import render_reduction
-from compiler.ir import ConstArray, DType, Node, format_attr, print_graph
-from compiler.schedule import KernelSpec, Schedule, output_chains
+from compiler.core.ir import ConstArray, Node, format_attr, print_graph
+from compiler.core.schedule import KernelSpec, Schedule, output_chains
+from compiler.core.tile_config import TileConfig
+from compiler.core.types import DType
 from passes.memory import plan_buffers
-from passes.tile_config import TileConfig
 
 NAME = "triton"
 INTERPRETER_WARNING = (
@@ -146,7 +147,7 @@ def _check_index_range(spec: KernelSpec) -> None:
 
 def default_tile(spec: KernelSpec) -> TileConfig:
     """The TileConfig of a kernel compiled without `gpu=`: tiled for the default profile."""
-    from compiler.gpu import default_profile
+    from compiler.core.gpu import default_profile
     from passes.tiling import tile
 
     return tile(spec, default_profile())

@@ -36,7 +36,7 @@ from backends.triton_matmul import (
     tile_header,
     upcast_lines,
 )
-from passes.tile_config import TileConfig
+from compiler.core.tile_config import TileConfig
 
 
 @dataclass(frozen=True)

@@ -61,9 +61,10 @@ from backends.triton_pointwise import (
     local,
 )
 from backends.triton_values import Index, TileValues
-from compiler.ir import ConstArray, DType, Node
-from compiler.schedule import KernelSpec
-from passes.tile_config import TileConfig, pow2
+from compiler.core.ir import ConstArray, Node
+from compiler.core.schedule import KernelSpec
+from compiler.core.tile_config import TileConfig, pow2
+from compiler.core.types import DType
 
 HEAVY_KINDS = ("matmul", "conv2d", "attention")
 ANCHOR_OPS = {"matmul": "matmul", "conv2d": "conv2d", "attention": "sdpa"}

@@ -26,7 +26,7 @@ from types import ModuleType
 import triton.experimental.gluon  # (Note [One definition per mode])
 import triton.language  # noqa: F401
 
-from compiler import config
+from compiler.core import config
 
 _LOCK = threading.Lock()
 _MODULES: dict[tuple[str, bool], ModuleType] = {}

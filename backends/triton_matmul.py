@@ -42,7 +42,7 @@ import string
 import textwrap
 from dataclasses import dataclass
 
-from passes.tile_config import TileConfig
+from compiler.core.tile_config import TileConfig
 
 TL_DTYPES = {"fp32": "tl.float32", "fp16": "tl.float16", "bf16": "tl.bfloat16"}
 DOT_F32_NOTE = (

@@ -1,6 +1,6 @@
 """The op -> Triton expression table for elementwise ops, and the dtype rules of Triton kernels.
 
-One row per op, like the NumPy templates in `compiler.ops`: `{0}`, `{1}` are the names of the
+One row per op, like the NumPy templates in `compiler.core.ops`: `{0}`, `{1}` are the names of the
 input values (always variables, so a template may repeat them) and `{approximate}`-style fields
 are the node's attributes. Floats compute in fp32 whatever they are stored as (f16/bf16 are
 loaded and upcast; stores round to the stored type; a `cast` in the IR rounds where it says),
@@ -29,9 +29,9 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from compiler.errors import TilefuseError
-from compiler.ir import DType
-from compiler.schedule import REDUCTION_LIKE
+from compiler.core.errors import TilefuseError
+from compiler.core.schedule import REDUCTION_LIKE
+from compiler.core.types import DType
 
 
 class TritonUnsupportedError(TilefuseError, NotImplementedError):
@@ -255,7 +255,7 @@ def narrow(x: str, to: DType) -> str:
 
 
 def cast_expr(x: str, src: DType, to: DType, compute: str) -> str:
-    """`cast` as the NumPy reference does it (compiler.ops.ref.cast): values of a narrow
+    """`cast` as the NumPy reference does it (compiler.core.ops.ref.cast): values of a narrow
     float type are rounded to it first (they live unrounded in fp32 between ops), then
     converted; a float result is rounded to `to` and held in the compute type again."""
     if src in (DType.f16, DType.bf16) and to != src:

@@ -31,9 +31,10 @@ from typing import Any
 from backends.llvm_index import Var, linearize, unravel
 from backends.triton_ops import SIGNATURE_TYPES, TritonUnsupportedError
 from backends.triton_values import Index, Pointer, TritonValues, fill
-from compiler.ir import ConstArray, DType, TensorType
-from compiler.schedule import KernelSpec
-from passes.tile_config import TileConfig
+from compiler.core.ir import ConstArray
+from compiler.core.schedule import KernelSpec
+from compiler.core.tile_config import TileConfig
+from compiler.core.types import DType, TensorType
 
 Storage = Callable[[DType], DType]  # IR dtype -> the dtype the program stores it as
 

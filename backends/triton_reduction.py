@@ -36,9 +36,10 @@ from backends.triton_pointwise import (
     signature_line,
 )
 from backends.triton_values import Index, Pointer, TritonValues, fill
-from compiler.ir import DType, Node
-from compiler.schedule import KernelSpec
-from passes.tile_config import TileConfig, pow2
+from compiler.core.ir import Node
+from compiler.core.schedule import KernelSpec
+from compiler.core.tile_config import TileConfig, pow2
+from compiler.core.types import DType
 
 REDUCING = frozenset({"sum", "mean", "amax", "amin"})
 TL_REDUCE = {"sum": "tl.sum", "mean": "tl.sum", "amax": "tl.max", "amin": "tl.min"}

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from backends.triton_target_report import Progress, TargetResult
-from compiler.gpu import GpuProfile
-from compiler.schedule import KernelSpec
+from compiler.core.gpu import GpuProfile
+from compiler.core.schedule import KernelSpec
 
 _POOL: list[Any] = []  # [ProcessPoolExecutor, its size], made on first use
 

@@ -14,7 +14,7 @@ profile's target, and reads back what the hardware would allocate:
 - AMD gfx942: VGPRs, spill counts and scratch from the `amdhsa.kernels` metadata in the
   AMDGCN text, LDS from `metadata.shared`, `v_mfma` instructions from the AMDGCN.
 
-Occupancy comes from compiler.gpu.occupancy with the profile's limits. Arguments are
+Occupancy comes from compiler.core.gpu.occupancy with the profile's limits. Arguments are
 specialized the way Triton's launcher does (an int equal to 1 becomes a constexpr, one
 divisible by 16 gets a divisibility hint; tensors count as 16-byte aligned; runtime strides
 take their contiguous values), so the binary is the one a launch would build. A config that
@@ -44,10 +44,10 @@ from backends.triton_loader import load_module
 from backends.triton_resources import amd_resources, nvidia_resources
 from backends.triton_target_pool import main_hidden, verify_in_worker, worker_pool
 from backends.triton_target_report import Progress, TargetReport, TargetResult
-from compiler import config
-from compiler.gpu import GpuProfile, occupancy
-from compiler.schedule import KernelSpec
-from passes.tile_config import TileConfig
+from compiler.core import config
+from compiler.core.gpu import GpuProfile, occupancy
+from compiler.core.schedule import KernelSpec
+from compiler.core.tile_config import TileConfig
 from passes.tiling import launch_key, tile
 
 __all__ = ["Launch", "TargetReport", "TargetResult", "compile_launch", "load_module",

@@ -27,16 +27,7 @@ import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from backends.llvm_index import (
-    Clamp,
-    FloorDiv,
-    Lin,
-    Load,
-    Mod,
-    ScaleFloor,
-    Var,
-    linearize,
-)
+from backends.llvm_index import Clamp, FloorDiv, Lin, Load, Mod, ScaleFloor, Var, linearize
 from backends.llvm_values import IndexedValues
 from backends.triton_ops import (
     ELEMENTWISE,
@@ -48,8 +39,9 @@ from backends.triton_ops import (
     literal,
     narrow,
 )
-from compiler.ir import DType, Node, TensorType
-from compiler.schedule import KernelSpec
+from compiler.core.ir import Node
+from compiler.core.schedule import KernelSpec
+from compiler.core.types import DType, TensorType
 
 Index = tuple[Lin, ...]
 VIEWS = frozenset({"reshape", "permute", "expand", "slice", "upsample_nearest2d"})

@@ -117,7 +117,7 @@ def time_interleaved(
 def gemm_floor(graph: Any) -> tuple[Callable[[], None], int]:
     """A function running the graph's matmul and conv2d nodes alone, in torch on random inputs
     of their shapes and dtypes; and how many there are."""
-    from compiler.dtypes import to_torch
+    from compiler.core.dtypes import to_torch
 
     gen = torch.Generator().manual_seed(0)
     calls: list[Callable[[], Any]] = []

@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 import compiler  # noqa: E402
-from compiler.gpu import PROFILES, get_profile  # noqa: E402
+from compiler.core.gpu import PROFILES, get_profile  # noqa: E402
 from examples import gpt2, unet  # noqa: E402
 from passes.cost import kernel_cost  # noqa: E402
 from passes.tiling import tile, tile_kernels  # noqa: E402

@@ -5,8 +5,8 @@
     y = c(x)
     print(compiler.check_parity(model, (x,)))
 
-The public names load lazily, so `passes` and `backends` can import `compiler.ir` without
-pulling in the whole API (which imports them back).
+The public names load lazily: `import compiler` stays cheap, and `compiler.load` does not
+pull in the passes or the renderers it does not need.
 """
 
 from __future__ import annotations
@@ -14,23 +14,23 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.1.0"
+from compiler.core.version import __version__ as __version__
 
 _PUBLIC = {
     "compile": "compiler.api",
     "jit": "compiler.jit_function",
     "Compiled": "compiler.api",
     "JitFunction": "compiler.jit_function",
-    "load": "compiler.artifact",
+    "load": "compiler.artifact_load",
     "check_parity": "compiler.parity",
-    "ParityReport": "compiler.parity",
-    "TilefuseError": "compiler.errors",
-    "ArtifactError": "compiler.errors",
-    "CaptureError": "compiler.errors",
-    "InputMismatchError": "compiler.errors",
-    "OpTypeError": "compiler.errors",
-    "UnsupportedOpError": "compiler.errors",
-    "VerifyError": "compiler.errors",
+    "ParityReport": "compiler.parity_rule",
+    "TilefuseError": "compiler.core.errors",
+    "ArtifactError": "compiler.core.errors",
+    "CaptureError": "compiler.core.errors",
+    "InputMismatchError": "compiler.core.errors",
+    "OpTypeError": "compiler.core.errors",
+    "UnsupportedOpError": "compiler.core.errors",
+    "VerifyError": "compiler.core.errors",
 }
 
 __all__ = sorted(_PUBLIC)

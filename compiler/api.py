@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -15,14 +16,16 @@ import torch
 from torch.utils import _pytree as pytree
 
 import backends
-from backends import numpy_ref
-from compiler import config
-from compiler.dtypes import to_torch
-from compiler.errors import InputMismatchError
-from compiler.frontend import Captured, capture
-from compiler.gpu import get_profile
-from compiler.ir import DType, Graph
-from compiler.schedule import KernelSpec, Schedule
+from compiler.artifact import save
+from compiler.core import config
+from compiler.core import reference as numpy_ref
+from compiler.core.dtypes import to_torch
+from compiler.core.errors import InputMismatchError
+from compiler.core.gpu import get_profile, resolve_profiles
+from compiler.core.ir import Graph
+from compiler.core.schedule import KernelSpec, Schedule
+from compiler.core.types import DType
+from compiler.frontend.capture import Captured, capture
 from passes.memory import eager_peak_bytes, plan_memory
 
 
@@ -316,10 +319,6 @@ class Compiled:
         are cached under TILEFUSE_CACHE_DIR/triton_targets, so a second run is fast.
         `progress`: a progress line on stderr now and then (None: when stderr is a terminal);
         it is always logged under `tilefuse.targets`."""
-        import sys
-
-        from compiler.gpu import resolve_profiles
-
         profiles = resolve_profiles(gpu if gpu is not None else self.gpu)
         try:
             from backends.triton_targets import verify_kernels
@@ -342,8 +341,6 @@ class Compiled:
         later with `compiler.load(path)` without the model's code or torch.export. With
         `reference`, the example inputs it was compiled on are saved with eager's outputs and
         the float64 reference, for `tilefuse run` to check parity."""
-        from compiler.artifact import save
-
         return save(self, Path(path), reference=reference)
 
     def __repr__(self) -> str:

@@ -48,22 +48,152 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import llvmlite
 import numpy as np
 import torch
 from torch.utils import _pytree as pytree
 
-import backends
-import compiler
-from compiler.errors import ArtifactError
-from compiler.frontend import ArgSpec, Captured, InputBinding
-from compiler.schedule import Schedule
-from compiler.serialize import decode_graph, decode_schedule, encode_graph, encode_schedule
+from compiler.core.errors import ArtifactError
+from compiler.core.schedule import Schedule
+from compiler.core.serialize import decode_graph, decode_schedule, encode_graph, encode_schedule
+from compiler.core.version import __version__
+from compiler.frontend.capture import ArgSpec, Captured, InputBinding
+from compiler.parity_rule import reference_f64
 
 FORMAT = "tilefuse-artifact/1"
-log = logging.getLogger("tilefuse.artifact")
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=1) + "\n")
+
+
+def versions() -> dict[str, str]:
+    return {"tilefuse": __version__, "torch": torch.__version__,
+            "llvmlite": llvmlite.__version__}  # fmt: skip
+
+
+def dtype_name(dtype: torch.dtype | None) -> str | None:
+    return None if dtype is None else str(dtype).removeprefix("torch.")
+
+
+def json_value(x: Any, what: str) -> Any:
+    if x is None or isinstance(x, bool | int | float | str):
+        return x
+    raise ArtifactError(
+        f"cannot save {what} that is a {type(x).__name__} ({x!r}); artifacts hold tensors and "
+        "plain Python values (None, bool, int, float, str)"
+    )
+
+
+def encode_arg(spec: ArgSpec) -> dict[str, Any]:
+    if spec.shape is None:
+        return {"value": json_value(spec.value, "an argument")}
+    return {"shape": list(spec.shape), "dtype": dtype_name(spec.dtype)}
+
+
+def decode_arg(d: dict[str, Any]) -> ArgSpec:
+    if "value" in d:
+        return ArgSpec(None, None, d["value"])
+    return ArgSpec(tuple(d["shape"]), getattr(torch, d["dtype"]))
+
+
+def dump_spec(spec: pytree.TreeSpec) -> str:
+    try:
+        return pytree.treespec_dumps(spec)
+    except Exception as e:  # torch raises NotImplementedError/TypeError for unnamed node types
+        raise ArtifactError(
+            f"cannot save the model's output structure ({spec}): {e}. Return tensors, tuples, "
+            "lists or dicts, or register the output type with a serialized_type_name."
+        ) from e
+
+
+def spec_modules(spec: pytree.TreeSpec) -> list[str]:
+    """Modules whose import registers the output's node types (a Hugging Face ModelOutput)."""
+    found: list[str] = []
+    stack = [spec]
+    while stack:
+        s = stack.pop()
+        module = getattr(s.type, "__module__", "builtins")
+        if module not in ("builtins", "collections") and module not in found:
+            found.append(module)
+        stack.extend(s.children())
+    return sorted(found)
+
+
+class SavedState(torch.nn.Module):
+    """The parameters and buffers of a saved artifact, looked up by their qualified names."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor], kinds: dict[str, str]) -> None:
+        super().__init__()
+        self.tensors = tensors
+        self.kinds = kinds
+
+    def get_parameter(self, target: str) -> torch.Tensor:
+        return self.tensors[target]
+
+    def get_buffer(self, target: str) -> torch.Tensor:
+        return self.tensors[target]
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        raise ArtifactError("a loaded artifact has no model code to run eagerly")
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    file = path / "manifest.json"
+    if not file.is_file():
+        what = "no such directory" if not path.is_dir() else "it has no manifest.json"
+        raise ArtifactError(
+            f"{path} is not a tilefuse artifact ({what}); write one with c.save(path) or "
+            "`tilefuse compile FILE.py:FACTORY -o PATH`"
+        )
+    manifest = json.loads(file.read_text())
+    if manifest.get("format") != FORMAT:
+        raise ArtifactError(
+            f"{path}: artifact format {manifest.get('format')!r}, this tilefuse reads {FORMAT!r}"
+        )
+    saved, now = manifest["versions"], versions()
+    if saved["tilefuse"] != now["tilefuse"]:
+        raise ArtifactError(
+            f"{path} was written by tilefuse {saved['tilefuse']}, this is {now['tilefuse']}: "
+            "compile it again"
+        )
+    if saved["torch"] != now["torch"]:
+        warnings.warn(
+            f"{path} was written with torch {saved['torch']}, running with {now['torch']}",
+            stacklevel=3,
+        )
+    return manifest
+
+
+def load_captured(path: Path, manifest: dict[str, Any]) -> tuple[Captured, Schedule]:
+    """The saved capture (bindings, structure, weights) and the schedule."""
+    for module in manifest["requires"]:
+        importlib.import_module(module)  # registers the output node types for treespec_loads
+    with np.load(path / "constants.npz") as npz:
+        constants = {k: npz[k] for k in npz.files}
+    schedule = decode_schedule(json.loads((path / "schedule.json").read_text()), constants)
+    captured_graph = decode_graph(json.loads((path / "captured.json").read_text()), constants)
+    bindings = tuple(InputBinding(b["kind"], b["key"]) for b in manifest["bindings"])
+    tensors = torch.load(path / "weights.pt", weights_only=True, mmap=True)
+    kinds = {str(b.key): b.kind for b in bindings if b.kind != "user"}
+    captured = Captured(
+        graph=captured_graph,
+        bindings=bindings,
+        arg_specs=tuple(decode_arg(a) for a in manifest["args"]),
+        in_spec=pytree.treespec_loads(manifest["in_spec"]),
+        out_spec=pytree.treespec_loads(manifest["out_spec"]),
+        out_leaves=tuple((kind, x) for kind, x in manifest["out_leaves"]),
+        module=SavedState(tensors, kinds),
+        kwarg_names=tuple(manifest["kwarg_names"]),
+        capture_seconds=manifest["stats"].get("capture_s", 0.0),
+    )
+    return captured, schedule
 
 
 # ----------------------------------------------------------------------------- saving
+
+
+log = logging.getLogger("tilefuse.artifact")
 
 
 def save(compiled: Any, path: Path, *, reference: bool = True) -> Path:
@@ -71,8 +201,8 @@ def save(compiled: Any, path: Path, *, reference: bool = True) -> Path:
     captured: Captured = compiled.captured
     path.mkdir(parents=True, exist_ok=True)
     constants: dict[str, np.ndarray] = {}
-    _write_json(path / "schedule.json", encode_schedule(compiled.schedule, constants))
-    _write_json(path / "captured.json", encode_graph(captured.graph, constants))
+    write_json(path / "schedule.json", encode_schedule(compiled.schedule, constants))
+    write_json(path / "captured.json", encode_graph(captured.graph, constants))
     np.savez(path / "constants.npz", **constants)
     state = {
         str(b.key): compiled._bind(b, [])
@@ -82,18 +212,18 @@ def save(compiled: Any, path: Path, *, reference: bool = True) -> Path:
     torch.save({k: t.detach().cpu() for k, t in state.items()}, path / "weights.pt")
     manifest = {
         "format": FORMAT,
-        "versions": _versions(),
+        "versions": versions(),
         "name": compiled.graph.name,
         "backend": compiled.backend,
         "gpu": compiled.gpu,
-        "compute_dtype": _dtype_name(compiled.compute_dtype),
+        "compute_dtype": dtype_name(compiled.compute_dtype),
         "bindings": [{"kind": b.kind, "key": b.key} for b in captured.bindings],
-        "args": [_encode_arg(s) for s in captured.arg_specs],
+        "args": [encode_arg(s) for s in captured.arg_specs],
         "kwarg_names": list(captured.kwarg_names),
         "in_spec": pytree.treespec_dumps(captured.in_spec),
-        "out_spec": _dump_spec(captured.out_spec),
-        "out_leaves": [[kind, _json_value(x, "an output")] for kind, x in captured.out_leaves],
-        "requires": _spec_modules(captured.out_spec),
+        "out_spec": dump_spec(captured.out_spec),
+        "out_leaves": [[kind, json_value(x, "an output")] for kind, x in captured.out_leaves],
+        "requires": spec_modules(captured.out_spec),
         "kernels": [k.summary() for k in compiled.kernels],
         "stats": {k: compiled.stats[k] for k in ("capture_s", "compile_s") if k in compiled.stats},
         "example": False,
@@ -112,13 +242,11 @@ def save(compiled: Any, path: Path, *, reference: bool = True) -> Path:
         manifest["native"] = _save_library(program, path)
         if manifest["native"] is not None:
             _save_program(program, path)
-    _write_json(path / "manifest.json", manifest)  # last: a directory without it is incomplete
+    write_json(path / "manifest.json", manifest)  # last: a directory without it is incomplete
     return path
 
 
 def _save_example(compiled: Any, path: Path) -> None:
-    from compiler.parity import reference_f64
-
     args, kwargs = compiled.example
     model = compiled.captured.module
     with torch.no_grad():
@@ -158,10 +286,10 @@ def _save_library(program: Any, path: Path) -> dict[str, Any] | None:
 def _save_program(program: Any, path: Path) -> None:
     """program.json and program_constants.npz: the llvm program as rendered, for a load that
     skips rendering (Note [A saved program])."""
-    from compiler.config import num_threads
+    from compiler.core.config import num_threads
 
     np.savez(path / "program_constants.npz", **program.constants)
-    _write_json(
+    write_json(
         path / "program.json",
         {
             "name": program.name,
@@ -179,263 +307,3 @@ def _save_program(program: Any, path: Path) -> None:
         },
     )
     program.save_driver(path / "driver.bin")
-
-
-def _write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=1) + "\n")
-
-
-def _versions() -> dict[str, str]:
-    import llvmlite
-
-    return {"tilefuse": compiler.__version__, "torch": torch.__version__,
-            "llvmlite": llvmlite.__version__}  # fmt: skip
-
-
-def _dtype_name(dtype: torch.dtype | None) -> str | None:
-    return None if dtype is None else str(dtype).removeprefix("torch.")
-
-
-def _json_value(x: Any, what: str) -> Any:
-    if x is None or isinstance(x, bool | int | float | str):
-        return x
-    raise ArtifactError(
-        f"cannot save {what} that is a {type(x).__name__} ({x!r}); artifacts hold tensors and "
-        "plain Python values (None, bool, int, float, str)"
-    )
-
-
-def _encode_arg(spec: ArgSpec) -> dict[str, Any]:
-    if spec.shape is None:
-        return {"value": _json_value(spec.value, "an argument")}
-    return {"shape": list(spec.shape), "dtype": _dtype_name(spec.dtype)}
-
-
-def _decode_arg(d: dict[str, Any]) -> ArgSpec:
-    if "value" in d:
-        return ArgSpec(None, None, d["value"])
-    return ArgSpec(tuple(d["shape"]), getattr(torch, d["dtype"]))
-
-
-def _dump_spec(spec: pytree.TreeSpec) -> str:
-    try:
-        return pytree.treespec_dumps(spec)
-    except Exception as e:  # torch raises NotImplementedError/TypeError for unnamed node types
-        raise ArtifactError(
-            f"cannot save the model's output structure ({spec}): {e}. Return tensors, tuples, "
-            "lists or dicts, or register the output type with a serialized_type_name."
-        ) from e
-
-
-def _spec_modules(spec: pytree.TreeSpec) -> list[str]:
-    """Modules whose import registers the output's node types (a Hugging Face ModelOutput)."""
-    found: list[str] = []
-    stack = [spec]
-    while stack:
-        s = stack.pop()
-        module = getattr(s.type, "__module__", "builtins")
-        if module not in ("builtins", "collections") and module not in found:
-            found.append(module)
-        stack.extend(s.children())
-    return sorted(found)
-
-
-# ----------------------------------------------------------------------------- loading
-
-
-class SavedState(torch.nn.Module):
-    """The parameters and buffers of a saved artifact, looked up by their qualified names."""
-
-    def __init__(self, tensors: dict[str, torch.Tensor], kinds: dict[str, str]) -> None:
-        super().__init__()
-        self.tensors = tensors
-        self.kinds = kinds
-
-    def get_parameter(self, target: str) -> torch.Tensor:
-        return self.tensors[target]
-
-    def get_buffer(self, target: str) -> torch.Tensor:
-        return self.tensors[target]
-
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        raise ArtifactError("a loaded artifact has no model code to run eagerly")
-
-
-def read_manifest(path: Path) -> dict[str, Any]:
-    file = path / "manifest.json"
-    if not file.is_file():
-        what = "no such directory" if not path.is_dir() else "it has no manifest.json"
-        raise ArtifactError(
-            f"{path} is not a tilefuse artifact ({what}); write one with c.save(path) or "
-            "`tilefuse compile FILE.py:FACTORY -o PATH`"
-        )
-    manifest = json.loads(file.read_text())
-    if manifest.get("format") != FORMAT:
-        raise ArtifactError(
-            f"{path}: artifact format {manifest.get('format')!r}, this tilefuse reads {FORMAT!r}"
-        )
-    saved, now = manifest["versions"], _versions()
-    if saved["tilefuse"] != now["tilefuse"]:
-        raise ArtifactError(
-            f"{path} was written by tilefuse {saved['tilefuse']}, this is {now['tilefuse']}: "
-            "compile it again"
-        )
-    if saved["torch"] != now["torch"]:
-        warnings.warn(
-            f"{path} was written with torch {saved['torch']}, running with {now['torch']}",
-            stacklevel=3,
-        )
-    return manifest
-
-
-def load_captured(path: Path, manifest: dict[str, Any]) -> tuple[Captured, Schedule]:
-    """The saved capture (bindings, structure, weights) and the schedule."""
-    for module in manifest["requires"]:
-        importlib.import_module(module)  # registers the output node types for treespec_loads
-    with np.load(path / "constants.npz") as npz:
-        constants = {k: npz[k] for k in npz.files}
-    schedule = decode_schedule(json.loads((path / "schedule.json").read_text()), constants)
-    captured_graph = decode_graph(json.loads((path / "captured.json").read_text()), constants)
-    bindings = tuple(InputBinding(b["kind"], b["key"]) for b in manifest["bindings"])
-    tensors = torch.load(path / "weights.pt", weights_only=True, mmap=True)
-    kinds = {str(b.key): b.kind for b in bindings if b.kind != "user"}
-    captured = Captured(
-        graph=captured_graph,
-        bindings=bindings,
-        arg_specs=tuple(_decode_arg(a) for a in manifest["args"]),
-        in_spec=pytree.treespec_loads(manifest["in_spec"]),
-        out_spec=pytree.treespec_loads(manifest["out_spec"]),
-        out_leaves=tuple((kind, x) for kind, x in manifest["out_leaves"]),
-        module=SavedState(tensors, kinds),
-        kwarg_names=tuple(manifest["kwarg_names"]),
-        capture_seconds=manifest["stats"].get("capture_s", 0.0),
-    )
-    return captured, schedule
-
-
-def load(path: str | Path, *, backend: str | None = None) -> Any:
-    """A `Compiled` from the artifact at `path`, ready to call; `backend` defaults to the one it
-    was saved for. Nothing is traced; on the CPU it was built on, nothing is compiled either."""
-    from compiler.api import build
-
-    path = Path(path)
-    manifest = read_manifest(path)
-    captured, schedule = load_captured(path, manifest)
-    name = backends.resolve(backend or manifest["backend"])
-    dtype = manifest["compute_dtype"]
-    compiled = build(
-        captured,
-        backend=name,
-        gpu=manifest["gpu"],
-        compute_dtype=getattr(torch, dtype) if dtype else None,
-        schedule=schedule,
-        llvm_options=lambda program: {
-            "library": _open_library(path, manifest.get("native"), program),
-            "mapped_weights": True,
-        },
-        program=_saved_program(path, manifest) if name == "llvm" else None,
-    )
-    compiled.artifact = path
-    return compiled
-
-
-def _saved_program(path: Path, manifest: dict[str, Any]) -> Any:
-    """The llvm program as saved, when it runs here as it is, else None (`load` renders it
-    from the schedule).
-
-    Note [A saved program]
-    Rendering the llvm program at load (to check each kernel's IR against the kernels.so it
-    was linked from) imported llvmlite's IR builder and every kernel renderer and built the
-    IR of every kernel: ~3 MiB of a deployed model's resident memory, and time. The rendered
-    program, its driver source and what running each module needs (`SavedModule`), is saved
-    beside the library instead, and used as it is where the library is: on a CPU with the
-    library's fingerprint, at the thread count it was rendered for (kernels size per-thread
-    scratch by it), with the library's kernel digests. Elsewhere the schedule is rendered
-    again and the digests decide, as before."""
-    from backends import llvm_aot
-    from backends.llvm_runtime import LlvmProgram, SavedModule
-    from compiler.config import num_threads
-
-    native, file = manifest.get("native"), path / "program.json"
-    if native is None or not file.is_file() or native["cpu"] != llvm_aot.cpu_fingerprint():
-        return None
-    saved = json.loads(file.read_text())
-    digests = {symbol: m["digest"] for symbol, m in saved["modules"].items()}
-    if saved["threads"] != num_threads() or digests != native["kernels"]:
-        return None
-    with np.load(path / "program_constants.npz") as npz:
-        constants = {k: npz[k] for k in npz.files}
-    modules = {
-        symbol: SavedModule(symbol, tuple(m["params"]), m["scratch_bytes"], m["digest"])
-        for symbol, m in saved["modules"].items()
-    }
-    program = LlvmProgram(
-        saved["name"],
-        saved["driver"],
-        modules,
-        constants,
-        input_dtypes=tuple(getattr(torch, d) for d in saved["input_dtypes"]),
-        source_file=path / "llvm.txt",
-    )
-    program.read_driver(path / "driver.bin")  # Note [A compiled driver]
-    return program
-
-
-def _open_library(path: Path, native: dict[str, Any] | None, program: Any) -> Any:
-    """The saved kernels.so when it was built for this CPU from exactly these kernels, else
-    None, with the saved object code put in the JIT's cache (used where its keys match)."""
-    from backends import llvm_aot
-
-    why_not = "it has no kernels.so"
-    if native is not None:
-        digests = {symbol: m.digest for symbol, m in program.modules.items()}
-        if native["cpu"] != llvm_aot.cpu_fingerprint():
-            why_not = "kernels.so was built for another CPU"
-        elif digests != native["kernels"]:
-            why_not = "its kernels differ from kernels.so's (another thread count?)"
-        else:
-            return llvm_aot.SharedLibrary(path / native["library"])
-    log.info("%s: %s; loading the kernels through the JIT", path, why_not)
-    _restore_objects(path / "llvm")
-    return None
-
-
-def _restore_objects(folder: Path) -> None:
-    """Put the saved object code where the object cache looks (keys name the host: another
-    CPU's objects are never picked up)."""
-    from compiler import config
-
-    if not folder.is_dir():
-        return
-    cache = config.load().cache_dir / "llvm"
-    cache.mkdir(parents=True, exist_ok=True)
-    for obj in folder.glob("*.o"):
-        target = cache / obj.name
-        if not target.exists():
-            shutil.copyfile(obj, target)
-
-
-def load_example(path: Path) -> dict[str, Any]:
-    """The saved example inputs with eager's outputs and the float64 reference (flat leaves)."""
-    if not (path / "example.pt").is_file():
-        raise ArtifactError(
-            f"{path} holds no example inputs (saved with reference=False); call the loaded "
-            "model on your own inputs instead"
-        )
-    return torch.load(path / "example.pt", weights_only=True)
-
-
-def run_saved(path: str | Path, *, backend: str | None = None) -> Any:
-    """Load the artifact, run it on its saved example inputs and compare with the saved eager
-    outputs and float64 reference: a `ParityReport` (what `tilefuse run` prints)."""
-    from compiler.parity import ParityReport, _leaves, compare
-
-    path = Path(path)
-    compiled = load(path, backend=backend)
-    example = load_example(path)
-    with torch.inference_mode():
-        out = compiled(*example["args"], **example["kwargs"])
-    report = ParityReport(compiled.graph.name, compiled=compiled)
-    for (name, o), e, r in zip(_leaves(out), example["eager"], example["reference"], strict=True):
-        report.rows.append(compare(name, compiled.backend, o, e, r))
-    return report

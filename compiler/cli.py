@@ -89,8 +89,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     import time
 
-    from compiler.artifact import run_saved
-    from compiler.errors import ArtifactError
+    from compiler.artifact_load import run_saved
+    from compiler.core.errors import ArtifactError
 
     start = time.perf_counter()
     try:
@@ -107,7 +107,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_profiles(args: argparse.Namespace) -> int:
-    from compiler.gpu import profiles_table
+    from compiler.core.gpu import profiles_table
 
     print(profiles_table())
     return 0
@@ -117,10 +117,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
     import json
 
     import compiler
-    from compiler.gpu import resolve_profiles
+    from compiler.core.gpu import resolve_profiles
 
     if Path(args.factory).is_dir():  # an artifact written by `tilefuse compile -o DIR`
-        from compiler.errors import ArtifactError
+        from compiler.core.errors import ArtifactError
 
         if args.dtype:
             raise SystemExit("tilefuse: an artifact's dtype is fixed; --dtype is for FACTORY")

@@ -5,7 +5,7 @@ A test compares the file with this output, so the docs cannot go stale.
 
 from __future__ import annotations
 
-from compiler.ops import KINDS, OPS, REQUIRED
+from compiler.core.ops import KINDS, OPS, REQUIRED
 
 TITLES = {
     "elementwise": "Elementwise",
@@ -39,10 +39,10 @@ def render() -> str:
     lines = [
         "# tilefuse ops",
         "",
-        "Generated from `compiler/ops/` by `python -m compiler.docs`; do not edit by hand.",
+        "Generated from `compiler/core/ops/` by `python -m compiler.docs`; do not edit by hand.",
         "Every op has one output. Inputs of binary ops share a dtype (the frontend inserts casts);",
         "Python scalars are 0-d `full` constants. Floats compute in float32 in the NumPy",
-        "reference (float64 on request); `ref.*` functions live in `compiler/ops/ref.py`.",
+        "reference (float64 on request); `ref.*` functions live in `compiler/core/ops/ref.py`.",
         "",
         f"{len(OPS)} ops.",
     ]

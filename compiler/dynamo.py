@@ -14,10 +14,10 @@ Note [Dynamo graphs as modules]
 Dynamo passes a module's parameters as graph inputs (nn.Parameter objects, one placeholder
 each). The graph is wrapped in a module that registers them as its own parameters, so
 tilefuse sees weights, not activations: they are read at call time (Note [Weights are
-inputs] in compiler/frontend.py) and the llvm backend keeps their packed GEMM layout. Each call
-checks that dynamo passes the same parameter objects; different ones compile again. Integer
-inputs (the sizes of a graph dynamo made dynamic) are specialized: each distinct set of sizes
-compiles once and is cached, as `compiler.jit` does per input signature.
+inputs] in compiler/frontend/capture.py) and the llvm backend keeps their packed GEMM layout.
+Each call checks that dynamo passes the same parameter objects; different ones compile again.
+Integer inputs (the sizes of a graph dynamo made dynamic) are specialized: each distinct set of
+sizes compiles once and is cached, as `compiler.jit` does per input signature.
 
 Options (`options={...}`): `backend` ("auto", "llvm", "numpy", "triton"), `gpu` (a profile
 name), `compute_dtype` (the NumPy backend's float dtype). tilefuse compiles inference graphs:
@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from compiler.errors import TilefuseError
+from compiler.core.errors import TilefuseError
 
 log = logging.getLogger("tilefuse.dynamo")
 

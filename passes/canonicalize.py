@@ -22,7 +22,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from compiler.ir import DType, Graph, Node
+from compiler.core.ir import Graph, Node
+from compiler.core.types import DType
 from passes.rewrite import Rewriter, Rule, apply_rules
 
 

@@ -6,8 +6,10 @@ import logging
 
 import numpy as np
 
-from compiler.ir import ConstArray, DType, Graph, Node, make_attrs
-from compiler.ops import ref
+from compiler.core.ir import ConstArray, Graph, Node, make_attrs
+from compiler.core.ops import ref
+from compiler.core.reference import evaluate_node
+from compiler.core.types import DType
 
 log = logging.getLogger("tilefuse.fold")
 
@@ -31,8 +33,6 @@ def fold_constants(g: Graph) -> Graph:
             v0: bool[4] = constant(value=const([True, True, False, False]), dtype=bool)
             v1: f32[4] = where(v0, x, y)
     """
-    from backends.numpy_ref import evaluate_node
-
     types = {name: v.type for name, v in g.values().items()}
 
     def evaluate(n: Node, inputs: list[np.ndarray]) -> np.ndarray:

@@ -6,8 +6,9 @@ at best); an embedding table is read once per gathered row, not whole.
 
 from __future__ import annotations
 
-from compiler.ir import DType, Node
-from compiler.schedule import SOURCE_OPS, VIEW_OPS, KernelSpec
+from compiler.core.ir import Node
+from compiler.core.schedule import SOURCE_OPS, VIEW_OPS, KernelSpec
+from compiler.core.types import DType
 
 FLOPS_PER_ELEMENT = {
     "exp": 4, "log": 4, "tanh": 6, "sigmoid": 5, "erf": 6, "sqrt": 2, "rsqrt": 2, "pow": 4,

@@ -2,7 +2,7 @@
 
 Nodes are visited in topological order and each compute node joins a kernel group of one of its
 producers when that is legal, else starts a group; the groups form a networkx DiGraph that must
-stay acyclic. Views and sources are free (Note [Views are index maps] in compiler/schedule.py).
+stay acyclic. Views and sources are free (Note [Views are index maps] in compiler/core/schedule.py).
 
     pointwise chains      add -> gelu -> mul: one kernel over the same domain
     epilogues             matmul/conv/attention/reduction -> pointwise ops of its output shape
@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 
 import networkx as nx
 
-from compiler.ir import Graph, Node, Value
-from compiler.schedule import SOURCE_OPS, VIEW_OPS, KernelSpec, Schedule
+from compiler.core.ir import Graph, Node, Value
+from compiler.core.schedule import SOURCE_OPS, VIEW_OPS, KernelSpec, Schedule
 
 log = logging.getLogger("tilefuse.fusion")
 

@@ -19,8 +19,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from compiler.ir import DType, Graph, TensorType
-from compiler.schedule import SOURCE_OPS, VIEW_OPS, BufferPlan, Schedule
+from compiler.core.ir import Graph
+from compiler.core.schedule import SOURCE_OPS, VIEW_OPS, BufferPlan, Schedule
+from compiler.core.types import DType, TensorType
 
 Itemsize = Callable[[DType], int]
 

@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from compiler.ir import Graph, print_graph
-from compiler.verify import verify
+from compiler.core.ir import Graph, print_graph
+from compiler.core.verify import verify
 from passes.canonicalize import canonicalize
 from passes.cleanup import eliminate_common_subexpressions, eliminate_dead_code, fold_constants
 from passes.recognize import recognize_composites

@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import math
 
-from compiler.errors import OpTypeError
-from compiler.ir import DType, Graph, Node
+from compiler.core.errors import OpTypeError
+from compiler.core.ir import Graph, Node
+from compiler.core.types import DType
 from passes.match import Const, Op, Var, match
 from passes.rewrite import Rewriter, Rule, apply_rules
 

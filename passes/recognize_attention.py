@@ -53,9 +53,10 @@ from typing import Any
 
 import numpy as np
 
-from compiler.errors import OpTypeError
-from compiler.ir import ConstArray, DType, Graph, Node, TensorType
-from compiler.ops import infer_type, ref
+from compiler.core.errors import OpTypeError
+from compiler.core.ir import ConstArray, Graph, Node
+from compiler.core.ops import infer_type, ref
+from compiler.core.types import DType, TensorType
 from passes.match import Env, Op, Pattern, Var, match
 from passes.rewrite import Rewriter, Rule, apply_rules
 

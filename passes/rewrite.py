@@ -14,7 +14,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from compiler.ir import Graph, GraphBuilder, Node, TensorType
+from compiler.core.ir import Graph, GraphBuilder, Node
+from compiler.core.types import TensorType
 
 log = logging.getLogger("tilefuse.rewrite")
 

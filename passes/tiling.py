@@ -7,7 +7,7 @@ rest with the roofline of section 3 (compute at a fraction of peak, bandwidth li
 bytes in flight (Little's law), wave quantization over SMs x blocks per SM) and keeps the
 fastest, recording the runner-up. It is analytic and deterministic: nothing is compiled, and
 ties go to the earlier (more conventional) candidate. GEMM and attention spaces live in
-passes/tiling_mma.py, the TileConfig data and the choice in passes/tile_config.py.
+passes/tiling_mma.py, the TileConfig data and the choice in compiler/core/tile_config.py.
 
 Note [Why the model, not a lookup]
 The same GEMM lands on different tiles per GPU because the limits differ. A 4096^3 bf16 GEMM:
@@ -30,10 +30,10 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
-from compiler.gpu import LAUNCH_S, GpuProfile, occupancy, roofline
-from compiler.schedule import KernelSpec, Schedule
+from compiler.core.gpu import LAUNCH_S, GpuProfile, occupancy, roofline
+from compiler.core.schedule import KernelSpec, Schedule
+from compiler.core.tile_config import Candidate, TileConfig, choose, finish, pow2
 from passes.cost import kernel_cost
-from passes.tile_config import Candidate, TileConfig, choose, finish, pow2
 from passes.tiling_mma import (
     Gemm,
     attention_candidates,

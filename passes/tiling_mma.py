@@ -32,11 +32,11 @@ import math
 from dataclasses import replace
 from typing import NamedTuple
 
-from compiler.gpu import DRAM_LATENCY_S, LAUNCH_S, GpuProfile, occupancy, roofline
-from compiler.ir import DType
-from compiler.schedule import KernelSpec
+from compiler.core.gpu import DRAM_LATENCY_S, LAUNCH_S, GpuProfile, occupancy, roofline
+from compiler.core.schedule import KernelSpec
+from compiler.core.tile_config import Candidate, TileConfig, amd_note, finish, pow2, wave_options
+from compiler.core.types import DType
 from passes.cost import causal_fraction, math_class
-from passes.tile_config import Candidate, TileConfig, amd_note, finish, pow2, wave_options
 
 # Achievable fractions (gpu_profiles.md section 3.1; calibrate per device).
 ETA_COMPUTE = 0.75  # Triton GEMM fraction of dense tensor peak (cuBLAS: 0.81 on H100)

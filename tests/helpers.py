@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from backends.numpy_ref import render
-from compiler.ir import Graph, print_graph
-from compiler.ir_text import parse_graph
-from compiler.ops import ref
+from compiler.core.ir import Graph, print_graph
+from compiler.core.ir_text import parse_graph
+from compiler.core.ops import ref
+from compiler.core.reference import render
 
 
 def ir(text: str) -> Graph:

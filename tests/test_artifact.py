@@ -19,12 +19,16 @@ from torch import nn
 
 import compiler
 import compiler.api
+import compiler.artifact_load as artifact
 import passes.fusion
 import passes.pipeline
 from backends import llvm_jit, llvm_runtime
-from compiler import artifact, cli, frontend, serialize
-from compiler.errors import ArtifactError
-from compiler.ir import ConstArray, DType, Graph, GraphBuilder, TensorType, Value
+from compiler import cli
+from compiler.core import serialize
+from compiler.core.errors import ArtifactError
+from compiler.core.ir import ConstArray, Graph, GraphBuilder, Value
+from compiler.core.types import DType, TensorType
+from compiler.frontend import capture as frontend
 
 
 class Block(nn.Module):
@@ -336,7 +340,7 @@ def test_load_at_another_thread_count_renders_the_program_again(
     block: tuple[nn.Module, torch.Tensor], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from backends.llvm_runtime import SavedModule
-    from compiler import config
+    from compiler.core import config
 
     model, x = block
     c = compiler.compile(model, (x,))

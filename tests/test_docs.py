@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from compiler.core.ops import OPS
 from compiler.docs import render
-from compiler.ops import OPS
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "ops.md"
 

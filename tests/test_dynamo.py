@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 import compiler.dynamo
-from compiler.errors import TilefuseError
+from compiler.core.errors import TilefuseError
 
 
 @pytest.fixture(autouse=True)

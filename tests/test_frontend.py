@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils import _pytree as pytree
 
 import compiler
-from compiler.frontend import export_program
+from compiler.frontend.capture import export_program
 
 THIS_FILE = __file__  # the path torch records in stack traces (the code object's filename)
 THIS_NAME = Path(__file__).name
@@ -363,8 +363,8 @@ def test_unsupported_op_error_names_op_node_and_source(
     assert e.value.node == node
     assert re.search(rf"node:\s+{node}\b", msg), msg
     assert f"{THIS_FILE}:{_line_of(marker)}" in msg
-    assert "compiler/ops" in msg
-    assert "compiler/lowering.py" in msg
+    assert "compiler/core/ops/" in msg
+    assert "compiler/frontend/lowering.py" in msg
 
 
 def test_unsupported_op_error_is_a_tilefuse_error() -> None:
@@ -382,7 +382,7 @@ def test_unsupported_op_in_plain_function_names_the_user_line() -> None:
         _compile(fn, torch.randn(3))
     msg = str(e.value)
     assert "aten.cumprod" in msg
-    assert "compiler/frontend.py" not in msg
+    assert "compiler/frontend/capture.py" not in msg
     assert f"{THIS_FILE}:{_line_of('fn-cumprod')}" in msg
 
 

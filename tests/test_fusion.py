@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import compiler
-from compiler.schedule import KernelSpec, Schedule
+from compiler.core.schedule import KernelSpec, Schedule
 from examples import dit, gpt2, llama, unet
 from passes.fusion import fuse_kernels
 from tests.helpers import ir

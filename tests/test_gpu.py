@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from compiler.gpu import (
+from compiler.core.gpu import (
     GB,
     KB,
     MIB,

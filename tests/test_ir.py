@@ -6,9 +6,10 @@ import ast
 
 import pytest
 
-from compiler.errors import OpTypeError, VerifyError
-from compiler.ir import DType, Graph, GraphBuilder, Node, TensorType, Value, make_attrs
-from compiler.verify import verify
+from compiler.core.errors import OpTypeError, VerifyError
+from compiler.core.ir import Graph, GraphBuilder, Node, Value, make_attrs
+from compiler.core.types import DType, TensorType
+from compiler.core.verify import verify
 from tests.helpers import ir
 
 TEXT = """

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 import compiler
 from backends import llvm_jit
 from backends.llvm_kernel import render_kernel
-from compiler.ir_text import parse_graph
-from compiler.schedule import ExternCall, KernelSpec, split_externs
+from compiler.core.ir_text import parse_graph
+from compiler.core.schedule import ExternCall, KernelSpec, split_externs
 from passes.fusion import fuse_kernels
 
 

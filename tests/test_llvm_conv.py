@@ -14,8 +14,8 @@ from torch import nn
 
 import compiler
 from backends import llvm_winograd
-from compiler import config
-from compiler.ir import DType, TensorType
+from compiler.core import config
+from compiler.core.types import DType, TensorType
 
 
 def winograd_scratch(src: str) -> int:

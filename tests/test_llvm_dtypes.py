@@ -22,9 +22,9 @@ import compiler
 from backends import llvm_cpu, llvm_jit
 from backends.llvm_kernel import render_kernel
 from compiler.bisect import bisect_kernels
-from compiler.ir_text import parse_graph
-from compiler.ops import ref
-from compiler.schedule import KernelSpec
+from compiler.core.ir_text import parse_graph
+from compiler.core.ops import ref
+from compiler.core.schedule import KernelSpec
 from examples import gpt2, llama
 from passes.fusion import fuse_kernels
 
@@ -136,7 +136,7 @@ def test_stores_round_ties_to_even_keep_nan_and_overflow_to_inf(dtype: torch.dty
 @pytest.mark.usefixtures("isa")
 def test_bf16_rounding_matches_the_reference_rounding_bit_for_bit() -> None:
     """Random float32 values (every exponent, signs, low mantissa bits set), cast to bf16 in a
-    native kernel, equal `compiler.ops.ref.round_to_bf16` of them."""
+    native kernel, equal `compiler.core.ops.ref.round_to_bf16` of them."""
     rng = np.random.default_rng(0)
     raw = rng.integers(0, 2**32, 4099, dtype=np.uint64).astype(np.uint32)
     values = raw.view(np.float32)

@@ -13,8 +13,9 @@ from torch import nn
 import compiler
 from backends import llvm_rows
 from compiler.bisect import bisect_kernels
-from compiler.ir import DType, Node, TensorType, Value
-from compiler.schedule import KernelSpec
+from compiler.core.ir import Node, Value
+from compiler.core.schedule import KernelSpec
+from compiler.core.types import DType, TensorType
 
 
 @pytest.fixture(autouse=True)

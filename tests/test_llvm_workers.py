@@ -126,7 +126,7 @@ def test_a_worker_that_cannot_start_leaves_everything_to_this_process(monkeypatc
 
 
 def test_compile_jobs_must_be_a_positive_integer(monkeypatch):
-    from compiler import config
+    from compiler.core import config
 
     monkeypatch.setenv("TILEFUSE_COMPILE_JOBS", "0")
     with pytest.raises(ValueError, match="TILEFUSE_COMPILE_JOBS must be an integer >= 1"):

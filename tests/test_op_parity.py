@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import compiler
-from compiler.ops import OPS
+from compiler.core.ops import OPS
 from tests.op_samples import SAMPLES, OpSample
 
 

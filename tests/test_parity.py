@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 import compiler
-from compiler.ops import OPS
-from compiler.parity import RTOL_FLOOR, compare, reference_f64
+from compiler.core.ops import OPS
+from compiler.parity_rule import RTOL_FLOOR, compare, reference_f64
 
 
 def mlp(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from compiler.errors import VerifyError
-from compiler.ir import Graph, Node, Value
+from compiler.core.errors import VerifyError
+from compiler.core.ir import Graph, Node, Value
 from passes.pipeline import PIPELINE, PassContext, run_pipeline
 from tests.helpers import assert_numpy_equivalent, ir
 

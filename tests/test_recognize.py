@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import compiler
-from compiler.ir import Graph
+from compiler.core.ir import Graph
 from passes.cleanup import eliminate_dead_code
 from passes.recognize import RECOGNIZE_RULES, recognize_composites
 from tests.helpers import assert_ir, assert_numpy_equivalent, ir

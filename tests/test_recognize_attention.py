@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from backends.numpy_ref import render
-from compiler.frontend import capture
-from compiler.ir import Graph
+from compiler.core.ir import Graph
+from compiler.core.reference import render
+from compiler.frontend.capture import capture
 from passes.cleanup import eliminate_dead_code
 from passes.pipeline import PIPELINE, run_pipeline
 from passes.recognize_attention import ATTENTION_RULES, recognize_attention

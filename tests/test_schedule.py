@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from compiler.ir import DType, TensorType
-from compiler.schedule import index_map
+from compiler.core.schedule import index_map
+from compiler.core.types import DType, TensorType
 from tests.helpers import ir
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from compiler.gpu import KB, PROFILES, get_profile
-from compiler.schedule import KernelSpec
+from compiler.core.gpu import KB, PROFILES, get_profile
+from compiler.core.schedule import KernelSpec
+from compiler.core.tile_config import vgpr_cap, wave_options
 from passes.cost import causal_fraction, kernel_cost
 from passes.fusion import fuse_kernels
-from passes.tile_config import vgpr_cap, wave_options
 from passes.tiling import TileConfig, tile, tile_kernels
 from passes.tiling_mma import split_k_partial_bytes
 from tests.helpers import ir

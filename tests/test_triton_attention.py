@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from backends.triton_attention import AttentionKernel, render_attention
 from backends.triton_targets import load_module
-from passes.tile_config import TileConfig
+from compiler.core.tile_config import TileConfig
 from tests.test_triton_matmul import DTYPES, _rand, assert_parity, check_program
 
 # (causal, mask, head dim, L, S, Hq, Hkv)

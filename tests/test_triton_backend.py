@@ -22,8 +22,8 @@ import compiler
 from backends import triton_backend
 from backends.triton_ops import TritonUnsupportedError
 from backends.triton_values import render_epilogue
-from compiler.ir import Node
-from passes.tile_config import TileConfig
+from compiler.core.ir import Node
+from compiler.core.tile_config import TileConfig
 
 
 @pytest.fixture(autouse=True)
@@ -383,7 +383,7 @@ def test_every_heavy_jit_function_compiles_for_a_target(
     compiled for sm_90 from heavy_module's launches: no spills, tensor cores in each dot."""
     from backends.triton_heavy import REDUCE_OPTIONS, heavy_module
     from backends.triton_targets import COMPILE_OPTIONS, Launch, compile_launch, load_module
-    from compiler.gpu import get_profile
+    from compiler.core.gpu import get_profile
 
     monkeypatch.setenv("TILEFUSE_CACHE_DIR", str(tmp_path))
     h100 = get_profile("h100")

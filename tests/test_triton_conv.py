@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from backends.triton_conv import ConvKernel, render_conv
 from backends.triton_targets import load_module
-from passes.tile_config import TileConfig
+from compiler.core.tile_config import TileConfig
 from tests.test_triton_matmul import DTYPES, _rand, assert_parity, check_program
 
 # (kernel, stride, padding, H, split_k, groups)

@@ -16,7 +16,7 @@ import torch
 
 import compiler
 from backends.triton_backend import INTERPRETER_WARNING
-from compiler.parity import _leaves, compare, reference_f64
+from compiler.parity_rule import compare, output_leaves, reference_f64
 from examples import dit, gpt2, llama, unet
 
 pytestmark = pytest.mark.skipif(
@@ -43,13 +43,13 @@ def test_example_runs_natively_on_the_gpu(name: str, dtype: torch.dtype) -> None
         warnings.filterwarnings("error", message=INTERPRETER_WARNING)  # natively, no notice
         c = compiler.compile(model, inputs, gpu=None, backend="triton")
         out = c(*inputs)
-    outs = [o for _, o in _leaves(out)]
+    outs = [o for _, o in output_leaves(out)]
     assert all(o.device.type == "cuda" for o in outs)
     with torch.no_grad():
-        eager = _leaves(model(*inputs))
+        eager = output_leaves(model(*inputs))
     assert [o.dtype for o in outs] == [e.dtype for _, e in eager]
     cpu_model = copy.deepcopy(model).cpu()
-    ref = _leaves(reference_f64(cpu_model, tuple(x.cpu() for x in inputs), {}))
+    ref = output_leaves(reference_f64(cpu_model, tuple(x.cpu() for x in inputs), {}))
     rows = [
         compare(path, "triton", o.cpu(), e.cpu(), r)
         for (path, e), (_, r), o in zip(eager, ref, outs, strict=True)

@@ -18,7 +18,7 @@ import compiler
 from backends import triton_backend
 from backends.triton_matmul import MatmulKernel, render_matmul
 from backends.triton_targets import load_module
-from passes.tile_config import TileConfig
+from compiler.core.tile_config import TileConfig
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 FLOOR = {"fp32": 1e-5, "fp16": 1e-3, "bf16": 8e-3}

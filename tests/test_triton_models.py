@@ -20,7 +20,7 @@ import pytest
 import torch
 
 import compiler
-from compiler.parity import _leaves, compare, reference_f64
+from compiler.parity_rule import compare, output_leaves, reference_f64
 from examples import dit, gpt2, llama, unet
 
 MODELS: dict[str, Callable[[torch.dtype], tuple[torch.nn.Module, tuple[Any, ...]]]] = {
@@ -62,7 +62,7 @@ def test_example_in_triton_under_the_interpreter(name: str, dtype: torch.dtype) 
     rows = [
         compare(path, "triton", o, e, r)
         for (path, e), (_, r), (_, o) in zip(
-            _leaves(eager), _leaves(ref), _leaves(out), strict=True
+            output_leaves(eager), output_leaves(ref), output_leaves(out), strict=True
         )
     ]
     assert all(row.ok for row in rows), "\n".join(map(str, rows))

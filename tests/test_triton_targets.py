@@ -25,10 +25,11 @@ from backends.triton_targets import (
     verify_kernels,
     verify_spec,
 )
-from compiler.gpu import get_profile
-from compiler.ir import DType, Node, TensorType, Value
-from compiler.schedule import KernelSpec
-from passes.tile_config import TileConfig
+from compiler.core.gpu import get_profile
+from compiler.core.ir import Node, Value
+from compiler.core.schedule import KernelSpec
+from compiler.core.tile_config import TileConfig
+from compiler.core.types import DType, TensorType
 from passes.tiling import launch_key, tile
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,9 +7,9 @@ outputs name defined values.
 
 from __future__ import annotations
 
-from compiler.errors import OpTypeError, VerifyError
-from compiler.ir import Graph
-from compiler.ops import get, infer_type, normalize_attrs
+from compiler.core.errors import OpTypeError, VerifyError
+from compiler.core.ir import Graph
+from compiler.core.ops import get, infer_type, normalize_attrs
 
 
 def verify(g: Graph) -> Graph:

@@ -16,10 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from compiler.errors import ArtifactError
-from compiler.ir import ConstArray, DType, Graph, Node, TensorType, Value
-from compiler.schedule import BufferPlan, KernelSpec, Schedule
-from compiler.verify import verify
+from compiler.core.errors import ArtifactError
+from compiler.core.ir import ConstArray, Graph, Node, Value
+from compiler.core.schedule import BufferPlan, KernelSpec, Schedule
+from compiler.core.tile_config import TileConfig
+from compiler.core.types import DType, TensorType
+from compiler.core.verify import verify
 
 _DTYPES = {d.value: d for d in DType}
 
@@ -101,8 +103,6 @@ def _encode_tile(tile: Any, constants: dict[str, np.ndarray]) -> Any:
 def _decode_tile(data: Any, constants: Any) -> Any:
     if data is None:
         return None
-    from passes.tile_config import TileConfig
-
     fields = {k: decode_attr(v, constants) for k, v in data.items() if k != "runner_up"}
     return TileConfig(**fields, runner_up=_decode_tile(data["runner_up"], constants))
 

@@ -1,4 +1,4 @@
-"""The tilefuse IR: a small typed SSA graph over the closed op set of `compiler.ops`.
+"""The tilefuse IR: a small typed SSA graph over the closed op set of `compiler.core.ops`.
 
 A `Graph` is frozen data: inputs, nodes in topological order, outputs. Every node has exactly one
 output value, named by a string. Passes never mutate a graph; they build a new one (`Graph.replace`
@@ -16,7 +16,6 @@ implies), so type rules stay simple: a binary op's inputs broadcast and share on
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import math
 from collections.abc import Iterable, Iterator, Mapping
@@ -25,62 +24,8 @@ from typing import Any
 
 import numpy as np
 
-
-class DType(enum.Enum):
-    """Element types of IR tensors. The value is the short name used when printing."""
-
-    f64 = "f64"
-    f32 = "f32"
-    f16 = "f16"
-    bf16 = "bf16"
-    i64 = "i64"
-    i32 = "i32"
-    bool = "bool"
-
-    @property
-    def is_float(self) -> bool:
-        return self in (DType.f64, DType.f32, DType.f16, DType.bf16)
-
-    @property
-    def itemsize(self) -> int:
-        return _ITEMSIZE[self]
-
-    def __repr__(self) -> str:
-        return f"DType.{self.value}"
-
-
-_ITEMSIZE = {
-    DType.f64: 8,
-    DType.f32: 4,
-    DType.f16: 2,
-    DType.bf16: 2,
-    DType.i64: 8,
-    DType.i32: 4,
-    DType.bool: 1,
-}
-
-
-@dataclass(frozen=True)
-class TensorType:
-    shape: tuple[int, ...]
-    dtype: DType
-
-    @property
-    def rank(self) -> int:
-        return len(self.shape)
-
-    @property
-    def numel(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
-
-    @property
-    def nbytes(self) -> int:
-        return self.numel * self.dtype.itemsize
-
-    def __str__(self) -> str:
-        # 0-d prints as f32[()] so the printed graph stays valid Python
-        dims = ",".join(map(str, self.shape)) if self.shape else "()"
-        return f"{self.dtype.value}[{dims}]"
+from compiler.core.ops import get, infer_type, normalize_attrs
+from compiler.core.types import DType, TensorType
 
 
 @dataclass(frozen=True)
@@ -309,8 +254,6 @@ class GraphBuilder:
         source: str = "",
         name: str | None = None,
     ) -> str:
-        from compiler.ops import get, infer_type, normalize_attrs
-
         ins = tuple(inputs)
         frozen = make_attrs(normalize_attrs(get(op), make_attrs_dict(attrs)))
         out_type = infer_type(op, [self.types[i] for i in ins], dict(frozen))

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any
 
-from compiler.gpu import KB, Estimate, GpuProfile
+from compiler.core.gpu import KB, Estimate, GpuProfile
 
 
 @dataclass(frozen=True)

@@ -3,16 +3,14 @@ upsampling. `LOWERINGS` has the same form as in `aten_ops.py`."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import fx
 
-from compiler.aten_ops import arg
-from compiler.ir import DType
-
-if TYPE_CHECKING:
-    from compiler.lowering import Lowered, LowerFn, Lowering
+from compiler.core.types import DType
+from compiler.frontend.aten_ops import arg
+from compiler.frontend.lowering import Lowered, LowerFn, Lowering
 
 
 def _matmul(L: Lowering, a: str, b: str) -> str:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from compiler.errors import OpTypeError
-from compiler.ir import DType
+from compiler.core.errors import OpTypeError
+from compiler.core.types import DType
 
 TORCH_TO_DTYPE = {
     torch.float64: DType.f64,

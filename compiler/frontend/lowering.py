@@ -1,18 +1,18 @@
 """ATen (after decompositions) -> IR: the driver.
 
 The lowerings themselves live in `aten_ops.py` and `aten_nn.py`, one function per ATen op
-family, gathered in `ATEN_LOWERINGS`. Each lowering gets the fx node and returns the IR value
-(or a list, for multi-output ops that `getitem` picks from). After every node the lowered type
-is checked against the type torch recorded (`meta["val"]`): a lowering bug stops here, naming
-the node, not as a wrong answer later.
+family; `capture.py` gathers them into the table a `Lowering` is given. Each lowering gets the
+fx node and returns the IR value (or a list, for multi-output ops that `getitem` picks from).
+After every node the lowered type is checked against the type torch recorded
+(`meta["val"]`): a lowering bug stops here, naming the node, not as a wrong answer later.
 Python scalars become 0-d `full` nodes and dtype promotion becomes explicit `cast`s
-(Note [Scalars are 0-d constants] in ir.py).
+(Note [Scalars are 0-d constants] in compiler/core/ir.py).
 """
 
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -20,15 +20,14 @@ from torch import fx
 from torch.export import ExportedProgram
 from torch.export.graph_signature import InputKind, TensorArgument
 
-from compiler import aten_nn, aten_ops
-from compiler.dtypes import to_dtype, to_torch
-from compiler.errors import OpTypeError, UnsupportedOpError
-from compiler.frontend import format_frame, user_frame
-from compiler.ir import ConstArray, DType, Graph, GraphBuilder, TensorType, Value
+from compiler.core.dtypes import to_dtype, to_torch
+from compiler.core.errors import OpTypeError, UnsupportedOpError
+from compiler.core.ir import ConstArray, Graph, GraphBuilder, Value
+from compiler.core.types import DType, TensorType
+from compiler.frontend.source import format_frame, user_frame
 
 Lowered = str | list[str] | None
 LowerFn = Callable[["Lowering", fx.Node], Lowered]
-ATEN_LOWERINGS: dict[str, LowerFn] = {**aten_ops.LOWERINGS, **aten_nn.LOWERINGS}
 DROPPED_OPS = {"_assert_tensor_metadata", "_assert_scalar", "sym_constrain_range_for_size"}
 
 
@@ -42,8 +41,9 @@ def op_name(target: Any) -> str:
 class Lowering:
     """State while lowering one exported program: the builder and the fx-name -> value map."""
 
-    def __init__(self, ep: ExportedProgram, name: str) -> None:
+    def __init__(self, ep: ExportedProgram, name: str, lowerings: Mapping[str, LowerFn]) -> None:
         self.ep = ep
+        self.lowerings = lowerings
         self.b = GraphBuilder(name)
         self.env: dict[str, Lowered] = {}
         self.node: fx.Node | None = None
@@ -154,7 +154,7 @@ class Lowering:
         self.source = _short_source(n)
         if name in DROPPED_OPS:
             return
-        fn = ATEN_LOWERINGS.get(name)
+        fn = self.lowerings.get(name)
         if fn is None:
             raise UnsupportedOpError(str(n.target), n.name, self.user_source(n))
         try:
@@ -204,11 +204,3 @@ def _short_source(n: fx.Node) -> str:
     frame = user_frame(n.meta.get("stack_trace"))
     where = f"{frame[0].rsplit('/', 1)[-1]}:{frame[1]}" if frame else ""
     return " ".join(p for p in (path, f"({where})" if where and path else where) if p)
-
-
-def lower_program(
-    ep: ExportedProgram, name: str, leaves: Sequence[Any]
-) -> tuple[Graph, list[Any], list[tuple[str, Any]]]:
-    """Lower an exported, decomposed program. Returns the graph, for each graph input its
-    (placeholder, InputKind, target), and how to rebuild each output leaf."""
-    return Lowering(ep, name).run(leaves)

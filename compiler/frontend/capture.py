@@ -2,7 +2,7 @@
 
 torch.export (non-strict) traces the program to ATen; `run_decompositions()` with the default
 table minus the composites we keep (`KEEP`) brings it to about 30 distinct ops; `lowering.py`
-turns those into IR nodes.
+turns those into IR nodes with the tables of `aten_ops.py` and `aten_nn.py`.
 
 Note [Weights are inputs]
 Parameters and buffers become graph *inputs* bound by their qualified name, never constants:
@@ -23,12 +23,17 @@ from torch.export import ExportedProgram
 from torch.export.graph_signature import InputKind, OutputKind
 from torch.utils import _pytree as pytree
 
-from compiler.errors import CaptureError, UnsupportedOpError
-from compiler.ir import Graph
+from compiler.core.errors import CaptureError, UnsupportedOpError
+from compiler.core.ir import Graph
+from compiler.frontend import aten_nn, aten_ops
+from compiler.frontend.lowering import LowerFn, Lowering
 
 aten = torch.ops.aten
 
 # Composites kept whole (DESIGN.md: fusion keeps them; backends lower them).
+# every ATen op we lower, by overload packet name; an op in neither table is unsupported
+ATEN_LOWERINGS: dict[str, LowerFn] = {**aten_ops.LOWERINGS, **aten_nn.LOWERINGS}
+
 KEEP = (
     aten.layer_norm.default,
     aten.group_norm.default,
@@ -175,8 +180,6 @@ def capture(
     model: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any] | None = None
 ) -> Captured:
     """Export `model(*args, **kwargs)` and lower it to our IR (not yet optimized)."""
-    from compiler.lowering import lower_program
-
     kwargs = dict(kwargs or {})
     module = as_module(model)
     start = time.perf_counter()
@@ -199,7 +202,8 @@ def capture(
                 "inference programs without state updates",
                 hint="",
             )
-    graph, input_kinds, out_leaves = lower_program(ep, graph_name(module), leaves)
+    lowering = Lowering(ep, graph_name(module), ATEN_LOWERINGS)
+    graph, input_kinds, out_leaves = lowering.run(leaves)
     bindings = []
     user_index = {
         s.arg.name: i
@@ -223,45 +227,3 @@ def capture(
         kwarg_names=tuple(kwargs),
         capture_seconds=capture_seconds,
     )
-
-
-# ----------------------------------------------------------------------------- source lines
-
-
-def user_frame(stack_trace: str | None) -> tuple[str, int, str] | None:
-    """The innermost frame of the user's code (not torch's) in an fx node's stack trace."""
-    if not stack_trace:
-        return None
-    torch_dir = torch.__file__.rsplit("/", 1)[0]
-    frames = []
-    lines = stack_trace.splitlines()
-    for i, line in enumerate(lines):
-        parsed = _parse_frame(line)
-        if parsed is None:
-            continue
-        path, lineno = parsed
-        code = lines[i + 1].strip() if i + 1 < len(lines) else ""
-        frames.append((path, lineno, code))
-    # Prefer the user's files over torch's own; never generated code ("<eval_with_key>.3").
-    real = [f for f in frames if not f[0].startswith("<")]
-    mine = [f for f in real if not f[0].startswith(torch_dir)]
-    return (mine or real)[-1] if real else None
-
-
-def _parse_frame(line: str) -> tuple[str, int] | None:
-    summary = line.strip()
-    if not summary.startswith('File "'):
-        return None
-    try:
-        path = summary.split('"', 2)[1]
-        lineno = int(summary.split(", line ", 1)[1].split(",", 1)[0])
-    except (IndexError, ValueError):
-        return None
-    return path, lineno
-
-
-def format_frame(frame: tuple[str, int, str] | None) -> str:
-    if frame is None:
-        return ""
-    path, lineno, code = frame
-    return f"{path}:{lineno}: {code}" if code else f"{path}:{lineno}"

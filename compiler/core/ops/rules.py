@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from compiler.errors import OpTypeError
-from compiler.ir import DType, TensorType
+from compiler.core.errors import OpTypeError
+from compiler.core.types import DType, TensorType
 
 Types = Sequence[TensorType]
 Attrs = Mapping[str, Any]

@@ -1,13 +1,13 @@
 """Compute anchors (`matmul`, `conv2d`, `sdpa`) and composites kept whole until fusion (norms,
-softmax, GELU, SiLU). Each composite's NumPy reference in `compiler.ops.ref` is its
+softmax, GELU, SiLU). Each composite's NumPy reference in `compiler.core.ops.ref` is its
 decomposition."""
 
 from __future__ import annotations
 
-from compiler.errors import OpTypeError
-from compiler.ir import TensorType
-from compiler.ops import REQUIRED, OpDef
-from compiler.ops import rules as r
+from compiler.core.errors import OpTypeError
+from compiler.core.ops import rules as r
+from compiler.core.ops.opdef import REQUIRED, OpDef
+from compiler.core.types import TensorType
 
 
 def _matmul(ts: r.Types, a: r.Attrs) -> TensorType:

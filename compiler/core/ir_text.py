@@ -19,8 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from compiler.ir import ConstArray, DType, Graph, GraphBuilder, TensorType, Value
-from compiler.verify import verify
+from compiler.core.ir import ConstArray, Graph, GraphBuilder, Value
+from compiler.core.types import DType, TensorType
+from compiler.core.verify import verify
 
 _DTYPES = {d.value: d for d in DType}
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from compiler.errors import OpTypeError
-from compiler.ir import DType, TensorType
-from compiler.ops import REQUIRED, OpDef
-from compiler.ops import rules as r
+from compiler.core.errors import OpTypeError
+from compiler.core.ops import rules as r
+from compiler.core.ops.opdef import REQUIRED, OpDef
+from compiler.core.types import DType, TensorType
 
 
 def _unary(

@@ -19,8 +19,9 @@ class UnsupportedOpError(TilefuseError, NotImplementedError):
     """The captured program uses an ATen op (or an op form) outside tilefuse's op set."""
 
     ADD_OP_HINT = (
-        "To add it: declare the op in compiler/ops/ (type rule + NumPy reference) and lower the "
-        "ATen op in compiler/aten_ops.py or compiler/aten_nn.py (see compiler/lowering.py)."
+        "To add it: declare the op in compiler/core/ops/ (type rule + NumPy reference) and lower "
+        "the ATen op in compiler/frontend/aten_ops.py or compiler/frontend/aten_nn.py (see "
+        "compiler/frontend/lowering.py)."
     )
 
     def __init__(

@@ -12,51 +12,18 @@ string cannot say it (slicing syntax). Attribute values are formatted by the bac
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from compiler.errors import OpTypeError
-from compiler.ir import TensorType
+from compiler.core.errors import OpTypeError
+from compiler.core.ops import compute, elementwise, recognized, structural
+from compiler.core.ops.opdef import KINDS, REQUIRED, OpDef
+from compiler.core.types import TensorType
 
-TypeRule = Callable[[Sequence[TensorType], Mapping[str, Any]], TensorType]
-NumpyTemplate = str | Callable[[Sequence[str], Mapping[str, str]], str]
-
-KINDS = ("elementwise", "reduction", "movement", "source", "compute", "composite")
-
-
-@dataclass(frozen=True)
-class OpDef:
-    """One op of the IR. `attrs` lists attribute names in print order with their defaults
-    (`REQUIRED` for none). `arity` is (min, max) inputs, max None for variadic."""
-
-    name: str
-    kind: str
-    arity: tuple[int, int | None]
-    infer: TypeRule
-    numpy: NumpyTemplate
-    doc: str
-    attrs: tuple[tuple[str, Any], ...] = field(default=())
-    aten: tuple[str, ...] = ()  # the ATen ops that lower to it, for docs/ops.md
-
-    def check_arity(self, n: int) -> None:
-        lo, hi = self.arity
-        if n < lo or (hi is not None and n > hi):
-            want = f"{lo}" if lo == hi else f"{lo}..{hi if hi is not None else 'n'}"
-            raise OpTypeError(f"{self.name} takes {want} inputs, got {n}")
-
-
-class _Required:
-    def __repr__(self) -> str:
-        return "REQUIRED"
-
-
-REQUIRED: Any = _Required()
+__all__ = ["KINDS", "OPS", "REQUIRED", "OpDef", "get", "infer_type", "normalize_attrs"]
 
 
 def _collect() -> dict[str, OpDef]:
-    from compiler.ops import compute, elementwise, recognized, structural
-
     table: dict[str, OpDef] = {}
     for family in (elementwise.OPS, structural.OPS, compute.OPS, recognized.OPS):
         for op in family:
@@ -74,7 +41,7 @@ def get(name: str) -> OpDef:
     try:
         return OPS[name]
     except KeyError:
-        raise OpTypeError(f"unknown op {name!r}: it is not in compiler.ops") from None
+        raise OpTypeError(f"unknown op {name!r}: it is not in compiler.core.ops") from None
 
 
 def normalize_attrs(op: OpDef, attrs: Mapping[str, Any]) -> dict[str, Any]:

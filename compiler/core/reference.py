@@ -1,6 +1,6 @@
 """The NumPy backend: renders a graph as a readable Python module of NumPy calls, the oracle.
 
-Every node becomes one line built from its op's NumPy template (`compiler.ops`), so the module
+Every node becomes one line built from its op's NumPy template (`compiler.core.ops`), so the module
 reads like the IR it came from:
 
     def gpt2_block(x, w_ln, b_ln):
@@ -21,9 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from compiler.ir import ConstArray, DType, Graph, Node, TensorType, format_attr, print_graph
-from compiler.ops import get as get_op
-from compiler.ops import ref as ref_module
+from compiler.core.ir import ConstArray, Graph, Node, format_attr, print_graph
+from compiler.core.ops import get as get_op
+from compiler.core.ops import ref as ref_module
+from compiler.core.types import DType, TensorType
 
 NAME = "numpy"
 INT_NUMPY = {DType.i64: "np.int64", DType.i32: "np.int32", DType.bool: "np.bool_"}
@@ -117,7 +118,7 @@ def render(g: Graph, *, float_dtype: str = "float32", all_values: bool = False) 
         "# IR:",
         ir_text.rstrip("\n"),
         "import numpy as np",
-        "from compiler.ops import ref",
+        "from compiler.core.ops import ref",
         "",
         "",
         f"def {g.name}({', '.join(names[v.name] for v in g.inputs)}):",

@@ -22,7 +22,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from compiler.ir import Graph, Node, TensorType, Value, format_attr
+from compiler.core.ir import Graph, Node, Value, format_attr
+from compiler.core.types import TensorType
 
 KINDS = ("pointwise", "reduction", "matmul", "conv2d", "attention")
 VIEW_OPS = frozenset({"reshape", "permute", "expand", "slice"})

@@ -10,17 +10,15 @@ the recorded output type, or `torch.result_type` for comparisons) and casts its 
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import fx
 
-from compiler.dtypes import to_dtype, to_torch
-from compiler.ir import DType
-from compiler.ops.structural import slice_len
-
-if TYPE_CHECKING:
-    from compiler.lowering import Lowered, LowerFn, Lowering
+from compiler.core.dtypes import to_dtype, to_torch
+from compiler.core.ops.structural import slice_len
+from compiler.core.types import DType
+from compiler.frontend.lowering import Lowered, LowerFn, Lowering
 
 
 def arg(n: fx.Node, i: int, name: str, default: Any = None) -> Any:

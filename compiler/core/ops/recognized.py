@@ -6,10 +6,10 @@ in a GEMM epilogue or an attention prologue.
 
 from __future__ import annotations
 
-from compiler.errors import OpTypeError
-from compiler.ir import TensorType
-from compiler.ops import OpDef
-from compiler.ops import rules as r
+from compiler.core.errors import OpTypeError
+from compiler.core.ops import rules as r
+from compiler.core.ops.opdef import OpDef
+from compiler.core.types import TensorType
 
 
 def _broadcast_float(ts: r.Types, a: r.Attrs) -> TensorType:
