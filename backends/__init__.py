@@ -22,9 +22,9 @@ AVAILABLE = ("numpy", "llvm", "triton")
 PLANNED: tuple[str, ...] = ()  # named in the design; not built yet
 PARITY_DEFAULT = ("numpy", "llvm")  # on a machine without a GPU; see parity_default()
 _MODULES = {
-    "numpy": "backends.numpy_kernels",
-    "llvm": "backends.llvm_cpu",
-    "triton": "backends.triton_backend",
+    "numpy": "backends.numpy.kernels",
+    "llvm": "backends.llvm.render",
+    "triton": "backends.triton.render",
 }
 
 

@@ -90,7 +90,7 @@ def ablation(opts: argparse.Namespace, model: str) -> list[str]:
     float stored in float32), called alternately; rows of medians (wall, CPU)."""
     import torch
 
-    from backends import llvm_cpu
+    from backends.llvm import render as llvm_cpu
     from examples import gpt2, llama
 
     if opts.threads:

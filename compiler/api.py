@@ -81,8 +81,8 @@ class Compiled:
     def _program(self, backend: str, per_kernel: bool = False) -> Any:
         """The backend's program, rendered once; `per_kernel`: the llvm program whose kernel
         functions each compute a whole kernel as the reference does: every float stored in
-        the compute type (Note [16-bit storage], backends/llvm_storage), no kernel run in row
-        blocks (Note [Row blocks], backends/llvm_rows)."""
+        the compute type (Note [16-bit storage], backends/llvm/storage), no kernel run in row
+        blocks (Note [Row blocks], backends/llvm/rows)."""
         key = "llvm:per-kernel" if per_kernel and backend == "llvm" else backend
         if key not in self._programs:
             self._programs[key] = self._render(backend, per_kernel)
@@ -321,7 +321,7 @@ class Compiled:
         it is always logged under `tilefuse.targets`."""
         profiles = resolve_profiles(gpu if gpu is not None else self.gpu)
         try:
-            from backends.triton_targets import verify_kernels
+            from backends.triton.targets import verify_kernels
         except ImportError as e:
             raise ImportError(
                 f"verify_targets compiles {self.graph.name}'s kernels with Triton, which is not "

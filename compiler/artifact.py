@@ -20,12 +20,12 @@ An artifact is a directory:
     schedule.txt     the schedule as printed (for people; not read back)
     <backend>.txt    the generated source (for people; not read back)
     kernels.so       the llvm backend's kernels linked for the CPU it was built on: loading
-                     them needs no LLVM (backends/llvm_aot.py)
+                     them needs no LLVM (backends/llvm/aot.py)
     program.json     the llvm program as rendered (driver source, each module's symbol,
                      parameters, scratch and IR digest; constants in program_constants.npz):
                      with kernels.so, loading renders nothing (Note [A saved program])
     driver.bin       the driver compiled by the Python that saved it (marshal; read back by the
-                     same Python only: Note [A compiled driver] in backends/llvm_runtime.py)
+                     same Python only: Note [A compiled driver] in backends/llvm/runtime.py)
     llvm/*.o         the same kernels as object code for the JIT's cache (the fallback)
 
 Note [What an artifact stores]
@@ -257,7 +257,7 @@ def _save_example(compiled: Any, path: Path) -> None:
 
 
 def _save_objects(program: Any, folder: Path) -> None:
-    from backends import llvm_jit
+    from backends.llvm import jit as llvm_jit
 
     folder.mkdir(exist_ok=True)
     for m in program.modules.values():
@@ -269,7 +269,7 @@ def _save_objects(program: Any, folder: Path) -> None:
 def _save_library(program: Any, path: Path) -> dict[str, Any] | None:
     """The kernels linked into kernels.so (Note [Why a shared library] in llvm_aot), or None
     with a warning saying why not (loading then uses the JIT)."""
-    from backends import llvm_aot
+    from backends.llvm import aot as llvm_aot
 
     modules = {symbol: m.ir for symbol, m in program.modules.items()}
     why_not = llvm_aot.link_shared(modules, path / "kernels.so") if modules else "no kernels"

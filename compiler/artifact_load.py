@@ -58,8 +58,8 @@ def _saved_program(path: Path, manifest: dict[str, Any]) -> Any:
     library's fingerprint, at the thread count it was rendered for (kernels size per-thread
     scratch by it), with the library's kernel digests. Elsewhere the schedule is rendered
     again and the digests decide, as before."""
-    from backends import llvm_aot
-    from backends.llvm_runtime import LlvmProgram, SavedModule
+    from backends.llvm import aot as llvm_aot
+    from backends.llvm.runtime import LlvmProgram, SavedModule
     from compiler.core.config import num_threads
 
     native, file = manifest.get("native"), path / "program.json"
@@ -90,7 +90,7 @@ def _saved_program(path: Path, manifest: dict[str, Any]) -> Any:
 def _open_library(path: Path, native: dict[str, Any] | None, program: Any) -> Any:
     """The saved kernels.so when it was built for this CPU from exactly these kernels, else
     None, with the saved object code put in the JIT's cache (used where its keys match)."""
-    from backends import llvm_aot
+    from backends.llvm import aot as llvm_aot
 
     why_not = "it has no kernels.so"
     if native is not None:

@@ -116,7 +116,7 @@ def plan_arena(
     Where `plan_buffers` reuses whole buffers, the arena shares memory between values of
     different sizes and with the scratch that kernels need for a moment (a Winograd
     convolution's transformed input): its size is the peak of what is live at once, near it.
-    `together`: ranges of kernels that run interleaved (in row blocks, `backends.llvm_rows`):
+    `together`: ranges of kernels that run interleaved (in row blocks, `backends.llvm.rows`):
     what one of them reads, writes or needs lives through all of them.
 
     Example: k0 writes a (4 KiB); k1 reads a and writes b (1 KiB); k2 reads b and needs

@@ -22,7 +22,8 @@ import compiler.api
 import compiler.artifact_load as artifact
 import passes.fusion
 import passes.pipeline
-from backends import llvm_jit, llvm_runtime
+from backends.llvm import jit as llvm_jit
+from backends.llvm import runtime as llvm_runtime
 from compiler import cli
 from compiler.core import serialize
 from compiler.core.errors import ArtifactError
@@ -282,7 +283,7 @@ assert type(c.llvm_options["library"]).__name__ == "SharedLibrary", c.llvm_optio
 assert "llvmlite.binding" not in sys.modules, "loading the artifact loaded LLVM"
 assert "networkx" not in sys.modules, "loading the artifact imported fusion's networkx"
 assert "llvmlite.ir" not in sys.modules, "loading the artifact rendered its kernels again"
-assert "backends.llvm_cpu" not in sys.modules, "loading the artifact imported the renderer"
+assert "backends.llvm.render" not in sys.modules, "loading the artifact imported the renderer"
 torch.testing.assert_close(y["y"], example["eager"][0], rtol=1e-5, atol=1e-5)
 print("ok")
 """
@@ -310,7 +311,7 @@ def test_load_opens_the_shared_library_without_llvm(
 def test_load_on_another_cpu_compiles_through_the_jit(
     block: tuple[nn.Module, torch.Tensor], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from backends import llvm_aot
+    from backends.llvm import aot as llvm_aot
 
     model, x = block
     c = compiler.compile(model, (x,))
@@ -339,7 +340,7 @@ def test_load_with_changed_kernels_does_not_use_the_library(
 def test_load_at_another_thread_count_renders_the_program_again(
     block: tuple[nn.Module, torch.Tensor], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from backends.llvm_runtime import SavedModule
+    from backends.llvm.runtime import SavedModule
     from compiler.core import config
 
     model, x = block

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 
 import compiler
-from backends import llvm_jit
-from backends.llvm_kernel import render_kernel
+from backends.llvm import jit as llvm_jit
+from backends.llvm.kernel import render_kernel
 from compiler.core.ir_text import parse_graph
 from compiler.core.schedule import ExternCall, KernelSpec, split_externs
 from passes.fusion import fuse_kernels
@@ -174,7 +174,7 @@ def test_bisect_runs_llvm_kernels_one_by_one() -> None:
 def test_second_process_loads_kernels_from_the_disk_cache(tmp_path: object) -> None:
     script = textwrap.dedent("""
         import torch, compiler
-        from backends import llvm_jit
+        from backends.llvm import jit as llvm_jit
         c = compiler.compile(lambda x: torch.tanh(x) * 2 + x.sum(-1, keepdim=True),
                              (torch.randn(8, 300),), backend="llvm")
         print(llvm_jit.STATS["compiled"], llvm_jit.STATS["cache_hits"])
@@ -283,7 +283,8 @@ def test_identical_layers_emit_their_module_once_per_program(monkeypatch):
 
     from llvmlite import ir
 
-    from backends import llvm_attention, llvm_emit
+    from backends.llvm import attention as llvm_attention
+    from backends.llvm import emit as llvm_emit
 
     calls: list[str] = []
 

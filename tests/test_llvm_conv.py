@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 import compiler
-from backends import llvm_winograd
+from backends.llvm import winograd as llvm_winograd
 from compiler.core import config
 from compiler.core.types import DType, TensorType
 
@@ -221,8 +221,8 @@ def test_native_winograd_products_match_a_batched_matmul(
 ) -> None:
     """M[k] = U[k] @ V[k] in register tiles: output channels past the last 8 (1-row tiles),
     tiles past the last 32 (masked loads and stores), and nothing written past M."""
-    from backends import llvm_jit
-    from backends.llvm_runtime import NativeKernel
+    from backends.llvm import jit as llvm_jit
+    from backends.llvm.runtime import NativeKernel
 
     mod = llvm_winograd.products("conv", positions, oc, c, count)
     llvm_jit.openmp()

@@ -1,5 +1,5 @@
 """bf16/f16 on the llvm backend: 16-bit storage where only native kernels touch a value
-(Note [16-bit storage] in backends/llvm_storage.py), float32 compute and float32 GEMM operands.
+(Note [16-bit storage] in backends/llvm/storage.py), float32 compute and float32 GEMM operands.
 The tests taking the `isa` fixture (tests/conftest.py) also run compiled for AVX2 on an
 AVX-512 host.
 
@@ -19,8 +19,9 @@ import torch
 import torch.nn.functional as F
 
 import compiler
-from backends import llvm_cpu, llvm_jit
-from backends.llvm_kernel import render_kernel
+from backends.llvm import jit as llvm_jit
+from backends.llvm import render as llvm_cpu
+from backends.llvm.kernel import render_kernel
 from compiler.bisect import bisect_kernels
 from compiler.core.ir_text import parse_graph
 from compiler.core.ops import ref

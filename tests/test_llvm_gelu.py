@@ -1,4 +1,4 @@
-"""GELU in the llvm backend (backends/llvm_ops.gelu_of): accuracy against float64 and special
+"""GELU in the llvm backend (backends/llvm/ops.gelu_of): accuracy against float64 and special
 values, both forms. The tanh form is computed as x * sigmoid(2u), which has no cancellation in
 1 + tanh(u) for u << 0, so its relative error stays small where eager's grows.
 

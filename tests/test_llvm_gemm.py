@@ -1,5 +1,5 @@
 """GEMMs of a weight written straight into their destination by a native matmul
-(`backends/llvm_gemm.py`, `backends/llvm_matmul.py`): a kernel output, or an input read
+(`backends/llvm/gemm.py`, `backends/llvm/matmul.py`): a kernel output, or an input read
 through a transposed view (a NCHW map as [pixels, channels])."""
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ class Conv1D(nn.Module):
 @pytest.mark.parametrize("layer", ["linear", "conv1d"])
 def test_a_bias_goes_into_the_gemm(layer: str, monkeypatch: pytest.MonkeyPatch) -> None:
     # Note [A bias into the GEMM]: out = x @ w.T + b as one addmm into a large output
-    from backends import llvm_gemm
+    from backends.llvm import gemm as llvm_gemm
 
     torch.manual_seed(0)
     model = nn.Linear(40, 24) if layer == "linear" else Conv1D(40, 24)
@@ -113,7 +113,7 @@ def test_a_bias_goes_into_the_gemm(layer: str, monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_a_bias_with_more_after_it_stays_in_the_epilogue(monkeypatch: pytest.MonkeyPatch) -> None:
-    from backends import llvm_gemm
+    from backends.llvm import gemm as llvm_gemm
 
     monkeypatch.setattr(llvm_gemm, "BIAS_GEMM_MIN_BYTES", 0)
     torch.manual_seed(0)
@@ -153,7 +153,7 @@ def test_packed_gemm_of_either_library(
 
 
 def test_gemm_library_auto_follows_the_cpu_vendor(monkeypatch: pytest.MonkeyPatch) -> None:
-    from backends import llvm_gemm
+    from backends.llvm import gemm as llvm_gemm
 
     monkeypatch.setenv("TILEFUSE_GEMM", "auto")
     for vendor, want in [("GenuineIntel", "mkl"), ("AuthenticAMD", "onednn")]:

@@ -1,4 +1,4 @@
-"""Symbolic index arithmetic (backends/llvm_index.py): simplifications are exact."""
+"""Symbolic index arithmetic (backends/index.py): simplifications are exact."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from backends.llvm_index import Clamp, Lin, Var, linearize, reshape_index, unravel
+from backends.index import Clamp, Lin, Var, linearize, reshape_index, unravel
 
 
 def evaluate(e: Lin, env: dict[str, int]) -> int:

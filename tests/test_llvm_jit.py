@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backends import llvm_aot, llvm_jit
+from backends.llvm import aot as llvm_aot, jit as llvm_jit
 
 AXPY = """
 define void @axpy(ptr noalias %x, ptr noalias %y, i64 %n) {
@@ -235,7 +235,7 @@ def _prefix_sum_module(rolled: bool) -> str:
     """x[i + 1] += x[i] for i < 8: a constant trip count -O3 unrolls in full unless told not to."""
     from llvmlite import ir
 
-    from backends.llvm_emit import I64, PTR, counted_loop
+    from backends.llvm.emit import I64, PTR, counted_loop
 
     f32 = ir.FloatType()
     m = ir.Module(name="loops")

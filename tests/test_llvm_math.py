@@ -1,4 +1,4 @@
-"""Accuracy, special values and vectorization of backends/llvm_math.py.
+"""Accuracy, special values and vectorization of backends/llvm/math.py.
 
 Each function is JIT-compiled (llvmlite MCJIT, -O3, for `llvm_jit.host()`) into
 `void f(T* in, T* out, i64 n)` and checked against NumPy float64 references.
@@ -16,7 +16,7 @@ import pytest
 from llvmlite import binding as llvm
 from llvmlite import ir
 
-from backends import llvm_jit, llvm_math
+from backends.llvm import jit as llvm_jit, math as llvm_math
 
 F32, F64, I64 = ir.FloatType(), ir.DoubleType(), ir.IntType(64)
 PTR = ir.PointerType()

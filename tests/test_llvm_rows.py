@@ -1,4 +1,4 @@
-"""Row blocks (`backends/llvm_rows.py`, Note [Row blocks]): a run of row-local kernels (a
+"""Row blocks (`backends/llvm/rows.py`, Note [Row blocks]): a run of row-local kernels (a
 feed-forward) runs a block of rows at a time, its wide intermediates one block at a time."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import compiler
-from backends import llvm_rows
+from backends.llvm import rows as llvm_rows
 from compiler.bisect import bisect_kernels
 from compiler.core.ir import Node, Value
 from compiler.core.schedule import KernelSpec

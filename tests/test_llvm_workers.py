@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from backends import llvm_jit, llvm_workers
+from backends.llvm import jit as llvm_jit
+from backends.llvm import workers as llvm_workers
 
 # A few distinct modules: each scales an array by its own constant.
 SCALE = """

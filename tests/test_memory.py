@@ -9,7 +9,7 @@ import re
 import pytest
 
 import compiler
-from backends.numpy_kernels import storage_itemsize
+from backends.numpy.kernels import storage_itemsize
 from passes.fusion import fuse_kernels
 from passes.memory import eager_peak_bytes, output_roots, plan_arena, plan_buffers, plan_memory
 from tests.helpers import ir

@@ -94,7 +94,7 @@ def test_reference_widens_the_float32_a_model_pins() -> None:
 
 def test_a_wrong_kernel_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     """Break one fused kernel (not the op semantics): parity fails and bisection names it."""
-    from backends import numpy_kernels
+    from backends.numpy import kernels as numpy_kernels
 
     real = numpy_kernels.render_kernel
 

@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 
 import compiler
-from backends import triton_backend
-from backends.triton_ops import TritonUnsupportedError
-from backends.triton_values import render_epilogue
+from backends.triton import render as triton_backend
+from backends.triton.ops import TritonUnsupportedError
+from backends.triton.values import render_epilogue
 from compiler.core.ir import Node
 from compiler.core.tile_config import TileConfig
 
@@ -275,7 +275,7 @@ def test_compiled_definitions_for_target_verification() -> None:
 
 
 def test_epilogue_hook_on_an_accumulator_tile() -> None:
-    from backends.triton_targets import load_module
+    from backends.triton.targets import load_module
 
     def fn(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return F.gelu(x @ w + b, approximate="tanh") * 0.5
@@ -355,8 +355,8 @@ def test_compiled_definitions_for_every_heavy_kernel() -> None:
 def test_heavy_module_is_the_launchers_kernel() -> None:
     """heavy_module(spec, tile): the program's kernel text as a module whose `arguments`
     gives one launch per jit function, specialized like target verification does."""
-    from backends.triton_heavy import heavy_module
-    from backends.triton_targets import load_module, specialize
+    from backends.triton.heavy import heavy_module
+    from backends.triton.targets import load_module, specialize
 
     c, s = _heavy_program()
     prog = triton_backend.render_schedule(s)
@@ -381,8 +381,8 @@ def test_every_heavy_jit_function_compiles_for_a_target(
 ) -> None:
     """The fp16 split-K GEMM (both passes), attention and conv as the launcher has them,
     compiled for sm_90 from heavy_module's launches: no spills, tensor cores in each dot."""
-    from backends.triton_heavy import REDUCE_OPTIONS, heavy_module
-    from backends.triton_targets import COMPILE_OPTIONS, Launch, compile_launch, load_module
+    from backends.triton.heavy import REDUCE_OPTIONS, heavy_module
+    from backends.triton.targets import COMPILE_OPTIONS, Launch, compile_launch, load_module
     from compiler.core.gpu import get_profile
 
     monkeypatch.setenv("TILEFUSE_CACHE_DIR", str(tmp_path))

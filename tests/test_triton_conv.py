@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from backends.triton_conv import ConvKernel, render_conv
-from backends.triton_targets import load_module
+from backends.triton.conv import ConvKernel, render_conv
+from backends.triton.targets import load_module
 from compiler.core.tile_config import TileConfig
 from tests.test_triton_matmul import DTYPES, _rand, assert_parity, check_program
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import compiler
-from backends.triton_backend import INTERPRETER_WARNING
+from backends.triton.render import INTERPRETER_WARNING
 from compiler.parity_rule import compare, output_leaves, reference_f64
 from examples import dit, gpt2, llama, unet
 

@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 
 import compiler
-from backends import triton_backend
-from backends.triton_matmul import MatmulKernel, render_matmul
-from backends.triton_targets import load_module
+from backends.triton import render as triton_backend
+from backends.triton.matmul import MatmulKernel, render_matmul
+from backends.triton.targets import load_module
 from compiler.core.tile_config import TileConfig
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -301,7 +301,7 @@ def test_program_adaln_gate_epilogue_and_batched_bmm() -> None:
 def test_a_wrong_heavy_kernel_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     """check_parity bisects through the Triton heavy kernels: a GEMM whose GELU epilogue is
     broken on purpose fails the check, and the report names that kernel, not the norm."""
-    from backends.triton_ops import ELEMENTWISE
+    from backends.triton.ops import ELEMENTWISE
 
     monkeypatch.setitem(ELEMENTWISE, "gelu", "{0}")  # the activation dropped
 

@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 import compiler
-from backends.triton_matmul import MatmulKernel, render_matmul
-from backends.triton_targets import (
+from backends.triton.matmul import MatmulKernel, render_matmul
+from backends.triton.targets import (
     Launch,
     compile_launch,
     load_module,
@@ -128,7 +128,7 @@ def test_config_that_does_not_compile_goes_back_to_tiling(
     """Triton's own passes fail on some configs (measured: dit's small-M GEMMs at 16x32x128
     s5 w2 on sm_80, in TritonGPUPrefetch): like a spill, that config is excluded and tiling
     asked again, and the report says why."""
-    import backends.triton_targets as targets
+    import backends.triton.targets as targets
 
     p = get_profile("a100")
     forced = TileConfig((("BLOCK_M", 64), ("BLOCK_N", 64), ("BLOCK_K", 32)), 4, 3,
@@ -221,7 +221,7 @@ def test_fp32_dots_are_ieee_not_tf32(cache: Path) -> None:
 def test_verify_targets_without_triton(monkeypatch: pytest.MonkeyPatch) -> None:
     """Where Triton cannot be imported, verify_targets says so and how to get it."""
     c = compiler.compile(lambda x: x * 2, (torch.randn(4),), backend="numpy")
-    monkeypatch.setitem(sys.modules, "backends.triton_targets", None)  # import now fails
+    monkeypatch.setitem(sys.modules, "backends.triton.targets", None)  # import now fails
     with pytest.raises(ImportError, match=r"with Triton, which is not importable.*pip install"):
         c.verify_targets("h100")
 
@@ -262,9 +262,9 @@ def test_worker_processes_give_the_same_report(
 ) -> None:
     """Note [Verifying many kernels]: compiled in worker processes, the report is the one
     this process makes, and the workers' retile reasons are logged here. ~20 s cold."""
-    import backends.triton_targets
+    import backends.triton.targets
 
-    monkeypatch.setattr(backends.triton_targets, "POOL_MIN", 2)
+    monkeypatch.setattr(backends.triton.targets, "POOL_MIN", 2)
     forced = TileConfig((("BLOCK_M", 256), ("BLOCK_N", 128), ("BLOCK_K", 64)), 4, 3,
                         group_m=8, gpu="a100")  # fmt: skip
     specs = [matmul_spec(512, 512, 256, forced), *tiny_blocks(torch.float16).kernels]

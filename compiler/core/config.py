@@ -10,11 +10,11 @@ TILEFUSE_NUM_THREADS  threads for the llvm backend's parallel kernels (default: 
 TILEFUSE_COMPILE_JOBS processes that compile LLVM modules at once on a cold compile (default:
                       the CPUs this process may run on; 1 keeps it in this process).
 TILEFUSE_GEMM         the llvm backend's library for GEMMs with a weight: mkl, onednn or auto
-                      (default: by CPU vendor, Note [Which GEMM library] in backends.llvm_gemm).
+                      (default: by CPU vendor, Note [Which GEMM library] in backends.llvm.gemm).
 TILEFUSE_ISA          the instruction set the llvm backend compiles for: native (default: all
                       this CPU has) or avx2 (its AVX-512 turned off, 256-bit vectors), to run
                       the AVX2 code path on an AVX-512 CPU (Note [Compiling for AVX2 on an
-                      AVX-512 CPU] in backends.llvm_jit).
+                      AVX-512 CPU] in backends.llvm.jit).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ WINOGRAD_SCRATCH_BYTES = 16 << 20
 input V ([16, C, tiles]) and GEMM products M ([16, OC, tiles], float32) in together: over it
 (or over WINOGRAD_SCRATCH_INPUTS) they run in 2 or 4 groups of transform rows, then in chunks
 of tiles (Notes [Winograd in groups of rows] and [Winograd in chunks of tiles] in
-`backends.llvm_winograd`). Read when a program is rendered. Groups cost a few per cent of the
+`backends.llvm.winograd`). Read when a program is rendered. Groups cost a few per cent of the
 convolution, chunks more."""
 
 WINOGRAD_SCRATCH_INPUTS = 4

@@ -3,7 +3,7 @@
 Floats follow IEEE as NumPy does (no fast-math outside reductions): `maximum` propagates NaN,
 `rsqrt` is `1 / sqrt`, and a cast rounds to bf16/f16 exactly like `compiler.core.ops.ref.cast` (bf16
 by integer bit manipulation: LLVM 0.50's llvmlite has no bfloat type). Transcendentals come
-from `backends.llvm_math` (polynomials that vectorize, for float32). `load_narrow` and
+from `backends.llvm.math` (polynomials that vectorize, for float32). `load_narrow` and
 `store_narrow` move values between the compute type and 16-bit storage (a kernel parameter
 the driver keeps in bf16/f16).
 """
@@ -12,19 +12,34 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from llvmlite import ir
 
-from backends.llvm_index import Lin
+from backends.index import Lin
 from compiler.core.ir import Node
 from compiler.core.types import DType
 
-if TYPE_CHECKING:
-    from backends.llvm_kernel import _Codegen
-
 I1, I16, I32, I64 = ir.IntType(1), ir.IntType(16), ir.IntType(32), ir.IntType(64)
-Op = Callable[["_Codegen", Node, list[ir.Value], list[DType]], ir.Value]
+
+
+class Emitter(Protocol):
+    """What an op needs of the kernel generator (`backends.llvm.kernel._Codegen`) that calls it:
+    the builder and module it emits into, the float type, the kernel's producers, and how it
+    emits index arithmetic, float constants and transcendentals."""
+
+    b: ir.IRBuilder
+    m: ir.Module
+    F: ir.Type
+    producers: dict[str, Node]
+
+    def lin(self, e: Lin) -> ir.Value: ...
+    def fconst(self, x: float) -> ir.Constant: ...
+    def math(self, fn: str, x: ir.Value) -> ir.Value: ...
+    def _compute(self, d: DType) -> ir.Type: ...
+
+
+Op = Callable[[Emitter, Node, list[ir.Value], list[DType]], ir.Value]
 ELEMENTWISE: dict[str, Op] = {}
 
 
@@ -41,7 +56,7 @@ def is_float(v: ir.Value) -> bool:
     return isinstance(v.type, ir.FloatType | ir.DoubleType)
 
 
-def intrinsic(cg: _Codegen, name: str, ty: ir.Type, nargs: int) -> ir.Function:
+def intrinsic(cg: Emitter, name: str, ty: ir.Type, nargs: int) -> ir.Function:
     suffix = "f64" if isinstance(ty, ir.DoubleType) else "f32"
     full = f"{name}.{suffix}"
     fn = cg.m.globals.get(full)
@@ -50,7 +65,7 @@ def intrinsic(cg: _Codegen, name: str, ty: ir.Type, nargs: int) -> ir.Function:
     return fn
 
 
-def constant(cg: _Codegen, value: Any, dtype: DType) -> ir.Constant:
+def constant(cg: Emitter, value: Any, dtype: DType) -> ir.Constant:
     if dtype.is_float:
         return cg.fconst(float(value))
     if dtype is DType.bool:
@@ -58,7 +73,7 @@ def constant(cg: _Codegen, value: Any, dtype: DType) -> ir.Constant:
     return ir.Constant(cg._compute(dtype), int(value))
 
 
-def arange(cg: _Codegen, node: Node, i: Lin) -> ir.Value:
+def arange(cg: Emitter, node: Node, i: Lin) -> ir.Value:
     """start + i * step, computed in i64 or float64 (as np.arange), then converted."""
     b = cg.b
     start, step = node.attr("start"), node.attr("step")
@@ -74,7 +89,7 @@ def arange(cg: _Codegen, node: Node, i: Lin) -> ir.Value:
     return convert(cg, b.fptosi(v, I64), DType.i64, dtype)
 
 
-def convert(cg: _Codegen, v: ir.Value, src: DType, dst: DType) -> ir.Value:
+def convert(cg: Emitter, v: ir.Value, src: DType, dst: DType) -> ir.Value:
     """Plain type conversion between compute types (no bf16/f16 rounding)."""
     b = cg.b
     to = cg._compute(dst)
@@ -97,7 +112,7 @@ def convert(cg: _Codegen, v: ir.Value, src: DType, dst: DType) -> ir.Value:
     return b.sext(v, to) if v.type.width < to.width else b.trunc(v, to)
 
 
-def round_float(cg: _Codegen, v: ir.Value, to: DType) -> ir.Value:
+def round_float(cg: Emitter, v: ir.Value, to: DType) -> ir.Value:
     """Round a compute-type float to `to`'s precision, keeping the compute type."""
     b = cg.b
     f32 = ir.FloatType()
@@ -115,7 +130,7 @@ def round_float(cg: _Codegen, v: ir.Value, to: DType) -> ir.Value:
     return b.fpext(x, cg.F) if f32 != cg.F else x
 
 
-def load_narrow(cg: _Codegen, at: ir.Value, d: DType) -> ir.Value:
+def load_narrow(cg: Emitter, at: ir.Value, d: DType) -> ir.Value:
     """The 16-bit float of `d` at `at` (`narrow_type`) in the compute type: bf16 is shifted
     into the high half of an f32, f16 extended (`vcvtph2ps` with F16C). Exact."""
     b, f32 = cg.b, ir.FloatType()
@@ -127,7 +142,7 @@ def load_narrow(cg: _Codegen, at: ir.Value, d: DType) -> ir.Value:
     return b.fpext(x, cg.F) if f32 != cg.F else x
 
 
-def store_narrow(cg: _Codegen, v: ir.Value, at: ir.Value, d: DType) -> None:
+def store_narrow(cg: Emitter, v: ir.Value, at: ir.Value, d: DType) -> None:
     """Store the compute-type float `v` at `at` as `d`, rounded to nearest even: the bits of
     `round_float(v, d)` (so a 16-bit store equals rounding the f32 value). NaN stays NaN
     (bf16: the quiet NaN 0x7FC0, as torch writes it), overflow gives inf."""
@@ -154,7 +169,7 @@ def narrow_type(d: DType) -> ir.Type:
 
 
 @_op("cast")
-def _cast(cg: _Codegen, node: Node, args: list[ir.Value], ts: list[DType]) -> ir.Value:
+def _cast(cg: Emitter, node: Node, args: list[ir.Value], ts: list[DType]) -> ir.Value:
     (x,), src, to = args, ts[0], node.attr("dtype")
     if src in (DType.bf16, DType.f16) and to != src:
         x = round_float(cg, x, src)
@@ -168,13 +183,13 @@ def _cast(cg: _Codegen, node: Node, args: list[ir.Value], ts: list[DType]) -> ir
 
 
 @_op("neg")
-def _neg(cg: _Codegen, node: Node, args: list[ir.Value], ts: list[DType]) -> ir.Value:
+def _neg(cg: Emitter, node: Node, args: list[ir.Value], ts: list[DType]) -> ir.Value:
     (x,) = args
     return cg.b.fneg(x) if is_float(x) else cg.b.sub(ir.Constant(x.type, 0), x)
 
 
 @_op("abs")
-def _abs(cg: _Codegen, node: Node, args: list[ir.Value], ts: list[DType]) -> ir.Value:
+def _abs(cg: Emitter, node: Node, args: list[ir.Value], ts: list[DType]) -> ir.Value:
     (x,) = args
     if is_float(x):
         return cg.b.call(intrinsic(cg, "llvm.fabs", x.type, 1), [x])
@@ -182,7 +197,7 @@ def _abs(cg: _Codegen, node: Node, args: list[ir.Value], ts: list[DType]) -> ir.
 
 
 def _math(fn: str) -> Op:
-    def emit(cg: _Codegen, node: Node, args: list[ir.Value], ts: list[DType]) -> ir.Value:
+    def emit(cg: Emitter, node: Node, args: list[ir.Value], ts: list[DType]) -> ir.Value:
         return cg.math(fn, args[0])
 
     return emit
@@ -193,29 +208,29 @@ for _name in ("exp", "log", "tanh", "erf", "sigmoid", "sin", "cos"):
 
 
 @_op("sqrt")
-def _sqrt(cg: _Codegen, node: Node, args: list[ir.Value], ts: list[DType]) -> ir.Value:
+def _sqrt(cg: Emitter, node: Node, args: list[ir.Value], ts: list[DType]) -> ir.Value:
     return cg.b.call(intrinsic(cg, "llvm.sqrt", args[0].type, 1), args)
 
 
 @_op("rsqrt")
-def _rsqrt(cg: _Codegen, node: Node, args: list[ir.Value], ts: list[DType]) -> ir.Value:
+def _rsqrt(cg: Emitter, node: Node, args: list[ir.Value], ts: list[DType]) -> ir.Value:
     return cg.b.fdiv(cg.fconst(1.0), _sqrt(cg, node, args, ts))
 
 
 @_op("reciprocal")
-def _reciprocal(cg: _Codegen, node: Node, args: list[ir.Value], ts: list[DType]) -> ir.Value:
+def _reciprocal(cg: Emitter, node: Node, args: list[ir.Value], ts: list[DType]) -> ir.Value:
     return cg.b.fdiv(cg.fconst(1.0), args[0])
 
 
 @_op("relu")
-def _relu(cg: _Codegen, node: Node, args: list[ir.Value], ts: list[DType]) -> ir.Value:
+def _relu(cg: Emitter, node: Node, args: list[ir.Value], ts: list[DType]) -> ir.Value:
     (x,) = args
     zero = ir.Constant(x.type, 0.0 if is_float(x) else 0)
     return _maximum(cg, node, [x, zero], ts)
 
 
 @_op("logical_not")
-def _not(cg: _Codegen, node: Node, args: list[ir.Value], ts: list[DType]) -> ir.Value:
+def _not(cg: Emitter, node: Node, args: list[ir.Value], ts: list[DType]) -> ir.Value:
     return cg.b.xor(args[0], I1(1))
 
 
@@ -223,7 +238,7 @@ def _not(cg: _Codegen, node: Node, args: list[ir.Value], ts: list[DType]) -> ir.
 
 
 def _arith(float_op: str, int_op: str) -> Op:
-    def emit(cg: _Codegen, node: Node, args: list[ir.Value], ts: list[DType]) -> ir.Value:
+    def emit(cg: Emitter, node: Node, args: list[ir.Value], ts: list[DType]) -> ir.Value:
         a, b_ = args
         return getattr(cg.b, float_op if is_float(a) else int_op)(a, b_)
 
@@ -239,7 +254,7 @@ ELEMENTWISE["logical_or"] = _arith("or_", "or_")
 
 
 @_op("pow")
-def _pow(cg: _Codegen, node: Node, args: list[ir.Value], ts: list[DType]) -> ir.Value:
+def _pow(cg: Emitter, node: Node, args: list[ir.Value], ts: list[DType]) -> ir.Value:
     x, y = args
     p = cg.producers.get(node.inputs[1])
     if p is not None and p.op == "full":
@@ -256,7 +271,7 @@ def _pow(cg: _Codegen, node: Node, args: list[ir.Value], ts: list[DType]) -> ir.
 
 
 @_op("maximum", "minimum")
-def _maximum(cg: _Codegen, node: Node, args: list[ir.Value], ts: list[DType]) -> ir.Value:
+def _maximum(cg: Emitter, node: Node, args: list[ir.Value], ts: list[DType]) -> ir.Value:
     a, b_ = args
     bigger = node.op != "minimum"
     if is_float(a):  # NaN in either operand gives NaN, like np.maximum
@@ -270,7 +285,7 @@ _CMP = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
 
 
 @_op(*_CMP)
-def _compare(cg: _Codegen, node: Node, args: list[ir.Value], ts: list[DType]) -> ir.Value:
+def _compare(cg: Emitter, node: Node, args: list[ir.Value], ts: list[DType]) -> ir.Value:
     a, b_ = args
     pred = _CMP[node.op]
     if is_float(a):
@@ -283,14 +298,14 @@ def _compare(cg: _Codegen, node: Node, args: list[ir.Value], ts: list[DType]) ->
 
 
 @_op("where")
-def _where(cg: _Codegen, node: Node, args: list[ir.Value], ts: list[DType]) -> ir.Value:
+def _where(cg: Emitter, node: Node, args: list[ir.Value], ts: list[DType]) -> ir.Value:
     return cg.b.select(*args)
 
 
 # ---- elementwise composites, as the NumPy references write them
 
 
-def gelu_of(cg: _Codegen, x: ir.Value, approximate: str) -> ir.Value:
+def gelu_of(cg: Emitter, x: ir.Value, approximate: str) -> ir.Value:
     """GELU. The tanh form as x * sigmoid(2u), u = sqrt(2/pi) (x + 0.044715 x^3): equal to
     0.5 x (1 + tanh(u)) in exact arithmetic, one exp and one division instead of tanh's two
     branches (25 % faster per element here), and no cancellation in 1 + tanh(u) for u << 0
@@ -307,27 +322,27 @@ def gelu_of(cg: _Codegen, x: ir.Value, approximate: str) -> ir.Value:
 
 
 @_op("gelu")
-def _gelu(cg: _Codegen, node: Node, args: list[ir.Value], ts: list[DType]) -> ir.Value:
+def _gelu(cg: Emitter, node: Node, args: list[ir.Value], ts: list[DType]) -> ir.Value:
     return gelu_of(cg, args[0], node.attr("approximate"))
 
 
 @_op("silu")
-def _silu(cg: _Codegen, node: Node, args: list[ir.Value], ts: list[DType]) -> ir.Value:
+def _silu(cg: Emitter, node: Node, args: list[ir.Value], ts: list[DType]) -> ir.Value:
     return cg.b.fmul(args[0], cg.math("sigmoid", args[0]))
 
 
 @_op("swiglu")
-def _swiglu(cg: _Codegen, node: Node, args: list[ir.Value], ts: list[DType]) -> ir.Value:
+def _swiglu(cg: Emitter, node: Node, args: list[ir.Value], ts: list[DType]) -> ir.Value:
     return cg.b.fmul(_silu(cg, node, args[:1], ts), args[1])
 
 
 @_op("geglu")
-def _geglu(cg: _Codegen, node: Node, args: list[ir.Value], ts: list[DType]) -> ir.Value:
+def _geglu(cg: Emitter, node: Node, args: list[ir.Value], ts: list[DType]) -> ir.Value:
     return cg.b.fmul(args[0], gelu_of(cg, args[1], node.attr("approximate")))
 
 
 @_op("adaln_modulate")
-def _adaln(cg: _Codegen, node: Node, args: list[ir.Value], ts: list[DType]) -> ir.Value:
+def _adaln(cg: Emitter, node: Node, args: list[ir.Value], ts: list[DType]) -> ir.Value:
     x, scale, shift = args
     return cg.b.fadd(cg.b.fmul(x, cg.b.fadd(cg.fconst(1.0), scale)), shift)
 

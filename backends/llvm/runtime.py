@@ -2,7 +2,7 @@
 and nothing that renders code. A saved artifact loads through this module alone (with the
 kernels in its kernels.so): neither llvmlite nor the kernel renderers are imported, which is
 resident memory a deployed model does not pay (Note [A saved program] in compiler/artifact).
-`backends.llvm_cpu` renders programs; this runs them.
+`backends.llvm.render` renders programs; this runs them.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ import torch
 from compiler.core.config import num_threads
 
 if TYPE_CHECKING:
-    from backends.llvm_kernel import KernelModule
-    from backends.llvm_storage import Storage
+    from backends.llvm.kernel import KernelModule
+    from backends.llvm.storage import Storage
     from compiler.core.schedule import Step
 
 PREPARE = "prepare_weights"  # the driver function that prepares the weights
@@ -117,7 +117,8 @@ class LlvmProgram:
         the weights are memory-mapped from a file (`PackedWeights`)."""
         lib = library
         if lib is None and self.modules:
-            from backends import llvm_jit, llvm_workers  # loads LLVM (Note [Why a shared library])
+            from backends.llvm import jit as llvm_jit  # loads LLVM (Note [Why a shared library])
+            from backends.llvm import workers as llvm_workers
 
             llvm_jit.openmp()
             texts = [m.ir for m in self.modules.values()]
@@ -225,7 +226,9 @@ class PackedWeights:
         """`w` [OC, C, 3, 3] as Winograd's U = G w G^T, [16, OC, C]."""
 
         def make() -> torch.Tensor:
-            from backends import llvm_winograd  # its GraphBuilder: only when one is transformed
+            from backends.llvm import (
+                winograd as llvm_winograd,  # its GraphBuilder: only when one is transformed
+            )
 
             return llvm_winograd.weight_transform(w)
 
@@ -250,7 +253,7 @@ class PackedWeights:
 
     def transposed(self, w: torch.Tensor) -> torch.Tensor:
         """`w.T` contiguous: the [K, N] operand of a native matmul `x @ w.T`
-        (`backends.llvm_matmul`)."""
+        (`backends.llvm.matmul`)."""
         return self._prepared(w, ("transposed",), lambda: w.t().contiguous())
 
     def pack(self, w: torch.Tensor, m: int, transposed: bool) -> tuple[torch.Tensor, ...]:

@@ -57,7 +57,7 @@ from pathlib import Path
 import llvmlite
 import llvmlite.binding as llvm
 
-from backends import native_libs
+from backends.llvm import native_libs
 from compiler.core import config
 from compiler.core.config import num_threads  # noqa: F401  (re-exported: llvm_jit.num_threads)
 from compiler.core.version import __version__

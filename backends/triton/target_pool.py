@@ -1,19 +1,13 @@
-"""Worker processes for target verification (backends/triton_targets.verify_kernels):
+"""Worker processes for target verification (backends/triton/targets.verify_kernels):
 cold kernels compile in spawned interpreters, which inherit no Triton/MLIR state.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
-import os
 import sys
 from collections.abc import Iterator
 from typing import Any
-
-from backends.triton_target_report import Progress, TargetResult
-from compiler.core.gpu import GpuProfile
-from compiler.core.schedule import KernelSpec
 
 _POOL: list[Any] = []  # [ProcessPoolExecutor, its size], made on first use
 
@@ -55,26 +49,3 @@ def main_hidden() -> Iterator[None]:
                 setattr(main, k, saved[k])
             else:
                 delattr(main, k)
-
-
-def verify_in_worker(
-    spec: KernelSpec, p: GpuProfile, strided: frozenset[str], float_dtype: str, cache: str
-) -> tuple[list[TargetResult], int, int, list[str]]:
-    """verify_spec in a worker process: (results, compiles, cache reads, retile log lines)."""
-    from backends.triton_targets import tiling_log, verify_spec
-
-    os.environ["TILEFUSE_CACHE_DIR"] = cache  # the caller's, whatever it was at spawn time
-    counter = Progress(0, "", echo=False)
-    messages: list[str] = []
-    handler = logging.Handler(logging.INFO)
-    handler.emit = lambda record: messages.append(record.getMessage())  # type: ignore[method-assign]
-    level = tiling_log.level
-    tiling_log.addHandler(handler)
-    tiling_log.setLevel(logging.INFO)
-    try:
-        results = verify_spec(spec, p, strided=strided, float_dtype=float_dtype,
-                              progress=counter)  # fmt: skip
-    finally:
-        tiling_log.removeHandler(handler)
-        tiling_log.setLevel(level)
-    return results, counter.compiled, counter.cached, messages

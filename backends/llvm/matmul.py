@@ -1,4 +1,4 @@
-"""Native matmuls straight into their destination, in the register tiles of `backends.llvm_tiles`.
+"""Native matmuls straight into their destination, in the register tiles of `backends.llvm.tiles`.
 
     out[i] = A[i] @ B[i] (+ bias)      A [M, K] any strides, B [K, N] row-major, out [M, N]
 
@@ -27,10 +27,10 @@ from dataclasses import dataclass
 
 from llvmlite import ir
 
-from backends import llvm_tiles
-from backends.llvm_emit import I64, PTR, counted_loop, module_text
-from backends.llvm_kernel import KernelModule, Param
-from backends.llvm_winograd_out import parallel_entry, thread_share
+from backends.llvm import tiles as llvm_tiles
+from backends.llvm.emit import I64, PTR, counted_loop, module_text
+from backends.llvm.kernel import KernelModule, Param
+from backends.llvm.winograd_out import parallel_entry, thread_share
 from compiler.core.types import DType, TensorType
 
 F32 = ir.FloatType()
@@ -86,7 +86,7 @@ def module(name: str, mm: Matmul) -> KernelModule:
     bias_text = {None: "", "row": " + bias[row]", "col": " + bias[col]"}[mm.bias]
     head = [
         f"; tilefuse native matmul for {name}: {mm.batch} x [{mm.m}, {mm.k}] @ [{mm.k}, {mm.n}]"
-        f"{bias_text}, A strides {mm.a_strides}, in register tiles (backends.llvm_tiles); "
+        f"{bias_text}, A strides {mm.a_strides}, in register tiles (backends.llvm.tiles); "
         f"{panels} panel(s) of {per} tiles x {blocks} blocks of {rows} rows",
         f"; args: {', '.join(f'{q.role} {q.name}' for q in params)}",
     ]

@@ -15,7 +15,7 @@ Reductions whose result a stage needs once per outer iteration (LayerNorm's mean
 softmax's max and sum) are computed inside that stage's outer loop as *row phases*: one inner
 loop per reduction over the row, then the store loop, all while the row is in cache.
 
-Every value is generated lazily at a symbolic index (`backends.llvm_index`): views, broadcasts,
+Every value is generated lazily at a symbolic index (`backends.index`): views, broadcasts,
 pads, concatenations and gathers are index arithmetic, never copies. Floats compute in the
 program's float type (f32, or f64 on request) and bf16/f16 values are rounded where the IR
 casts, exactly as the NumPy reference does, and where a `narrow` parameter stores them in 16
@@ -38,10 +38,13 @@ from dataclasses import dataclass, field
 from llvmlite import ir
 
 from backends.decompose import decompose
-from backends.llvm_emit import I8, I32, I64, PTR, counted_loop, module_text
-from backends.llvm_index import Clamp, Lin, Load, Var, linearize
-from backends.llvm_reduce import Reductions
-from backends.llvm_values import REDUCE_OPS, IndexedValues
+from backends.index import Clamp, Lin, Load, Var, linearize
+from backends.index_maps import REDUCE_OPS
+from backends.llvm.aot import ir_digest
+from backends.llvm.emit import I8, I32, I64, PTR, counted_loop, module_text
+from backends.llvm.ops import narrow_type, store_narrow
+from backends.llvm.reduce import Reductions
+from backends.llvm.values import IndexedValues
 from compiler.core.ir import ConstArray, Node
 from compiler.core.schedule import KernelSpec
 from compiler.core.types import DType, TensorType
@@ -87,8 +90,6 @@ class KernelModule:
     @property
     def digest(self) -> str:
         """What a linked library and a saved program know this module by (`ir_digest`)."""
-        from backends.llvm_aot import ir_digest
-
         return ir_digest(self.ir)
 
 
@@ -97,14 +98,14 @@ def render_kernel(
 ) -> KernelModule:
     """The LLVM module computing `spec` (which must have no matmul/conv2d/sdpa). `narrow`: the
     inputs and outputs of IR type bf16/f16 that the caller stores in that 16-bit type (Note
-    [16-bit storage] in `backends.llvm_storage`); every other float is stored in the compute
+    [16-bit storage] in `backends.llvm.storage`); every other float is stored in the compute
     type `float_dtype`."""
     return _Codegen(spec, float_dtype, narrow).module()
 
 
 class _Codegen(IndexedValues, Reductions):
     """The kernel generator: plans stages, emits loops; values and reductions come from the
-    mixins in `backends.llvm_values` and `backends.llvm_reduce`."""
+    mixins in `backends.llvm.values` and `backends.llvm.reduce`."""
 
     def __init__(
         self, spec: KernelSpec, float_dtype: str, narrow: frozenset[str] = frozenset()
@@ -440,8 +441,6 @@ class _Codegen(IndexedValues, Reductions):
     ) -> None:
         """Store `value` (compute type) at `idx` of `name` at `ptr`; `narrow`: in its 16-bit
         type (a `narrow` output), else in the storage type of its dtype."""
-        from backends.llvm_ops import narrow_type, store_narrow
-
         t = self.types[name]
         ety = narrow_type(t.dtype) if narrow else self._storage(t.dtype)
         at = self.b.gep(ptr, [self.lin(linearize(idx, t.shape))], source_etype=ety)

@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import math
 
-from backends.llvm_index import Lin, Var, linearize, unravel
-from backends.triton_ops import TritonUnsupportedError, compute_type, identity
-from backends.triton_pointwise import (
+from backends.index import Lin, Var, linearize, unravel
+from backends.triton.ops import TritonUnsupportedError, compute_type, identity
+from backends.triton.pointwise import (
     RenderedKernel,
     Storage,
     frame,
@@ -35,7 +35,7 @@ from backends.triton_pointwise import (
     rounding,
     signature_line,
 )
-from backends.triton_values import Index, Pointer, TritonValues, fill
+from backends.triton.values import Index, Pointer, TritonValues, fill
 from compiler.core.ir import Node
 from compiler.core.schedule import KernelSpec
 from compiler.core.tile_config import TileConfig, pow2

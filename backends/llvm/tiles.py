@@ -11,7 +11,7 @@ them, one broadcast scalar of A times one or two vectors of B per step:
 
 `product` serves attention's scores (`S = scale * Q K^T`: B is K^T, packed once per key head
 by `pack_transposed`, rows padded to a multiple of 32 keys with zeros), the Winograd products
-(`backends.llvm_winograd`) and the matmuls of `backends.llvm_matmul`; a partial last tile of
+(`backends.llvm.winograd`) and the matmuls of `backends.llvm.matmul`; a partial last tile of
 columns is read and written under masks. `output` is attention's `O = E V`, each row scaled by
 its 1 / sum as it is stored. R is 8 rows for the product (16 accumulators; 4 rows ran 91
 GFLOP/s, 16 rows 101) and up to 24 accumulators for the output; rows past the last whole tile
@@ -21,8 +21,8 @@ promotes to registers; `llvm.fmuladd` becomes FMA.
 Measured on one core of the AMD EPYC (Zen 4, AVX-512), one thread, 256 query rows, S = 1024,
 D = Dv = 40, medians of 200 interleaved: Q K^T 191 us (110 GFLOP/s, about the core's peak)
 against MKL's `sgemm_` 231 us, E V 217 us against 266 us. Whole kernels: Note [Attention's
-products] (backends.llvm_attention), Note [Winograd's products] (backends.llvm_winograd), Note
-[Matmuls into their destination] (backends.llvm_matmul).
+products] (backends.llvm.attention), Note [Winograd's products] (backends.llvm.winograd), Note
+[Matmuls into their destination] (backends.llvm.matmul).
 
 Note [Rolled loops]
 A tile's depth loop and the row loop of `pack_padded` are `counted_loop(..., rolled=True)`:
@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from llvmlite import ir
 
-from backends.llvm_emit import I64, PTR, counted_loop
+from backends.llvm.emit import I64, PTR, counted_loop
 
 F32 = ir.FloatType()
 LANES = 16

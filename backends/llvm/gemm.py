@@ -7,7 +7,7 @@ fresh tensor and needs a contiguous `x`. Two cases pay for that, measured at 102
 2 cores: a kernel output (the result is copied into its buffer: 0.98 ms against 0.86 ms for
 `torch.mm(..., out=)`), and an `x` that is a transposed view, such as a UNet's NCHW feature map
 read as [pixels, channels] (`reshape` copies it first: 1.9 ms against 0.95 ms). There the
-driver calls a native matmul (`backends.llvm_matmul`) that reads `x` where it lies and writes
+driver calls a native matmul (`backends.llvm.matmul`) that reads `x` where it lies and writes
 the destination; it was `torch.mm(x2d, w.T, out=dest)` (MKL) until the native one measured
 faster (Note [Matmuls into their destination]).
 """
@@ -20,10 +20,10 @@ from collections.abc import Callable
 
 import torch
 
-from backends.llvm_aot import cpu_fields
-from backends.llvm_kernel import KernelModule
-from backends.llvm_matmul import Matmul
-from backends.llvm_matmul import module as matmul_module
+from backends.llvm.aot import cpu_fields
+from backends.llvm.kernel import KernelModule
+from backends.llvm.matmul import Matmul
+from backends.llvm.matmul import module as matmul_module
 from compiler.core import config
 from compiler.core.reference import local
 from compiler.core.schedule import ExternCall, KernelSpec, Step, index_map
@@ -43,7 +43,7 @@ def driver_call(
     after: tuple[tuple[str, ...], list[Step]] = ((), []),
 ) -> tuple[list[str], list[KernelModule], Step | None] | None:
     """A native matmul into the destination for `e`, a matmul of a weight (`x @ w.T` or
-    `x @ w`; `backends.llvm_matmul`), when its result is a kernel output or its `x` a
+    `x @ w`; `backends.llvm.matmul`), when its result is a kernel output or its `x` a
     non-contiguous view it can read in place, and then with the bias when the native part
     right after `e` only adds one into the kernel's output (Note [A bias into the GEMM]); else
     None (the caller's packed GEMM). With the lines, the native modules they call and the
@@ -128,7 +128,7 @@ def bias_epilogue(
     unet 2.5 % (same process, interleaved, 40 calls). So addmm takes the bias only where the
     output is at least BIAS_GEMM_MIN_BYTES (the allocation is the memory that matters) or
     where the input is a strided view (torch.mm was chosen there anyway). The native matmul
-    (`backends.llvm_matmul`) took addmm's place on the same terms: it adds the bias as it
+    (`backends.llvm.matmul`) took addmm's place on the same terms: it adds the bias as it
     stores each tile."""
     outputs, rest = after
     y = e.node.out.name

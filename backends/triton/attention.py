@@ -18,7 +18,7 @@ folded with log2(e)) so the exponentials are `exp2`.
   two and masked on load, so padded columns add nothing to q.k and are never stored.
 - A row whose keys are all masked gives zeros (torch's safe softmax), not NaN.
 - fp32 inputs use `input_precision="ieee"` dots; bf16 under the interpreter upcasts (Note
-  [bf16 dots under the interpreter] in backends/triton_matmul.py).
+  [bf16 dots under the interpreter] in backends/triton/matmul.py).
 - Optional RoPE prologue (`rope=True`): q and k are rotated on load with cos/sin tables
   [positions, D] (rotate-half convention: x * cos + rotate_half(x) * sin), positions being
   the query row and key column indices.
@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from backends.triton_matmul import DOT_F32_NOTE, MODULE_HEAD, fill, params_text, tile_header
+from backends.triton.matmul import DOT_F32_NOTE, MODULE_HEAD, fill, params_text, tile_header
 from compiler.core.tile_config import TileConfig
 
 
@@ -155,7 +155,7 @@ def launch(${host_args}, scale=None):
 def kernel_blocks(k: AttentionKernel) -> dict[str, list[str]]:
     """The template's blocks for `k`: parameters, operand loads and store (strided), the
     RoPE prologue, the causal bound, the two dots and the masking. A caller with other
-    operand loads (backends/triton_heavy.py) replaces some and fills KERNEL itself."""
+    operand loads (backends/triton/heavy.py) replaces some and fills KERNEL itself."""
     ptrs = ["q_ptr", "k_ptr", "v_ptr", "out_ptr"]
     ptrs += ["mask_ptr"] if k.mask else []
     ptrs += ["cos_ptr", "sin_ptr"] if k.rope else []

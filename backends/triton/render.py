@@ -21,9 +21,9 @@ order. Graph inputs are read through runtime strides (non-contiguous tensors nee
 intermediates are contiguous planned buffers.
 
 Every kernel kind renders, with no fallback to torch: pointwise and reduction kernels from the
-op table (backends/triton_pointwise.py, backends/triton_reduction.py), and matmul, conv2d and
+op table (backends/triton/pointwise.py, backends/triton/reduction.py), and matmul, conv2d and
 attention kernels from the hand-written templates with their fused prologues and epilogues
-(backends/triton_heavy.py). A heavy kernel's launch function goes through its
+(backends/triton/heavy.py). A heavy kernel's launch function goes through its
 `arguments_<kernel>(...)`, which lists its launches: one, or for split-K the partial GEMM
 into an fp32 workspace it allocates and the `<kernel>_reduce` pass that sums it and runs the
 epilogue. A kernel holding an op with no Triton rendering is a TritonUnsupportedError naming
@@ -34,10 +34,10 @@ Triton reads TRITON_INTERPRET when a @triton.jit function is *defined*, and an i
 definition cannot be compiled for a target. So the module is executed once per mode:
 `load()`/`load_namespace()` define it interpreted when no CUDA/ROCm device is present
 (TRITON_INTERPRET=1 only while the module executes, under a lock, then restored: the shared
-loader backends.triton_targets.load_module), and `load_compiled()` defines it compiled
+loader backends.triton.loader.load_module), and `load_compiled()` defines it compiled
 (TRITON_INTERPRET=0 meanwhile) for target verification, returning per @triton.jit function
 (split-K's `_reduce` pass included) its jit function, signature, constexprs and launch
-options. `backends.triton_heavy.heavy_module(spec, tile)` gives one heavy kernel's text as a
+options. `backends.triton.heavy.heavy_module(spec, tile)` gives one heavy kernel's text as a
 module of its own for the same purpose.
 """
 
@@ -52,10 +52,10 @@ from typing import Any
 
 import numpy as np
 
-from backends.triton_heavy import ANCHOR_OPS, HEAVY_KINDS, HeavyKernel, render_heavy
-from backends.triton_ops import HELPERS, TORCH_DTYPES, TritonUnsupportedError, unsupported
-from backends.triton_pointwise import RenderedKernel, launch_args, local, render_pointwise
-from backends.triton_reduction import render_reduction
+from backends.triton.heavy import ANCHOR_OPS, HEAVY_KINDS, HeavyKernel, render_heavy
+from backends.triton.ops import HELPERS, TORCH_DTYPES, TritonUnsupportedError, unsupported
+from backends.triton.pointwise import RenderedKernel, launch_args, local, render_pointwise
+from backends.triton.reduction import render_reduction
 from compiler.core.ir import ConstArray, Node, format_attr, print_graph
 from compiler.core.schedule import KernelSpec, Schedule, output_chains
 from compiler.core.tile_config import TileConfig
@@ -116,7 +116,7 @@ def render_kernel(
 ) -> RenderedKernel | HeavyKernel:
     """The @triton.jit kernel(s) for `spec` (tiled for the default profile when it carries
     no TileConfig): pointwise and reduction kernels here, matmul/conv2d/attention by the
-    templates (backends/triton_heavy.py)."""
+    templates (backends/triton/heavy.py)."""
     for n in spec.body:
         why = _unsupported(spec, n)
         if why is not None:
@@ -232,12 +232,12 @@ def _execute(
     source: str, name: str, constants: dict[str, np.ndarray], interpret: bool
 ) -> dict[str, Any]:
     """The module's globals, defined in one mode by the shared per-mode loader
-    (backends.triton_targets.load_module: TRITON_INTERPRET set only while the module executes,
+    (backends.triton.loader.load_module: TRITON_INTERPRET set only while the module executes,
     and triton.language's own jit helpers routed to interpreted twins during interpreted
     launches), with the constants bound."""
     import torch
 
-    from backends.triton_targets import load_module
+    from backends.triton.loader import load_module
 
     module = load_module(source, interpret=interpret)
     for k, v in constants.items():
@@ -273,7 +273,7 @@ def _on(t, device):
 
 def _interpreted(kernel):
     """True for a kernel defined under the interpreter (Note [bf16 rounding under the
-    interpreter] in backends/triton_ops.py: it then rounds to bf16 on the bits)."""
+    interpreter] in backends/triton/ops.py: it then rounds to bf16 on the bits)."""
     from triton.runtime.interpreter import InterpretedFunction
 
     return isinstance(kernel, InterpretedFunction)

@@ -1,9 +1,9 @@
 """Convolutions of a weight on the llvm backend, cheapest form first:
 
 - 1x1, stride 1, no padding or groups: a GEMM, `out[n] = W[OC, C] @ x[n][C, H*W]` (+ bias),
-  a native matmul straight into the output (`backends.llvm_matmul`; it was MKL's, and
+  a native matmul straight into the output (`backends.llvm.matmul`; it was MKL's, and
   oneDNN's 1x1 path measured ~2x slower);
-- 3x3, stride 1, enough channels: Winograd F(2x2, 3x3) (`backends.llvm_winograd`);
+- 3x3, stride 1, enough channels: Winograd F(2x2, 3x3) (`backends.llvm.winograd`);
 - anything else: oneDNN with the weight reordered once (the caller's fallback).
 """
 
@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from backends import llvm_winograd
-from backends.llvm_kernel import KernelModule
-from backends.llvm_matmul import Matmul
-from backends.llvm_matmul import module as matmul_module
+from backends.llvm import winograd as llvm_winograd
+from backends.llvm.kernel import KernelModule
+from backends.llvm.matmul import Matmul
+from backends.llvm.matmul import module as matmul_module
 from compiler.core.schedule import ExternCall, Step
 from compiler.core.types import TensorType
 

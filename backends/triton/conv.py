@@ -1,7 +1,7 @@
 """The Triton conv2d template: NCHW convolution as an implicit GEMM with an epilogue.
 
 `render_conv(ConvKernel(...), tile)` returns a self-contained module like the matmul one
-(backends/triton_matmul.py, whose conventions it shares). Per group g, the GEMM is
+(backends/triton/matmul.py, whose conventions it shares). Per group g, the GEMM is
 
     M = N * Ho * Wo   (rows: output pixels, m -> (n, oh, ow))
     N = Cout / groups (columns: output channels of the group)
@@ -15,7 +15,7 @@ added in fp32 before the epilogue statements; epilogue inputs broadcast to [N, C
 (a time embedding [N, Cout, 1, 1], a residual) and are loaded as fp32 tiles, and the
 epilogue sees `acc`, `offs_m`, `offs_n` (channel within the group), `ch` (channel) and `mask`.
 Split-K uses the fp32 workspace and a second pass (Note [Split-K through an fp32 workspace,
-not atomics] in backends/triton_matmul.py).
+not atomics] in backends/triton/matmul.py).
 
 The A gather walks c with stride H*W: fine for correctness and tensor cores, but a
 channels-last (NHWC) variant would coalesce better; that is a later optimization.
@@ -26,7 +26,7 @@ from __future__ import annotations
 import textwrap
 from dataclasses import dataclass
 
-from backends.triton_matmul import (
+from backends.triton.matmul import (
     DOT_F32_NOTE,
     GROUPED_PIDS,
     MODULE_HEAD,

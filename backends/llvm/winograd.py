@@ -5,7 +5,7 @@
 The weight transform `U = G g G^T` ([16, OC, C]) is computed once per weight version in
 float64 (`PackedWeights.winograd`). Per call, a native kernel writes the 16 transformed input
 planes `V[k] = (B^T d B)[k]` ([C, tiles]), a second computes the 16 products
-`M[k] = U[k] @ V[k]` (Note [Winograd's products]), and a third (`backends.llvm_winograd_out`)
+`M[k] = U[k] @ V[k]` (Note [Winograd's products]), and a third (`backends.llvm.winograd_out`)
 applies `A^T M A` and writes the 2x2 outputs into the NCHW result with the bias and the
 convolution's epilogue when that is adds (a time embedding, a residual). The input transform
 is a small IR graph rendered by the ordinary kernel generator, so the tiles' overlap is index
@@ -34,11 +34,11 @@ The 16 products are most of a convolution's time. They were one `torch.bmm` (MKL
 a product at a time): on the AMD EPYC (Zen 4) 135-150 GFLOP/s on 2 cores for 8 products of
 [320, 320] @ [320, 256]. oneDNN's packed GEMM on the same products ([tiles, C] layouts, 8
 calls) ran 155-175 and would need both transforms to change layout. The register tiles of
-`backends.llvm_tiles` read U and V where they lie (V[k] is [C, tiles]: 32 tiles are two
+`backends.llvm.tiles` read U and V where they lie (V[k] is [C, tiles]: 32 tiles are two
 vectors of a row) and ran 192 GFLOP/s: 8 products 3.10 -> 2.18 ms at C = 320, 5.65 -> 4.33
 ms at C = 640 (medians of 60, interleaved). Their sums run in order over C, so their error
 is about twice MKL's blocked sums' (6e-5 against 4e-5 on values ~20), far inside the budget.
-They are one batched `backends.llvm_matmul` (A = U[k], B = V[k]); a kernel of their own
+They are one batched `backends.llvm.matmul` (A = U[k], B = V[k]); a kernel of their own
 with (k, 8 output channels) tasks over whole rows of tiles gave bit-identical results at the
 same speed (2.07 / 2.13 ms, 4.04 / 4.05 ms), so it was folded into the matmul.
 
@@ -59,9 +59,10 @@ from dataclasses import dataclass
 
 import torch
 
-from backends import llvm_matmul, llvm_winograd_out
-from backends.llvm_kernel import KernelModule, render_kernel
-from backends.llvm_winograd_out import Band
+from backends.llvm import matmul as llvm_matmul
+from backends.llvm import winograd_out as llvm_winograd_out
+from backends.llvm.kernel import KernelModule, render_kernel
+from backends.llvm.winograd_out import Band
 from compiler.core import config
 from compiler.core.ir import GraphBuilder, Value
 from compiler.core.schedule import ExternCall, KernelSpec, Step
@@ -221,7 +222,7 @@ def chunks(
 def products(name: str, positions: int, oc: int, c: int, count: int) -> KernelModule:
     """The native kernel `M[k] = U[k] @ V[k]` for k < `positions`: U [positions, OC, C] (the
     rows of the transformed weight the group multiplies), V [positions, C, count], M
-    [positions, OC, count]; a batched `backends.llvm_matmul` (Note [Winograd's products])."""
+    [positions, OC, count]; a batched `backends.llvm.matmul` (Note [Winograd's products])."""
     return llvm_matmul.module(name, llvm_matmul.Matmul(positions, oc, count, c, (oc * c, c, 1), 1))
 
 

@@ -5,8 +5,8 @@ processes.
     jobs = Compiles(); jobs.submit(text)...; jobs.objects(texts)   # as a program renders
 
 llvmlite serializes every call into LLVM behind one lock, so threads cannot share the work.
-Workers are fresh interpreters running this module (`python -m backends.llvm_workers`), which
-import llvmlite and `backends.llvm_jit` but not torch (about 0.1 s to start). Texts are handed
+Workers are fresh interpreters running this module (`python -m backends.llvm.workers`), which
+import llvmlite and `backends.llvm.jit` but not torch (about 0.1 s to start). Texts are handed
 out one at a time from one queue, in the order they were submitted (`compile_all`: the longest
 first): this process compiles the next one while a thread per worker sends it the next, waits
 for its object and asks again. Workers compile with
@@ -45,7 +45,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
-from backends import llvm_jit
+from backends.llvm import jit as llvm_jit
 from compiler.core import config
 
 MIN_SHARED_IR_CHARS = 100_000
@@ -188,7 +188,7 @@ def _start() -> subprocess.Popen[bytes]:
     env = dict(os.environ, TILEFUSE_CACHE_DIR=str(config.load().cache_dir))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     return subprocess.Popen(
-        [sys.executable, "-m", "backends.llvm_workers"],
+        [sys.executable, "-m", "backends.llvm.workers"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         env=env,

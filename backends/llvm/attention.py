@@ -5,7 +5,7 @@ For every (batch, head, block of query rows) the kernel computes the scores bloc
 explicit masks and a safe softmax (a fully masked row gives zeros, as `compiler.core.ops.ref.sdpa`
 says) in vectorized native loops, then `O_blk = E V` straight into the output, E the
 unnormalized exponentials, each output row scaled by its 1 / sum as it is stored (Dv values a
-row, not S). Both products are the register tiles of `backends.llvm_tiles`: K^T (and V, padded
+row, not S). Both products are the register tiles of `backends.llvm.tiles`: K^T (and V, padded
 to whole vectors when Dv is not a multiple of 16) is packed into the thread's scratch once per
 key head, the thread's next blocks of that head reuse it. Blocks are shared among threads with
 `GOMP_parallel`.
@@ -15,7 +15,7 @@ Q, K, V (and the mask) are read where they lie: each is a view chain over a cont
 product. Eligible: float32, views with a unit-stride last dim, mask broadcastable by strides.
 Otherwise the backend calls torch's attention instead. A bf16 or f16 model's attention is
 eligible too: the driver stores every float an extern call reads or writes in float32 (Note
-[16-bit storage] in `backends.llvm_storage`), and the reference computes sdpa in float32.
+[16-bit storage] in `backends.llvm.storage`), and the reference computes sdpa in float32.
 
 Note [Attention's products]
 The two products used to be MKL's `sgemm_` per block (single-threaded inside the
@@ -23,7 +23,7 @@ parallel region). Their short side (D or Dv of 40-64) is the worst case for a li
 on the AMD EPYC (Zen 4) MKL ran them at 65-90 GFLOP/s a core, and with both cores busy the
 unet's self-attention (8 heads, S = 1024, D = 40) ran 12.2-14.3 ms against eager's flash
 attention 11.9-12.6 (medians of 50, interleaved, three runs). With the register tiles of
-`backends.llvm_tiles`: 9.46 ms against eager's 11.69; at 1024 x 16 keys (cross-attention)
+`backends.llvm.tiles`: 9.46 ms against eager's 11.69; at 1024 x 16 keys (cross-attention)
 0.29 against 0.46 ms; GPT-2's causal 128 x 128, D = 64: 0.22 against 0.37 ms.
 
 Note [Scores blocks]
@@ -44,10 +44,11 @@ from dataclasses import dataclass
 
 from llvmlite import ir
 
-from backends import llvm_math, llvm_tiles
-from backends.llvm_emit import I8, I32, I64, PTR, counted_loop, module_text
-from backends.llvm_kernel import KernelModule, Param
-from backends.llvm_winograd_out import thread_share
+from backends.llvm import math as llvm_math
+from backends.llvm import tiles as llvm_tiles
+from backends.llvm.emit import I8, I32, I64, PTR, counted_loop, module_text
+from backends.llvm.kernel import KernelModule, Param
+from backends.llvm.winograd_out import thread_share
 from compiler.core.ir import Node
 from compiler.core.schedule import ExternCall, index_map
 from compiler.core.types import DType
@@ -158,7 +159,7 @@ class _Attention:
             f"scale={self.scale:g} causal={self.causal} mask={self.mask is not None}",
             f"; {self.blocks} blocks of {self.rows} query rows per head; scores per thread "
             f"{self.rows * self.ld * 4} bytes; Q K^T and E V in register tiles "
-            f"(backends.llvm_tiles), K^T packed per key head",
+            f"(backends.llvm.tiles), K^T packed per key head",
         ]
         head += [f"; {line}" for line in str(self.e).splitlines()]
         stages = (f"attention: {self.B * self.H * self.blocks} blocks x {self.rows} rows",)

@@ -2,8 +2,8 @@
 
 `verify_kernels(kernels, profiles)` (behind `Compiled.verify_targets`) compiles every kernel
 of a schedule as the Triton program has it (pointwise and reduction kernels from
-backends.triton_backend.render_kernel, matmul/conv2d/attention from
-backends.triton_heavy.heavy_module, each launch specialized like Triton's launcher) with
+backends.triton.render.render_kernel, matmul/conv2d/attention from
+backends.triton.heavy.heavy_module, each launch specialized like Triton's launcher) with
 `triton.compile(ASTSource(...), target=GPUTarget(...))` at the kernel's TileConfig for the
 profile's target, and reads back what the hardware would allocate:
 
@@ -21,9 +21,9 @@ take their contiguous values), so the binary is the one a launch would build. A 
 spills or overflows shared memory goes back to `tile(..., exclude=)`. Results and binaries
 are cached on disk under TILEFUSE_CACHE_DIR/triton_targets, keyed by kernel source (names
 left out), the helpers it calls, signature, constexprs, options, target and Triton version.
-The report types are in backends/triton_target_report.py.
+The report types are in backends/triton/target_report.py.
 
-Generated modules are loaded per mode by backends/triton_loader.py (Note [One definition
+Generated modules are loaded per mode by backends/triton/loader.py (Note [One definition
 per mode]); `load_module` is re-exported here.
 """
 
@@ -40,10 +40,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from backends.triton_loader import load_module
-from backends.triton_resources import amd_resources, nvidia_resources
-from backends.triton_target_pool import main_hidden, verify_in_worker, worker_pool
-from backends.triton_target_report import Progress, TargetReport, TargetResult
+from backends.triton.heavy import REDUCE_OPTIONS, heavy_module
+from backends.triton.loader import load_module
+from backends.triton.ops import HELPERS
+from backends.triton.render import render_kernel
+from backends.triton.resources import amd_resources, nvidia_resources
+from backends.triton.target_pool import main_hidden, worker_pool
+from backends.triton.target_report import Progress, TargetReport, TargetResult
 from compiler.core import config
 from compiler.core.gpu import GpuProfile, occupancy
 from compiler.core.schedule import KernelSpec
@@ -203,8 +206,6 @@ def _canonical(k: Any) -> str:
 
 
 def _kernel_module() -> str:
-    from backends.triton_ops import HELPERS
-
     return "import triton\nimport triton.language as tl\n\n\n" + HELPERS + "\n\n"
 
 
@@ -216,12 +217,10 @@ def rendered_launch(
     spec: KernelSpec, t: TileConfig, strided: frozenset[str], float_dtype: str
 ) -> tuple[Launch, dict[str, Any]] | None:
     """The launch of a pointwise or reduction `spec` at tile `t` as the Triton backend renders
-    it (backends.triton_backend.render_kernel), with the launch options; None for an empty
+    it (backends.triton.render.render_kernel), with the launch options; None for an empty
     domain (never launched). Runtime strides (of `strided` inputs, the graph inputs) take
     their contiguous values, so the binary is the one a launch on contiguous tensors builds."""
     import torch
-
-    from backends.triton_backend import render_kernel
 
     k = render_kernel(replace(spec, tile=t), strided, float_dtype)
     if k.grid == 0:
@@ -266,14 +265,13 @@ def _steps(
     spec: KernelSpec, t: TileConfig, strided: frozenset[str], float_dtype: str
 ) -> tuple[list[_Step], str]:
     """The launches of `spec` at `t` as the Triton program has them (heavy kernels through
-    backends.triton_heavy.heavy_module), and a note."""
+    backends.triton.heavy.heavy_module), and a note."""
     if spec.kind not in HEAVY:
         found = rendered_launch(spec, t, strided, float_dtype)
         if found is None:
             return [], "empty domain: never launched"
         launch, opts = found
         return [_Step(spec.name, t.short, launch, opts | COMPILE_OPTIONS, False)], ""
-    from backends.triton_heavy import REDUCE_OPTIONS, heavy_module
 
     source, tensors, note = heavy_module(replace(spec, tile=t), t, strided)
     module = load_module(source, interpret=False)
@@ -395,6 +393,27 @@ def verify_spec(
             retiled = "; ".join(why)
             return [replace(r, retiled=retiled, note=note) for r in results]
         t = nxt
+
+
+def verify_in_worker(
+    spec: KernelSpec, p: GpuProfile, strided: frozenset[str], float_dtype: str, cache: str
+) -> tuple[list[TargetResult], int, int, list[str]]:
+    """verify_spec in a worker process: (results, compiles, cache reads, retile log lines)."""
+    os.environ["TILEFUSE_CACHE_DIR"] = cache  # the caller's, whatever it was at spawn time
+    counter = Progress(0, "", echo=False)
+    messages: list[str] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: messages.append(record.getMessage())  # type: ignore[method-assign]
+    level = tiling_log.level
+    tiling_log.addHandler(handler)
+    tiling_log.setLevel(logging.INFO)
+    try:
+        results = verify_spec(spec, p, strided=strided, float_dtype=float_dtype,
+                              progress=counter)  # fmt: skip
+    finally:
+        tiling_log.removeHandler(handler)
+        tiling_log.setLevel(level)
+    return results, counter.compiled, counter.cached, messages
 
 
 def verify_kernels(

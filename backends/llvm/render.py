@@ -18,7 +18,7 @@ process.
 
 Floats compute in float32 (or float64 on request); bf16/f16 values are rounded where the IR
 casts, as the NumPy reference does. They are stored in 16 bits wherever only native kernels
-read and write them, else in float32 (Note [16-bit storage] in `backends.llvm_storage`): the
+read and write them, else in float32 (Note [16-bit storage] in `backends.llvm.storage`): the
 driver's views and slots carry each value's storage dtype, and `LlvmProgram.input_dtypes` says
 what each graph input is passed as.
 """
@@ -34,11 +34,14 @@ import re
 import numpy as np
 import torch
 
-from backends import llvm_attention, llvm_conv, llvm_gemm, llvm_rows
-from backends.llvm_emit import one_program
-from backends.llvm_kernel import KernelModule, render_kernel
-from backends.llvm_runtime import DRIVER_GLOBALS, PREPARE, LlvmProgram
-from backends.llvm_storage import plan_storage, storage_dtype
+from backends.llvm import attention as llvm_attention
+from backends.llvm import conv as llvm_conv
+from backends.llvm import gemm as llvm_gemm
+from backends.llvm import rows as llvm_rows
+from backends.llvm.emit import one_program
+from backends.llvm.kernel import KernelModule, render_kernel
+from backends.llvm.runtime import DRIVER_GLOBALS, PREPARE, LlvmProgram
+from backends.llvm.storage import plan_storage, storage_dtype
 from compiler.core.config import num_threads
 from compiler.core.ir import Node, print_graph
 from compiler.core.reference import local
@@ -111,7 +114,9 @@ class _Renderer:
         self.weights, self.row_blocks = weights, row_blocks
         self.storage = plan_storage(s, float_dtype, EXTERNS, sixteen_bit)
         self.modules: dict[str, KernelModule] = {}
-        from backends import llvm_workers  # loads LLVM: not imported to load an artifact
+        from backends.llvm import (
+            workers as llvm_workers,  # loads LLVM: not imported to load an artifact
+        )
 
         self.compiles = llvm_workers.Compiles()  # the modules compiling while the rest renders
         self.constants: dict[str, np.ndarray] = {}

@@ -2,7 +2,7 @@
 
 A pointwise kernel is one flat loop over its domain, XBLOCK elements per program; each output
 is stored at its own row-major offset of the domain index, each input read through its index
-map (backends/triton_values.py):
+map (backends/triton/values.py):
 
     # k0_fused_add_gelu  pointwise  domain=[4, 16]
     #   in:  x: f32[4,16], b: f32[16]
@@ -28,9 +28,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from backends.llvm_index import Var, linearize, unravel
-from backends.triton_ops import SIGNATURE_TYPES, TritonUnsupportedError
-from backends.triton_values import Index, Pointer, TritonValues, fill
+from backends.index import Var, linearize, unravel
+from backends.triton.ops import SIGNATURE_TYPES, TritonUnsupportedError
+from backends.triton.values import Index, Pointer, TritonValues, fill
 from compiler.core.ir import ConstArray
 from compiler.core.schedule import KernelSpec
 from compiler.core.tile_config import TileConfig
@@ -154,7 +154,7 @@ def frame(
 
 def rounding(body: list[str]) -> list[tuple[str, int]]:
     """The BF16_BITS constexpr when the body rounds to bf16 (Note [bf16 rounding under the
-    interpreter] in backends/triton_ops.py); its value here is the compiled one (False)."""
+    interpreter] in backends/triton/ops.py); its value here is the compiled one (False)."""
     return [("BF16_BITS", 0)] if any("BF16_BITS" in line for line in body) else []
 
 

@@ -1,7 +1,7 @@
 """What a compiled Triton binary uses, read without a GPU: registers, spilled bytes and
 tensor-core opcodes from a cubin (the cuobjdump bundled with Triton: resource usage and SASS),
 or from an AMDGCN listing's kernel metadata (VGPRs/AGPRs, spills, private segment, MFMA ops).
-Used by backends/triton_targets.py.
+Used by backends/triton/targets.py.
 """
 
 from __future__ import annotations

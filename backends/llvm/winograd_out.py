@@ -9,7 +9,7 @@ epilogue fused: `Y = A^T M A + bias + addends`, written straight into the NCHW o
 
 The two output columns of a tile are interleaved stores, which LLVM vectorizes with shuffles;
 an odd output width or height ends with a half tile. The kernel may cover a *chunk* of the
-tiles only (`Band`: some images, or some tile rows of one image; `backends.llvm_winograd`):
+tiles only (`Band`: some images, or some tile rows of one image; `backends.llvm.winograd`):
 its output and addend pointers then point at the chunk's first element, and it indexes them
 with the whole output's strides. It may also cover one *group of transform rows* only (Note
 [Winograd in groups of rows]): the group with row 0 writes the output, later groups add their
@@ -26,8 +26,8 @@ from dataclasses import dataclass
 
 from llvmlite import ir
 
-from backends.llvm_emit import I32, I64, PTR, counted_loop
-from backends.llvm_kernel import KernelModule, Param
+from backends.llvm.emit import I32, I64, PTR, counted_loop
+from backends.llvm.kernel import KernelModule, Param
 from compiler.core.schedule import VIEW_OPS, ExternCall, KernelSpec, Step, index_map
 from compiler.core.types import DType, TensorType
 
@@ -124,7 +124,7 @@ def render(
     """The output transform of a convolution with `n` images, `oc` output channels and output
     size (Ho, Wo) (see the module docstring), for the tiles of `band` (default: all of them)
     and the GEMM products of the transform rows `rows` (default: all 4; Note [Winograd in
-    groups of rows] in `backends.llvm_winograd`): the group with row 0 writes the output with
+    groups of rows] in `backends.llvm.winograd`): the group with row 0 writes the output with
     the bias and the addends, every later group adds its share into it. Parameters: `m`
     [4 len(rows), OC, band's tiles], then `bias` [OC] and one pointer per addend (into its
     root, at the band's first element) in row 0's group, then the output (at the band's first

@@ -214,7 +214,7 @@ def unsupported(op: str) -> str | None:
     """Why a pointwise/reduction kernel cannot hold `op` in Triton, or None when it can."""
     if op in ELEMENTWISE or op in STRUCTURAL or op in REDUCTIONS:
         return None
-    return f"no Triton expression for op {op!r} (backends/triton_ops.py)"
+    return f"no Triton expression for op {op!r} (backends/triton/ops.py)"
 
 
 def elementwise_expr(op: str, args: Sequence[str], attrs: Mapping[str, Any]) -> str:

@@ -1,7 +1,7 @@
 """Matmul, conv2d and attention KernelSpecs as kernels of the Triton program.
 
 `render_heavy(spec, tile, strided, storage, compute)` instantiates the hand-written templates
-(backends/triton_matmul.py, triton_conv.py, triton_attention.py: their skeletons, grouped
+(backends/triton/matmul.py, triton_conv.py, triton_attention.py: their skeletons, grouped
 program ids, K loop, dots, split-K workspace passes and online softmax) for one KernelSpec
 and returns a `HeavyKernel`: the @triton.jit function(s) under the kernel's IR as a header
 comment, and the host functions the program calls:
@@ -13,7 +13,7 @@ comment, and the host functions the program calls:
             kernel[grid](*args, **meta, **options)
 
 What the templates take as strides and hook statements comes from the kernel body here:
-every operand tile is the IR value at the tile's symbolic index (backends/triton_values.py),
+every operand tile is the IR value at the tile's symbolic index (backends/triton/values.py),
 so views (a head split, `permute(reshape(attention_out))` before a projection, a 5-d QKV
 slice), prologues (SiLU before the time-embedding GEMM, the sinusoidal embedding, GEGLU
 before the FF projection, the residual add before a downsampling conv, RoPE on q and k) and
@@ -44,13 +44,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from backends import triton_attention as attention_template
-from backends import triton_conv as conv_template
-from backends import triton_matmul as matmul_template
-from backends.llvm_index import Lin, Var, unravel
-from backends.llvm_values import broadcast
-from backends.triton_ops import HELPERS, TritonUnsupportedError
-from backends.triton_pointwise import (
+from backends.index import Lin, Var, unravel
+from backends.index_maps import broadcast
+from backends.triton import attention as attention_template
+from backends.triton import conv as conv_template
+from backends.triton import matmul as matmul_template
+from backends.triton.ops import HELPERS, TORCH_DTYPES, TritonUnsupportedError
+from backends.triton.pointwise import (
     JitEntry,
     Param,
     Storage,
@@ -60,7 +60,7 @@ from backends.triton_pointwise import (
     launch_args,
     local,
 )
-from backends.triton_values import Index, TileValues
+from backends.triton.values import Index, TileValues
 from compiler.core.ir import ConstArray, Node
 from compiler.core.schedule import KernelSpec
 from compiler.core.tile_config import TileConfig, pow2
@@ -561,8 +561,6 @@ def heavy_module(
     input read through runtime strides unless `strided` says which are (the program passes
     strides for graph inputs only). Tensors: the inputs, then the outputs, contiguous."""
     import torch
-
-    from backends.triton_ops import TORCH_DTYPES
 
     strided = frozenset(v.name for v in spec.inputs) if strided is None else strided
     k = render_heavy(spec, tile, strided, lambda d: d, "tl.float32")

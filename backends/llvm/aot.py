@@ -30,11 +30,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from backends import native_libs
+from backends.llvm import native_libs
 from compiler import config
 
 if TYPE_CHECKING:
-    from backends import llvm_jit
+    from backends.llvm import jit as llvm_jit
 
 
 def ir_digest(ir_text: str) -> str:
@@ -80,7 +80,7 @@ def link_shared(modules: Mapping[str, str], path: Path) -> str | None:
     cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if cc is None:
         return "no C compiler (cc) on PATH to link the kernels into a shared library"
-    from backends import llvm_jit
+    from backends.llvm import jit as llvm_jit
 
     tm = _pic_target_machine(llvm_jit.host())
     with tempfile.TemporaryDirectory(prefix="tilefuse-aot-") as tmp:

@@ -1,6 +1,6 @@
 """Reductions and scans inside a kernel: loops over the reduced dims around an accumulator.
 
-`Reductions` is the part of the kernel generator (`backends.llvm_kernel._Codegen`) that emits
+`Reductions` is the part of the kernel generator (`backends.llvm.kernel._Codegen`) that emits
 `sum`/`mean`/`amax`/`amin` at an output index as a loop nest over the reduced dims, and
 `cumsum` as a sequential scan into scratch. Float sums use `reassoc` so they vectorize; sums
 over more than BLOCK elements add float partials of BLOCK elements into a float64 total. Max
@@ -13,8 +13,10 @@ import math
 
 from llvmlite import ir
 
-from backends.llvm_index import Lin, Var
-from backends.llvm_values import I64, Index
+from backends.index import Lin, Var
+from backends.index_maps import Index
+from backends.llvm.ops import intrinsic
+from backends.llvm.values import I64
 from compiler.core.ir import Node
 from compiler.core.types import DType
 
@@ -128,7 +130,6 @@ class Reductions:
             return b.select(b.icmp_signed(pred, x, acc), x, acc)
         if op == "sum":
             return b.fadd(acc, x, flags=("reassoc", "nsz"))
-        from backends.llvm_ops import intrinsic
 
         name = "llvm.maximum" if op == "amax" else "llvm.minimum"
         return b.call(intrinsic(self, name, acc.type, 2), [acc, x])

@@ -1,11 +1,12 @@
 """Values at symbolic indices, as Triton statements: how a kernel's IR values are computed.
 
 `TritonValues.value(name, index)` emits the statements computing IR value `name` at a
-multi-index of symbolic `Lin` expressions (backends/llvm_index.py) over the kernel's index
+multi-index of symbolic `Lin` expressions (backends/index.py) over the kernel's index
 variables (`offs` in pointwise kernels, `xindex`/`rindex` in reductions) and returns the
 Triton variable holding it. Views, pads, concatenations, gathers and nearest upsampling map
-the index to their input's (the same index maps as the llvm backend: `IndexedValues
-.input_indices`), so every input is read through index arithmetic, never a copy:
+the index to their input's (the index maps the llvm backend uses too:
+`backends.index_maps.IndexMaps.input_indices`), so every input is read through index
+arithmetic, never a copy:
 
     v2 = tl.load(a_x_ptr + (offs // 5) * a_x_s0 + (offs % 5) * a_x_s1, mask=mask, other=0)
     v3 = (tl.exp(v2.to(tl.float32)))
@@ -13,7 +14,7 @@ the index to their input's (the same index maps as the llvm backend: `IndexedVal
 Values are memoized per scope (a loop body is a scope), so a value read twice at one index is
 computed once. Floats are computed in `compute` (fp32, or fp64 for f64 models).
 
-`TileValues` is the same for the heavy kernels (backends/triton_heavy.py): operand tiles of
+`TileValues` is the same for the heavy kernels (backends/triton/heavy.py): operand tiles of
 a matmul, conv2d or attention kernel (raw loads of views, or prologues computed, rounded and
 masked) and its epilogue over the accumulator tile. `render_epilogue` is the small hook for
 the templates' own tests: the elementwise nodes after an anchor on an accumulator tile.
@@ -27,9 +28,9 @@ import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from backends.llvm_index import Clamp, FloorDiv, Lin, Load, Mod, ScaleFloor, Var, linearize
-from backends.llvm_values import IndexedValues
-from backends.triton_ops import (
+from backends.index import Clamp, FloorDiv, Lin, Load, Mod, ScaleFloor, Var, linearize
+from backends.index_maps import Index, IndexMaps
+from backends.triton.ops import (
     ELEMENTWISE,
     TL_STORAGE,
     TritonUnsupportedError,
@@ -43,7 +44,6 @@ from compiler.core.ir import Node
 from compiler.core.schedule import KernelSpec
 from compiler.core.types import DType, TensorType
 
-Index = tuple[Lin, ...]
 VIEWS = frozenset({"reshape", "permute", "expand", "slice", "upsample_nearest2d"})
 
 
@@ -70,7 +70,7 @@ class Pointer:
     strides: tuple[str, ...] | None = None
 
 
-class TritonValues(IndexedValues):
+class TritonValues(IndexMaps):
     """Emits Triton statements for values of `spec` at symbolic indices (see module doc).
     The reduction renderer subclasses it to give its anchor's value (`anchor_value`)."""
 
@@ -409,7 +409,7 @@ def render_epilogue(
     does); `reshape`/`expand` of a value are the value itself (the tile is the [M, N] view,
     and the loader broadcasts inputs); `full` is a literal. Any other op (a permute, slice,
     pad or gather inside the epilogue) raises TritonUnsupportedError: the caller should not fuse
-    it. The statements may call the helpers of `backends.triton_ops.HELPERS` (`tanh_`, `pow_`,
+    it. The statements may call the helpers of `backends.triton.ops.HELPERS` (`tanh_`, `pow_`,
     and `to_bf16_(x, BF16_BITS)` for a cast to bf16, which needs a `BF16_BITS` constexpr in
     scope): the module holding them must include those helpers."""
     env: dict[str, str] = {anchor: acc}
