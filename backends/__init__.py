@@ -1,13 +1,13 @@
 """Backends: each turns the optimized program into something that runs.
 
-A backend is a module with `NAME`, `supports(spec) -> bool` and
-`render_schedule(schedule, float_dtype=...) -> program`, where the program has `.source` (the
-generated code, readable) and `.load()` (the callable) and `.load_namespace()` (its kernel
-functions by kernel name). Built: `numpy` (the readable reference, the oracle), `llvm`
-(native CPU code, attention and most products included; GEMMs with a weight and
-convolutions may call the MKL or oneDNN that torch ships)
-and `triton` (every kernel kind; natively on a CUDA/ROCm device, else under the Triton
-interpreter). `auto` means the fastest backend on this machine: `triton` when a CUDA/ROCm
+Each backend is a package (`backends/numpy`, `backends/llvm`, `backends/triton`) whose
+`backend.py` defines `BACKEND`, an object with the interface of `backends.protocol.Backend`;
+`get(name)` returns it. Built: `numpy` (the readable reference, the oracle), `llvm` (native
+CPU code, attention and most products included; GEMMs with a weight and convolutions may call
+the MKL or oneDNN that torch ships) and `triton` (every kernel kind; natively on a CUDA/ROCm
+device, else under the Triton interpreter). What they share is beside them: `index` (symbolic
+index arithmetic), `index_maps` (what each view reads) and `decompose` (composites as
+primitive ops). `auto` means the fastest backend on this machine: `triton` when a CUDA/ROCm
 device is present, else `llvm`. `check_parity` checks `parity_default()` unless told
 otherwise: numpy and llvm, and triton too where it runs natively (under the interpreter it is
 opt-in: `backends=("numpy", "llvm", "triton")`, slow at real sizes).
@@ -16,16 +16,14 @@ opt-in: `backends=("numpy", "llvm", "triton")`, slow at real sizes).
 from __future__ import annotations
 
 import importlib
-from types import ModuleType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from backends.protocol import Backend
 
 AVAILABLE = ("numpy", "llvm", "triton")
 PLANNED: tuple[str, ...] = ()  # named in the design; not built yet
 PARITY_DEFAULT = ("numpy", "llvm")  # on a machine without a GPU; see parity_default()
-_MODULES = {
-    "numpy": "backends.numpy.kernels",
-    "llvm": "backends.llvm.render",
-    "triton": "backends.triton.render",
-}
 
 
 def resolve(name: str) -> str:
@@ -41,9 +39,9 @@ def resolve(name: str) -> str:
     raise ValueError(f"unknown backend {name!r}; available: {', '.join(AVAILABLE)} (or 'auto')")
 
 
-def get(name: str) -> ModuleType:
-    """The module implementing backend `name` (see the module docstring for its interface)."""
-    return importlib.import_module(_MODULES[resolve(name)])
+def get(name: str) -> Backend:
+    """Backend `name` (or `auto`'s choice): its package's `backend.BACKEND`."""
+    return importlib.import_module(f"backends.{resolve(name)}.backend").BACKEND
 
 
 def parity_default() -> tuple[str, ...]:

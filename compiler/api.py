@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -16,16 +15,18 @@ import torch
 from torch.utils import _pytree as pytree
 
 import backends
+from backends.protocol import Program, RenderOptions, Runner
 from compiler.artifact import save
 from compiler.core import config
 from compiler.core import reference as numpy_ref
 from compiler.core.dtypes import to_torch
 from compiler.core.errors import InputMismatchError
-from compiler.core.gpu import get_profile, resolve_profiles
+from compiler.core.gpu import get_profile
 from compiler.core.ir import Graph
 from compiler.core.schedule import KernelSpec, Schedule
 from compiler.core.types import DType
 from compiler.frontend.capture import Captured, capture
+from compiler.targets import verify_targets
 from passes.memory import eager_peak_bytes, plan_memory
 
 
@@ -51,12 +52,11 @@ class Compiled:
         self.backend = backend
         self.gpu = gpu
         self.stats: dict[str, Any] = {"compiles": 1, "calls": 0}
-        self._programs: dict[str, Any] = {}
-        self._runners: dict[str, Callable[..., tuple[np.ndarray, ...]]] = {}
+        self._programs: dict[tuple[str, bool], Program] = {}
+        self._runners: dict[str, Runner] = {}
         self.compute_dtype = compute_dtype
         self.example: tuple[tuple[Any, ...], dict[str, Any]] | None = None  # set by compile()
         self.artifact: Path | None = None  # the directory it was loaded from (compiler.load)
-        self.llvm_options: dict[str, Any] = {}  # LlvmProgram.load's, from a saved artifact
         self._float_dtype = _float_dtype(self.graph, compute_dtype)
         self._torch_float = getattr(torch, self._float_dtype)
         self._converted: dict[str, tuple[Any, torch.Tensor, torch.Tensor]] = {}
@@ -78,37 +78,27 @@ class Compiled:
     def kernels(self) -> tuple[KernelSpec, ...]:
         return self.schedule.kernels
 
-    def _program(self, backend: str, per_kernel: bool = False) -> Any:
-        """The backend's program, rendered once; `per_kernel`: the llvm program whose kernel
-        functions each compute a whole kernel as the reference does: every float stored in
-        the compute type (Note [16-bit storage], backends/llvm/storage), no kernel run in row
-        blocks (Note [Row blocks], backends/llvm/rows)."""
-        key = "llvm:per-kernel" if per_kernel and backend == "llvm" else backend
+    def _program(self, backend: str, per_kernel: bool = False) -> Program:
+        """The backend's program, rendered once; `per_kernel`: the program whose kernel
+        functions each compute a whole kernel as the reference does (`RenderOptions`)."""
+        key = (backend, per_kernel)
         if key not in self._programs:
             self._programs[key] = self._render(backend, per_kernel)
         return self._programs[key]
 
-    def _render(self, backend: str, per_kernel: bool = False) -> Any:
+    def _render(self, backend: str, per_kernel: bool = False) -> Program:
         """The backend's program rendered from the schedule (`_program` keeps it; a loaded
-        artifact's llvm program is read back instead, Note [A saved program])."""
-        render = backends.get(backend).render_schedule
-        options: dict[str, Any] = {"float_dtype": self._float_dtype}
-        if backend == "llvm":
-            options["weights"] = self.captured.weight_names()
-            options["sixteen_bit"] = options["row_blocks"] = not per_kernel
-        return render(self.schedule, **options)
+        artifact's program is read back by its backend instead: `build(load_program=...)`)."""
+        options = RenderOptions(self._float_dtype, self.captured.weight_names(), per_kernel)
+        return backends.get(backend).render(self.schedule, options)
 
     def kernel_functions(self, backend: str | None = None) -> dict[str, Any]:
         """A backend's kernel functions by kernel name, each taking NumPy arrays (the kernel's
-        inputs, then one output array per kernel output, written in place). The llvm kernels
-        are those of the per-kernel program (every float in the compute type, no row blocks),
-        which take the reference's arrays as they are and compute exactly its values (the
-        16-bit stores of the running program round them further: Note [16-bit storage])."""
+        inputs, then one output array per kernel output, written in place). They are those of
+        the per-kernel program (`RenderOptions.per_kernel`), which take the reference's arrays
+        as they are and compute exactly its values."""
         name = backends.resolve(backend or self.backend)
-        namespace = self._program(name, per_kernel=True).load_namespace()
-        if name == "numpy":
-            return namespace
-        return {k.name: _numpy_kernel(namespace[k.name]) for k in self.schedule.kernels}
+        return backends.get(name).kernel_functions(self._program(name, per_kernel=True))
 
     def reference_values(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict:
         """Every IR value of the unfused graph-level NumPy reference on these inputs."""
@@ -116,10 +106,9 @@ class Compiled:
         program = numpy_ref.render(self.graph, float_dtype=self._float_dtype, all_values=True)
         return program.load()(*inputs)
 
-    def _runner(self, backend: str) -> Callable[..., tuple[Any, ...]]:
+    def _runner(self, backend: str) -> Runner:
         if backend not in self._runners:
-            options = self.llvm_options if backend == "llvm" else {}
-            self._runners[backend] = self._program(backend).load(**options)
+            self._runners[backend] = backends.get(backend).runner(self._program(backend))
         return self._runners[backend]
 
     # --- calling
@@ -136,12 +125,7 @@ class Compiled:
         """Run on `args` with `backend` (default: the compiled one); same output structure."""
         name = backends.resolve(backend or self.backend)
         fn = self._runner(name)
-        if name == "numpy":
-            outs = [
-                torch.from_numpy(np.array(o)) for o in fn(*self.numpy_inputs(args, kwargs or {}))
-            ]
-        else:
-            outs = list(fn(*self.torch_inputs(args, kwargs or {}, name)))
+        outs = list(fn(*self.torch_inputs(args, kwargs or {}, name)))
         self.stats["calls"] += 1
         return self._rebuild(outs)
 
@@ -187,19 +171,17 @@ class Compiled:
     def torch_inputs(
         self, args: tuple[Any, ...], kwargs: Mapping[str, Any], backend: str | None = None
     ) -> list[torch.Tensor]:
-        """The graph inputs for this call as contiguous CPU tensors in `backend`'s (default:
-        the compiled one's) storage dtypes: floats in the compute float type, except where the
-        llvm program takes a bf16/f16 input as it is (`LlvmProgram.input_dtypes`). For Triton
-        on a machine with a CUDA/ROCm device: on that GPU, in their IR dtypes. Parameters
-        converted from another dtype are cached until the parameter changes (its version
-        counter)."""
+        """The graph inputs for this call as contiguous tensors where and as `backend`
+        (default: the compiled one) takes them (`Backend.placement`): on the CPU unless it
+        says a device, floats in the compute float type unless it says a dtype (a program
+        that takes a bf16 input as it is). Parameters converted from another dtype or moved
+        are cached until the parameter changes (its version counter)."""
         leaves = self.check_inputs(args, kwargs)
         name = backends.resolve(backend or self.backend)
-        device = self._native_device(name, leaves)
-        dtypes = self._input_dtypes(name)
-        if device is not None and self._float_dtype != "float64":
-            # natively, the Triton program reads every input in its IR dtype, on the GPU
-            dtypes = tuple(to_torch(v.type.dtype) for v in self.graph.inputs)
+        where = backends.get(name).placement(
+            self._program(name), self.graph, self._float_dtype, leaves
+        )
+        device, dtypes = where.device, where.dtypes
         out = []
         for b, dtype in zip(self.captured.bindings, dtypes, strict=True):
             t = self._bind(b, leaves).detach()
@@ -220,7 +202,7 @@ class Compiled:
                 out.append(hit[1])
                 continue
             # a normal tensor even under torch.inference_mode: the cached copy outlives the
-            # call, and the llvm backend reads its version counter (inference tensors have none)
+            # call, and a backend may read its version counter (inference tensors have none)
             with torch.inference_mode(False):
                 x = self._storage_form(t, dtype, device)
             if x is not t:
@@ -228,23 +210,6 @@ class Compiled:
                 self._converted[b.key] = (key, x, t)
             out.append(x)
         return out
-
-    def _input_dtypes(self, backend: str) -> tuple[torch.dtype | None, ...]:
-        """What each graph input is passed to `backend` as; None: floats in the compute type."""
-        if backend == "llvm":
-            return self._program("llvm").input_dtypes
-        return (None,) * len(self.captured.bindings)
-
-    def _native_device(self, backend: str, leaves: list[Any]) -> torch.device | None:
-        """Where the Triton program runs natively: the GPU of the first user tensor on one,
-        else the default GPU; None when the inputs go to the CPU (every other backend, and
-        Triton under the interpreter on a machine without a CUDA/ROCm device)."""
-        if backend != "triton" or not torch.cuda.is_available():
-            return None
-        for x in leaves:
-            if isinstance(x, torch.Tensor) and x.device.type == "cuda":
-                return x.device
-        return torch.device("cuda", torch.cuda.current_device())
 
     def _storage_form(
         self, t: torch.Tensor, dtype: torch.dtype | None = None, device: torch.device | None = None
@@ -319,22 +284,7 @@ class Compiled:
         are cached under TILEFUSE_CACHE_DIR/triton_targets, so a second run is fast.
         `progress`: a progress line on stderr now and then (None: when stderr is a terminal);
         it is always logged under `tilefuse.targets`."""
-        profiles = resolve_profiles(gpu if gpu is not None else self.gpu)
-        try:
-            from backends.triton.targets import verify_kernels
-        except ImportError as e:
-            raise ImportError(
-                f"verify_targets compiles {self.graph.name}'s kernels with Triton, which is not "
-                f"importable here ({e}); install it with `pip install 'triton==3.9.*'` (Linux)"
-            ) from e
-        return verify_kernels(
-            self.schedule.kernels,
-            profiles,
-            strided=frozenset(v.name for v in self.graph.inputs),
-            float_dtype=self._float_dtype,
-            model=self.graph.name,
-            echo=sys.stderr.isatty() if progress is None else progress,
-        )
+        return verify_targets(self, gpu, progress=progress)
 
     def save(self, path: str | Path, *, reference: bool = True) -> Path:
         """Write this compiled model to the directory `path` (see `compiler.artifact`), to run
@@ -348,15 +298,6 @@ class Compiled:
             f"<Compiled {self.graph.name}: {len(self.graph)} nodes, backend={self.backend}, "
             f"calls={self.stats['calls']}>"
         )
-
-
-def _numpy_kernel(fn: Callable[..., None]) -> Callable[..., None]:
-    """A kernel function over tensors, called with NumPy arrays (shared memory)."""
-
-    def run(*arrays: np.ndarray) -> None:
-        fn(*(torch.from_numpy(np.ascontiguousarray(a)) for a in arrays))
-
-    return run
 
 
 def _float_dtype(graph: Graph, compute_dtype: torch.dtype | None) -> str:
@@ -437,14 +378,12 @@ def build(
     gpu: str | None,
     compute_dtype: torch.dtype | None = None,
     schedule: Schedule | None = None,
-    llvm_options: Callable[[Any], dict[str, Any]] | None = None,
-    program: Any = None,
+    load_program: Callable[[Callable[[], Program]], Program] | None = None,
 ) -> Compiled:
     """Everything after capture: the graph passes, fusion, tiling for `gpu` and the memory plan
     (all skipped when `schedule`, a saved artifact's, is given), then the backend's program,
-    rendered and loaded. `llvm_options(program)`: how to load the llvm program (the options of
-    `LlvmProgram.load`: kernels already linked, weights memory-mapped). `program`: the llvm
-    program as an artifact saved it, used instead of rendering one."""
+    rendered and loaded. `load_program(render)`: the program an artifact saved, read back by
+    its backend (`Backend.load_saved`), which calls `render()` where it cannot be."""
     cfg = config.load()
     config.configure_logging(cfg)
     start = time.perf_counter()
@@ -464,10 +403,8 @@ def build(
     graph = schedule.graph
     name = backends.resolve(backend)
     compiled = Compiled(captured, schedule, name, gpu, compute_dtype)
-    if program is not None and name == "llvm":
-        compiled._programs["llvm"] = program
-    if llvm_options is not None and name == "llvm":  # a saved artifact's (compiler.artifact)
-        compiled.llvm_options = llvm_options(compiled._program(name))
+    if load_program is not None:
+        compiled._programs[(name, False)] = load_program(lambda: compiled._render(name))
     compiled._runner(name)  # render and load now: compile time is paid here, not on first call
     compiled.stats.update(
         capture_s=captured.capture_seconds,

@@ -8,7 +8,8 @@ process that has neither the model's code nor torch.export.
 
 An artifact is a directory:
 
-    manifest.json    format, versions, backend, GPU, bindings, argument and output structure
+    manifest.json    format, versions, backend, GPU, bindings, argument and output structure,
+                     and the backend's own entry for its program (`Backend.save`)
     schedule.json    the kernels (bodies, tiles), the buffer plan and the optimized graph;
                      tensor constants in constants.npz
     captured.json    the graph as captured (explain's eager op-by-op figures are priced on it)
@@ -19,7 +20,10 @@ An artifact is a directory:
     graph.py         the optimized graph as readable Python (for people; not read back)
     schedule.txt     the schedule as printed (for people; not read back)
     <backend>.txt    the generated source (for people; not read back)
-    kernels.so       the llvm backend's kernels linked for the CPU it was built on: loading
+
+and what the backend's `save` adds; for `llvm` (backends/llvm/artifact.py):
+
+    kernels.so       the kernels linked for the CPU it was built on: loading
                      them needs no LLVM (backends/llvm/aot.py)
     program.json     the llvm program as rendered (driver source, each module's symbol,
                      parameters, scratch and IR digest; constants in program_constants.npz):
@@ -31,10 +35,11 @@ An artifact is a directory:
 Note [What an artifact stores]
 It stores the schedule, the end of the pipeline: `load` runs no graph pass, no fusion and no
 tiling, so the loaded model is the compiled one kernel for kernel, and loading stays cheap
-(not even networkx is imported). The object code is stored beside it, keyed as
-the object cache keys it (IR, CPU, features, versions), and linked into kernels.so: on the
-same kind of CPU, loading opens kernels.so and neither loads LLVM nor compiles anything; on
-another CPU the keys differ and the kernels are compiled for it.
+(not even networkx is imported). A backend stores what its program needs beside it: the
+llvm backend the object code, keyed as the object cache keys it (IR, CPU, features,
+versions), and linked into kernels.so: on the same kind of CPU, loading opens kernels.so and
+neither loads LLVM nor compiles anything; on another CPU the keys differ and the kernels are
+compiled for it.
 Weights are copied in, so a loaded model no longer follows the original module's parameters.
 """
 
@@ -43,16 +48,15 @@ from __future__ import annotations
 import importlib
 import json
 import logging
-import shutil
 import warnings
 from pathlib import Path
 from typing import Any
 
-import llvmlite
 import numpy as np
 import torch
 from torch.utils import _pytree as pytree
 
+import backends
 from compiler.core.errors import ArtifactError
 from compiler.core.schedule import Schedule
 from compiler.core.serialize import decode_graph, decode_schedule, encode_graph, encode_schedule
@@ -60,7 +64,7 @@ from compiler.core.version import __version__
 from compiler.frontend.capture import ArgSpec, Captured, InputBinding
 from compiler.parity_rule import reference_f64
 
-FORMAT = "tilefuse-artifact/1"
+FORMAT = "tilefuse-artifact/2"
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -68,8 +72,7 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def versions() -> dict[str, str]:
-    return {"tilefuse": __version__, "torch": torch.__version__,
-            "llvmlite": llvmlite.__version__}  # fmt: skip
+    return {"tilefuse": __version__, "torch": torch.__version__}
 
 
 def dtype_name(dtype: torch.dtype | None) -> str | None:
@@ -234,14 +237,9 @@ def save(compiled: Any, path: Path, *, reference: bool = True) -> Path:
     (path / "graph.py").write_text(str(compiled.graph))
     (path / "schedule.txt").write_text(str(compiled.schedule))
     (path / f"{compiled.backend}.txt").write_text(compiled.source())
-    if compiled.backend == "llvm":
-        program = compiled._program("llvm")
-        if program.source_file is not None:  # itself loaded from an artifact: no IR kept
-            program = compiled._render("llvm")
-        _save_objects(program, path / "llvm")
-        manifest["native"] = _save_library(program, path)
-        if manifest["native"] is not None:
-            _save_program(program, path)
+    name = compiled.backend
+    render = lambda: compiled._render(name)  # noqa: E731
+    manifest["program"] = backends.get(name).save(compiled._program(name), render, path)
     write_json(path / "manifest.json", manifest)  # last: a directory without it is incomplete
     return path
 
@@ -254,56 +252,3 @@ def _save_example(compiled: Any, path: Path) -> None:
     ref = reference_f64(model, args, kwargs)
     flat = [pytree.tree_leaves(x) for x in (eager, ref)]
     torch.save({"args": args, "kwargs": kwargs, "eager": flat[0], "reference": flat[1]}, path)
-
-
-def _save_objects(program: Any, folder: Path) -> None:
-    from backends.llvm import jit as llvm_jit
-
-    folder.mkdir(exist_ok=True)
-    for m in program.modules.values():
-        llvm_jit.compile_object(m.ir)  # a cache hit after compile; builds it otherwise
-        cached = llvm_jit.object_cache_path(m.ir)
-        shutil.copyfile(cached, folder / cached.name)
-
-
-def _save_library(program: Any, path: Path) -> dict[str, Any] | None:
-    """The kernels linked into kernels.so (Note [Why a shared library] in llvm_aot), or None
-    with a warning saying why not (loading then uses the JIT)."""
-    from backends.llvm import aot as llvm_aot
-
-    modules = {symbol: m.ir for symbol, m in program.modules.items()}
-    why_not = llvm_aot.link_shared(modules, path / "kernels.so") if modules else "no kernels"
-    if why_not is not None:
-        log.warning("%s: no shared library (%s); loading it will need LLVM", path, why_not)
-        return None
-    return {
-        "library": "kernels.so",
-        "cpu": llvm_aot.cpu_fingerprint(),
-        "kernels": {symbol: llvm_aot.ir_digest(ir) for symbol, ir in modules.items()},
-    }
-
-
-def _save_program(program: Any, path: Path) -> None:
-    """program.json and program_constants.npz: the llvm program as rendered, for a load that
-    skips rendering (Note [A saved program])."""
-    from compiler.core.config import num_threads
-
-    np.savez(path / "program_constants.npz", **program.constants)
-    write_json(
-        path / "program.json",
-        {
-            "name": program.name,
-            "threads": num_threads(),
-            "input_dtypes": [str(d).removeprefix("torch.") for d in program.input_dtypes],
-            "modules": {
-                symbol: {
-                    "params": [p.name for p in m.params],
-                    "scratch_bytes": m.scratch_bytes,
-                    "digest": m.digest,
-                }
-                for symbol, m in program.modules.items()
-            },
-            "driver": program.driver,
-        },
-    )
-    program.save_driver(path / "driver.bin")

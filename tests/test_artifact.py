@@ -279,7 +279,8 @@ import compiler
 c = compiler.load(sys.argv[1])
 example = torch.load(sys.argv[1] + "/example.pt", weights_only=True)
 y = c(*example["args"], **example["kwargs"])
-assert type(c.llvm_options["library"]).__name__ == "SharedLibrary", c.llvm_options
+library = c._program("llvm").library
+assert type(library).__name__ == "SharedLibrary", library
 assert "llvmlite.binding" not in sys.modules, "loading the artifact loaded LLVM"
 assert "networkx" not in sys.modules, "loading the artifact imported fusion's networkx"
 assert "llvmlite.ir" not in sys.modules, "loading the artifact rendered its kernels again"
@@ -297,7 +298,7 @@ def test_load_opens_the_shared_library_without_llvm(
     model, x = block
     path = compiler.compile(model, (x,)).save(tmp_path / "block")
     manifest = json.loads((path / "manifest.json").read_text())
-    assert manifest["native"]["library"] == "kernels.so"
+    assert manifest["program"]["library"] == "kernels.so"
     done = subprocess.run(
         [sys.executable, "-c", LOAD_WITHOUT_LLVM, str(path)],
         capture_output=True,
@@ -318,7 +319,7 @@ def test_load_on_another_cpu_compiles_through_the_jit(
     path = c.save(tmp_path / "block")
     monkeypatch.setattr(llvm_aot, "cpu_fingerprint", lambda: "another-cpu")
     loaded = compiler.load(path)
-    assert loaded.llvm_options["library"] is None
+    assert loaded._program("llvm").library is None
     torch.testing.assert_close(loaded(x)["y"], c(x)["y"], rtol=0, atol=0)
 
 
@@ -329,11 +330,11 @@ def test_load_with_changed_kernels_does_not_use_the_library(
     c = compiler.compile(model, (x,))
     path = c.save(tmp_path / "block")
     manifest = json.loads((path / "manifest.json").read_text())
-    symbol = next(iter(manifest["native"]["kernels"]))
-    manifest["native"]["kernels"][symbol] = "0" * 16  # as if built from other IR
+    symbol = next(iter(manifest["program"]["kernels"]))
+    manifest["program"]["kernels"][symbol] = "0" * 16  # as if built from other IR
     (path / "manifest.json").write_text(json.dumps(manifest))
     loaded = compiler.load(path)
-    assert loaded.llvm_options["library"] is None
+    assert loaded._program("llvm").library is None
     torch.testing.assert_close(loaded(x)["y"], c(x)["y"], rtol=0, atol=0)
 
 

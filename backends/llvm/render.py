@@ -56,18 +56,12 @@ from compiler.core.schedule import (
 from compiler.core.types import TensorType
 from passes.memory import Arena, output_roots, plan_arena
 
-NAME = "llvm"
 EXTERNS = {
     "matmul": "torch.matmul (MKL/oneDNN)",
     "conv2d": "torch conv2d (oneDNN)",
     "sdpa": "torch scaled_dot_product_attention",
 }
 log = logging.getLogger("tilefuse.extern")
-
-
-def supports(spec: KernelSpec) -> bool:
-    """Every kernel: the ops in EXTERNS are extern calls, the rest native code."""
-    return True
 
 
 MKLDNN_PACKED = torch.backends.mkldnn.is_available() and hasattr(

@@ -62,6 +62,8 @@ class LlvmProgram:
     source_file: Path | None = None  # where `source` is, when loaded from an artifact
     code: types.CodeType | None = None  # the driver compiled, when an artifact saved it
     compiles: Any = None  # `llvm_workers.Compiles` of the modules, when rendered in this process
+    library: Any = None  # the kernels already linked (an artifact's kernels.so), or None
+    mapped_weights: bool = False  # the weights are memory-mapped from an artifact's file
 
     @property
     def filename(self) -> str:
@@ -110,12 +112,12 @@ class LlvmProgram:
             parts.append(m.ir)
         return "\n\n".join(parts)
 
-    def load_namespace(self, library: Any = None, mapped_weights: bool = False) -> dict[str, Any]:
+    def load_namespace(self) -> dict[str, Any]:
         """Compile (or fetch from the disk cache) every module, link them, run the driver.
-        `library`: the kernels already linked (a saved artifact's `llvm_aot.SharedLibrary`,
-        anything with `.address(symbol)`); then LLVM is not loaded at all. `mapped_weights`:
-        the weights are memory-mapped from a file (`PackedWeights`)."""
-        lib = library
+        With `library` (a saved artifact's `llvm_aot.SharedLibrary`, anything with
+        `.address(symbol)`) the kernels are already linked: then LLVM is not loaded at all.
+        With `mapped_weights` the weights are memory-mapped from a file (`PackedWeights`)."""
+        lib = self.library
         if lib is None and self.modules:
             from backends.llvm import jit as llvm_jit  # loads LLVM (Note [Why a shared library])
             from backends.llvm import workers as llvm_workers
@@ -129,7 +131,7 @@ class LlvmProgram:
             "torch": torch,
             "F": torch.nn.functional,
             "view": _view,
-            "W": PackedWeights(mapped_weights),
+            "W": PackedWeights(self.mapped_weights),
             "NTHREADS": num_threads(),
             "_library": lib,
         }
@@ -145,10 +147,8 @@ class LlvmProgram:
         exec(self.compiled_driver(), namespace)
         return namespace
 
-    def load(
-        self, library: Any = None, mapped_weights: bool = False
-    ) -> Callable[..., tuple[torch.Tensor, ...]]:
-        namespace = self.load_namespace(library, mapped_weights)
+    def load(self) -> Callable[..., tuple[torch.Tensor, ...]]:
+        namespace = self.load_namespace()
         fn = namespace[self.name]
         lock = threading.Lock()  # the planned buffers are shared by calls
         prepare = namespace.get(PREPARE)  # the first call prepares every weight up front

@@ -25,13 +25,6 @@ from compiler.core.schedule import KernelSpec, Schedule, output_chains
 from compiler.core.types import DType
 from passes.memory import plan_buffers
 
-NAME = "numpy"
-
-
-def supports(spec: KernelSpec) -> bool:
-    """Every kernel kind: each op has a NumPy template."""
-    return True
-
 
 def storage_itemsize(float_dtype: str) -> Callable[[DType], int]:
     """Element sizes as this backend stores them: every float as `float_dtype`."""

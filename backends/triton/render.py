@@ -62,7 +62,6 @@ from compiler.core.tile_config import TileConfig
 from compiler.core.types import DType
 from passes.memory import plan_buffers
 
-NAME = "triton"
 INTERPRETER_WARNING = (
     "tilefuse: no CUDA/ROCm device, so the Triton kernels run under the Triton interpreter "
     "(TRITON_INTERPRET=1): this checks their numerics, it is not fast"

@@ -26,7 +26,6 @@ from compiler.core.ops import get as get_op
 from compiler.core.ops import ref as ref_module
 from compiler.core.types import DType, TensorType
 
-NAME = "numpy"
 INT_NUMPY = {DType.i64: "np.int64", DType.i32: "np.int32", DType.bool: "np.bool_"}
 
 

@@ -1,0 +1,60 @@
+"""The `llvm` backend behind the Backend protocol (`backends.protocol`).
+
+The renderer (llvmlite's IR builder and every kernel generator) is imported only to render:
+loading an artifact on the CPU it was built for needs neither it nor LLVM.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from backends.llvm import artifact
+from backends.llvm.runtime import LlvmProgram
+from backends.protocol import KernelFunction, Placement, RenderOptions, Runner, numpy_kernel
+from compiler.core.ir import Graph
+from compiler.core.schedule import KernelSpec, Schedule
+
+
+class LlvmBackend:
+    name = "llvm"
+
+    def supports(self, spec: KernelSpec) -> bool:
+        return True  # matmuls, convolutions and attention native or extern, the rest native
+
+    def render(self, schedule: Schedule, options: RenderOptions) -> LlvmProgram:
+        from backends.llvm.render import render_schedule
+
+        return render_schedule(
+            schedule,
+            float_dtype=options.float_dtype,
+            weights=options.weights,
+            sixteen_bit=not options.per_kernel,
+            row_blocks=not options.per_kernel,
+        )
+
+    def runner(self, program: LlvmProgram) -> Runner:
+        return program.load()
+
+    def kernel_functions(self, program: LlvmProgram) -> dict[str, KernelFunction]:
+        namespace = program.load_namespace()
+        return {name: numpy_kernel(namespace[name]) for name, _ in program.steps}
+
+    def placement(
+        self, program: LlvmProgram, graph: Graph, float_dtype: str, leaves: Sequence[Any]
+    ) -> Placement:
+        return Placement(None, program.input_dtypes)
+
+    def save(
+        self, program: LlvmProgram, render: Callable[[], LlvmProgram], path: Path
+    ) -> dict[str, Any] | None:
+        if program.source_file is not None:  # itself read back from an artifact: no IR kept
+            program = render()
+        return artifact.save(program, path)
+
+    def load_saved(self, path: Path, entry: Any, render: Callable[[], LlvmProgram]) -> LlvmProgram:
+        return artifact.load(path, entry, render)
+
+
+BACKEND = LlvmBackend()
