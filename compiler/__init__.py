@@ -19,7 +19,7 @@ from compiler.core.version import __version__ as __version__
 _PUBLIC = {
     "compile": "compiler.api",
     "jit": "compiler.jit_function",
-    "Compiled": "compiler.api",
+    "Compiled": "compiler.compiled",
     "JitFunction": "compiler.jit_function",
     "load": "compiler.artifact_load",
     "check_parity": "compiler.parity",

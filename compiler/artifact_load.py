@@ -10,7 +10,8 @@ from typing import Any
 import torch
 
 import backends
-from compiler.api import build
+from compiler import pipeline
+from compiler.api import collect_new_objects_only
 from compiler.artifact import load_captured, read_manifest
 from compiler.core.errors import ArtifactError
 from compiler.parity_rule import ParityReport, compare, output_leaves
@@ -27,14 +28,16 @@ def load(path: str | Path, *, backend: str | None = None) -> Any:
     name = backends.resolve(backend or manifest["backend"])
     dtype = manifest["compute_dtype"]
     entry = manifest["program"] if name == manifest["backend"] else None
-    compiled = build(
-        captured,
-        backend=name,
-        gpu=manifest["gpu"],
-        compute_dtype=getattr(torch, dtype) if dtype else None,
+    build = pipeline.Build(
+        name,
+        manifest["gpu"],
+        getattr(torch, dtype) if dtype else None,
+        captured=captured,
         schedule=schedule,
         load_program=lambda render: backends.get(name).load_saved(path, entry, render),
     )
+    with collect_new_objects_only():
+        compiled = pipeline.run(build, pipeline.AFTER_SCHEDULE)
     compiled.artifact = path
     return compiled
 

@@ -11,7 +11,8 @@ import torch
 from torch.utils import _pytree as pytree
 
 import backends
-from compiler.api import Compiled, _check_gpu, compile
+from compiler.api import _check_gpu, compile
+from compiler.compiled import Compiled
 
 
 class JitFunction:

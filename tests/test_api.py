@@ -411,16 +411,16 @@ def test_a_reassigned_parameter_or_submodule_is_read_on_the_next_call() -> None:
 def test_compiling_freezes_the_old_heap_and_unfreezes_it_even_on_error(monkeypatch) -> None:
     import gc
 
-    import compiler.api as api
+    from compiler.frontend import capture as frontend
 
     seen: list[int] = []
-    real_capture = api.capture
+    real_export = frontend.export
 
-    def capture(*a: object, **k: object) -> object:
+    def export(*a: object, **k: object) -> object:
         seen.append(gc.get_freeze_count())
-        return real_capture(*a, **k)
+        return real_export(*a, **k)
 
-    monkeypatch.setattr(api, "capture", capture)
+    monkeypatch.setattr(frontend, "export", export)
     assert gc.get_freeze_count() == 0
     c = compiler.compile(Tiny(), (_inputs(2, 8),), backend="numpy")
     assert seen[0] > 0 and gc.get_freeze_count() == 0

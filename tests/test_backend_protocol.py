@@ -13,7 +13,13 @@ import backends
 from backends.protocol import Backend
 
 ROOT = Path(__file__).resolve().parent.parent
-FACE = ["compiler/api.py", "compiler/artifact.py", "compiler/artifact_load.py"]
+FACE = [
+    "compiler/api.py",
+    "compiler/artifact.py",
+    "compiler/artifact_load.py",
+    "compiler/compiled.py",
+    "compiler/pipeline.py",
+]
 
 
 def _tree(path: str) -> ast.Module:

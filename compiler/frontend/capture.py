@@ -30,10 +30,11 @@ from compiler.frontend.lowering import LowerFn, Lowering
 
 aten = torch.ops.aten
 
-# Composites kept whole (DESIGN.md: fusion keeps them; backends lower them).
 # every ATen op we lower, by overload packet name; an op in neither table is unsupported
 ATEN_LOWERINGS: dict[str, LowerFn] = {**aten_ops.LOWERINGS, **aten_nn.LOWERINGS}
 
+# Composites kept whole by the decompositions (docs/architecture.md: fusion keeps them;
+# backends lower them).
 KEEP = (
     aten.layer_norm.default,
     aten.group_norm.default,
@@ -176,23 +177,28 @@ def graph_name(module: torch.nn.Module) -> str:
     return cleaned if cleaned and not cleaned[0].isdigit() else f"f_{cleaned}"
 
 
-def capture(
+@dataclass(frozen=True)
+class Exported:
+    """A model as torch.export traced it on example inputs, before lowering."""
+
+    program: ExportedProgram
+    module: torch.nn.Module
+    leaves: list[Any]  # the example arguments, flattened
+    in_spec: pytree.TreeSpec
+    kwarg_names: tuple[str, ...]
+    seconds: float  # how long tracing took
+
+
+def export(
     model: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any] | None = None
-) -> Captured:
-    """Export `model(*args, **kwargs)` and lower it to our IR (not yet optimized)."""
+) -> Exported:
+    """Trace `model(*args, **kwargs)` with torch.export (the pipeline's `capture` stage)."""
     kwargs = dict(kwargs or {})
     module = as_module(model)
     start = time.perf_counter()
     ep = export_program(module, args, kwargs)
-    capture_seconds = time.perf_counter() - start
-
-    leaves, in_spec = pytree.tree_flatten((tuple(args), kwargs))
-    arg_specs = tuple(
-        ArgSpec(tuple(x.shape), x.dtype) if isinstance(x, torch.Tensor) else ArgSpec(None, None, x)
-        for x in leaves
-    )
-    sig = ep.graph_signature
-    for spec in sig.output_specs:
+    seconds = time.perf_counter() - start
+    for spec in ep.graph_signature.output_specs:
         if spec.kind is not OutputKind.USER_OUTPUT:
             raise UnsupportedOpError(
                 f"output kind {spec.kind.name}",
@@ -202,6 +208,19 @@ def capture(
                 "inference programs without state updates",
                 hint="",
             )
+    leaves, in_spec = pytree.tree_flatten((tuple(args), kwargs))
+    return Exported(ep, module, leaves, in_spec, tuple(kwargs), seconds)
+
+
+def lower(exported: Exported) -> Captured:
+    """The exported program as our IR, with how each graph input binds at call time (the
+    pipeline's `lower` stage)."""
+    ep, module, leaves = exported.program, exported.module, exported.leaves
+    arg_specs = tuple(
+        ArgSpec(tuple(x.shape), x.dtype) if isinstance(x, torch.Tensor) else ArgSpec(None, None, x)
+        for x in leaves
+    )
+    sig = ep.graph_signature
     lowering = Lowering(ep, graph_name(module), ATEN_LOWERINGS)
     graph, input_kinds, out_leaves = lowering.run(leaves)
     bindings = []
@@ -220,10 +239,17 @@ def capture(
         graph=graph,
         bindings=tuple(bindings),
         arg_specs=arg_specs,
-        in_spec=in_spec,
+        in_spec=exported.in_spec,
         out_spec=ep.call_spec.out_spec,
         out_leaves=tuple(out_leaves),
         module=module,
-        kwarg_names=tuple(kwargs),
-        capture_seconds=capture_seconds,
+        kwarg_names=exported.kwarg_names,
+        capture_seconds=exported.seconds,
     )
+
+
+def capture(
+    model: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any] | None = None
+) -> Captured:
+    """Export `model(*args, **kwargs)` and lower it to our IR (not yet optimized)."""
+    return lower(export(model, args, kwargs))
