@@ -2,7 +2,7 @@
 tilefuse checkout (e.g. the commit before 16-bit storage) on the same machine.
 
 Each measurement is a fresh process (one model, one mode): it builds the example at its
-DESIGN.md size in `--dtype`, runs eager or compiles with backend="llvm", calls it --warmup
+default `build()` size in `--dtype`, runs eager or compiles with backend="llvm", calls it --warmup
 times, then times --runs calls under torch.inference_mode. It reports the median wall time,
 the fastest call, the median CPU time of the process (threads summed: steadier than wall time
 on a shared machine; with --threads 1, the work itself), the peak RSS (VmHWM: import, build,

@@ -1,6 +1,6 @@
 """Compile time per example, each in a fresh process after `import torch`.
 
-Two parts (DESIGN.md): capture (torch.export + decompositions: torch's cost) and ours
+Two parts: capture (torch.export + decompositions: torch's cost) and ours
 (everything after capture, to a runnable callable). Reports the median of --runs processes.
 
     python benchmarks/compile_time.py [--runs 3] [--examples gpt2,llama] [--json out.json]

@@ -1,6 +1,6 @@
 """Fusion figures per model: kernels, kernels per block, planned vs eager intermediate memory.
 
-python benchmarks/fusion.py            # the examples at their DESIGN.md sizes + HF models
+python benchmarks/fusion.py            # the examples at their default sizes + HF models
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Model builders shared by the benchmarks: our four examples and their Hugging Face peers.
 
 Each builder takes `tiny` and returns `(model in eval mode, args, kwargs)`. Full size is the
-examples' default `build()` size (DESIGN.md); the Hugging Face models use the configs of
+examples' default `build()` size; the Hugging Face models use the configs of
 tests/test_models.py and tests/test_diffusion.py scaled to those same sizes. `tiny` gives the
 test suite's tiny configs (for smoke tests). A builder whose library is missing raises
 ImportError; callers skip that model with the reason.

@@ -67,5 +67,5 @@ def gathered_bytes(name: str, nbytes: int, users: tuple[Node, ...]) -> int:
 
 def math_class(dtype: DType) -> str:
     """The peak a dot on this dtype runs at: tensor cores for f16/bf16; fp32 models keep
-    input_precision="ieee" (DESIGN), so they run on the FP32 FMA pipes."""
+    input_precision="ieee" (fp32 parity on NVIDIA), so they run on the FP32 FMA pipes."""
     return "bf16" if dtype in (DType.f16, DType.bf16) else "fp32"

@@ -23,6 +23,11 @@ def test_table_has_the_expected_columns(capsys, tmp_path) -> None:
     assert header in capsys.readouterr().out
     text = out.read_text()
     assert header in text and "cpu_speed.py" in text and "torch threads" in text
+    run = text.splitlines()[text.splitlines().index(cpu_speed.HEADER.splitlines()[-1]) + 2]
+    assert run.startswith("## ") and cpu_speed.commit() in run and cpu_speed.cpu_name() in run
+    cpu_speed.main([*FAST, "--models", "gpt2", "--no-inductor", "--write", str(out)])
+    again = out.read_text()
+    assert again.count("\n## ") == 2 and again.endswith(text[text.index("\n## ") + 1 :])
 
 
 @pytest.mark.slow

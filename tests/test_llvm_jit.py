@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backends.llvm import aot as llvm_aot, jit as llvm_jit
+from backends.llvm import aot as llvm_aot
+from backends.llvm import jit as llvm_jit
+from compiler.core import config
 
 AXPY = """
 define void @axpy(ptr noalias %x, ptr noalias %y, i64 %n) {
@@ -174,7 +176,7 @@ def test_disk_cache_hits_in_process_and_in_a_fresh_process(cache_dir):
     assert [p.suffix for p in (cache_dir / "llvm").iterdir()] == [".o"]  # no temporary left
 
     script = (
-        "import sys; from backends import llvm_jit as j; "
+        "import sys; from backends.llvm import jit as j; "
         "j.compile_object(sys.stdin.read()); print(j.STATS['compiled'], j.STATS['cache_hits'])"
     )
     repo = Path(__file__).resolve().parents[1]
@@ -214,7 +216,7 @@ def test_missing_symbol_is_a_clear_error():
 def test_gomp_parallel_runs_on_every_thread():
     path = llvm_jit.openmp()
     assert llvm_jit.openmp() == path and "libgomp" in Path(path).name
-    n = llvm_jit.num_threads()
+    n = config.num_threads()
     lib = load(PARALLEL)
     run = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int32)(lib.address("run"))
     out = np.full(65, -1, dtype=np.int32)
@@ -226,9 +228,9 @@ def test_gomp_parallel_runs_on_every_thread():
 
 def test_num_threads_env_override(monkeypatch):
     monkeypatch.setenv("TILEFUSE_NUM_THREADS", "3")
-    assert llvm_jit.num_threads() == 3
+    assert config.num_threads() == 3
     monkeypatch.delenv("TILEFUSE_NUM_THREADS")
-    assert llvm_jit.num_threads() >= 1
+    assert config.num_threads() >= 1
 
 
 def _prefix_sum_module(rolled: bool) -> str:

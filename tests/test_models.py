@@ -1,6 +1,6 @@
 """Whole models within the parity budget: our examples and Hugging Face GPT-2 / LLaMA.
 
-Tiny configs run by default; the examples at their DESIGN.md sizes are marked slow.
+Tiny configs run by default; the examples at their default `build()` sizes are marked slow.
 Repro: pytest tests/test_models.py -k "hf_llama and bfloat16"
 """
 

@@ -1,5 +1,5 @@
 """The Triton flash-attention template under TRITON_INTERPRET=1 against torch's SDPA (float64
-reference; the DESIGN parity rule against eager at the same dtype), and attention
+reference; the parity rule against eager at the same dtype), and attention
 KernelSpecs through the program against the numpy backend and eager.
 Repro: pytest tests/test_triton_attention.py"""
 

@@ -1,5 +1,5 @@
 """The Triton implicit-GEMM conv2d template under TRITON_INTERPRET=1 against torch (float64
-reference; the DESIGN parity rule), and conv2d KernelSpecs through the program against the
+reference; the parity rule), and conv2d KernelSpecs through the program against the
 numpy backend and eager. Repro: pytest tests/test_triton_conv.py"""
 
 from __future__ import annotations

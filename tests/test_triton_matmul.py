@@ -1,5 +1,5 @@
 """The Triton matmul template under TRITON_INTERPRET=1 against torch (float64 reference, the
-DESIGN parity rule against eager at the same dtype), and matmul KernelSpecs through the
+parity rule against eager at the same dtype), and matmul KernelSpecs through the
 program (`render_schedule`): against the numpy backend and eager, with their fused prologues
 and epilogues, multi-output GEMMs and split-K. Repro: pytest tests/test_triton_matmul.py"""
 
@@ -165,7 +165,7 @@ def check_program(
 ) -> tuple[Any, triton_backend.TritonProgram]:
     """`fn` compiled, its heavy kernels given `tile` (else the default profile's), the whole
     schedule rendered as one Triton program and run under the interpreter; every output
-    against the numpy backend (the kernels' oracle) and, by the DESIGN rule, eager."""
+    against the numpy backend (the kernels' oracle) and, by the parity rule, eager."""
     c = compiler.compile(fn, args, backend="numpy")
     s = c.schedule
     if tile is not None:

@@ -1,7 +1,7 @@
 """The four examples at reduced size with every kernel in Triton (pointwise, reductions,
 matmul, conv2d and attention; no torch fallback), run under the Triton interpreter:
 `compiler.compile(model, args, backend="triton")`, then `c(*args)` against eager by the
-DESIGN parity rule, and the kernel kinds each example renders.
+parity rule, and the kernel kinds each example renders.
 
 Sizes are the smallest that keep every fusion pattern of the example (two layers, several
 heads, GQA, cross-attention, GEGLU, adaLN): the interpreter runs each program serially in

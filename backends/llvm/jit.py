@@ -59,7 +59,6 @@ import llvmlite.binding as llvm
 
 from backends.llvm import native_libs
 from compiler.core import config
-from compiler.core.config import num_threads  # noqa: F401  (re-exported: llvm_jit.num_threads)
 from compiler.core.version import __version__
 
 STATS: dict[str, int] = {"compiled": 0, "cache_hits": 0}

@@ -1,7 +1,7 @@
 """Matmul, conv2d and attention KernelSpecs as kernels of the Triton program.
 
 `render_heavy(spec, tile, strided, storage, compute)` instantiates the hand-written templates
-(backends/triton/matmul.py, triton_conv.py, triton_attention.py: their skeletons, grouped
+(backends/triton/matmul.py, conv.py, attention.py: their skeletons, grouped
 program ids, K loop, dots, split-K workspace passes and online softmax) for one KernelSpec
 and returns a `HeavyKernel`: the @triton.jit function(s) under the kernel's IR as a header
 comment, and the host functions the program calls:

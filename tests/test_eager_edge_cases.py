@@ -1,4 +1,6 @@
-"""Regression tests for bugs found in review: each names the bug it pins down."""
+"""Edge cases where a compiled program must compute what eager computes: input names, Python
+scalars in 16-bit arithmetic, rounding before casts, folded constants, exact constants in
+recognition, fusion boundaries, current weights through closures, infinities in parity."""
 
 from __future__ import annotations
 
