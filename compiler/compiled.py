@@ -75,6 +75,10 @@ class Compiled:
             self._programs[key] = self._render(backend, per_kernel)
         return self._programs[key]
 
+    def adopt_program(self, backend: str, program: Program) -> None:
+        """Run `program` (an artifact's, read back by its backend) as `backend`'s program."""
+        self._programs[(backend, False)] = program
+
     def _render(self, backend: str, per_kernel: bool = False) -> Program:
         """The backend's program rendered from the schedule (`_program` keeps it; a loaded
         artifact's program is read back by its backend instead: `build(load_program=...)`)."""

@@ -4,19 +4,22 @@
 
     stage        what it makes                                    where the work is
     capture      the model traced by torch.export (`Exported`)    compiler/frontend/capture.py
-    lower        our IR, and how its inputs bind (`Captured`)     compiler/frontend/lowering.py
+    lower        our IR, and how its inputs bind (`Captured`)     compiler/frontend/lowering.py,
+                                                                  aten_ops.py, aten_nn.py
     optimize     the graph after the graph passes, in order       passes/pipeline.py
     fuse         the schedule: the fewest kernels fusion allows   passes/fusion.py
-    tile         a TileConfig per kernel for the GPU (gpu=)       passes/tiling.py
+    tile         a TileConfig per kernel for the GPU (gpu=)       passes/tiling.py, cost.py
     plan_memory  the intermediate buffers, by liveness            passes/memory.py
     render       the backend's program (in a `Compiled`)          backends/<name>/
     load         the program loaded, ready to call                backends/<name>/
 
 Each stage is a function of the `Build` so far that returns it with what the stage made.
 `run` (not the stages) times them into `Compiled.stats["stage_timings"]`, prints each under
-TILEFUSE_DEBUG=1, and writes what each made to TILEFUSE_DUMP. `compiler.compile` runs every
-stage; `compiler.load` runs `AFTER_SCHEDULE` on the schedule an artifact saved, with the
-program its backend reads back (`Build.load_program`).
+TILEFUSE_DEBUG=1, and writes what each made to TILEFUSE_DUMP (`_dump`: the exported program,
+the graph, the schedule, the generated source; loading makes nothing to write).
+`compiler.compile` runs every stage; `compiler.load` runs `AFTER_SCHEDULE` on what an artifact
+saved (the `Captured` bindings and the schedule), with the program its backend reads back
+(`Build.load_program`).
 """
 
 from __future__ import annotations
@@ -112,10 +115,9 @@ def render(b: Build) -> Build:
     assert b.captured is not None and b.schedule is not None
     compiled = Compiled(b.captured, b.schedule, b.backend, b.gpu, b.compute_dtype)
     if b.load_program is not None:
-        program = b.load_program(lambda: compiled._render(b.backend))
-        compiled._programs[(b.backend, False)] = program
+        compiled.adopt_program(b.backend, b.load_program(lambda: compiled._render(b.backend)))
     else:
-        compiled._program(b.backend)
+        compiled._program(b.backend)  # rendered now; Compiled keeps it
     return replace(b, compiled=compiled)
 
 

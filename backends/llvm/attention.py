@@ -46,9 +46,16 @@ from llvmlite import ir
 
 from backends.llvm import math as llvm_math
 from backends.llvm import tiles as llvm_tiles
-from backends.llvm.emit import I8, I32, I64, PTR, counted_loop, module_text
+from backends.llvm.emit import (
+    I8,
+    I64,
+    PTR,
+    counted_loop,
+    module_text,
+    parallel_entry,
+    thread_share,
+)
 from backends.llvm.kernel import KernelModule, Param
-from backends.llvm.winograd_out import thread_share
 from compiler.core.ir import Node
 from compiler.core.schedule import ExternCall, index_map
 from compiler.core.types import DType
@@ -150,7 +157,8 @@ class _Attention:
 
         def emit() -> ir.Module:
             self.m = ir.Module(name=symbol)
-            self._entry(symbol, self._body(symbol))
+            params = [p.name for p in self.params]
+            parallel_entry(self.m, symbol, self._body(symbol), params, max_threads=self.threads)
             return self.m
 
         head = [
@@ -165,32 +173,6 @@ class _Attention:
         stages = (f"attention: {self.B * self.H * self.blocks} blocks x {self.rows} rows",)
         text = "\n".join(head) + "\n" + module_text(symbol, emit)
         return KernelModule(symbol, text, self.params, self.scratch_bytes, True, stages)
-
-    def _entry(self, symbol: str, body: ir.Function) -> None:
-        """`symbol(args, nthreads)`: fork min(nthreads, threads) threads, each running body."""
-        m = self.m
-        i32fn = ir.FunctionType(I32, [])
-        omp = ir.Function(m, ir.FunctionType(ir.VoidType(), [PTR]), f"{symbol}_omp")
-        omp.linkage = "internal"
-        b = ir.IRBuilder(omp.append_basic_block("entry"))
-        tid = b.call(ir.Function(m, i32fn, "omp_get_thread_num"), [])
-        nth = b.call(ir.Function(m, i32fn, "omp_get_num_threads"), [])
-        args = b.load(omp.args[0], typ=PTR)
-        ptrs = [
-            b.load(b.gep(args, [I64(i)], source_etype=PTR), typ=PTR)
-            for i in range(len(self.params))
-        ]
-        b.call(body, [b.sext(tid, I64), b.sext(nth, I64), *ptrs])
-        b.ret_void()
-        entry = ir.Function(m, ir.FunctionType(ir.VoidType(), [PTR, I64]), symbol)
-        b = ir.IRBuilder(entry.append_basic_block("entry"))
-        args_ptr, nthreads = entry.args
-        n = b.select(b.icmp_signed("<", nthreads, I64(self.threads)), nthreads, I64(self.threads))
-        slot = b.alloca(PTR)
-        b.store(args_ptr, slot)
-        gomp = ir.Function(m, ir.FunctionType(ir.VoidType(), [PTR, PTR, I32, I32]), "GOMP_parallel")
-        b.call(gomp, [omp, slot, b.trunc(n, I32), I32(0)])
-        b.ret_void()
 
     def _body(self, symbol: str) -> ir.Function:
         n_ptrs = len(self.params)

@@ -41,7 +41,15 @@ from backends.decompose import decompose
 from backends.index import Clamp, Lin, Load, Var, linearize
 from backends.index_maps import REDUCE_OPS
 from backends.llvm.aot import ir_digest
-from backends.llvm.emit import I8, I32, I64, PTR, counted_loop, module_text
+from backends.llvm.emit import (
+    I8,
+    I64,
+    PTR,
+    counted_loop,
+    declare,
+    module_text,
+    parallel_entry,
+)
 from backends.llvm.ops import narrow_type, store_narrow
 from backends.llvm.reduce import Reductions
 from backends.llvm.values import IndexedValues
@@ -281,7 +289,8 @@ class _Codegen(IndexedValues, Reductions):
 
         def emit() -> ir.Module:
             self.m = ir.Module(name=symbol)
-            self._entry(symbol, self._body(symbol), parallel)
+            params = [p.name for p in self.params]
+            parallel_entry(self.m, symbol, self._body(symbol), params, parallel=parallel)
             return self.m
 
         lines = [f"; tilefuse kernel {self.spec.name} ({self.fdtype} compute)"]
@@ -317,41 +326,6 @@ class _Codegen(IndexedValues, Reductions):
         rows = f" row phases: {phases};" if phases else ""
         return f"{st.kind} {', '.join(st.sinks)}: outer {outer} x inner {inner};{rows}"
 
-    def _entry(self, symbol: str, body: ir.Function, parallel: bool) -> None:
-        m = self.m
-        entry = ir.Function(m, ir.FunctionType(ir.VoidType(), [PTR, I64]), symbol)
-        args_ptr, nthreads = entry.args
-        b = ir.IRBuilder(entry.append_basic_block("entry"))
-        if not parallel:
-            b.call(body, [I64(0), I64(1), *self._unpack(b, args_ptr)])
-            b.ret_void()
-            return
-        omp = ir.Function(m, ir.FunctionType(ir.VoidType(), [PTR]), f"{symbol}_omp")
-        omp.linkage = "internal"
-        ob = ir.IRBuilder(omp.append_basic_block("entry"))
-        i32fn = ir.FunctionType(I32, [])
-        tid = ob.call(self._declare("omp_get_thread_num", i32fn), [], name="tid")
-        nth = ob.call(self._declare("omp_get_num_threads", i32fn), [], name="nth")
-        args = ob.load(omp.args[0], typ=PTR, name="args")
-        ob.call(body, [ob.sext(tid, I64), ob.sext(nth, I64), *self._unpack(ob, args)])
-        ob.ret_void()
-        gomp = self._declare("GOMP_parallel", ir.FunctionType(ir.VoidType(), [PTR, PTR, I32, I32]))
-        slot = b.alloca(PTR, name="data")
-        b.store(args_ptr, slot)
-        b.call(gomp, [omp, slot, b.trunc(nthreads, I32), I32(0)])
-        b.ret_void()
-
-    def _declare(self, name: str, fnty: ir.FunctionType) -> ir.Function:
-        existing = self.m.globals.get(name)
-        return existing if existing is not None else ir.Function(self.m, fnty, name)
-
-    def _unpack(self, b: ir.IRBuilder, args: ir.Value) -> list[ir.Value]:
-        out = []
-        for i, p in enumerate(self.params):
-            slot = b.gep(args, [I64(i)], source_etype=PTR)
-            out.append(b.load(slot, typ=PTR, name=p.name))
-        return out
-
     # ------------------------------------------------------------------ body
 
     def _body(self, symbol: str) -> ir.Function:
@@ -372,7 +346,7 @@ class _Codegen(IndexedValues, Reductions):
         self.scopes: list[dict] = [{}]
         self.env: dict[str, ir.Value] = {}
         tid, nth = fn.args[0], fn.args[1]
-        barrier = self._declare("GOMP_barrier", ir.FunctionType(ir.VoidType(), []))
+        barrier = declare(self.m, "GOMP_barrier", ir.FunctionType(ir.VoidType(), []))
         for i, st in enumerate(self.stages):
             self._emit_stage(st, tid, nth)
             if i < len(self.stages) - 1:

@@ -28,9 +28,8 @@ from dataclasses import dataclass
 from llvmlite import ir
 
 from backends.llvm import tiles as llvm_tiles
-from backends.llvm.emit import I64, PTR, counted_loop, module_text
+from backends.llvm.emit import I64, PTR, counted_loop, module_text, parallel_entry, thread_share
 from backends.llvm.kernel import KernelModule, Param
-from backends.llvm.winograd_out import parallel_entry, thread_share
 from compiler.core.types import DType, TensorType
 
 F32 = ir.FloatType()
@@ -142,7 +141,7 @@ def _emit(symbol: str, mm: Matmul, params: list[Param]) -> ir.Module:
                 )
                 llvm_tiles.product(b, acc, *operands, height, cols, mm.k, bias=bias)
     b.ret_void()
-    parallel_entry(m, symbol, fn, len(params))
+    parallel_entry(m, symbol, fn, [p.name for p in params])
     return m
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from llvmlite import ir
 
-from backends.llvm.emit import I32, I64, PTR, counted_loop
+from backends.llvm.emit import I64, PTR, counted_loop, parallel_entry, thread_share
 from backends.llvm.kernel import KernelModule, Param
 from compiler.core.schedule import VIEW_OPS, ExternCall, KernelSpec, Step, index_map
 from compiler.core.types import DType, TensorType
@@ -169,7 +169,7 @@ class _OutputTransform:
         symbol = f"tf_winograd_out_{hashlib.sha256(key.encode()).hexdigest()[:10]}"
         self.m = ir.Module(name=symbol)
         body = self._body(symbol)
-        parallel_entry(self.m, symbol, body, len(self.params))
+        parallel_entry(self.m, symbol, body, [p.name for p in self.params])
         part = "" if self.rows == range(4) else f"[rows {self.rows.start}..{self.rows.stop - 1}]"
         terms = [f"A^T M{part} A"] + (["bias"] if self.bias else [])
         terms += [f"{a.root}{list(a.strides)}" for a in self.addends]
@@ -294,39 +294,4 @@ class _OutputTransform:
         return b.gep(self.ptr[f"addend{k}"], [offset], source_etype=F32)
 
 
-def thread_share(
-    b: ir.IRBuilder, tid: ir.Value, nth: ir.Value, tasks: int
-) -> tuple[ir.Value, ir.Value]:
-    """[lo, hi): thread `tid` of `nth`'s contiguous share of `tasks` tasks (the last may have
-    fewer, or none)."""
-    chunk = b.sdiv(b.add(I64(tasks), b.sub(nth, I64(1))), nth)
-    lo = b.mul(tid, chunk)
-    lo = b.select(b.icmp_signed("<", lo, I64(tasks)), lo, I64(tasks))
-    hi = b.add(lo, chunk)
-    return lo, b.select(b.icmp_signed("<", hi, I64(tasks)), hi, I64(tasks))
-
-
-def parallel_entry(m: ir.Module, symbol: str, body: ir.Function, nparams: int) -> None:
-    """`symbol(args, nthreads)`: fork `nthreads` OpenMP threads, each calling
-    `body(tid, nth, *params)`."""
-    i32fn = ir.FunctionType(I32, [])
-    omp = ir.Function(m, ir.FunctionType(ir.VoidType(), [PTR]), f"{symbol}_omp")
-    omp.linkage = "internal"
-    b = ir.IRBuilder(omp.append_basic_block("entry"))
-    tid = b.call(ir.Function(m, i32fn, "omp_get_thread_num"), [])
-    nth = b.call(ir.Function(m, i32fn, "omp_get_num_threads"), [])
-    args = b.load(omp.args[0], typ=PTR)
-    ptrs = [b.load(b.gep(args, [I64(i)], source_etype=PTR), typ=PTR) for i in range(nparams)]
-    b.call(body, [b.sext(tid, I64), b.sext(nth, I64), *ptrs])
-    b.ret_void()
-    entry = ir.Function(m, ir.FunctionType(ir.VoidType(), [PTR, I64]), symbol)
-    b = ir.IRBuilder(entry.append_basic_block("entry"))
-    args_ptr, nthreads = entry.args
-    slot = b.alloca(PTR)
-    b.store(args_ptr, slot)
-    gomp = ir.Function(m, ir.FunctionType(ir.VoidType(), [PTR, PTR, I32, I32]), "GOMP_parallel")
-    b.call(gomp, [omp, slot, b.trunc(nthreads, I32), I32(0)])
-    b.ret_void()
-
-
-__all__ = ["Addend", "Band", "epilogue", "parallel_entry", "render", "thread_share"]
+__all__ = ["Addend", "Band", "epilogue", "render"]
