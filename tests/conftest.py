@@ -1,12 +1,16 @@
-"""Fixtures shared by the test modules."""
+"""Fixtures the test modules share."""
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 
-from backends import llvm_jit
+from backends.llvm import jit as llvm_jit
 
-# Note [Compiling for AVX2 on an AVX-512 CPU] in backends/llvm_jit.py: None compiles for what
+# Note [Compiling for AVX2 on an AVX-512 CPU] in backends/llvm/jit.py: None compiles for what
 # the environment selects; an AVX-512 host also runs the AVX2 code path.
 ISAS = [None, "avx2"] if llvm_jit.host().vector_bits == 512 else [None]
 
@@ -19,3 +23,21 @@ def isa(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str 
     if request.param:
         monkeypatch.setenv("TILEFUSE_ISA", request.param)
     return request.param
+
+
+@pytest.fixture
+def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty TILEFUSE_CACHE_DIR of this test's own: object code and Triton binaries that
+    no other test wrote, and none it leaves behind for them."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("TILEFUSE_CACHE_DIR", str(cache))
+    return cache
+
+
+@pytest.fixture
+def quiet_interpreter() -> Iterator[None]:
+    """Without the Triton interpreter's one-time notice (a RuntimeWarning: it runs for parity,
+    not speed), which the first test to run Triton kernels would otherwise see."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        yield

@@ -50,9 +50,7 @@ def block() -> tuple[nn.Module, torch.Tensor]:
     return Block().eval(), torch.randn(2, 5, 16)
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TILEFUSE_CACHE_DIR", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("private_cache")
 
 
 def test_graph_json_round_trip_keeps_every_attribute_kind() -> None:

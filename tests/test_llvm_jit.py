@@ -100,10 +100,7 @@ define i32 @h() {
 """
 
 
-@pytest.fixture(autouse=True)
-def cache_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("TILEFUSE_CACHE_DIR", str(tmp_path / "cache"))
-    return tmp_path / "cache"
+pytestmark = pytest.mark.usefixtures("private_cache")
 
 
 def load(ir_text: str) -> llvm_jit.NativeLibrary:
@@ -166,14 +163,14 @@ def test_isa_avx2_compiles_for_this_cpu_without_avx512(monkeypatch):
         llvm_jit.host()
 
 
-def test_disk_cache_hits_in_process_and_in_a_fresh_process(cache_dir):
+def test_disk_cache_hits_in_process_and_in_a_fresh_process(private_cache):
     before = dict(llvm_jit.STATS)
     first = llvm_jit.compile_object(AXPY)
     second = llvm_jit.compile_object(AXPY)
     assert first == second
     assert llvm_jit.STATS["compiled"] == before["compiled"] + 1
     assert llvm_jit.STATS["cache_hits"] == before["cache_hits"] + 1
-    assert [p.suffix for p in (cache_dir / "llvm").iterdir()] == [".o"]  # no temporary left
+    assert [p.suffix for p in (private_cache / "llvm").iterdir()] == [".o"]  # no temporary left
 
     script = (
         "import sys; from backends.llvm import jit as j; "

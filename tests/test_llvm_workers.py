@@ -33,10 +33,7 @@ exit:
 TEXTS = [SCALE.format(n=n) for n in range(2, 8)]
 
 
-@pytest.fixture(autouse=True)
-def cache_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("TILEFUSE_CACHE_DIR", str(tmp_path / "cache"))
-    return tmp_path / "cache"
+pytestmark = pytest.mark.usefixtures("private_cache")
 
 
 def _feed_all(texts: list[str]) -> tuple[dict[int, bytes], list[BaseException]]:
@@ -52,7 +49,7 @@ def _feed_all(texts: list[str]) -> tuple[dict[int, bytes], list[BaseException]]:
 
 
 @pytest.mark.usefixtures("isa")  # a worker compiles for the ISA the environment selects
-def test_a_worker_compiles_the_same_objects_into_the_same_cache(cache_dir):
+def test_a_worker_compiles_the_same_objects_into_the_same_cache(private_cache):
     before = llvm_jit.STATS["compiled"]
     objects, errors = _feed_all(TEXTS)
     assert not errors

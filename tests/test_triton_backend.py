@@ -25,12 +25,7 @@ from backends.triton.values import render_epilogue
 from compiler.core.ir import Node
 from compiler.core.tile_config import TileConfig
 
-
-@pytest.fixture(autouse=True)
-def _quiet_interpreter_notice() -> Any:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        yield
+pytestmark = pytest.mark.usefixtures("quiet_interpreter")
 
 
 def _randn(*shape: int, seed: int = 0) -> torch.Tensor:
