@@ -18,22 +18,16 @@ eligible too: the driver stores every float an extern call reads or writes in fl
 [16-bit storage] in `backends.llvm.storage`), and the reference computes sdpa in float32.
 
 Note [Attention's products]
-The two products used to be MKL's `sgemm_` per block (single-threaded inside the
-parallel region). Their short side (D or Dv of 40-64) is the worst case for a library GEMM:
-on the AMD EPYC (Zen 4) MKL ran them at 65-90 GFLOP/s a core, and with both cores busy the
-unet's self-attention (8 heads, S = 1024, D = 40) ran 12.2-14.3 ms against eager's flash
-attention 11.9-12.6 (medians of 50, interleaved, three runs). With the register tiles of
-`backends.llvm.tiles`: 9.46 ms against eager's 11.69; at 1024 x 16 keys (cross-attention)
-0.29 against 0.46 ms; GPT-2's causal 128 x 128, D = 64: 0.22 against 0.37 ms.
+Both products are register tiles, not a library GEMM per block: their short side (D or Dv of
+40-64) is the worst case for a library GEMM, which ran them well below a core's peak. With the
+tiles the unet's self-attention (8 heads, S = 1024, D = 40) runs faster than eager's flash
+attention (9.5 against 11.7 ms on 2 cores; figures in docs/llvm_backend.md, Measurements).
 
 Note [Scores blocks]
-The softmax between the products wants the block in L2. Measured on the AMD EPYC (1 MiB L2 a
-core) at the unet's self-attention with MKL's products, one process, interleaved, medians of
-30, ms: eager's flash attention 11.83, ours with blocks of at most 256 KiB (64 rows) 14.18,
-512 KiB 12.87, 1 MiB (256 rows) 12.27, 2 MiB 12.10, 4 MiB 12.39; so SCORES_BYTES is 1 MiB
-(256 KiB before, chosen on an Intel Xeon). With the register tiles the size hardly matters:
-256 KiB 8.74, 512 KiB 8.65, 1 MiB 8.69, 2 MiB 8.69 (eager 11.02). Scaling the output rows by
-1 / sum instead of normalizing E saves a pass over the scores (12.27 -> 10.2 ms with MKL).
+The softmax between the products wants the block in L2: SCORES_BYTES (1 MiB, 256 query rows at
+S = 1024) is the size that ran fastest with a 1 MiB L2 a core; with the register tiles the size
+hardly matters between 256 KiB and 2 MiB. Scaling the output rows by 1 / sum instead of
+normalizing E saves a pass over the scores.
 """
 
 from __future__ import annotations

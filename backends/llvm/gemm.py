@@ -162,15 +162,13 @@ def library() -> str | None:
     by CPU vendor; the other where torch lacks the one chosen, None where it has neither.
 
     Note [Which GEMM library]
-    MKL and oneDNN both ship in torch, and which is faster depends on the CPU. On an Intel
-    Xeon (sessions 1-6) MKL's packed GEMM ran the examples' GEMMs at the two cores' peak. On
-    an AMD EPYC (Zen 4, AVX-512) MKL takes slower code paths, oneDNN does not: GFLOP/s on 2
-    cores, medians of 100, MKL packed / oneDNN on a weight reordered once
-    (`_reorder_linear_weight`): 128x512x2048 134 / 218, 128x2048x512 148 / 219, 128x512x1536
-    130 / 209, 128x512x512 156 / 210, 1024x320x2560 154 / 195, 1024x1280x320 189 / 213,
-    256x384x1536 137 / 214; the plain `torch.mm` (MKL) 165-200. So "auto" is oneDNN on a CPU
-    that is not Intel's, MKL on Intel's (not compared with oneDNN there). oneDNN's reordered
-    weight is an opaque tensor, so it is rebuilt in each process, as MKL's packed copy is."""
+    MKL and oneDNN both ship in torch, and which is faster depends on the CPU: MKL's packed
+    GEMM runs at the cores' peak on Intel CPUs and takes slower code paths on AMD's, where
+    oneDNN on a weight reordered once (`_reorder_linear_weight`) does not (128x512x2048: 134
+    against 218 GFLOP/s on 2 cores; the table is in docs/llvm_backend.md, Measurements). So
+    "auto" is oneDNN on a CPU that is not Intel's, MKL on Intel's. The choice is by vendor,
+    not measured on the host it runs on. oneDNN's reordered weight is an opaque tensor, so it
+    is rebuilt in each process, as MKL's packed copy is."""
     choice = config.load().gemm
     if choice == "auto":
         intel = cpu_fields().get("vendor_id", "GenuineIntel") == "GenuineIntel"
@@ -194,11 +192,9 @@ def packed_call(e: ExternCall, ops: list[str], weights: frozenset[str]) -> tuple
     Note [No packing for one row]
     A one-row product (a timestep embedding's MLP, DiT's adaLN modulation) reads every weight
     element once: packing cannot make it faster, and MKL's packed copy for one row is larger
-    than the weight (1280x1280: 8.1 MiB resident against 6.25; 1280x320: 2.0 against 1.6).
-    Measured on 2 cores, medians of 300, packed / torch.matmul of the weight as it is, in us:
-    1280x1280 188 / 164, 1280x320 29 / 34, 320x1280 36 / 31, 6912x1152 1201 / 1287,
-    2304x768 198 / 182. So one row is a plain `torch.matmul` on the weight itself, which a
-    loaded artifact reads straight from its memory-mapped file."""
+    than the weight (1280x1280: 8.1 MiB resident against 6.25), and no faster (times in
+    docs/llvm_backend.md, Measurements). So one row is a plain `torch.matmul` on the weight
+    itself, which a loaded artifact reads straight from its memory-mapped file."""
     n = e.node
     types = {v.name: v.type for v in e.inputs} | {v.out.name: v.out.type for v in e.views}
     a, b = (types[i] for i in n.inputs)

@@ -9,14 +9,12 @@ row). B is the weight: `x @ w` reads `w` [K, N] in place, `x @ w.T` reads a tran
 made once per weight version (`PackedWeights.transposed`).
 
 Note [Matmuls into their destination]
-These were MKL's `torch.mm(..., out=)` / `torch.addmm` before. On the AMD EPYC (Zen 4), 2
-cores, medians of 60 interleaved, GFLOP/s MKL / native: 1024 x 320 x 320 171 / 184 (with a bias
-190 / 184; the input a transposed view 169 / 181), the unet's 640 -> 320 1x1 convolution at 32
-x 32 150 / 193, llama's 128 x 512 x 512 140-160 / 200-213, a cross-attention's K/V projection
-16 x 768 x 320 94 / 198 (another run, with the machine busier, had MKL at 136-157 at 1024 rows:
-MKL moves more from run to run). The work is split into tasks of (image, column panel, 8 rows),
-a panel being as many 32-column tiles as keep K x columns of B within PANEL_BYTES (in L2 while
-the thread's rows stream past it), the tasks shared among threads in order.
+Native rather than a library's `mm(..., out=)` / `addmm`: at these shapes the tiles ran as fast
+or faster (a cross-attention's K/V projection, 16 x 768 x 320: 198 against 94 GFLOP/s on 2
+cores; figures in docs/llvm_backend.md, Measurements) and need no copy. The work is split into
+tasks of (image, column panel, 8 rows), a panel being as many 32-column tiles as keep K x
+columns of B within PANEL_BYTES (in L2 while the thread's rows stream past it), the tasks shared
+among threads in order.
 """
 
 from __future__ import annotations

@@ -13,25 +13,21 @@ them, one broadcast scalar of A times one or two vectors of B per step:
 by `pack_transposed`, rows padded to a multiple of 32 keys with zeros), the Winograd products
 (`backends.llvm.winograd`) and the matmuls of `backends.llvm.matmul`; a partial last tile of
 columns is read and written under masks. `output` is attention's `O = E V`, each row scaled by
-its 1 / sum as it is stored. R is 8 rows for the product (16 accumulators; 4 rows ran 91
-GFLOP/s, 16 rows 101) and up to 24 accumulators for the output; rows past the last whole tile
-run as 1-row tiles. The accumulators are allocas in the function's entry block, which LLVM
-promotes to registers; `llvm.fmuladd` becomes FMA.
-
-Measured on one core of the AMD EPYC (Zen 4, AVX-512), one thread, 256 query rows, S = 1024,
-D = Dv = 40, medians of 200 interleaved: Q K^T 191 us (110 GFLOP/s, about the core's peak)
-against MKL's `sgemm_` 231 us, E V 217 us against 266 us. Whole kernels: Note [Attention's
-products] (backends.llvm.attention), Note [Winograd's products] (backends.llvm.winograd), Note
-[Matmuls into their destination] (backends.llvm.matmul).
+its 1 / sum as it is stored. R is 8 rows for the product (16 accumulators: the count that
+ran fastest with 32 512-bit registers) and up to 24 accumulators for the output; rows past the
+last whole tile run as 1-row tiles. The accumulators are allocas in the function's entry block,
+which LLVM promotes to registers; `llvm.fmuladd` becomes FMA. On one AVX-512 core a product
+tile runs at about the core's peak (110 GFLOP/s; figures in docs/llvm_backend.md,
+Measurements). Whole kernels: Note [Attention's products] (backends.llvm.attention), Note
+[Winograd's products] (backends.llvm.winograd), Note [Matmuls into their destination]
+(backends.llvm.matmul).
 
 Note [Rolled loops]
 A tile's depth loop and the row loop of `pack_padded` are `counted_loop(..., rolled=True)`:
 their trip counts are constants (D = 40, 48 padded columns), so -O3 unrolled them in full and
-multiplied the code without making it faster. The unet's self-attention module: 246 -> 80 KB
-of IR after -O3, 0.29 -> 0.11 s of LLVM time; `pack_padded` also became whole-vector masked
-loads instead of a select per float, which -O3 had vectorized and unrolled into 1500 lines.
-Kernel times unchanged (unet self-attention 8.84 / 8.86 -> 8.79 / 8.73 ms, cross-attention
-0.35 / 0.28 -> 0.30 / 0.30 ms, two alternating runs each).
+multiplied the code without making it faster; `pack_padded` is whole-vector masked loads, not
+a select per float. Rolled, the unet's self-attention module is a third of the IR and of the
+LLVM time, and its kernels as fast.
 """
 
 from __future__ import annotations

@@ -30,17 +30,13 @@ as 16, 4.83 ms as 4 x 4). In the `unet` example, 2 groups (V and M 5 MiB, 4x the
 loaded peak RSS by 5 MiB.
 
 Note [Winograd's products]
-The 16 products are most of a convolution's time. They were one `torch.bmm` (MKL, each thread
-a product at a time): on the AMD EPYC (Zen 4) 135-150 GFLOP/s on 2 cores for 8 products of
-[320, 320] @ [320, 256]. oneDNN's packed GEMM on the same products ([tiles, C] layouts, 8
-calls) ran 155-175 and would need both transforms to change layout. The register tiles of
-`backends.llvm.tiles` read U and V where they lie (V[k] is [C, tiles]: 32 tiles are two
-vectors of a row) and ran 192 GFLOP/s: 8 products 3.10 -> 2.18 ms at C = 320, 5.65 -> 4.33
-ms at C = 640 (medians of 60, interleaved). Their sums run in order over C, so their error
-is about twice MKL's blocked sums' (6e-5 against 4e-5 on values ~20), far inside the budget.
-They are one batched `backends.llvm.matmul` (A = U[k], B = V[k]); a kernel of their own
-with (k, 8 output channels) tasks over whole rows of tiles gave bit-identical results at the
-same speed (2.07 / 2.13 ms, 4.04 / 4.05 ms), so it was folded into the matmul.
+The 16 products are most of a convolution's time. They are one batched `backends.llvm.matmul`
+(A = U[k], B = V[k]) in the register tiles of `backends.llvm.tiles`, which read U and V where
+they lie (V[k] is [C, tiles]: 32 tiles are two vectors of a row): faster than a library's
+batched GEMM, and than oneDNN's packed GEMM, which would also need both transforms to change
+layout (192 against 135-150 GFLOP/s on 2 cores; figures in docs/llvm_backend.md,
+Measurements). Their sums run in order over C, so their error is about twice a blocked sum's,
+far inside the budget.
 
 Note [Winograd in chunks of tiles]
 When even one group of rows over all tiles is over the budget, the tiles run in *chunks*
