@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import logging
 import warnings
 from pathlib import Path
 from typing import Any
@@ -194,9 +193,6 @@ def load_captured(path: Path, manifest: dict[str, Any]) -> tuple[Captured, Sched
 
 
 # ----------------------------------------------------------------------------- saving
-
-
-log = logging.getLogger("tilefuse.artifact")
 
 
 def save(compiled: Any, path: Path, *, reference: bool = True) -> Path:

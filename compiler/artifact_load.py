@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -13,13 +12,12 @@ import backends
 from compiler import pipeline
 from compiler.api import collect_new_objects_only
 from compiler.artifact import load_captured, read_manifest
+from compiler.compiled import Compiled
 from compiler.core.errors import ArtifactError
 from compiler.parity_rule import ParityReport, compare, output_leaves
 
-log = logging.getLogger("tilefuse.artifact")
 
-
-def load(path: str | Path, *, backend: str | None = None) -> Any:
+def load(path: str | Path, *, backend: str | None = None) -> Compiled:
     """A `Compiled` from the artifact at `path`, ready to call; `backend` defaults to the one it
     was saved for. Nothing is traced; on the CPU it was built on, nothing is compiled either."""
     path = Path(path)
