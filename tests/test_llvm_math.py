@@ -16,7 +16,8 @@ import pytest
 from llvmlite import binding as llvm
 from llvmlite import ir
 
-from backends.llvm import jit as llvm_jit, math as llvm_math
+from backends.llvm import jit as llvm_jit
+from backends.llvm import math as llvm_math
 
 F32, F64, I64 = ir.FloatType(), ir.DoubleType(), ir.IntType(64)
 PTR = ir.PointerType()

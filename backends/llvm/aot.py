@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from backends.llvm import native_libs
-from compiler import config
+from compiler.core import config
 
 if TYPE_CHECKING:
     from backends.llvm import jit as llvm_jit

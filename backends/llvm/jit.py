@@ -5,7 +5,8 @@
     fn = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(lib.address("k0_fused_gelu"))
 
 The IR generator lives elsewhere; this module only knows about IR *text* and object bytes.
-Environment (through `compiler.core.config`): TILEFUSE_NUM_THREADS, TILEFUSE_CACHE_DIR, TILEFUSE_ISA.
+Environment (through `compiler.core.config`): TILEFUSE_NUM_THREADS, TILEFUSE_CACHE_DIR,
+TILEFUSE_ISA.
 
 Note [Why 512-bit vectors need a feature flag]
 LLVM tunes Skylake-AVX512/Cascade Lake with `prefer-256-bit`, so even with avx512f the loop
