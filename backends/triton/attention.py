@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from backends.triton.matmul import DOT_F32_NOTE, MODULE_HEAD, fill, params_text, tile_header
+from backends.triton.template import DOT_F32_NOTE, MODULE_HEAD, fill, params_text, tile_header
 from compiler.core.tile_config import TileConfig
 
 
@@ -220,7 +220,7 @@ def kernel_blocks(k: AttentionKernel) -> dict[str, list[str]]:
 
 
 def render_kernel(k: AttentionKernel) -> str:
-    return fill(KERNEL, kernel_blocks(k), name=k.name)
+    return fill(KERNEL, **kernel_blocks(k), name=k.name)
 
 
 def render_host(k: AttentionKernel) -> str:
@@ -236,7 +236,7 @@ def render_host(k: AttentionKernel) -> str:
     doc += ", cos/sin [positions, D]" if k.rope else ""
     return fill(
         HOST,
-        {"expand": expand},
+        expand=expand,
         host_args=", ".join(names),
         ptr_args=", ".join(names),
         extra_strides=extra,

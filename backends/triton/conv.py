@@ -26,9 +26,9 @@ from __future__ import annotations
 import textwrap
 from dataclasses import dataclass
 
-from backends.triton.matmul import (
+from backends.triton.matmul import GROUPED_PIDS
+from backends.triton.template import (
     DOT_F32_NOTE,
-    GROUPED_PIDS,
     MODULE_HEAD,
     dot_lines,
     fill,
@@ -238,11 +238,11 @@ def render_kernels(k: ConvKernel) -> str:
         tail = _epilogue(k)
     blocks = {"params": [params_text(params)], "pids": pids, "mainloop": _mainloop(k, split)}
     blocks["tail"] = tail
-    parts = [fill(KERNEL, blocks, name=k.name)]
+    parts = [fill(KERNEL, **blocks, name=k.name)]
     if split:
         rparams = [", ".join(["ws_ptr", "out_ptr", *ptrs]), SIZES, *strides, *META]
         blocks = {"params": [params_text(rparams)], "tail": _epilogue(k)}
-        parts.append(fill(REDUCE_KERNEL, blocks, name=k.name))
+        parts.append(fill(REDUCE_KERNEL, **blocks, name=k.name))
     return "\n\n\n".join(parts)
 
 
@@ -273,7 +273,8 @@ def render_host(k: ConvKernel) -> str:
     doc += ", epilogue inputs broadcast to [N, Cout, Ho, Wo]" if k.epilogue_inputs else ""
     return fill(
         HOST,
-        {"expand": expand, "launches": launches},
+        expand=expand,
+        launches=launches,
         host_args=", ".join(names),
         name=k.name,
         doc=doc,

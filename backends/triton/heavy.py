@@ -60,6 +60,7 @@ from backends.triton.pointwise import (
     launch_args,
     local,
 )
+from backends.triton.template import fill
 from backends.triton.values import Index, TileValues
 from compiler.core.ir import ConstArray, Node
 from compiler.core.schedule import KernelSpec
@@ -338,7 +339,7 @@ def _render_gemm(
     uses_bits = any("BF16_BITS" in line for line in g.mainloop + body["tail"])
     names = [*meta, "DOT_F32", *(["BF16_BITS"] if uses_bits else [])]
     body["params"] = [_params_text(params + ws, names)]
-    kernels = [template.fill(template.KERNEL, body, name=spec.name)]
+    kernels = [fill(template.KERNEL, **body, name=spec.name)]
     grid = (n_tiles, g.batch, tile.split_k) if split else (n_tiles, g.batch)
     dot_f32 = dtype is DType.bf16
     launches = [(spec.name, grid, meta, dot_f32, uses_bits, tile.num_warps, tile.num_stages)]
@@ -351,7 +352,7 @@ def _render_gemm(
         rbody = {"params": [_params_text(params + ws, rnames)], "tail": epilogue}
         if not conv:  # (the conv pass 2 sums its one accumulator itself)
             rbody["sums"] = matmul_template.workspace_sum_lines(g.accs)
-        kernels.append(template.fill(template.REDUCE_KERNEL, rbody, name=spec.name))
+        kernels.append(fill(template.REDUCE_KERNEL, **rbody, name=spec.name))
         rgrid = (math.ceil(M / REDUCE_BLOCK) * math.ceil(N / REDUCE_BLOCK), g.batch)
         launches.append((f"{spec.name}_reduce", rgrid, reduce_meta, False, bits, 4, 1))
     workspace = len(g.accs) * tile.split_k * g.batch * M * N if split else 0
@@ -457,7 +458,7 @@ def _attention(
     bits = any("BF16_BITS" in line for line in lines)
     names = [*meta, "DOT_F32", *(["BF16_BITS"] if bits else [])]
     blocks["params"] = [_params_text(params, names)]
-    source = attention_template.fill(attention_template.KERNEL, blocks, name=spec.name)
+    source = fill(attention_template.KERNEL, **blocks, name=spec.name)
     grid = (math.ceil(L / tiles["BLOCK_M"]), B * H)
     launch = (spec.name, grid, meta, dtype is DType.bf16, bits, tile.num_warps, tile.num_stages)
     wide = v.compute == "tl.float64"

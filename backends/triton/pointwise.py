@@ -30,7 +30,8 @@ from typing import Any
 
 from backends.index import Var, linearize, unravel
 from backends.triton.ops import SIGNATURE_TYPES, TritonUnsupportedError
-from backends.triton.values import Index, Pointer, TritonValues, fill
+from backends.triton.template import fill
+from backends.triton.values import Index, Pointer, TritonValues
 from compiler.core.ir import ConstArray
 from compiler.core.schedule import KernelSpec
 from compiler.core.tile_config import TileConfig
@@ -205,6 +206,7 @@ def render_pointwise(
         numel=str(numel),
         body=body,
     )
+    source += "\n"
     return RenderedKernel(
         spec.name,
         source,

@@ -35,7 +35,8 @@ from backends.triton.pointwise import (
     rounding,
     signature_line,
 )
-from backends.triton.values import Index, Pointer, TritonValues, fill
+from backends.triton.template import fill
+from backends.triton.values import Index, Pointer, TritonValues
 from compiler.core.ir import Node
 from compiler.core.schedule import KernelSpec
 from compiler.core.tile_config import TileConfig, pow2
@@ -337,6 +338,7 @@ def render_reduction(
         rows=str(r.rows),
         body=body,
     )
+    source += "\n"
     return RenderedKernel(
         spec.name,
         source,

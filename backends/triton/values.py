@@ -22,9 +22,6 @@ the templates' own tests: the elementwise nodes after an anchor on an accumulato
 
 from __future__ import annotations
 
-import re
-import string
-import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -45,19 +42,6 @@ from compiler.core.schedule import KernelSpec
 from compiler.core.types import DType, TensorType
 
 VIEWS = frozenset({"reshape", "permute", "expand", "slice", "upsample_nearest2d"})
-
-
-def fill(template: str, **parts: str | Sequence[str]) -> str:
-    """The dedented `template` with each line holding only `${name}` replaced by the lines of
-    `parts[name]` at that line's indentation, and every other `${name}` by its string."""
-    out: list[str] = []
-    for line in textwrap.dedent(template).strip("\n").splitlines():
-        m = re.fullmatch(r"(\s*)\$\{(\w+)\}", line)
-        if m and not isinstance(parts[m.group(2)], str):
-            out += [m.group(1) + x if x else "" for x in parts[m.group(2)]]
-        else:
-            out.append(string.Template(line).substitute({k: v for k, v in parts.items()}))
-    return "\n".join(out) + "\n"
 
 
 @dataclass(frozen=True)
