@@ -350,7 +350,7 @@ def test_compiled_definitions_for_every_heavy_kernel() -> None:
 def test_heavy_module_is_the_launchers_kernel() -> None:
     """heavy_module(spec, tile): the program's kernel text as a module whose `arguments`
     gives one launch per jit function, specialized like target verification does."""
-    from backends.triton.heavy import heavy_module
+    from backends.triton.render import heavy_module
     from backends.triton.targets import load_module, specialize
 
     c, s = _heavy_program()
@@ -376,7 +376,8 @@ def test_every_heavy_jit_function_compiles_for_a_target(
 ) -> None:
     """The fp16 split-K GEMM (both passes), attention and conv as the launcher has them,
     compiled for sm_90 from heavy_module's launches: no spills, tensor cores in each dot."""
-    from backends.triton.heavy import REDUCE_OPTIONS, heavy_module
+    from backends.triton.heavy import REDUCE_OPTIONS
+    from backends.triton.render import heavy_module
     from backends.triton.targets import COMPILE_OPTIONS, Launch, compile_launch, load_module
     from compiler.core.gpu import get_profile
 

@@ -26,10 +26,30 @@ folded with log2(e)) so the exponentials are `exp2`.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
+from backends.index import unravel
+from backends.index_maps import broadcast
+from backends.triton.heavy import (
+    TL_DOT,
+    HeavyKernel,
+    finish,
+    jit_params,
+    lin,
+    owned_outputs,
+    store_outputs,
+    tile_blocks,
+)
+from backends.triton.ops import TritonUnsupportedError
+from backends.triton.pointwise import Param, Storage
 from backends.triton.template import DOT_F32_NOTE, MODULE_HEAD, fill, params_text, tile_header
-from compiler.core.tile_config import TileConfig
+from backends.triton.values import TileValues
+from compiler.core.schedule import KernelSpec
+from compiler.core.tile_config import TileConfig, pow2
+from compiler.core.types import DType
 
 
 @dataclass(frozen=True)
@@ -262,3 +282,104 @@ def render_attention(
     parts += ["\n".join(consts), DOT_F32_NOTE if k.dtype == "bf16" else ""]
     parts += [render_kernel(k), render_host(k)]
     return "\n\n\n".join(p for p in parts if p) + "\n"
+
+
+# --------------------------------------------------------------------------- in the program
+
+
+def instantiate(
+    spec: KernelSpec, tile: TileConfig, params: list[Param], constants: tuple, v: TileValues,
+    storage: Storage,
+) -> HeavyKernel:  # fmt: skip
+    """This template for an attention KernelSpec of the program (backends/triton/heavy.py):
+    Q, K and V tiles (and the mask) at the kernel body's symbolic indices in the template's
+    hooks, the epilogue storing every output computed from the accumulator."""
+    a = next(n for n in spec.body if n.op == "sdpa")
+    q, k, val = a.inputs[:3]
+    qt, kt, vt = (v.types[i] for i in (q, k, val))
+    H, L, D = qt.shape[-3:]
+    Hkv, S = kt.shape[-3], kt.shape[-2]
+    if vt.shape[-1] != D:
+        raise TritonUnsupportedError(
+            f"triton backend: kernel {spec.name}: value head dim {vt.shape[-1]} != {D}"
+        )
+    bs = a.out.type.shape[:-3]
+    B = max(1, math.prod(bs))
+    dtype = storage(a.out.type.dtype)
+    mask = ""
+    if len(a.inputs) == 4:
+        mask = "bool" if v.types[a.inputs[3]].dtype is DType.bool else "add"
+    causal = bool(a.attr("is_causal"))
+    kernel = AttentionKernel(spec.name, TL_DOT[dtype], causal)
+    blocks = kernel_blocks(kernel)
+    bidx = unravel(lin("b", B), bs) if bs else ()
+    h, kvh = lin("h", H), lin("kv_h", Hkv)
+    qm, kn = lin("qm", L), lin("kn", S)
+    v.push()
+    v.line("qm = offs_m[:, None]")
+    v.line("qd = offs_d[None, :]")
+    v.mask = "q_mask"
+    q_rows, k_cols = frozenset({"qm"}), frozenset({"kn"})
+    v.mask_axes = {"q_mask": (q_rows, frozenset({"qd"})), "keep": (q_rows, k_cols)}
+    v.mask_axes |= {"k_mask": (frozenset({"kd"}), k_cols)}
+    v.mask_axes |= {"v_mask": (frozenset({"vn"}), frozenset({"vd"}))}
+    q_idx = broadcast((*bidx, h, qm, lin("qd", D)), qt.shape)
+    v.line(f"q = {v.operand(q, q_idx, dtype, '(BLOCK_M, HEAD_DIM)')}")
+    load_q = list(v.lines)
+    v.lines.clear()
+
+    def block(first: list[str], emit: Callable[[], None]) -> list[str]:
+        v.push()
+        for line in first:
+            v.line(line)
+        emit()
+        return v.pop()
+
+    def load_k() -> None:
+        v.mask = "k_mask"
+        idx = broadcast((*bidx, kvh, kn, lin("kd", D)), kt.shape)
+        v.line(f"k = {v.operand(k, idx, dtype, '(HEAD_DIM, BLOCK_N)')}  # k transposed")
+
+    def load_v() -> None:
+        v.mask = "v_mask"
+        idx = broadcast((*bidx, kvh, lin("vn", S), lin("vd", D)), vt.shape)
+        v.line(f"v = {v.operand(val, idx, dtype, '(BLOCK_N, HEAD_DIM)')}")
+
+    def masking() -> None:
+        if not mask:
+            return
+        v.mask = "keep"
+        mt = v.types[a.inputs[3]]
+        m = v.value(a.inputs[3], broadcast((*bidx, h, qm, kn), mt.shape))
+        if mask == "add":
+            v.line(f"qk += tl.where(keep, {m}, 0.0) * 1.4426950408889634  # additive mask")
+        else:
+            v.line(f"keep = keep & ({m} != 0)  # boolean mask: True keeps")
+
+    blocks["load_q"] = load_q
+    blocks["load_k"] = block(["kn = offs_n[None, :]", "kd = offs_d[:, None]"], load_k)
+    blocks["load_v"] = block(["vn = offs_n[:, None]", "vd = offs_d[None, :]"], load_v)
+    blocks["masking"] = block([], masking) + blocks["masking"]
+    v.mask = "q_mask"
+    idx = (*bidx, h, qm, lin("qd", D))
+    v.anchor_tiles = {a.out.name: (idx, "acc")}
+    (outputs,) = owned_outputs(spec, [a])
+    store_outputs(v, spec, outputs, idx, a.out.type.shape)
+    blocks["store"] = v.pop()
+    for hook in ("rope_setup", "rope_q", "rope_k"):
+        blocks[hook] = []
+    head = max(dict(tile.blocks).get("HEAD_DIM", 0), pow2(max(D, 16)))
+    tiles = tile_blocks(tile, {"BLOCK_M": 64, "BLOCK_N": 32})
+    scale = a.attr("scale")
+    meta: dict[str, Any] = {"H": H, "GROUP": H // Hkv, "L": L, "S": S, "D": D}
+    meta["sm_scale"] = float(scale) if scale is not None else D**-0.5
+    meta |= {**tiles, "HEAD_DIM": head, "IS_CAUSAL": causal}
+    lines = [line for b in blocks.values() for line in b]
+    bits = any("BF16_BITS" in line for line in lines)
+    names = [*meta, "DOT_F32", *(["BF16_BITS"] if bits else [])]
+    blocks["params"] = [jit_params(params, names)]
+    source = fill(KERNEL, **blocks, name=spec.name)
+    grid = (math.ceil(L / tiles["BLOCK_M"]), B * H)
+    launch = (spec.name, grid, meta, dtype is DType.bf16, bits, tile.num_warps, tile.num_stages)
+    wide = v.compute == "tl.float64"
+    return finish(spec, params, constants, [source], [launch], 0, wide)

@@ -23,20 +23,32 @@ channels-last (NHWC) variant would coalesce better; that is a later optimization
 
 from __future__ import annotations
 
-import textwrap
 from dataclasses import dataclass
 
-from backends.triton.matmul import GROUPED_PIDS
+from backends.triton.heavy import TL_DOT, Gemm, lin, owned_outputs, store_outputs
+from backends.triton.pointwise import Storage
 from backends.triton.template import (
     DOT_F32_NOTE,
+    GEMM_KERNEL,
+    GEMM_REDUCE_KERNEL,
     MODULE_HEAD,
     dot_lines,
+    dot_section,
     fill,
+    grouped_pids,
+    k_loop_lines,
     params_text,
     tile_header,
     upcast_lines,
+    workspace_store_lines,
+    workspace_sum_lines,
 )
+from backends.triton.values import TileValues
+from compiler.core.schedule import KernelSpec
 from compiler.core.tile_config import TileConfig
+
+# the GEMM skeleton's N size and program_id(1): output channels of one group, the group
+GEMM_COLS, GEMM_BPID = "COUT_G", "pid_g"
 
 
 @dataclass(frozen=True)
@@ -78,12 +90,6 @@ TAP_LINES = [
     "ih = ih0[:, None] + r[None, :] * DH",
     "iw = iw0[:, None] + s[None, :] * DW",
     "a_mask = (kk[None, :] < K) & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)  # padding",
-]
-# split-K pass 1 tail: the fp32 partial tile into slice (pid_k, group) of the workspace
-SPLIT_TAIL = [
-    "mask = (offs_m[:, None] < M) & (offs_n[None, :] < COUT_G)",
-    "slot = (pid_k * tl.num_programs(1) + pid_g) * M * COUT_G",
-    "tl.store(ws_ptr + slot + offs_m[:, None] * COUT_G + offs_n[None, :], acc, mask=mask)",
 ]
 
 
@@ -138,36 +144,6 @@ def _mainloop(k: ConvKernel, split: bool) -> list[str]:
     ]
 
 
-KERNEL = """
-@triton.jit
-def ${name}(
-$params
-):
-    $pids
-    $mainloop
-    $tail
-"""
-
-REDUCE_KERNEL = """
-@triton.jit
-def ${name}_reduce(
-$params
-):
-    # split-K pass 2: sum the fp32 partials, add bias, run the epilogue, store
-    pid = tl.program_id(0)
-    pid_g = tl.program_id(1)
-    num_pid_n = tl.cdiv(COUT_G, BLOCK_N)
-    offs_m = (pid // num_pid_n) * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = (pid % num_pid_n) * BLOCK_N + tl.arange(0, BLOCK_N)
-    ws_mask = (offs_m[:, None] < M) & (offs_n[None, :] < COUT_G)
-    ws_offs = offs_m[:, None] * COUT_G + offs_n[None, :]
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for s in tl.static_range(SPLIT_K):
-        acc += tl.load(ws_ptr + (s * tl.num_programs(1) + pid_g) * M * COUT_G + ws_offs,
-                       mask=ws_mask, other=0.0)
-    $tail
-"""
-
 HOST = """
 def arguments(${host_args}):
     \"\"\"The launches: x [N, Cin, H, W], w [Cout, Cin/groups, KH, KW],
@@ -212,16 +188,6 @@ def _epilogue_params(k: ConvKernel) -> tuple[list[str], list[str]]:
     return ptrs, strides
 
 
-def conv_pids(split: bool) -> list[str]:
-    """The matmul template's grouped program ids, over (tile, group[, K share])."""
-    pids = textwrap.dedent(GROUPED_PIDS).strip().splitlines()
-    pids = [p.replace("pid_b = tl.program_id(1)", "pid_g = tl.program_id(1)") for p in pids]
-    pids = [p.replace("tl.cdiv(N, BLOCK_N)", "tl.cdiv(COUT_G, BLOCK_N)") for p in pids]
-    if split:
-        pids.insert(2, "pid_k = tl.program_id(2)")
-    return pids
-
-
 def render_kernels(k: ConvKernel) -> str:
     split = k.split_k > 1
     ptrs, strides = _epilogue_params(k)
@@ -229,20 +195,22 @@ def render_kernels(k: ConvKernel) -> str:
         "stride_xn, stride_xc, stride_xh, stride_xw",
         "stride_wo, stride_wc, stride_wh, stride_ww",
     ]
-    pids = conv_pids(split)
+    pids = grouped_pids(split, GEMM_COLS, GEMM_BPID)
     if split:
         params = [", ".join(["x_ptr", "w_ptr", "ws_ptr"]), SIZES, *x_w, *META]
-        tail = list(SPLIT_TAIL)
+        tail = workspace_store_lines(["acc"], GEMM_COLS, GEMM_BPID)
     else:
         params = [", ".join(["x_ptr", "w_ptr", "out_ptr", *ptrs]), SIZES, *x_w, *strides, *META]
         tail = _epilogue(k)
     blocks = {"params": [params_text(params)], "pids": pids, "mainloop": _mainloop(k, split)}
     blocks["tail"] = tail
-    parts = [fill(KERNEL, **blocks, name=k.name)]
+    parts = [fill(GEMM_KERNEL, **blocks, name=k.name)]
     if split:
         rparams = [", ".join(["ws_ptr", "out_ptr", *ptrs]), SIZES, *strides, *META]
-        blocks = {"params": [params_text(rparams)], "tail": _epilogue(k)}
-        parts.append(fill(REDUCE_KERNEL, **blocks, name=k.name))
+        sums = workspace_sum_lines(["acc"], GEMM_COLS, GEMM_BPID)
+        blocks = {"params": [params_text(rparams)], "sums": sums, "tail": _epilogue(k)}
+        reduce = fill(GEMM_REDUCE_KERNEL, **blocks, name=k.name, cols=GEMM_COLS, bpid=GEMM_BPID)
+        parts.append(reduce)
     return "\n\n\n".join(parts)
 
 
@@ -302,3 +270,81 @@ def render_conv(k: ConvKernel, tile: TileConfig | None = None, header: str = "")
     parts += ["\n".join(consts), DOT_F32_NOTE if k.dtype == "bf16" else ""]
     parts += [render_kernels(k), render_host(k)]
     return "\n\n\n".join(p for p in parts if p) + "\n"
+
+
+# --------------------------------------------------------------------------- in the program
+
+W_TAPS = frozenset({"wc", "wr", "wt"})  # the K axis of a conv weight tile
+
+
+def instantiate(spec: KernelSpec, tile: TileConfig, storage: Storage, v: TileValues) -> Gemm:
+    """This template for a conv2d KernelSpec of the program (backends/triton/heavy.py): the
+    implicit GEMM's input and weight tiles at the kernel body's symbolic indices, the dot,
+    and the epilogue (bias, then every output computed from the accumulator)."""
+    conv = next(n for n in spec.body if n.op == "conv2d")
+    x, w = conv.inputs[0], conv.inputs[1]
+    n, cin, h, wd = v.types[x].shape
+    cout, cin_g, kh, kw = v.types[w].shape
+    _, _, ho, wo = conv.out.type.shape
+    groups = conv.attr("groups") or 1
+    (sh, sw), (ph, pw), (dh, dw) = conv.attr("stride"), conv.attr("padding"), conv.attr("dilation")
+    M, cout_g, K = n * ho * wo, cout // groups, cin_g * kh * kw
+    dtype = storage(conv.out.type.dtype)
+    split = tile.split_k > 1
+    lines = [
+        "offs_k = tl.arange(0, BLOCK_K)",
+        "rm = offs_m % M  # wrapped rows/cols stay in bounds; the store mask drops them",
+        "rn = offs_n % COUT_G",
+        *PIXEL_LINES,
+        "xn = a_n[:, None]",
+        "wo_ = (pid_g * COUT_G + rn)[None, :]",
+        "acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)",
+        *k_loop_lines(split),
+    ]
+    v.push()
+    for line in TAP_LINES:
+        v.line(line)
+    v.line("xc = (pid_g * CIN_G + c)[None, :]")
+    v.mask = "a_mask"
+    taps = frozenset({"ih", "iw"})
+    v.mask_axes = {"a_mask": (taps | {"xn"}, taps | {"xc"}), "b_mask": (W_TAPS,)}
+    x_idx = (lin("xn", n), lin("xc", cin), lin("ih", h), lin("iw", wd))
+    v.line(f"a = {v.operand(x, x_idx, dtype, '(BLOCK_M, BLOCK_K)')}")
+    v.line("b_mask = kk[:, None] < K")
+    v.line("wc = c[:, None]")
+    v.line("wr = r[:, None]")
+    v.line("wt = s[:, None]")
+    v.mask = "b_mask"
+    w_idx = (lin("wo_", cout), lin("wc", cin_g), lin("wr", kh), lin("wt", kw))
+    v.line(f"b = {v.operand(w, w_idx, dtype, '(BLOCK_K, BLOCK_N)')}")
+    body = v.pop() + dot_section("a", ["b"], ["acc"], TL_DOT[dtype])
+    mainloop = lines + ["    " + b for b in body]
+    (outputs,) = owned_outputs(spec, [conv])
+
+    def epilogue() -> list[str]:
+        v.push()
+        for line in OUT_PIXEL_LINES:
+            v.line(line)
+        v.line("row_mask = offs_m[:, None] < M")
+        v.line("col_mask = offs_n[None, :] < COUT_G")
+        v.line("yn = o_n[:, None]")
+        v.line("yc = ch[None, :]")
+        v.line("yh = o_h[:, None]")
+        v.line("yw = o_w[:, None]")
+        v.mask = "mask"
+        rows, cols = frozenset({"yn", "yh", "yw"}), frozenset({"yc"})
+        v.mask_axes = {"mask": (rows, cols), "row_mask": (rows,), "col_mask": (cols,)}
+        v.narrow_masks = [(rows, "row_mask"), (cols, "col_mask")]
+        idx = (lin("yn", n), lin("yc", cout), lin("yh", ho), lin("yw", wo))
+        acc = "acc"
+        if len(conv.inputs) == 3:
+            bias = v.value(conv.inputs[2], (lin("yc", cout),))
+            acc = v.emit(f"acc + {bias}", "acc_bias")
+        v.anchor_tiles = {conv.out.name: (idx, acc)}
+        store_outputs(v, spec, outputs, idx, conv.out.type.shape)
+        return v.pop()
+
+    sizes = {"M": M, "COUT_G": cout_g, "K": K, "CIN_G": cin_g, "H": h, "W": wd, "Wo": wo}
+    sizes |= {"HWo": ho * wo, "KH": kh, "KW": kw, "SH": sh, "SW": sw, "PH": ph, "PW": pw}
+    sizes |= {"DH": dh, "DW": dw}
+    return Gemm(spec, v, sizes, groups, ["acc"], mainloop, epilogue, GEMM_COLS, GEMM_BPID)

@@ -38,18 +38,37 @@ the branch is pruned at compile time, so GPUs run the bf16 tensor-core dot.
 
 from __future__ import annotations
 
-import textwrap
+import math
 from dataclasses import dataclass
 
+from backends.index import unravel
+from backends.index_maps import broadcast
+from backends.triton.heavy import (
+    TL_DOT,
+    Gemm,
+    descendants,
+    lin,
+    owned_outputs,
+    store_outputs,
+)
+from backends.triton.ops import TritonUnsupportedError
+from backends.triton.pointwise import Storage
 from backends.triton.template import (
     DOT_F32_NOTE,
+    GEMM_KERNEL,
+    GEMM_REDUCE_KERNEL,
     MODULE_HEAD,
-    dot_lines,
+    dot_section,
     fill,
+    grouped_pids,
+    k_loop_lines,
     params_text,
     tile_header,
-    upcast_lines,
+    workspace_store_lines,
+    workspace_sum_lines,
 )
+from backends.triton.values import TileValues
+from compiler.core.schedule import KernelSpec
 from compiler.core.tile_config import TileConfig
 
 
@@ -141,94 +160,6 @@ def mainloop_lines(k: MatmulKernel, split: bool) -> list[str]:
     return lines + ["    " + b for b in body]
 
 
-def k_loop_lines(split: bool) -> list[str]:
-    """The K loop header: every K block, or with split-K this program's share of them."""
-    if split:
-        return [
-            "# split-K: this program sums the K blocks pid_k, pid_k + SPLIT_K, ...",
-            "for k0 in range(pid_k * BLOCK_K, K, BLOCK_K * SPLIT_K):",
-        ]
-    return ["for k0 in range(0, K, BLOCK_K):"]
-
-
-def dot_section(a: str, bs: list[str], accs: list[str], dtype: str) -> list[str]:
-    """`acc_i += a @ b_i` for every B operand (upcast first under the interpreter for bf16)."""
-    lines = upcast_lines([a, *bs], dtype)
-    for b, acc in zip(bs, accs, strict=True):
-        lines += dot_lines(a, b, acc, dtype)
-    return lines
-
-
-def workspace_store_lines(accs: list[str]) -> list[str]:
-    """Split-K pass 1 tail: each accumulator into its fp32 slice of the workspace
-    [n_acc, SPLIT_K, batch, M, N] (Note [Split-K through an fp32 workspace, not atomics])."""
-    lines = [
-        "mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)",
-        "ws_offs = offs_m[:, None] * N + offs_n[None, :]",
-        "batch = tl.num_programs(1)",
-    ]
-    for i, acc in enumerate(accs):
-        slot = f"(({i} * SPLIT_K + pid_k) * batch + pid_b) * M * N"
-        lines.append(f"tl.store(ws_ptr + {slot} + ws_offs, {acc}, mask=mask)")
-    return lines
-
-
-def workspace_sum_lines(accs: list[str]) -> list[str]:
-    """Split-K pass 2 head (in REDUCE_KERNEL): each accumulator summed over its slices."""
-    lines = ["batch = tl.num_programs(1)"]
-    for i, acc in enumerate(accs):
-        slot = f"(({i} * SPLIT_K + s) * batch + pid_b) * M * N"
-        lines += [
-            f"{acc} = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)",
-            "for s in tl.static_range(SPLIT_K):",
-            f"    {acc} += tl.load(ws_ptr + {slot} + ws_offs, mask=ws_mask, other=0.0)",
-        ]
-    return lines
-
-
-GROUPED_PIDS = """
-    pid = tl.program_id(0)
-    pid_b = tl.program_id(1)
-    num_pid_m = tl.cdiv(M, BLOCK_M)
-    num_pid_n = tl.cdiv(N, BLOCK_N)
-    # grouped order: GROUP_M row blocks sweep the same B column panels while those sit in L2
-    num_pid_in_group = GROUP_M * num_pid_n
-    group_id = pid // num_pid_in_group
-    first_pid_m = group_id * GROUP_M
-    group_size_m = min(num_pid_m - first_pid_m, GROUP_M)
-    pid_m = first_pid_m + ((pid % num_pid_in_group) % group_size_m)
-    pid_n = (pid % num_pid_in_group) // group_size_m
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-"""
-
-KERNEL = """
-@triton.jit
-def ${name}(
-$params
-):
-    $pids
-    $mainloop
-    $tail
-"""
-
-REDUCE_KERNEL = """
-@triton.jit
-def ${name}_reduce(
-$params
-):
-    # split-K pass 2: sum the fp32 partials, run the epilogue, store
-    pid = tl.program_id(0)
-    pid_b = tl.program_id(1)
-    num_pid_n = tl.cdiv(N, BLOCK_N)
-    offs_m = (pid // num_pid_n) * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = (pid % num_pid_n) * BLOCK_N + tl.arange(0, BLOCK_N)
-    ws_mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
-    ws_offs = offs_m[:, None] * N + offs_n[None, :]
-    $sums
-    $tail
-"""
-
 HOST = """
 def arguments(${host_args}):
     \"\"\"The launches of this kernel: (kernel, grid, args, constexprs) per launch. `a` is
@@ -284,16 +215,13 @@ def render_kernels(k: MatmulKernel) -> str:
     else:
         params = _kernel_params(k, "ws_ptr", True, False)
         tail = workspace_store_lines(k.accs)
-    pids = textwrap.dedent(GROUPED_PIDS).strip().splitlines()
-    if split:
-        pids.insert(2, "pid_k = tl.program_id(2)")
-    blocks = {"params": [params_text(params)], "pids": pids, "mainloop": [], "tail": tail}
-    blocks["mainloop"] = mainloop_lines(k, split)
-    parts.append(fill(KERNEL, **blocks, name=k.name))
+    blocks = {"params": [params_text(params)], "pids": grouped_pids(split)}
+    blocks |= {"mainloop": mainloop_lines(k, split), "tail": tail}
+    parts.append(fill(GEMM_KERNEL, **blocks, name=k.name))
     if split:
         blocks = {"params": [params_text(_reduce_params(k))], "sums": workspace_sum_lines(k.accs)}
         blocks["tail"] = epilogue_lines(k)
-        parts.append(fill(REDUCE_KERNEL, **blocks, name=k.name))
+        parts.append(fill(GEMM_REDUCE_KERNEL, **blocks, name=k.name, cols="N", bpid="pid_b"))
     return "\n\n\n".join(parts)
 
 
@@ -356,3 +284,108 @@ def render_matmul(k: MatmulKernel, tile: TileConfig | None = None, header: str =
     parts += ["\n".join(consts), DOT_F32_NOTE if k.dtype == "bf16" else ""]
     parts += [render_kernels(k), render_host(k)]
     return "\n\n\n".join(p for p in parts if p) + "\n"
+
+
+# --------------------------------------------------------------------------- in the program
+
+K_A, K_B = frozenset({"ka"}), frozenset({"kb"})  # the K axis of the A and B operand tiles
+
+
+def instantiate(spec: KernelSpec, tile: TileConfig, storage: Storage, v: TileValues) -> Gemm:
+    """This template for a matmul KernelSpec of the program (backends/triton/heavy.py): its
+    A and B operand tiles at the kernel body's symbolic indices, the dot(s), and the
+    epilogue storing every output computed from the accumulators."""
+    mms = [n for n in spec.body if n.op == "matmul"]
+    lhs, out = mms[0].inputs[0], mms[0].out.type
+    if any(m.inputs[0] != lhs or m.out.type.shape[:-1] != out.shape[:-1] for m in mms):
+        raise TritonUnsupportedError(
+            f"triton backend: kernel {spec.name}: its GEMMs do not share one A operand"
+        )
+    reach = [descendants(spec, {m.out.name}) - {m.out.name} for m in mms]
+    combined = len(mms) > 1 and any(sum(n.out.name in r for r in reach) > 1 for n in spec.body)
+    if combined and any(m.out.type.shape != out.shape for m in mms):
+        raise TritonUnsupportedError(
+            f"triton backend: kernel {spec.name}: an epilogue combines GEMMs of different N"
+        )
+    bs, M, K = out.shape[:-2], out.shape[-2], v.types[lhs].shape[-1]
+    widths = [m.out.type.shape[-1] for m in mms]
+    offsets = [sum(widths[:i]) for i in range(len(mms))]
+    N = widths[0] if combined or len(mms) == 1 else sum(widths)
+    dtype = storage(out.dtype)
+    accs = ["acc"] + ([f"acc{i + 1}" for i in range(1, len(mms))] if combined else [])
+    bidx = unravel(lin("pid_b", math.prod(bs)), bs) if bs else ()
+    split = tile.split_k > 1
+    joint = len(mms) > 1 and not combined
+    lines = [
+        "offs_k = tl.arange(0, BLOCK_K)",
+        "rm = (offs_m % M)[:, None]  # A rows wrapped in bounds; the store mask drops them",
+        "rn = (offs_n % N)[None, :]",
+    ]
+    if joint:
+        lines.append(f"# one GEMM over the joint N of {len(mms)} GEMMs reading one A")
+    for j, (off, w) in enumerate(zip(offsets, widths, strict=True)):
+        if joint:
+            lines += [f"seg{j} = (rn >= {off}) & (rn < {off + w})  # columns of {mms[j].out.name}"]
+            lines += [f"cn{j} = tl.where(seg{j}, rn - {off}, 0)"]
+    lines += [f"{a} = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)" for a in accs]
+    lines += k_loop_lines(split)
+    v.push()
+    v.line("ka = (k0 + offs_k)[None, :]")
+    v.line("kb = (k0 + offs_k)[:, None]")
+    v.line("a_mask = ka < K")
+    v.line("b_mask = kb < K")
+    v.mask = "a_mask"
+    v.mask_axes = {"a_mask": (K_A,), "b_mask": (K_B,)}
+    v.mask_axes |= {f"b_mask & seg{j}": (K_B, frozenset({f"cn{j}"})) for j in range(len(mms))}
+    a_idx = broadcast((*bidx, lin("rm", M), lin("ka", K)), v.types[lhs].shape)
+    v.line(f"a = {v.operand(lhs, a_idx, dtype, '(BLOCK_M, BLOCK_K)')}")
+    bs_names = ["b"] + ([f"b{i + 1}" for i in range(1, len(mms))] if combined else [])
+    for j, m in enumerate(mms):
+        col = lin(f"cn{j}", widths[j]) if joint else lin("rn", N)
+        v.mask = f"b_mask & seg{j}" if joint else "b_mask"
+        rhs = m.inputs[1]
+        b_idx = broadcast((*bidx, lin("kb", K), col), v.types[rhs].shape)
+        tile_b = v.operand(rhs, b_idx, dtype, "(BLOCK_K, BLOCK_N)")
+        if joint and j:
+            v.line(f"b = tl.where(seg{j}, {tile_b}, b)")
+        else:
+            v.line(f"{bs_names[j] if combined else 'b'} = {tile_b}")
+    body = v.pop() + dot_section("a", bs_names, accs, TL_DOT[dtype])
+    mainloop = lines + ["    " + b for b in body]
+    owned = owned_outputs(spec, mms)
+
+    def epilogue() -> list[str]:
+        v.push()
+        v.line("om = offs_m[:, None]")
+        v.line("on = offs_n[None, :]")
+        v.line("row_mask = om < M")
+        v.line("col_mask = on < N")
+        v.line("mask = row_mask & col_mask")
+        rows, cols = frozenset({"om"}), frozenset({"on"})
+        v.mask_axes = {"mask": (rows, cols), "row_mask": (rows,), "col_mask": (cols,)}
+        if not joint:  # one GEMM, or the dual GEMM's accumulators on one tile
+            idx = (*bidx, lin("om", M), lin("on", N))
+            v.anchor_tiles = {m.out.name: (idx, a) for m, a in zip(mms, accs, strict=True)}
+            v.mask = "mask"
+            v.narrow_masks = [(rows, "row_mask"), (cols, "col_mask")]
+            store_outputs(v, spec, [o for outs in owned for o in outs], idx, out.shape)
+            return v.pop()
+        for j, (m, off, w) in enumerate(zip(mms, offsets, widths, strict=True)):
+            v.push()
+            v.line(f"on{j} = on - {off}  # the columns of {m.out.name}")
+            v.line(f"col_mask{j} = (on >= {off}) & (on < {off + w})")
+            v.line(f"mask{j} = row_mask & col_mask{j}")
+            idx = (*bidx, lin("om", M), lin(f"on{j}", w))
+            v.anchor_tiles = {m.out.name: (idx, "acc")}
+            v.mask = f"mask{j}"
+            seg = frozenset({f"on{j}"})
+            v.mask_axes |= {f"mask{j}": (rows, seg), f"col_mask{j}": (seg,)}
+            v.narrow_masks = [(rows, "row_mask"), (seg, f"col_mask{j}")]
+            store_outputs(v, spec, owned[j], idx, m.out.type.shape)
+            segment = v.pop()
+            v.lines.extend(segment)
+        return v.pop()
+
+    sizes = {"M": M, "N": N, "K": K}
+    batch = max(1, math.prod(bs))
+    return Gemm(spec, v, sizes, batch, accs, mainloop, epilogue)

@@ -37,7 +37,7 @@ definition cannot be compiled for a target. So the module is executed once per m
 loader backends.triton.loader.load_module), and `load_compiled()` defines it compiled
 (TRITON_INTERPRET=0 meanwhile) for target verification, returning per @triton.jit function
 (split-K's `_reduce` pass included) its jit function, signature, constexprs and launch
-options. `backends.triton.heavy.heavy_module(spec, tile)` gives one heavy kernel's text as a
+options. `heavy_module(spec, tile)` gives one heavy kernel's text as a
 module of its own for the same purpose.
 """
 
@@ -52,10 +52,21 @@ from typing import Any
 
 import numpy as np
 
-from backends.triton.heavy import ANCHOR_OPS, HEAVY_KINDS, HeavyKernel, render_heavy
+from backends.triton import attention as attention_template
+from backends.triton import conv as conv_template
+from backends.triton import matmul as matmul_template
+from backends.triton.heavy import ANCHOR_OPS, HEAVY_KINDS, HeavyKernel, render_gemm
 from backends.triton.ops import HELPERS, TORCH_DTYPES, TritonUnsupportedError, unsupported
-from backends.triton.pointwise import RenderedKernel, launch_args, local, render_pointwise
+from backends.triton.pointwise import (
+    RenderedKernel,
+    Storage,
+    frame,
+    launch_args,
+    local,
+    render_pointwise,
+)
 from backends.triton.reduction import render_reduction
+from backends.triton.values import TileValues
 from compiler.core.ir import ConstArray, Node, format_attr, print_graph
 from compiler.core.schedule import KernelSpec, Schedule, output_chains
 from compiler.core.tile_config import TileConfig
@@ -398,3 +409,69 @@ def _torch_view(n: Node, storage: Callable[[DType], DType]) -> str:
     if n.op == "constant":
         return f"_on(_const_{n.attr('value').digest}, device).to({dtype})"
     raise TritonUnsupportedError(f"triton backend: graph output {n.out.name} is a {n.op}")
+
+
+# --------------------------------------------------------------------------- heavy kernels
+
+
+def render_heavy(
+    spec: KernelSpec, tile: TileConfig, strided: frozenset[str], storage: Storage, compute: str
+) -> HeavyKernel:
+    """The Triton kernel(s) and host functions of a matmul, conv2d or attention `spec` at
+    `tile` (see the module docstring). Inputs in `strided` are read through runtime strides."""
+    if spec.kind not in HEAVY_KINDS:
+        raise ValueError(f"{spec.name} is a {spec.kind} kernel, not a heavy one")
+    params, pointers, constants = frame(spec, strided, storage)
+    v = TileValues(spec, pointers, compute)
+    anchor = next(n for n in spec.body if n.op == ANCHOR_OPS[spec.kind])
+    if spec.kind == "attention":
+        return attention_template.instantiate(spec, tile, params, constants, v, storage)
+    template = conv_template if spec.kind == "conv2d" else matmul_template
+    g = template.instantiate(spec, tile, storage, v)
+    return render_gemm(g, tile, params, constants, storage(anchor.out.type.dtype))
+
+
+MODULE = '''\
+"""tilefuse heavy kernel {name} ({kind}), as the program module has it, for target
+verification: `arguments(*tensors)` gives its launches."""
+import torch
+import triton
+import triton.language as tl
+
+
+def _interpreted(kernel):
+    from triton.runtime.interpreter import InterpretedFunction
+
+    return isinstance(kernel, InterpretedFunction)
+
+
+def _on(t, device):
+    return t.to(device)
+'''
+
+
+def heavy_module(
+    spec: KernelSpec, tile: TileConfig, strided: frozenset[str] | None = None
+) -> tuple[str, tuple[Any, ...], str]:
+    """(module source defining `arguments(*tensors)`, example meta tensors for it, a note)
+    for a heavy `spec` at `tile`: the kernel text the program's launcher uses, with every
+    input read through runtime strides unless `strided` says which are (the program passes
+    strides for graph inputs only). Tensors: the inputs, then the outputs, contiguous."""
+    import torch
+
+    strided = frozenset(v.name for v in spec.inputs) if strided is None else strided
+    k = render_heavy(spec, tile, strided, lambda d: d, "tl.float32")
+    consts = [
+        f"_const_{c.digest} = torch.empty({spec.type_of(n).shape}, dtype="
+        f"{TORCH_DTYPES[spec.type_of(n).dtype]}, device='meta')"
+        for n, c in k.constants
+    ]
+    parts = [MODULE.format(name=spec.name, kind=spec.kind), HELPERS, "\n".join(consts)]
+    parts += [k.source, k.host, f"arguments = arguments_{spec.name}"]
+    source = "\n\n\n".join(p.strip("\n") for p in parts if p) + "\n"
+    tensors = []
+    for t in [v.type for v in spec.inputs] + [spec.type_of(o) for o in spec.outputs]:
+        dtype = getattr(torch, TORCH_DTYPES[t.dtype].removeprefix("torch."))
+        tensors.append(torch.empty(t.shape, dtype=dtype, device="meta"))
+    passes = "split-K pass 1 and 2" if tile.split_k > 1 else "one pass"
+    return source, tuple(tensors), f"{len(k.entries)} jit function(s): {passes}"

@@ -3,7 +3,7 @@
 `verify_kernels(kernels, profiles)` (behind `Compiled.verify_targets`) compiles every kernel
 of a schedule as the Triton program has it (pointwise and reduction kernels from
 backends.triton.render.render_kernel, matmul/conv2d/attention from
-backends.triton.heavy.heavy_module, each launch specialized like Triton's launcher) with
+backends.triton.render.heavy_module, each launch specialized like Triton's launcher) with
 `triton.compile(ASTSource(...), target=GPUTarget(...))` at the kernel's TileConfig for the
 profile's target, and reads back what the hardware would allocate:
 
@@ -40,10 +40,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from backends.triton.heavy import REDUCE_OPTIONS, heavy_module
+from backends.triton.heavy import REDUCE_OPTIONS
 from backends.triton.loader import load_module
 from backends.triton.ops import HELPERS
-from backends.triton.render import render_kernel
+from backends.triton.render import heavy_module, render_kernel
 from backends.triton.resources import amd_resources, nvidia_resources
 from backends.triton.target_pool import main_hidden, worker_pool
 from backends.triton.target_report import Progress, TargetReport, TargetResult
@@ -265,7 +265,7 @@ def _steps(
     spec: KernelSpec, t: TileConfig, strided: frozenset[str], float_dtype: str
 ) -> tuple[list[_Step], str]:
     """The launches of `spec` at `t` as the Triton program has them (heavy kernels through
-    backends.triton.heavy.heavy_module), and a note."""
+    backends.triton.render.heavy_module), and a note."""
     if spec.kind not in HEAVY:
         found = rendered_launch(spec, t, strided, float_dtype)
         if found is None:

@@ -1,8 +1,8 @@
 """The kit the Triton templates are written with: one filler for every template text
-(`fill`), and the pieces the heavy templates share (operand upcasts, dots, the tile's constants,
-a module's head).
+(`fill`), and the pieces the heavy templates share: operand upcasts, dots, the tile's
+constants, a module's head, and the GEMM skeleton matmul and conv2d both fill.
 
-    fill(KERNEL, name="k3_fused_matmul_add", params=[...], mainloop=[...])
+    fill(GEMM_KERNEL, name="k3_fused_matmul_add", params=[...], mainloop=[...])
 
 A template is a dedented string: `${name}` inside a line is replaced by a string, and a line
 that is only `$name` or `${name}` by a list of lines, indented as that line is.
@@ -83,3 +83,109 @@ import triton
 import triton.language as tl
 from triton.runtime.interpreter import InterpretedFunction
 '''
+
+
+# ----------------------------------------------------------------------------- the GEMM skeleton
+# matmul and conv2d (an implicit GEMM) share it: grouped program ids, the K loop, the dots, and
+# split-K's two passes through an fp32 workspace.
+
+
+def k_loop_lines(split: bool) -> list[str]:
+    """The K loop header: every K block, or with split-K this program's share of them."""
+    if split:
+        return [
+            "# split-K: this program sums the K blocks pid_k, pid_k + SPLIT_K, ...",
+            "for k0 in range(pid_k * BLOCK_K, K, BLOCK_K * SPLIT_K):",
+        ]
+    return ["for k0 in range(0, K, BLOCK_K):"]
+
+
+def dot_section(a: str, bs: list[str], accs: list[str], dtype: str) -> list[str]:
+    """`acc_i += a @ b_i` for every B operand (upcast first under the interpreter for bf16)."""
+    lines = upcast_lines([a, *bs], dtype)
+    for b, acc in zip(bs, accs, strict=True):
+        lines += dot_lines(a, b, acc, dtype)
+    return lines
+
+
+def workspace_store_lines(accs: list[str], cols: str = "N", bpid: str = "pid_b") -> list[str]:
+    """Split-K pass 1 tail: each accumulator into its fp32 slice of the workspace
+    [n_acc, SPLIT_K, batch, M, cols] (Note [Split-K through an fp32 workspace, not atomics] in
+    backends/triton/matmul.py); `cols` names the N size, `bpid` program_id(1)."""
+    lines = [
+        f"mask = (offs_m[:, None] < M) & (offs_n[None, :] < {cols})",
+        f"ws_offs = offs_m[:, None] * {cols} + offs_n[None, :]",
+        "batch = tl.num_programs(1)",
+    ]
+    for i, acc in enumerate(accs):
+        slot = f"(({i} * SPLIT_K + pid_k) * batch + {bpid}) * M * {cols}"
+        lines.append(f"tl.store(ws_ptr + {slot} + ws_offs, {acc}, mask=mask)")
+    return lines
+
+
+def workspace_sum_lines(accs: list[str], cols: str = "N", bpid: str = "pid_b") -> list[str]:
+    """Split-K pass 2 head (in GEMM_REDUCE_KERNEL): each accumulator summed over its slices."""
+    lines = ["batch = tl.num_programs(1)"]
+    for i, acc in enumerate(accs):
+        slot = f"(({i} * SPLIT_K + s) * batch + {bpid}) * M * {cols}"
+        lines += [
+            f"{acc} = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)",
+            "for s in tl.static_range(SPLIT_K):",
+            f"    {acc} += tl.load(ws_ptr + {slot} + ws_offs, mask=ws_mask, other=0.0)",
+        ]
+    return lines
+
+
+GROUPED_PIDS = """
+    pid = tl.program_id(0)
+    pid_b = tl.program_id(1)
+    num_pid_m = tl.cdiv(M, BLOCK_M)
+    num_pid_n = tl.cdiv(N, BLOCK_N)
+    # grouped order: GROUP_M row blocks sweep the same B column panels while those sit in L2
+    num_pid_in_group = GROUP_M * num_pid_n
+    group_id = pid // num_pid_in_group
+    first_pid_m = group_id * GROUP_M
+    group_size_m = min(num_pid_m - first_pid_m, GROUP_M)
+    pid_m = first_pid_m + ((pid % num_pid_in_group) % group_size_m)
+    pid_n = (pid % num_pid_in_group) // group_size_m
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+"""
+
+
+def grouped_pids(split: bool, cols: str = "N", bpid: str = "pid_b") -> list[str]:
+    """The GEMM kernel's program ids over (output tile, batch or group[, K share]), tiles in
+    grouped order; `cols` names the N size, `bpid` program_id(1)."""
+    pids = textwrap.dedent(GROUPED_PIDS).strip().splitlines()
+    pids = [p.replace("pid_b = ", f"{bpid} = ").replace("cdiv(N,", f"cdiv({cols},") for p in pids]
+    if split:
+        pids.insert(2, "pid_k = tl.program_id(2)")
+    return pids
+
+
+GEMM_KERNEL = """
+@triton.jit
+def ${name}(
+$params
+):
+    $pids
+    $mainloop
+    $tail
+"""
+
+GEMM_REDUCE_KERNEL = """
+@triton.jit
+def ${name}_reduce(
+$params
+):
+    # split-K pass 2: sum the fp32 partials, run the epilogue (bias included), store
+    pid = tl.program_id(0)
+    ${bpid} = tl.program_id(1)
+    num_pid_n = tl.cdiv(${cols}, BLOCK_N)
+    offs_m = (pid // num_pid_n) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = (pid % num_pid_n) * BLOCK_N + tl.arange(0, BLOCK_N)
+    ws_mask = (offs_m[:, None] < M) & (offs_n[None, :] < ${cols})
+    ws_offs = offs_m[:, None] * ${cols} + offs_n[None, :]
+    $sums
+    $tail
+"""
