@@ -3,13 +3,11 @@ into their destination.
 
 The packed GEMM (`torch.ops.mkl._mkl_linear` or `torch.ops.mkldnn._linear_pointwise` on a
 weight reordered once, Note [Which GEMM library]; the driver's default for `x @ w.T`) returns a
-fresh tensor and needs a contiguous `x`. Two cases pay for that, measured at 1024x320x320 on
-2 cores: a kernel output (the result is copied into its buffer: 0.98 ms against 0.86 ms for
-`torch.mm(..., out=)`), and an `x` that is a transposed view, such as a UNet's NCHW feature map
-read as [pixels, channels] (`reshape` copies it first: 1.9 ms against 0.95 ms). There the
-driver calls a native matmul (`backends.llvm.matmul`) that reads `x` where it lies and writes
-the destination; it was `torch.mm(x2d, w.T, out=dest)` (MKL) until the native one measured
-faster (Note [Matmuls into their destination]).
+fresh tensor and needs a contiguous `x`. Two cases pay for that: a kernel output (the result
+is copied into its buffer) and an `x` that is a transposed view, such as a UNet's NCHW feature
+map read as [pixels, channels] (`reshape` copies it first: twice the time at 1024x320x320).
+There the driver calls a native matmul (`backends.llvm.matmul`) that reads `x` where it lies
+and writes the destination (Note [Matmuls into their destination]).
 """
 
 from __future__ import annotations

@@ -19,11 +19,10 @@ interleave.
         k20_fused_matmul_add(g_t82[:, r : r + 256], ..., g_t85)    # [1, 256, 2560]: 2.6 MiB
         k21_fused_matmul_geglu_add(g_t85, ..., g_t81[:, r : r + 256], g_t93[:, r : r + 256])
 
-The GEMMs' rows shrink, not their widths, and a block stays in cache: in the `unet` example
-(medians of 75 interleaved calls, 2 cores) k20 took 6.89 ms in 4 blocks against 7.78 whole,
-k21 5.17 against 4.98, the model 48.2 ms against 49.8 (2 blocks: 47.7). Runs do not grow to
-neighbours that would make their outputs internal too: the layer norm before and the 320-wide
-projection after cost 0.05 and 0.3 ms more in blocks (small GEMMs), for 1 MiB each that the
+The GEMMs' rows shrink, not their widths, and a block stays in cache: blocks cost no time
+(the `unet` example ran 3 % faster in them; figures in docs/llvm_backend.md, Measurements).
+Runs do not grow to neighbours that would make their outputs internal too: the layer norm
+before and the 320-wide projection after ran slower in blocks (small GEMMs), for memory the
 arena's peak (a Winograd convolution's scratch) did not need.
 """
 

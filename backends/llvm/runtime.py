@@ -87,12 +87,11 @@ class LlvmProgram:
         very source; else leave the driver to be compiled.
 
         Note [A compiled driver]
-        Compiling a driver's source takes memory the process keeps: llama's 400-line driver
-        took 1.8 MiB of resident memory to compile, where a loaded llama's peak RSS is within
-        a MiB or two of eager's. So an artifact saves the driver compiled (marshal, as a .pyc
-        does) and a load on the same Python reads it back: no compile. In the benchmark's
-        fresh process the loaded llama's peak went from 288.1 to 287.2 MiB (medians of 5).
-        Another Python (another bytecode magic) compiles the source."""
+        Compiling a driver's source takes memory the process keeps (llama's 400-line driver:
+        1.8 MiB resident), where a loaded model's peak RSS is within a MiB or two of eager's.
+        So an artifact saves the driver compiled (marshal, as a .pyc does) and a load on the
+        same Python reads it back: no compile. Another Python (another bytecode magic)
+        compiles the source."""
         if not path.is_file():
             return
         data = path.read_bytes()

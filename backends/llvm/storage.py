@@ -10,15 +10,14 @@ inf), so a kernel's 16-bit output is bit for bit its float32 result rounded, in 
 A value an extern call reads or writes stays float32: MKL's GEMMs, torch's matmul and
 attention, and oneDNN take float32 operands here, as do the native attention kernel and every
 part of a convolution kernel (the Winograd transforms and their fused epilogue read and write
-float32). A value read by both kinds of step is stored once, in float32. This CPU has AVX-512
-but neither avx512_bf16 nor AMX, and torch's 16-bit GEMMs lose on it (torch.mm, 2 cores, the
-fastest of 30 calls): [128, 512] x [512, 2048] takes 0.93 ms in float32, 12.7 ms in bf16 and
-27 ms in f16; [4096, 512] x [512, 2048] 84 ms, 289 ms and 1.8 s.
+float32). A value read by both kinds of step is stored once, in float32: torch's 16-bit CPU
+GEMMs ran many times slower than its float32 ones where this was decided ([128, 512] x [512,
+2048]: 0.93 ms in float32, 12.7 ms in bf16; figures in docs/llvm_backend.md, Measurements).
 
 Graph inputs and outputs keep their own dtype where they are stored narrow: a bf16 model's
 bf16 input and bf16 output pass without a conversion; a bf16 bias or norm weight a native
 kernel reads is read as it is; a bf16 weight a GEMM reads is converted to float32 once and
-cached (`Compiled.torch_inputs`), as before. Float64 programs store every float in float64.
+cached (`Compiled.torch_inputs`). Float64 programs store every float in float64.
 
 Semantics: the NumPy reference keeps bf16/f16 values unrounded between ops and rounds them at
 the IR's casts. A value stored in 16 bits is also rounded where it is stored: one rounding

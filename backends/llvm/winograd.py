@@ -23,11 +23,8 @@ V[4 xi .. 4 xi + 3] (a row of B^T combines two of a tile's four rows, so the inp
 half the input), the products multiply them by their U, and the output transform adds the group's
 share `A^T[:, xi] (M[xi, :] A)` into the output (the first group writes it, with the bias and
 the addends). The GEMMs are exactly the ungrouped ones, so only the transforms' extra passes
-cost: at 320 channels, 32x32, on 2 busy cores, the convolution took 6.61 ms whole, 7.06 ms in
-2 groups, 8.13 ms in 4 (eager 12.2; medians of 100 interleaved; MKL's batched GEMM alone 4.81 ms
-as 16, 4.83 ms as 4 x 4). In the `unet` example, 2 groups (V and M 5 MiB, 4x the input) took
-0.997-1.008x the time of whole convolutions (medians of 145 interleaved calls) and cut its
-loaded peak RSS by 5 MiB.
+cost: in the `unet` example 2 groups took the time of whole convolutions and cut its loaded
+peak RSS by 5 MiB (figures in docs/llvm_backend.md, Measurements).
 
 Note [Winograd's products]
 The 16 products are most of a convolution's time. They are one batched `backends.llvm.matmul`
@@ -43,9 +40,8 @@ When even one group of rows over all tiles is over the budget, the tiles run in 
 (whole images, or a band of whole tile rows of one image), each in 4 groups of rows. Each
 chunk's kernels get pointers at the chunk's first element and index with the whole tensors'
 strides, so one module serves every chunk of a size (a ragged last band has its own). Chunks
-cost more than groups: at 320 channels, 32x32, one chunk of 256 tiles took 32 ms against 36 ms
-for 2 chunks of 128 and 57 ms for 4 of 64 (best of 60, all 16 products per chunk; each chunk
-is three more fork/joins and one more pass over U, and smaller GEMMs).
+cost more than groups (4 chunks ran 1.8x one; figures in docs/llvm_backend.md, Measurements):
+each chunk is three more fork/joins, one more pass over U, and smaller GEMMs.
 """
 
 from __future__ import annotations
