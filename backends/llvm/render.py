@@ -38,6 +38,7 @@ from backends.llvm import attention as llvm_attention
 from backends.llvm import conv as llvm_conv
 from backends.llvm import gemm as llvm_gemm
 from backends.llvm import rows as llvm_rows
+from backends.llvm import workers as llvm_workers
 from backends.llvm.emit import one_program
 from backends.llvm.kernel import KernelModule, render_kernel
 from backends.llvm.runtime import DRIVER_GLOBALS, PREPARE, LlvmProgram
@@ -108,10 +109,6 @@ class _Renderer:
         self.weights, self.row_blocks = weights, row_blocks
         self.storage = plan_storage(s, float_dtype, EXTERNS, sixteen_bit)
         self.modules: dict[str, KernelModule] = {}
-        from backends.llvm import (
-            workers as llvm_workers,  # loads LLVM: not imported to load an artifact
-        )
-
         self.compiles = llvm_workers.Compiles()  # the modules compiling while the rest renders
         self.constants: dict[str, np.ndarray] = {}
         self.scratch: dict[int, list[tuple[str, int]]] = {}  # kernel index -> (block, bytes)

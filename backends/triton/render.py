@@ -67,10 +67,12 @@ from backends.triton.pointwise import (
 )
 from backends.triton.reduction import render_reduction
 from backends.triton.values import TileValues
+from compiler.core.gpu import default_profile
 from compiler.core.ir import ConstArray, Node, format_attr, print_graph
 from compiler.core.schedule import KernelSpec, Schedule, output_chains
 from compiler.core.tile_config import TileConfig
 from compiler.core.types import DType
+from passes import tiling
 from passes.memory import plan_buffers
 
 INTERPRETER_WARNING = (
@@ -157,10 +159,7 @@ def _check_index_range(spec: KernelSpec) -> None:
 
 def default_tile(spec: KernelSpec) -> TileConfig:
     """The TileConfig of a kernel compiled without `gpu=`: tiled for the default profile."""
-    from compiler.core.gpu import default_profile
-    from passes.tiling import tile
-
-    return tile(spec, default_profile())
+    return tiling.tile(spec, default_profile())
 
 
 @dataclass(frozen=True)
