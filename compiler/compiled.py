@@ -157,7 +157,8 @@ class Compiled:
 
     def numpy_inputs(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> list[np.ndarray]:
         """The graph inputs for this call, checked: user arguments and the module's current
-        parameters and buffers, as the NumPy arrays the generated code takes."""
+        parameters and buffers, as the NumPy arrays the graph-level reference takes
+        (`reference_values`)."""
         leaves = self.check_inputs(args, kwargs)
         return [self._to_numpy(self._bind(b, leaves)) for b in self.captured.bindings]
 
