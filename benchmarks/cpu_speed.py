@@ -356,9 +356,11 @@ def environment(threads: int) -> list[str]:
         llvm = llvmlite.__version__
     except ImportError:
         llvm = "not installed"
+    isa = os.environ.get("TILEFUSE_ISA", "").strip() or "native"
     return [
         f"- torch {torch.__version__}, llvmlite {llvm}, Python {platform.python_version()}",
-        f"- {os.cpu_count()} logical CPUs; torch threads: {threads}",
+        f"- {os.cpu_count()} logical CPUs; torch threads: {threads}; llvm kernels for ISA {isa}"
+        " (TILEFUSE_ISA)",
         "- load average (1, 5, 15 min) at the end: "
         + ", ".join(f"{x:.2f}" for x in os.getloadavg()),
     ]
