@@ -346,7 +346,9 @@ def commit() -> str:
         return done.stdout.strip() if done.returncode == 0 else ""
 
     head = git("rev-parse", "--short", "HEAD") or "unknown commit"
-    return head + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+    results = f":!{RESULTS.relative_to(ROOT)}"  # a run writing its results is no change
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", results)
+    return head + ("+changes" if changed else "")
 
 
 def environment(threads: int) -> list[str]:
@@ -376,10 +378,12 @@ docstring defines every column. Compare ratios within one run: times move betwee
 
 def write_results(path: Path, table: str, argv: list[str], opts: argparse.Namespace) -> None:
     """Add this run at the top of `path`, keeping the runs already there."""
-    command = shlex.join(["python", "benchmarks/cpu_speed.py", *argv])
+    isa = os.environ.get("TILEFUSE_ISA", "").strip()
+    env = [f"TILEFUSE_ISA={isa}"] if isa else []
+    command = shlex.join([*env, "python", "benchmarks/cpu_speed.py", *argv])
     date = datetime.datetime.now().astimezone().strftime("%Y-%m-%d")
     text = [
-        f"## {commit()} · {date} · {cpu_name()}",
+        f"## {commit()} · {date} · {cpu_name()}" + (f" · llvm kernels for {isa}" if isa else ""),
         "",
         f"    {command}",
         "",
