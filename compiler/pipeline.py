@@ -39,8 +39,7 @@ from compiler.core.gpu import get_profile
 from compiler.core.ir import Graph, print_graph
 from compiler.core.schedule import Schedule
 from compiler.frontend import capture as frontend
-from passes.memory import eager_peak_bytes
-from passes.memory import plan_memory as plan_buffers
+from passes import memory
 
 log = logging.getLogger("tilefuse.pipeline")
 
@@ -108,7 +107,7 @@ def tile(b: Build) -> Build:
 
 def plan_memory(b: Build) -> Build:
     assert b.schedule is not None
-    return replace(b, schedule=plan_buffers(b.schedule))
+    return replace(b, schedule=memory.plan_memory(b.schedule))
 
 
 def render(b: Build) -> Build:
@@ -159,7 +158,7 @@ def run(b: Build, stages: Sequence[Stage] = STAGES) -> Compiled:
         nodes=len(compiled.graph),
         kernels=len(b.schedule),
         planned_bytes=b.schedule.plan.total_bytes if b.schedule.plan else 0,
-        eager_peak_bytes=eager_peak_bytes(b.captured.graph),
+        eager_peak_bytes=memory.eager_peak_bytes(b.captured.graph),
     )
     if cfg.debug >= 3:
         print(compiled.source())
