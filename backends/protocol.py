@@ -11,7 +11,7 @@ so a fourth backend is one more package and one more name in `backends.AVAILABLE
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -42,9 +42,10 @@ class RenderOptions:
 
 @dataclass(frozen=True)
 class Placement:
-    """Where a program takes its graph inputs: `device` (None: the CPU) and, per input, the
-    torch dtype it is passed as (None: a float in the compute float type, anything else as
-    it is)."""
+    """Where a program takes its graph inputs: `device` (None: the CPU; a device without an
+    index: the device of that type the user's tensors are on, else the current one) and, per
+    input, the torch dtype it is passed as (None: a float in the compute float type, anything
+    else as it is). A program's placement does not change from call to call."""
 
     device: torch.device | None
     dtypes: tuple[torch.dtype | None, ...]
@@ -79,11 +80,8 @@ class Backend(Protocol):
         kernel's inputs, then one output array per kernel output, written in place."""
         ...
 
-    def placement(
-        self, program: Program, graph: Graph, float_dtype: str, leaves: Sequence[Any]
-    ) -> Placement:
-        """Where and as what the graph inputs of this call (`leaves`: the user's arguments,
-        flattened) go."""
+    def placement(self, program: Program, graph: Graph, float_dtype: str) -> Placement:
+        """Where and as what the program takes the graph inputs."""
         ...
 
     def save(self, program: Program, render: Callable[[], Program], path: Path) -> Any:

@@ -12,7 +12,7 @@ import torch
 from torch.utils import _pytree as pytree
 
 import backends
-from backends.protocol import Program, RenderOptions, Runner
+from backends.protocol import Placement, Program, RenderOptions, Runner
 from compiler.artifact import save
 from compiler.core import reference as numpy_ref
 from compiler.core.dtypes import to_torch
@@ -42,6 +42,7 @@ class Compiled:
         self.gpu = gpu
         self.stats: dict[str, Any] = {"compiles": 1, "calls": 0}
         self._programs: dict[tuple[str, bool], Program] = {}
+        self._placements: dict[str, Placement] = {}
         self._runners: dict[str, Runner] = {}
         self.compute_dtype = compute_dtype
         self.example: tuple[tuple[Any, ...], dict[str, Any]] | None = None  # set by compile()
@@ -75,9 +76,19 @@ class Compiled:
             self._programs[key] = self._render(backend, per_kernel)
         return self._programs[key]
 
+    def _placement(self, backend: str) -> Placement:
+        """Where and as what `backend`'s program takes its inputs (asked once: every call
+        converts its inputs by it)."""
+        if backend not in self._placements:
+            program = self._program(backend)
+            where = backends.get(backend).placement(program, self.graph, self._float_dtype)
+            self._placements[backend] = where
+        return self._placements[backend]
+
     def adopt_program(self, backend: str, program: Program) -> None:
         """Run `program` (an artifact's, read back by its backend) as `backend`'s program."""
         self._programs[(backend, False)] = program
+        self._placements.pop(backend, None)
 
     def _render(self, backend: str, per_kernel: bool = False) -> Program:
         """The backend's program rendered from the schedule (`_program` keeps it; a loaded
@@ -172,10 +183,11 @@ class Compiled:
         are cached until the parameter changes (its version counter)."""
         leaves = self.check_inputs(args, kwargs)
         name = backends.resolve(backend or self.backend)
-        where = backends.get(name).placement(
-            self._program(name), self.graph, self._float_dtype, leaves
-        )
+        where = self._placement(name)
         device, dtypes = where.device, where.dtypes
+        if device is not None and device.index is None:  # the user's device of that type
+            on = (x.device for x in leaves if isinstance(x, torch.Tensor))
+            device = next((d for d in on if d.type == device.type), device)
         out = []
         for b, dtype in zip(self.captured.bindings, dtypes, strict=True):
             t = self._bind(b, leaves).detach()

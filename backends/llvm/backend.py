@@ -6,7 +6,7 @@ loading an artifact on the CPU it was built for needs neither it nor LLVM.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +41,7 @@ class LlvmBackend:
         namespace = program.load_namespace()
         return {name: numpy_kernel(namespace[name]) for name, _ in program.steps}
 
-    def placement(
-        self, program: LlvmProgram, graph: Graph, float_dtype: str, leaves: Sequence[Any]
-    ) -> Placement:
+    def placement(self, program: LlvmProgram, graph: Graph, float_dtype: str) -> Placement:
         return Placement(None, program.input_dtypes)
 
     def save(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +38,7 @@ class NumpyBackend:
     def kernel_functions(self, program: NumpyProgram) -> dict[str, KernelFunction]:
         return program.load_namespace()
 
-    def placement(
-        self, program: NumpyProgram, graph: Graph, float_dtype: str, leaves: Sequence[Any]
-    ) -> Placement:
+    def placement(self, program: NumpyProgram, graph: Graph, float_dtype: str) -> Placement:
         return Placement(None, (None,) * len(graph.inputs))
 
     def save(self, program: NumpyProgram, render: Callable[[], Any], path: Path) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,18 +33,12 @@ class TritonBackend:
     def kernel_functions(self, program: TritonProgram) -> dict[str, KernelFunction]:
         return {name: numpy_kernel(fn) for name, fn in program.load_namespace().items()}
 
-    def placement(
-        self, program: TritonProgram, graph: Graph, float_dtype: str, leaves: Sequence[Any]
-    ) -> Placement:
-        """On a CUDA/ROCm device (the first user tensor's, else the default one) every input in
-        its IR dtype (in float64 for a float64 compute); without one, under the interpreter,
-        on the CPU in the compute float type."""
+    def placement(self, program: TritonProgram, graph: Graph, float_dtype: str) -> Placement:
+        """On a CUDA/ROCm device every input in its IR dtype (in float64 for a float64
+        compute); without one, under the interpreter, on the CPU in the compute float type."""
         if not triton_render.has_gpu():
             return Placement(None, (None,) * len(graph.inputs))
-        device = next(
-            (x.device for x in leaves if isinstance(x, torch.Tensor) and x.device.type == "cuda"),
-            torch.device("cuda", torch.cuda.current_device()),
-        )
+        device = torch.device("cuda")  # the user's tensors' GPU (Placement)
         if float_dtype == "float64":
             return Placement(device, (None,) * len(graph.inputs))
         return Placement(device, tuple(to_torch(v.type.dtype) for v in graph.inputs))
