@@ -1,4 +1,4 @@
-"""Tiling and explain figures for issue 6 (printed, not asserted).
+"""Tiling and explain figures (printed, not asserted).
 
 python benchmarks/explain.py    # GEMM anchor, copy fraction, tiles per GPU, gpt2 bytes, unet time
 

@@ -1,4 +1,4 @@
-"""Target verification figures for issue 7 (printed; `--write` also writes TRITON_TARGETS.md).
+"""Target verification figures (printed; `--write` also writes TRITON_TARGETS.md).
 
     python benchmarks/triton_targets.py [--example gpt2,llama,unet,dit] [--dtype fp16,bf16]
                                         [--gpu a100,h100,b200,l4,mi300x] [--cold] [--full]

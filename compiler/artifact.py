@@ -45,6 +45,7 @@ Weights are copied in, so a loaded model no longer follows the original module's
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import warnings
@@ -234,7 +235,7 @@ def save(compiled: Any, path: Path, *, reference: bool = True) -> Path:
     (path / "schedule.txt").write_text(str(compiled.schedule))
     (path / f"{compiled.backend}.txt").write_text(compiled.source())
     name = compiled.backend
-    render = lambda: compiled._render(name)  # noqa: E731
+    render = functools.partial(compiled._render, name)
     manifest["program"] = backends.get(name).save(compiled._program(name), render, path)
     write_json(path / "manifest.json", manifest)  # last: a directory without it is incomplete
     return path

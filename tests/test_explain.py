@@ -80,7 +80,7 @@ def f(x: f32[4,8], w: f32[16,8]):
 
 
 def test_gpt2_fp16_h100_traffic() -> None:
-    """Issue 6 figure: plan <= 0.75x eager op-by-op and <= 1.3x the plan's lower bound."""
+    """The explain target: plan <= 0.75x eager op-by-op and <= 1.3x the plan's lower bound."""
     model, inputs = gpt2.build(seq=1024, hidden=768, heads=12, dtype=torch.float16)
     c = compiler.compile(model, inputs, backend="numpy")
     t = c.explain("h100").to_dict()["totals"]
@@ -90,7 +90,7 @@ def test_gpt2_fp16_h100_traffic() -> None:
 
 
 def test_hf_gpt2_fp16_h100_traffic() -> None:
-    """Issue 6 figure: HF GPT2Model (GELU and masks decomposed in the captured graph) at the
+    """The explain target: HF GPT2Model (GELU and masks decomposed in the captured graph) at the
     same size moves <= 0.5x eager op-by-op."""
     transformers = pytest.importorskip("transformers")
     cfg = transformers.GPT2Config(

@@ -104,7 +104,7 @@ def kernels_per_block(c: compiler.Compiled) -> Counter[str]:
 
 
 CASES: dict[str, tuple[Any, str, int]] = {
-    # name: (builder, block prefix, budget from issue 4)
+    # name: (builder, block prefix, kernels-per-block budget)
     "gpt2": (lambda: gpt2.build(seq=16, hidden=64, heads=4, layers=2), "h.", 7),
     "llama": (
         lambda: llama.build(seq=16, hidden=64, heads=4, layers=2, intermediate=128),
