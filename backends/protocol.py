@@ -1,12 +1,16 @@
-"""The backend contract: everything the public face (`compiler.api`, `compiler.artifact`,
-`compiler.artifact_load`) knows of a backend.
+"""The backend contract: everything the public face (`compiler.api`, `compiler.pipeline`,
+`compiler.compiled`, `compiler.artifact`, `compiler.artifact_load`) knows of a backend.
 
 A backend is a package under `backends/` whose `backend.py` defines `BACKEND`, an object with
-the `Backend` interface below; `backends.get(name)` returns it. The public face passes a
-schedule and `RenderOptions` in and gets a `Program` back, runs it through `runner`, and asks
-the backend where its inputs go (`placement`) and how its program is saved in an artifact
-and read back (`save`, `load_saved`). It never names a backend nor reads a program's insides,
-so a fourth backend is one more package and one more name in `backends.AVAILABLE`.
+the `Backend` interface below; `backends.get(name)` returns it. A program is made in three
+calls, the pipeline's `lay_out`, `plan_memory` and `render` stages: the backend lays the
+schedule out for `RenderOptions` (a `Layout`, whose `request` declares the program's storage
+policy), the one memory planner (`passes.memory.plan_memory`) places that request in an
+`Arena`, and the backend renders the layout over the arena into a `Program`. The public face
+runs a program through `runner`, and asks the backend where its inputs go (`placement`) and
+how its program is saved in an artifact and read back (`save`, `load_saved`). It never
+names a backend nor reads a program's insides, so a fourth backend is one more package, one
+more name in `backends.AVAILABLE` and in the backend contracts of `pyproject.toml`.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import torch
 
 from compiler.core.ir import Graph
 from compiler.core.schedule import KernelSpec, Schedule
+from passes.memory import Arena, MemoryRequest
 
 Runner = Callable[..., tuple[torch.Tensor, ...]]  # graph inputs (tensors, in order) -> outputs
 KernelFunction = Callable[..., None]  # a kernel's inputs, then one array per output (written)
@@ -51,6 +56,25 @@ class Placement:
     dtypes: tuple[torch.dtype | None, ...]
 
 
+class Layout(Protocol):
+    """A program laid out as far as it goes before its memory is placed; `request`: what it
+    asks the memory planner to place (every planned value in the bytes the program stores it
+    in, each kernel's scratch, kernels run interleaved)."""
+
+    @property
+    def request(self) -> MemoryRequest: ...
+
+
+@dataclass(frozen=True)
+class ScheduleLayout:
+    """The layout of a backend that writes its whole program once memory is placed: the
+    schedule, the compute float type and the request."""
+
+    schedule: Schedule
+    float_dtype: str
+    request: MemoryRequest
+
+
 class Program(Protocol):
     """A rendered program: `source` is its generated code, meant to be read."""
 
@@ -65,8 +89,15 @@ class Backend(Protocol):
         """Whether this backend can run the kernel `spec`."""
         ...
 
-    def render(self, schedule: Schedule, options: RenderOptions) -> Program:
-        """The program computing `schedule`."""
+    def lay_out(self, schedule: Schedule, options: RenderOptions) -> Layout:
+        """The program computing `schedule`, laid out for `options` up to where its memory
+        goes (a backend that learns what scratch its kernels need by writing them does so
+        here)."""
+        ...
+
+    def render(self, layout: Layout, arena: Arena) -> Program:
+        """The program of `layout`, its planned values and scratch in `arena` (what
+        `plan_memory` made of `layout.request`)."""
         ...
 
     def runner(self, program: Program) -> Runner:

@@ -92,6 +92,7 @@ def ablation(opts: argparse.Namespace, model: str) -> list[str]:
 
     from backends.llvm import render as llvm_cpu
     from examples import gpt2, llama
+    from passes.memory import plan_memory
 
     if opts.threads:
         torch.set_num_threads(opts.threads)
@@ -103,9 +104,10 @@ def ablation(opts: argparse.Namespace, model: str) -> list[str]:
     raw = [c._bind(b, list(args)).detach() for b in c.captured.bindings]
     runs = {}
     for sixteen in (True, False):
-        p = llvm_cpu.render_schedule(
+        layout = llvm_cpu.lay_out(
             c.schedule, weights=c.captured.weight_names(), sixteen_bit=sixteen
         )
+        p = llvm_cpu.render(layout, plan_memory(c.schedule, layout.request))
         dtypes = zip(raw, p.input_dtypes, strict=True)
         inputs = [t.to(d) if t.is_floating_point() else t for t, d in dtypes]
         runs["16-bit storage" if sixteen else "float32 storage"] = (p.load(), inputs)

@@ -10,7 +10,7 @@ An artifact is a directory:
 
     manifest.json    format, versions, backend, GPU, bindings, argument and output structure,
                      and the backend's own entry for its program (`Backend.save`)
-    schedule.json    the kernels (bodies, tiles), the buffer plan and the optimized graph;
+    schedule.json    the kernels (bodies, tiles) and the optimized graph;
                      tensor constants in constants.npz
     captured.json    the graph as captured (explain's eager op-by-op figures are priced on it)
     constants.npz    tensor constants of both graphs, by content digest

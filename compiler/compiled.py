@@ -3,7 +3,7 @@ backends' programs and the stats (`compiler.compile` makes one, through `compile
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,7 @@ import torch
 from torch.utils import _pytree as pytree
 
 import backends
-from backends.protocol import Placement, Program, RenderOptions, Runner
+from backends.protocol import Placement, Program, Runner
 from compiler.artifact import save
 from compiler.core import reference as numpy_ref
 from compiler.core.dtypes import to_torch
@@ -33,21 +33,26 @@ class Compiled:
         schedule: Schedule,
         backend: str,
         gpu: str | None,
-        compute_dtype: torch.dtype | None = None,
+        compute_dtype: torch.dtype | None,
+        program: Program,
+        make_program: Callable[[str, bool], Program],
     ) -> None:
+        """`program`: `backend`'s program for `schedule`; `make_program(backend, per_kernel)`:
+        any other program it is asked for (the pipeline's `PROGRAM` stages)."""
         self.captured = captured
         self.schedule = schedule
         self.graph = schedule.graph
         self.backend = backend
         self.gpu = gpu
         self.stats: dict[str, Any] = {"compiles": 1, "calls": 0}
-        self._programs: dict[tuple[str, bool], Program] = {}
+        self._programs: dict[tuple[str, bool], Program] = {(backend, False): program}
+        self._make_program = make_program
         self._placements: dict[str, Placement] = {}
         self._runners: dict[str, Runner] = {}
         self.compute_dtype = compute_dtype
         self.example: tuple[tuple[Any, ...], dict[str, Any]] | None = None  # set by compile()
         self.artifact: Path | None = None  # the directory it was loaded from (compiler.load)
-        self._float_dtype = _float_dtype(self.graph, compute_dtype)
+        self._float_dtype = float_dtype(self.graph, compute_dtype)
         self._torch_float = getattr(torch, self._float_dtype)
         self._converted: dict[str, tuple[Any, torch.Tensor, torch.Tensor]] = {}
         self._out_dtypes: list[torch.dtype] | None = None
@@ -85,16 +90,9 @@ class Compiled:
             self._placements[backend] = where
         return self._placements[backend]
 
-    def adopt_program(self, backend: str, program: Program) -> None:
-        """Run `program` (an artifact's, read back by its backend) as `backend`'s program."""
-        self._programs[(backend, False)] = program
-        self._placements.pop(backend, None)
-
     def _render(self, backend: str, per_kernel: bool = False) -> Program:
-        """The backend's program rendered from the schedule (`_program` keeps it; a loaded
-        artifact's program is read back by its backend instead: `build(load_program=...)`)."""
-        options = RenderOptions(self._float_dtype, self.captured.weight_names(), per_kernel)
-        return backends.get(backend).render(self.schedule, options)
+        """The backend's program made afresh from the schedule (`_program` keeps it)."""
+        return self._make_program(backend, per_kernel)
 
     def kernel_functions(self, backend: str | None = None) -> dict[str, Any]:
         """A backend's kernel functions by kernel name, each taking NumPy arrays (the kernel's
@@ -270,12 +268,7 @@ class Compiled:
         the compiled-for GPU, else the device present, else h100): an `ExplainReport`."""
         from compiler.explain import explain
 
-        return explain(
-            self.schedule,
-            self.captured.graph,
-            gpu if gpu is not None else self.gpu,
-            planned_bytes=self.stats.get("planned_bytes", 0),
-        )
+        return explain(self.schedule, self.captured.graph, gpu if gpu is not None else self.gpu)
 
     def verify_targets(
         self, gpu: str | list[str] | None = None, *, progress: bool | None = None
@@ -306,7 +299,7 @@ class Compiled:
         )
 
 
-def _float_dtype(graph: Graph, compute_dtype: torch.dtype | None) -> str:
+def float_dtype(graph: Graph, compute_dtype: torch.dtype | None) -> str:
     """float32, unless the model is float64 or float64 is asked for (NumPy has no bf16/f16
     arithmetic worth using: those compute in float32 too)."""
     if compute_dtype is None:

@@ -33,6 +33,7 @@ from compiler.core.gpu import GB, PROFILES, GpuProfile, GpuSpec, resolve_profile
 from compiler.core.ir import Graph
 from compiler.core.schedule import SOURCE_OPS, VIEW_OPS, KernelSpec, Schedule
 from passes.cost import GATHER_OPS, kernel_cost, math_class
+from passes.memory import plan_memory, stored_in
 from passes.tiling import gemm_problem, tile_kernels
 
 FREE_OPS = VIEW_OPS | SOURCE_OPS
@@ -329,12 +330,13 @@ def explain(
     schedule: Schedule,
     captured_graph: Graph,
     gpu: GpuSpec = None,
-    planned_bytes: int = 0,
 ) -> ExplainReport:
-    """Price `schedule` on each GPU of `gpu` (None: the device present, else h100)."""
+    """Price `schedule` on each GPU of `gpu` (None: the device present, else h100). Its
+    memory is the model's plus the arena of a GPU program, which stores every value in its IR
+    dtype (`passes.memory.stored_in`)."""
     profiles = resolve_profiles(gpu)
     g = schedule.graph
-    memory_needed = model_min_bytes(g) + planned_bytes
+    memory_needed = model_min_bytes(g) + plan_memory(schedule, stored_in(schedule)).size
     plans = tuple(plan_for(schedule, p, memory_needed) for p in profiles)
     flops = sum(kernel_cost(k)[0] for k in schedule.kernels)
     advice = [a for p in plans[:1] for a in shape_advice(schedule, p)]

@@ -1,6 +1,7 @@
 """The pipeline: from a model to a runnable program, one stage after another.
 
-    STAGES = [capture, lower, optimize, fuse, tile, plan_memory, render, load]
+    PROGRAM = [lay_out, plan_memory, render]
+    STAGES = [capture, lower, optimize, fuse, tile, *PROGRAM, load]
 
     stage        what it makes                                    where the work is
     capture      the model traced by torch.export (`Exported`)    compiler/frontend/capture.py
@@ -9,17 +10,29 @@
     optimize     the graph after the graph passes, in order       passes/pipeline.py
     fuse         the schedule: the fewest kernels fusion allows   passes/fusion.py
     tile         a TileConfig per kernel for the GPU (gpu=)       passes/tiling.py, cost.py
-    plan_memory  the intermediate buffers, by liveness            passes/memory.py
-    render       the backend's program (in a `Compiled`)          backends/<name>/
-    load         the program loaded, ready to call                backends/<name>/
+    lay_out      the backend's program up to its memory, and      backends/<name>/
+                 what it asks the planner to place (`Layout`)
+    plan_memory  every planned value and scratch block at an      passes/memory.py
+                 offset of one arena, by liveness (`Arena`)
+    render       the backend's program over that arena            backends/<name>/
+    load         the program loaded, ready to call (`Compiled`)   backends/<name>/
+    read_back    (loading an artifact, instead of `PROGRAM`) the  backends/<name>/
+                 program it saved, read back by its backend
 
 Each stage is a function of the `Build` so far that returns it with what the stage made.
 `run` (not the stages) times them into `Compiled.stats["stage_timings"]`, prints each under
 TILEFUSE_DEBUG=1, and writes what each made to TILEFUSE_DUMP (`_dump`: the exported program,
-the graph, the schedule, the generated source; loading makes nothing to write).
+the graph, the schedule, the memory request and the arena, the generated source; `load`
+makes nothing to write).
 `compiler.compile` runs every stage; `compiler.load` runs `AFTER_SCHEDULE` on what an artifact
 saved (the `Captured` bindings and the schedule), with the program its backend reads back
 (`Build.load_program`).
+
+`PROGRAM` (lay_out, plan_memory, render) is how every program is made, so memory is planned
+by one planner, once for each program, with the storage policy its backend declares: the compiled
+program here, and the others a `Compiled` asks for later (`program`, neither timed nor
+dumped): another backend's, or the per-kernel program bisection compares kernel by kernel
+(`RenderOptions.per_kernel`).
 """
 
 from __future__ import annotations
@@ -32,8 +45,9 @@ from typing import Any
 
 import torch
 
-from backends.protocol import Program
-from compiler.compiled import Compiled
+import backends
+from backends.protocol import Layout, Program, RenderOptions
+from compiler.compiled import Compiled, float_dtype
 from compiler.core import config
 from compiler.core.gpu import get_profile
 from compiler.core.ir import Graph, print_graph
@@ -58,6 +72,10 @@ class Build:
     captured: frontend.Captured | None = None
     graph: Graph | None = None  # the optimized graph
     schedule: Schedule | None = None
+    per_kernel: bool = False  # the program bisection runs (`RenderOptions.per_kernel`)
+    layout: Layout | None = None
+    arena: memory.Arena | None = None
+    program: Program | None = None
     compiled: Compiled | None = None
     # the program an artifact saved, read back by its backend given how to render it instead
     load_program: Callable[[Callable[[], Program]], Program] | None = None
@@ -105,30 +123,64 @@ def tile(b: Build) -> Build:
     return replace(b, schedule=tile_kernels(b.schedule, get_profile(b.gpu)))
 
 
-def plan_memory(b: Build) -> Build:
+def lay_out(b: Build) -> Build:
     assert b.schedule is not None
-    return replace(b, schedule=memory.plan_memory(b.schedule))
+    weights = b.captured.weight_names() if b.captured is not None else frozenset()
+    options = RenderOptions(float_dtype(b.schedule.graph, b.compute_dtype), weights, b.per_kernel)
+    return replace(b, layout=backends.get(b.backend).lay_out(b.schedule, options))
+
+
+def plan_memory(b: Build) -> Build:
+    """The one memory planner, on the storage policy the backend declared in its layout."""
+    assert b.schedule is not None and b.layout is not None
+    return replace(b, arena=memory.plan_memory(b.schedule, b.layout.request))
 
 
 def render(b: Build) -> Build:
-    assert b.captured is not None and b.schedule is not None
-    compiled = Compiled(b.captured, b.schedule, b.backend, b.gpu, b.compute_dtype)
-    if b.load_program is not None:
-        compiled.adopt_program(b.backend, b.load_program(lambda: compiled._render(b.backend)))
-    else:
-        compiled._program(b.backend)  # rendered now; Compiled keeps it
-    return replace(b, compiled=compiled)
+    assert b.layout is not None and b.arena is not None
+    return replace(b, program=backends.get(b.backend).render(b.layout, b.arena))
+
+
+def read_back(b: Build) -> Build:
+    """The program an artifact saved, read back by its backend (made by `PROGRAM` afresh
+    where it cannot be: saved for another backend, or for another CPU)."""
+    assert b.load_program is not None
+    return replace(b, program=b.load_program(lambda: program(b)))
 
 
 def load(b: Build) -> Build:
-    """The program loaded now: compile time is paid here, not on the first call."""
-    assert b.compiled is not None
-    b.compiled._runner(b.backend)
-    return b
+    """The program loaded now, in a `Compiled`: compile time is paid here, not on the first
+    call."""
+    assert b.captured is not None and b.schedule is not None and b.program is not None
+    # what a later program is made from: not the model, its trace nor this program's layout
+    base = Build(b.backend, b.gpu, b.compute_dtype, captured=b.captured, schedule=b.schedule)
+    compiled = Compiled(
+        b.captured,
+        b.schedule,
+        b.backend,
+        b.gpu,
+        b.compute_dtype,
+        b.program,
+        lambda backend, per_kernel: program(base, backend, per_kernel),
+    )
+    compiled._runner(b.backend)
+    return replace(b, compiled=compiled)
 
 
-STAGES: list[Stage] = [capture, lower, optimize, fuse, tile, plan_memory, render, load]
-AFTER_SCHEDULE: list[Stage] = [render, load]  # what loading an artifact runs
+PROGRAM: list[Stage] = [lay_out, plan_memory, render]  # how every program is made
+STAGES: list[Stage] = [capture, lower, optimize, fuse, tile, *PROGRAM, load]
+AFTER_SCHEDULE: list[Stage] = [read_back, load]  # what loading an artifact runs
+
+
+def program(b: Build, backend: str | None = None, per_kernel: bool = False) -> Program:
+    """`backend`'s program (default: `b`'s) for `b`'s schedule, made by `PROGRAM`; with
+    `per_kernel`, the one whose kernel functions each compute a whole kernel as the reference
+    does."""
+    b = replace(b, backend=backend or b.backend, per_kernel=per_kernel, load_program=None)
+    for stage in PROGRAM:
+        b = stage(b)
+    assert b.program is not None
+    return b.program
 
 
 def run(b: Build, stages: Sequence[Stage] = STAGES) -> Compiled:
@@ -157,9 +209,10 @@ def run(b: Build, stages: Sequence[Stage] = STAGES) -> Compiled:
         nodes_captured=len(b.captured.graph),
         nodes=len(compiled.graph),
         kernels=len(b.schedule),
-        planned_bytes=b.schedule.plan.total_bytes if b.schedule.plan else 0,
         eager_peak_bytes=memory.eager_peak_bytes(b.captured.graph),
     )
+    if b.arena is not None:  # the program's arena (an artifact's program was planned before)
+        compiled.stats["planned_bytes"] = b.arena.size
     if cfg.debug >= 3:
         print(compiled.source())
     if cfg.debug >= 1:
@@ -181,10 +234,14 @@ def _dump(cfg: config.Config, index: int, stage: str, b: Build) -> None:
         if graph is None:
             return
         name, ext, text = graph.name, "py", print_graph(graph)
-    elif stage in ("fuse", "tile", "plan_memory") and b.schedule is not None:
+    elif stage in ("fuse", "tile") and b.schedule is not None:
         name, ext, text = b.schedule.graph.name, "txt", str(b.schedule)
-    elif stage == "render" and b.compiled is not None:
-        name, ext, text = b.compiled.graph.name, "py", b.compiled.source(b.backend)
+    elif stage == "lay_out" and b.schedule is not None and b.layout is not None:
+        name, ext, text = b.schedule.graph.name, "txt", str(b.layout.request)
+    elif stage == "plan_memory" and b.schedule is not None and b.arena is not None:
+        name, ext, text = b.schedule.graph.name, "txt", str(b.arena)
+    elif stage in ("render", "read_back") and b.schedule is not None and b.program is not None:
+        name, ext, text = b.schedule.graph.name, "py", b.program.source
     else:
         return
     cfg.dump_dir.mkdir(parents=True, exist_ok=True)

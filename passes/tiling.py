@@ -212,7 +212,7 @@ def _measured(c: Candidate, p: GpuProfile, smem_scale: float, max_regs: int | No
 
 def tile_kernels(schedule: Schedule, profile: GpuProfile) -> Schedule:
     """A new schedule whose every kernel carries `tile=` for `profile`; pure: `schedule` is
-    untouched, and the same input gives an equal result. Kernels, buffer plan and refusals
+    untouched, and the same input gives an equal result. Kernels and refusals
     are kept; only each kernel's `tile` changes (printing the schedule shows it):
 
         Before:  k0_fused_matmul_add  matmul  domain=[1, 1024, 2304]

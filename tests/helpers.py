@@ -1,13 +1,34 @@
-"""Shared test helpers: IR comparison and NumPy equivalence of two graphs."""
+"""Shared test helpers: IR comparison, NumPy equivalence of two graphs, a backend's program
+for a schedule."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
+from backends.protocol import Program
+from compiler import pipeline
 from compiler.core.ir import Graph, print_graph
 from compiler.core.ir_text import parse_graph
 from compiler.core.ops import ref
 from compiler.core.reference import render
+from compiler.core.schedule import Schedule
+from passes.memory import plan_memory
+
+
+def program(backend: str, s: Schedule) -> Program:
+    """`backend`'s program for `s`, made as the pipeline makes every program."""
+    return pipeline.program(pipeline.Build(backend, schedule=s))
+
+
+def llvm_program(s: Schedule, **flags: Any) -> Any:
+    """The llvm program for `s` with the renderer's own storage flags (`sixteen_bit`,
+    `row_blocks`, `weights`), through the one planner as the pipeline does."""
+    from backends.llvm import render as llvm_render
+
+    layout = llvm_render.lay_out(s, **flags)
+    return llvm_render.render(layout, plan_memory(s, layout.request))
 
 
 def ir(text: str) -> Graph:

@@ -20,7 +20,6 @@ import torch.nn.functional as F
 
 import compiler
 from backends.llvm import jit as llvm_jit
-from backends.llvm import render as llvm_cpu
 from backends.llvm.kernel import render_kernel
 from compiler.bisect import bisect_kernels
 from compiler.core.ir_text import parse_graph
@@ -28,6 +27,7 @@ from compiler.core.ops import ref
 from compiler.core.schedule import KernelSpec
 from examples import gpt2, llama
 from passes.fusion import fuse_kernels
+from tests.helpers import llvm_program
 
 HALVES = [torch.bfloat16, torch.float16]
 AVX512 = pytest.mark.skipif(llvm_jit.host().vector_bits < 512, reason="the host has no AVX-512")
@@ -255,7 +255,7 @@ def _same_kernels_both_storages(model: torch.nn.Module, inputs: tuple[Any, ...])
     value that close. Returns the number of 16-bit outputs checked."""
     c = compiler.compile(model, inputs, backend="llvm")
     weights = c.captured.weight_names()  # kernel by kernel: whole kernels, no row blocks
-    narrow = llvm_cpu.render_schedule(c.schedule, weights=weights, row_blocks=False)
+    narrow = llvm_program(c.schedule, weights=weights, row_blocks=False)
     wide = c._program("llvm", per_kernel=True)
     assert narrow.storage is not None
     storage = narrow.storage

@@ -1,11 +1,16 @@
-"""The pass runner: verifies between passes, times them, dumps IR; the PIPELINE end to end."""
+"""The pass runner: verifies between passes, times them, dumps IR; the PIPELINE end to end.
+The compile pipeline (`compiler.pipeline`): every stage in order, timed and dumped, and every
+program's memory planned by the one planner."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+import torch
 
+import compiler
+from compiler import pipeline
 from compiler.core.errors import VerifyError
 from compiler.core.ir import Graph, Node, Value
 from passes.pipeline import PIPELINE, PassContext, run_pipeline
@@ -67,3 +72,64 @@ def test_value_names_do_not_leak_into_print() -> None:
     g = run_pipeline(ir(HF_STYLE_MASK))
     assert all(isinstance(v, Value) for v in g.inputs)
     assert "v0:" in str(g)
+
+
+def _small(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    h = torch.relu(x @ w)
+    return torch.softmax(h @ w + x, -1)
+
+
+SMALL = (torch.randn(4, 8), torch.randn(8, 8))
+
+
+def test_compile_runs_every_stage_in_order_timed_and_dumped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TILEFUSE_DUMP", str(tmp_path))
+    c = compiler.compile(_small, SMALL, backend="numpy")
+    names = [stage.__name__ for stage in pipeline.STAGES]
+    assert names == ["capture", "lower", "optimize", "fuse", "tile"] + [
+        "lay_out",
+        "plan_memory",
+        "render",
+        "load",
+    ]
+    assert list(c.stats["stage_timings"]) == names
+    dumped = {p.name.split(".")[2]: p for p in tmp_path.iterdir() if ".stage" in p.name}
+    assert set(dumped) == set(names) - {"load"}  # loading makes nothing to write
+    arena = dumped["plan_memory"].read_text()
+    assert arena.startswith(f"arena: {c.stats['planned_bytes']} bytes")
+    assert f"arena = np.empty({c.stats['planned_bytes']}, dtype=np.uint8)" in c.source()
+    assert dumped["render"].read_text() == c.source()
+    assert dumped["lay_out"].read_text().startswith("memory request: ")
+
+
+def test_every_program_is_planned_by_the_one_planner(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The compiled program, another backend's and the per-kernel one bisection runs: each
+    asks `plan_memory` once, for its own storage policy."""
+    from passes import memory
+
+    plan = memory.plan_memory
+    requests: list[memory.MemoryRequest] = []
+
+    def planner(s: object, request: memory.MemoryRequest) -> memory.Arena:
+        requests.append(request)
+        return plan(s, request)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(memory, "plan_memory", planner)
+
+    def f(x: torch.Tensor) -> torch.Tensor:  # two kernels, a bf16 value between them
+        return torch.softmax(torch.softmax(x, -1).t() * 2, -1)
+
+    c = compiler.compile(f, (torch.randn(64, 32, dtype=torch.bfloat16),), backend="llvm")
+    assert len(requests) == 1
+    c.kernel_functions()  # the per-kernel program: every float stored in float32
+    c.source("numpy")
+    assert len(requests) == 3
+    compiled, per_kernel, numpy = (dict(r.values) for r in requests)
+    assert set(compiled) == set(per_kernel) == set(numpy)
+    # the compiled program stores the bf16 value native kernels hand over in 16 bits
+    assert compiled and all(compiled[v] * 2 == per_kernel[v] for v in compiled)
+    assert per_kernel == numpy
+    c.kernel_functions()
+    assert len(requests) == 3  # each program made once

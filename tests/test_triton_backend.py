@@ -24,6 +24,8 @@ from backends.triton.ops import TritonUnsupportedError
 from backends.triton.values import render_epilogue
 from compiler.core.ir import Node
 from compiler.core.tile_config import TileConfig
+from passes.memory import plan_memory
+from tests.helpers import program
 
 pytestmark = pytest.mark.usefixtures("quiet_interpreter")
 
@@ -38,7 +40,7 @@ def _program(fn: Callable[..., Any], args: tuple, tile: TileConfig | None = None
     s = c.schedule
     if tile is not None:
         s = replace(s, kernels=tuple(replace(k, tile=tile) for k in s.kernels))
-    return c, triton_backend.render_schedule(s)
+    return c, program("triton", s)
 
 
 def _check(fn: Callable[..., Any], args: tuple, tile: TileConfig | None = None) -> str:
@@ -177,16 +179,17 @@ def test_source_is_one_readable_module() -> None:
     assert "fused_group_norm_silu" in c.kernels[0].name
 
 
-def test_launcher_allocates_exactly_the_memory_plan() -> None:
+def test_launcher_allocates_exactly_the_planned_arena() -> None:
     def fn(x: torch.Tensor) -> torch.Tensor:
         return torch.softmax(torch.sum(x, -1, keepdim=True) * x, -1).sum(-1)
 
     c, prog = _program(fn, (_randn(3, 5),))
-    plan = c.schedule.plan
+    arena = plan_memory(c.schedule, triton_backend.memory_request(c.schedule, "float32"))
     allocated = [line for line in prog.source.splitlines() if "dtype=torch.uint8" in line]
-    assert len(allocated) == len(plan.sizes) > 0
-    for i, size in enumerate(plan.sizes):
-        assert f"buf{i} = torch.empty({size}, dtype=torch.uint8" in prog.source
+    assert allocated == [f"    arena = torch.empty({arena.size}, dtype=torch.uint8, device=device)"]
+    assert arena.blocks
+    for name, offset in arena.offsets.items():
+        assert f"a_{name} = _at(arena, {offset}, " in prog.source, name
 
 
 def test_compile_with_triton_backend_and_gpu_tiles() -> None:
@@ -327,7 +330,7 @@ def test_compiled_definitions_for_every_heavy_kernel() -> None:
     from triton.runtime.jit import JITFunction
 
     c, s = _heavy_program()
-    prog = triton_backend.render_schedule(s)
+    prog = program("triton", s)
     kernels = prog.load_compiled()
     (mm,) = [k.name for k in s.kernels if k.kind == "matmul"]
     assert set(kernels) == {k.name for k in s.kernels} | {f"{mm}_reduce"}
@@ -354,7 +357,7 @@ def test_heavy_module_is_the_launchers_kernel() -> None:
     from backends.triton.targets import load_module, specialize
 
     c, s = _heavy_program()
-    prog = triton_backend.render_schedule(s)
+    prog = program("triton", s)
     graph_inputs = frozenset(v.name for v in c.graph.inputs)
     for spec, k in zip(s.kernels, prog.kernels, strict=True):
         if spec.kind not in ("matmul", "conv2d", "attention"):
@@ -405,4 +408,4 @@ def test_refuses_tensors_past_int32_indexing() -> None:
     x = torch.zeros(1).expand(2**31)
     c = compiler.compile(lambda x: x * 2 + 1, (x,), backend="numpy")
     with pytest.raises(TritonUnsupportedError, match=r"kernel k0_fused_mul_add: args_0 .*2\^31"):
-        triton_backend.render_schedule(c.schedule)
+        program("triton", c.schedule)

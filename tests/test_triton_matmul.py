@@ -19,6 +19,7 @@ from backends.triton import render as triton_backend
 from backends.triton.matmul import MatmulKernel, render_matmul
 from backends.triton.targets import load_module
 from compiler.core.tile_config import TileConfig
+from tests.helpers import program
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 FLOOR = {"fp32": 1e-5, "fp16": 1e-3, "bf16": 8e-3}
@@ -171,7 +172,7 @@ def check_program(
     if tile is not None:
         kernels = tuple(replace(k, tile=tile) if k.kind in HEAVY else k for k in s.kernels)
         s = replace(s, kernels=kernels)
-    prog = triton_backend.render_schedule(s)
+    prog = program("triton", s)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         outs = prog.load()(*c.torch_inputs(args, {}))  # floats passed as fp32 (the API's)

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from backends.llvm import artifact
 from backends.llvm.runtime import LlvmProgram
 from backends.protocol import KernelFunction, Placement, RenderOptions, Runner, numpy_kernel
 from compiler.core.ir import Graph
 from compiler.core.schedule import KernelSpec, Schedule
+from passes.memory import Arena
+
+if TYPE_CHECKING:
+    from backends.llvm.render import LlvmLayout
 
 
 class LlvmBackend:
@@ -23,16 +27,21 @@ class LlvmBackend:
     def supports(self, spec: KernelSpec) -> bool:
         return True  # matmuls, convolutions and attention native or extern, the rest native
 
-    def render(self, schedule: Schedule, options: RenderOptions) -> LlvmProgram:
-        from backends.llvm.render import render_schedule
+    def lay_out(self, schedule: Schedule, options: RenderOptions) -> LlvmLayout:
+        from backends.llvm.render import lay_out
 
-        return render_schedule(
+        return lay_out(
             schedule,
             float_dtype=options.float_dtype,
             weights=options.weights,
             sixteen_bit=not options.per_kernel,
             row_blocks=not options.per_kernel,
         )
+
+    def render(self, layout: LlvmLayout, arena: Arena) -> LlvmProgram:
+        from backends.llvm.render import render
+
+        return render(layout, arena)
 
     def runner(self, program: LlvmProgram) -> Runner:
         return program.load()

@@ -5,7 +5,7 @@ Each kernel of the schedule becomes native parts and extern calls (`split_extern
 `matmul + bias + gelu` kernel runs `torch.matmul` (MKL/oneDNN) into a slot, then one native
 loop reads the product once, adds the bias, applies GELU and writes the kernel's output. The
 program is a readable Python module (`LlvmProgram.driver`) with one function per kernel and a
-program function; one arena, allocated once at load (`passes.memory.plan_arena`), holds every
+program function; one arena, allocated once at load (`passes.memory.plan_memory`), holds every
 planned value and the scratch (slots) that extern results and parts hand over in inside one
 kernel, overlapping wherever no kernel needs both. The native parts are LLVM modules
 (`LlvmProgram.modules`), compiled with -O3 for this CPU, cached on disk and loaded into the
@@ -30,6 +30,7 @@ import builtins
 import logging
 import math
 import re
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -55,7 +56,7 @@ from compiler.core.schedule import (
     split_externs,
 )
 from compiler.core.types import TensorType
-from passes.memory import Arena, output_roots, plan_arena
+from passes.memory import Arena, MemoryRequest, output_roots
 
 EXTERNS = {
     "matmul": "torch.matmul (MKL/oneDNN)",
@@ -70,22 +71,38 @@ MKLDNN_PACKED = torch.backends.mkldnn.is_available() and hasattr(
 )
 
 
-def render_schedule(
+@dataclass(frozen=True)
+class LlvmLayout:
+    """A program whose kernels are written and whose modules are compiling, its memory not
+    yet placed: `request` is what it needs placed (every planned value in its storage dtype,
+    each kernel's slots, its row-block runs)."""
+
+    request: MemoryRequest
+    renderer: _Renderer
+
+
+def lay_out(
     s: Schedule,
     *,
     float_dtype: str = "float32",
     weights: frozenset[str] = frozenset(),
     sixteen_bit: bool = True,
     row_blocks: bool = True,
-) -> LlvmProgram:
-    """The program for `s`. `weights`: graph inputs that are model weights (parameters),
-    whose GEMM layout may be prepared once and cached while they do not change.
-    `sixteen_bit`: store bf16/f16 values in 16 bits where only native kernels touch them
-    (Note [16-bit storage]); without it every float is stored in `float_dtype`.
+) -> LlvmLayout:
+    """The program for `s` up to where its memory goes. `weights`: graph inputs that are model
+    weights (parameters), whose GEMM layout may be prepared once and cached while they do not
+    change. `sixteen_bit`: store bf16/f16 values in 16 bits where only native kernels touch
+    them (Note [16-bit storage]); without it every float is stored in `float_dtype`.
     `row_blocks`: run feed-forwards a block of rows at a time (Note [Row blocks]); without it
     every kernel function computes its whole kernel."""
+    renderer = _Renderer(s, float_dtype, weights, sixteen_bit, row_blocks)
     with one_program():  # identical layers' modules are emitted once
-        return _Renderer(s, float_dtype, weights, sixteen_bit, row_blocks).program()
+        return LlvmLayout(renderer.lay_out(), renderer)
+
+
+def render(layout: LlvmLayout, arena: Arena) -> LlvmProgram:
+    """The program of `layout`, its values and slots in `arena` (planned for its request)."""
+    return layout.renderer.program(arena)
 
 
 def entry_name(graph: str) -> str:
@@ -118,6 +135,8 @@ class _Renderer:
         self.steps: list[tuple[str, list[Step]]] = []
         self.attentions = 0  # sdpa calls rendered as native attention kernels
         self.fused: set[int] = set()  # ids of native parts an extern call computed
+        self.kernels: list[str] = []  # each kernel's driver function (`lay_out`)
+        self.main = ""  # the program function (`lay_out`)
 
     def _add(self, m: KernelModule) -> None:
         """Keep one module per symbol; a new one starts compiling (`llvm_workers.Compiles`)."""
@@ -129,21 +148,26 @@ class _Renderer:
         """The storage dtype of value `name` as driver source: `torch.bfloat16`."""
         return str(self.storage.dtype(name, t))
 
-    def program(self) -> LlvmProgram:
+    def lay_out(self) -> MemoryRequest:
+        """Write every kernel and the program function; what they need placed."""
         outputs = [(o, k.type_of(o)) for k in self.s.kernels for o in k.outputs]
         nbytes = {o: self.storage.nbytes(o, t) for o, t in outputs}
         self.runs = llvm_rows.row_runs(self.s, nbytes) if self.row_blocks else []
         specs = list(self.s.kernels)
         for run in self.runs:
             specs[run.first : run.last + 1] = run.kernels
-        kernels = [self._kernel(i, k) for i, k in enumerate(specs)]
-        main = self._main(specs)
-        arena = plan_arena(  # each value as large as its view (a run's internal: one block)
+        self.kernels = [self._kernel(i, k) for i, k in enumerate(specs)]
+        self.main = self._main(specs)
+        return MemoryRequest.of(  # each value as large as its view (a run's internal: one block)
             self.s,
             lambda o, _: self.view_bytes[o],
             self.scratch,
             together=[range(r.first, r.last + 1) for r in self.runs],
         )
+
+    def program(self, arena: Arena) -> LlvmProgram:
+        """The driver over `arena`, with the modules `lay_out` emitted."""
+        kernels, main = self.kernels, self.main
         natives = sum(isinstance(x, KernelSpec) for _, steps in self.steps for x in steps)
         externs = sum(isinstance(x, ExternCall) for _, steps in self.steps for x in steps)
         natives, externs = natives + self.attentions, externs - self.attentions
@@ -209,7 +233,7 @@ class _Renderer:
         lines = [
             "# memory: every planned value and every kernel's slots (what extern results and",
             "# parts hand over in) at an offset of one arena; two overlap only if no kernel",
-            "# needs both (passes.memory.plan_arena)",
+            "# needs both (passes.memory.plan_memory)",
             f"arena = torch.empty({max(arena.size, 1)}, dtype=torch.uint8)",
         ]
         for view, block, shape, dtype in self.views:

@@ -12,7 +12,7 @@ rows, each kernel compiled for one block (`blocked`): values the run makes and r
 rows (contiguous views). A run is the kernel writing an internal value of at least
 `MIN_BYTES` through the last kernel reading it; its blocks are the fewest that divide the rows
 and bring the largest internal value to `BLOCK_BYTES` or less. In the arena
-(`passes.memory.plan_arena`) every value a run touches lives for the whole run, as its kernels
+(`passes.memory.plan_memory`) every value a run touches lives for the whole run, as its kernels
 interleave.
 
     for r in range(0, 1024, 256):  # k20..k21 in 4 blocks of 256 rows (Note [Row blocks])

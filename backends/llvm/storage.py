@@ -1,4 +1,5 @@
-"""Which element type the llvm backend stores each value in, and the buffer plan in those sizes.
+"""Which element type the llvm backend stores each value in, and so how many bytes it asks the
+memory planner for (`Storage.nbytes`).
 
 Note [16-bit storage]
 Floats compute in float32 inside native kernels. A value of IR type bf16 or f16 is *stored* in

@@ -10,10 +10,11 @@ import numpy as np
 import torch
 
 from backends.numpy import kernels
-from backends.protocol import KernelFunction, Placement, RenderOptions, Runner
+from backends.protocol import KernelFunction, Placement, RenderOptions, Runner, ScheduleLayout
 from compiler.core.ir import Graph
 from compiler.core.reference import NumpyProgram
 from compiler.core.schedule import KernelSpec, Schedule
+from passes.memory import Arena
 
 
 class NumpyBackend:
@@ -22,9 +23,13 @@ class NumpyBackend:
     def supports(self, spec: KernelSpec) -> bool:
         return True  # every op has a NumPy template
 
-    def render(self, schedule: Schedule, options: RenderOptions) -> NumpyProgram:
+    def lay_out(self, schedule: Schedule, options: RenderOptions) -> ScheduleLayout:
         # every float is computed and stored in the compute type: one program serves both
-        return kernels.render_schedule(schedule, float_dtype=options.float_dtype)
+        fd = options.float_dtype
+        return ScheduleLayout(schedule, fd, kernels.memory_request(schedule, fd))
+
+    def render(self, layout: ScheduleLayout, arena: Arena) -> NumpyProgram:
+        return kernels.render_schedule(layout.schedule, arena, float_dtype=layout.float_dtype)
 
     def runner(self, program: NumpyProgram) -> Runner:
         fn = program.load()

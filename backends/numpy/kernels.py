@@ -1,5 +1,6 @@
 """The NumPy backend, per kernel: each KernelSpec becomes its own readable NumPy function, and a
-program function allocates exactly the planned buffers and calls the kernels in order.
+program function allocates the planned arena (`passes.memory.plan_memory`), views each planned
+value at its offset and calls the kernels in order.
 
     def k3_fused_group_norm_silu(x, w, b, out_t7):
         # k3_fused_group_norm_silu  reduction  domain=[1,320,32,32]  reduce=(1, 2, 3)
@@ -23,7 +24,7 @@ from compiler.core.ir import print_graph
 from compiler.core.reference import NumpyProgram, constants_of, local, numpy_dtype, numpy_expr
 from compiler.core.schedule import KernelSpec, Schedule, output_chains
 from compiler.core.types import DType
-from passes.memory import plan_buffers
+from passes.memory import Arena, MemoryRequest, stored_in
 
 
 def storage_itemsize(float_dtype: str) -> Callable[[DType], int]:
@@ -33,6 +34,11 @@ def storage_itemsize(float_dtype: str) -> Callable[[DType], int]:
         return np.dtype(float_dtype).itemsize if d.is_float else d.itemsize
 
     return itemsize
+
+
+def memory_request(s: Schedule, float_dtype: str) -> MemoryRequest:
+    """This backend's storage policy: every value as `storage_itemsize` says, no scratch."""
+    return stored_in(s, storage_itemsize(float_dtype))
 
 
 def render_kernel(k: KernelSpec, float_dtype: str) -> list[str]:
@@ -50,41 +56,42 @@ def render_kernel(k: KernelSpec, float_dtype: str) -> list[str]:
     return lines
 
 
-def render_schedule(s: Schedule, *, float_dtype: str = "float32") -> NumpyProgram:
-    """A module with one function per kernel and a program function named after the graph."""
+def render_schedule(s: Schedule, arena: Arena, *, float_dtype: str = "float32") -> NumpyProgram:
+    """A module with one function per kernel and a program function named after the graph,
+    whose planned values live in `arena` (planned for `memory_request(s, float_dtype)`)."""
     g = s.graph
-    plan = plan_buffers(s, storage_itemsize(float_dtype))
     lines = [
         f'"""tilefuse NumPy kernels for {g.name} ({float_dtype} compute): {len(s)} kernels, '
-        f'{len(plan.sizes)} buffers ({plan.total_bytes} bytes)."""',
+        f'{len(arena.blocks)} planned values in an arena of {arena.size} bytes."""',
         "import numpy as np",
         "from compiler.core.ops import ref",
         "",
         "",
-        "def _buffer(buf, shape, dtype):",
+        "def _at(arena, offset, shape, dtype):",
         "    count = int(np.prod(shape))",
-        "    return buf[: count * np.dtype(dtype).itemsize].view(dtype).reshape(shape)",
+        "    end = offset + count * np.dtype(dtype).itemsize",
+        "    return arena[offset:end].view(dtype).reshape(shape)",
     ]
     for k in s.kernels:
         lines += ["", ""] + render_kernel(k, float_dtype)
-    lines += ["", "", *_program(s, plan, float_dtype)]
+    lines += ["", "", *_program(s, arena, float_dtype)]
     source = "\n".join(lines) + "\n"
     return NumpyProgram(g.name, source, constants_of(g.nodes, float_dtype), float_dtype)
 
 
-def _program(s: Schedule, plan: object, float_dtype: str) -> list[str]:
+def _program(s: Schedule, arena: Arena, float_dtype: str) -> list[str]:
     g = s.graph
-    assignment = dict(plan.assignment)  # type: ignore[attr-defined]
+    offsets = arena.offsets
     lines = [f"def {g.name}({', '.join(local(v.name) for v in g.inputs)}):"]
     lines += [f"    # {line}" for line in print_graph(g).splitlines()[:1]]
-    for i, size in enumerate(plan.sizes):  # type: ignore[attr-defined]
-        lines.append(f"    buf{i} = np.empty({size}, dtype=np.uint8)")
+    if arena.blocks:  # a call's own: calls from two threads do not share it
+        lines.append(f"    arena = np.empty({arena.size}, dtype=np.uint8)")
     for k in s.kernels:
         for o in k.outputs:
             t = k.type_of(o)
             dtype = numpy_dtype(t.dtype, float_dtype)
-            if o in assignment:
-                lines.append(f"    {local(o)} = _buffer(buf{assignment[o]}, {t.shape}, {dtype})")
+            if o in offsets:
+                lines.append(f"    {local(o)} = _at(arena, {offsets[o]}, {t.shape}, {dtype})")
             else:
                 lines.append(f"    {local(o)} = np.empty({t.shape}, dtype={dtype})")
         args = [local(v.name) for v in k.inputs] + [local(o) for o in k.outputs]

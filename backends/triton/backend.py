@@ -8,12 +8,20 @@ from typing import Any
 
 import torch
 
-from backends.protocol import KernelFunction, Placement, RenderOptions, Runner, numpy_kernel
+from backends.protocol import (
+    KernelFunction,
+    Placement,
+    RenderOptions,
+    Runner,
+    ScheduleLayout,
+    numpy_kernel,
+)
 from backends.triton import render as triton_render
 from backends.triton.render import TritonProgram
 from compiler.core.dtypes import to_torch
 from compiler.core.ir import Graph
 from compiler.core.schedule import KernelSpec, Schedule
+from passes.memory import Arena
 
 
 class TritonBackend:
@@ -22,10 +30,14 @@ class TritonBackend:
     def supports(self, spec: KernelSpec) -> bool:
         return triton_render.supports(spec)
 
-    def render(self, schedule: Schedule, options: RenderOptions) -> TritonProgram:
+    def lay_out(self, schedule: Schedule, options: RenderOptions) -> ScheduleLayout:
         # floats are stored as the IR says and computed in the compute type: one program
         # serves both
-        return triton_render.render_schedule(schedule, float_dtype=options.float_dtype)
+        fd = options.float_dtype
+        return ScheduleLayout(schedule, fd, triton_render.memory_request(schedule, fd))
+
+    def render(self, layout: ScheduleLayout, arena: Arena) -> TritonProgram:
+        return triton_render.render_schedule(layout.schedule, arena, float_dtype=layout.float_dtype)
 
     def runner(self, program: TritonProgram) -> Runner:
         return program.load()

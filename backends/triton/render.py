@@ -10,15 +10,18 @@ launcher named after the graph.
         k0_fused_add_gelu[grid](a_x, a_x.stride(0), ..., XBLOCK=64, num_warps=1, num_stages=1)
 
     def block(a_x, a_b):
-        buf0 = torch.empty(256, dtype=torch.uint8, device=device)
+        device = a_x.device
+        arena = torch.empty(256, dtype=torch.uint8, device=device)
+        a_v0 = _at(arena, 0, (4, 16), torch.float32)
         ...
         return (a_v1,)
 
-The launcher allocates exactly the memory plan's buffers (passes/memory.plan_buffers, floats
-stored in their IR dtype), computes each grid from the kernel's TileConfig (kernels compiled
-without `gpu=` are tiled for `compiler.core.gpu.default_profile()` here) and launches the kernels in
-order. Graph inputs are read through runtime strides (non-contiguous tensors need no copy);
-intermediates are contiguous planned buffers.
+The launcher allocates the planned arena (`passes.memory.plan_memory`, floats stored in their
+IR dtype: `memory_request`) and views each planned value at its offset, computes each grid
+from the kernel's TileConfig (kernels compiled without `gpu=` are tiled for
+`compiler.core.gpu.default_profile()` here) and launches the kernels in order. Graph inputs
+are read through runtime strides (non-contiguous tensors need no copy); intermediates are
+contiguous views of the arena.
 
 Every kernel kind renders, with no fallback to torch: pointwise and reduction kernels from the
 op table (backends/triton/pointwise.py, backends/triton/reduction.py), and matmul, conv2d and
@@ -73,7 +76,7 @@ from compiler.core.schedule import KernelSpec, Schedule, output_chains
 from compiler.core.tile_config import TileConfig
 from compiler.core.types import DType
 from passes import tiling
-from passes.memory import plan_buffers
+from passes.memory import Arena, MemoryRequest, stored_in
 
 INTERPRETER_WARNING = (
     "tilefuse: no CUDA/ROCm device, so the Triton kernels run under the Triton interpreter "
@@ -260,11 +263,11 @@ import triton
 import triton.language as tl
 
 
-def _buffer(buf, shape, dtype):
+def _at(arena, offset, shape, dtype):
     count = 1
     for n in shape:
         count *= n
-    return buf[: count * dtype.itemsize].view(dtype).view(shape)
+    return arena[offset : offset + count * dtype.itemsize].view(dtype).view(shape)
 
 
 _devices = {}
@@ -293,13 +296,19 @@ def _default_device():
 '''
 
 
-def render_schedule(s: Schedule, *, float_dtype: str = "float32") -> TritonProgram:
-    """One module: helpers, every kernel, a launch function per kernel and the program."""
+def memory_request(s: Schedule, float_dtype: str) -> MemoryRequest:
+    """This backend's storage policy: every value as `storage_dtype` says, no scratch."""
+    storage = storage_dtype(float_dtype)
+    return stored_in(s, lambda d: storage(d).itemsize)
+
+
+def render_schedule(s: Schedule, arena: Arena, *, float_dtype: str = "float32") -> TritonProgram:
+    """One module: helpers, every kernel, a launch function per kernel and the program, whose
+    planned values live in `arena` (planned for `memory_request(s, float_dtype)`)."""
     g = s.graph
     strided = frozenset(v.name for v in g.inputs)
     kernels = [render_kernel(k, strided, float_dtype) for k in s.kernels]
     storage = storage_dtype(float_dtype)
-    plan = plan_buffers(s, lambda d: storage(d).itemsize)
     constants: dict[str, np.ndarray] = {}
     for k in kernels:
         for _, c in k.constants:
@@ -309,8 +318,8 @@ def render_schedule(s: Schedule, *, float_dtype: str = "float32") -> TritonProgr
             if isinstance(v, ConstArray):
                 constants.setdefault(f"_const_{v.digest}", _constant_array(v, float_dtype))
     parts = [
-        f'"""tilefuse Triton kernels for {g.name}: {len(s)} kernels, {len(plan.sizes)} buffers '
-        f"({plan.total_bytes} bytes); floats computed in "
+        f'"""tilefuse Triton kernels for {g.name}: {len(s)} kernels, {len(arena.blocks)} planned '
+        f"values in an arena of {arena.size} bytes; floats computed in "
         f'{"fp64" if float_dtype == "float64" else "fp32"}."""',
         PRELUDE,
         HELPERS,
@@ -318,7 +327,7 @@ def render_schedule(s: Schedule, *, float_dtype: str = "float32") -> TritonProgr
     for spec, k in zip(s.kernels, kernels, strict=True):
         host = k.host if isinstance(k, HeavyKernel) else _launcher(spec, k)
         parts += [k.source, host]
-    parts.append(_program(s, plan, storage))
+    parts.append(_program(s, arena, storage))
     source = "\n\n".join(p.rstrip("\n") for p in parts) + "\n"
     return TritonProgram(g.name, source, tuple(kernels), constants)
 
@@ -349,21 +358,21 @@ def _launcher(spec: KernelSpec, k: RenderedKernel) -> str:
     return "\n".join(lines)
 
 
-def _program(s: Schedule, plan: Any, storage: Callable[[DType], DType]) -> str:
+def _program(s: Schedule, arena: Arena, storage: Callable[[DType], DType]) -> str:
     g = s.graph
-    assignment = dict(plan.assignment)
+    offsets = arena.offsets
     lines = [f"def {g.name}({', '.join(local(v.name) for v in g.inputs)}):"]
     lines += [f"    # {line}" for line in print_graph(g).splitlines()[:1]]
     first = local(g.inputs[0].name) if g.inputs else None
     lines.append(f"    device = {first}.device" if first else "    device = _default_device()")
-    for i, size in enumerate(plan.sizes):
-        lines.append(f"    buf{i} = torch.empty({size}, dtype=torch.uint8, device=device)")
+    if arena.blocks:
+        lines.append(f"    arena = torch.empty({arena.size}, dtype=torch.uint8, device=device)")
     for k in s.kernels:
         for o in k.outputs:
             t = k.type_of(o)
             dtype = TORCH_DTYPES[storage(t.dtype)]
-            if o in assignment:
-                lines.append(f"    {local(o)} = _buffer(buf{assignment[o]}, {t.shape}, {dtype})")
+            if o in offsets:
+                lines.append(f"    {local(o)} = _at(arena, {offsets[o]}, {t.shape}, {dtype})")
             else:
                 lines.append(
                     f"    {local(o)} = torch.empty({t.shape}, dtype={dtype}, device=device)"

@@ -1,11 +1,11 @@
-"""The schedule: what each kernel computes, in order, and where its outputs live.
+"""The schedule: what each kernel computes, in order.
 
 `fuse_kernels` (passes/fusion.py) turns a graph into a `Schedule` of `KernelSpec`s; every backend
 renders the same specs. A kernel is frozen data:
 
     k2_fused_layer_norm_add  reduction  domain=[1,128,512]  reduce=(2,)
       in:  x: f32[1,128,512], r: f32[1,128,512], w: f32[512], b: f32[512]
-      out: v1 -> buf0, v2
+      out: v1, v2
         v0: f32[1,128,512] = add(x, r)
         v1: f32[1,128,512] = layer_norm(v0, w, b, normalized_shape=(512,), eps=1e-05)
 
@@ -19,7 +19,7 @@ arithmetic on the input it reads (or a value it computes on the spot), never a c
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from compiler.core.ir import Graph, Node, Value, format_attr
@@ -78,28 +78,12 @@ class KernelSpec:
 
 
 @dataclass(frozen=True)
-class BufferPlan:
-    """Where every intermediate lives: `assignment[value] = buffer index`, `sizes[i]` in bytes.
-    Graph outputs are not in it: each call returns freshly allocated outputs."""
-
-    sizes: tuple[int, ...]
-    assignment: tuple[tuple[str, int], ...]
-
-    @property
-    def total_bytes(self) -> int:
-        return sum(self.sizes)
-
-    def buffer_of(self, value: str) -> int | None:
-        return dict(self.assignment).get(value)
-
-
-@dataclass(frozen=True)
 class Schedule:
-    """Kernels in execution order over the graph's inputs and outputs, plus the buffer plan."""
+    """Kernels in execution order over the graph's inputs and outputs (where their values live
+    is each program's own: `passes.memory.plan_memory`)."""
 
     graph: Graph
     kernels: tuple[KernelSpec, ...]
-    plan: BufferPlan | None = None
     refusals: tuple[str, ...] = field(default=(), compare=False)  # why merges were refused
 
     def __iter__(self) -> Iterator[KernelSpec]:
@@ -108,29 +92,13 @@ class Schedule:
     def __len__(self) -> int:
         return len(self.kernels)
 
-    def with_plan(self, plan: BufferPlan) -> Schedule:
-        return replace(self, plan=plan)
-
     def producer_kernel(self) -> dict[str, KernelSpec]:
         return {o: k for k in self.kernels for o in k.outputs}
 
     def __str__(self) -> str:
-        head = f"schedule {self.graph.name}: {len(self.kernels)} kernels"
-        if self.plan is not None:
-            head += f", {len(self.plan.sizes)} buffers, {self.plan.total_bytes} bytes planned"
-        parts = [head]
+        parts = [f"schedule {self.graph.name}: {len(self.kernels)} kernels"]
         for k in self.kernels:
             text = str(k)
-            if self.plan is not None:
-                homes = [
-                    f"{o} -> buf{self.plan.buffer_of(o)}"
-                    if self.plan.buffer_of(o) is not None
-                    else o
-                    for o in k.outputs
-                ]
-                lines = text.splitlines()
-                lines[2] = "  out: " + ", ".join(homes)
-                text = "\n".join(lines)
             if k.tile is not None:  # a TileConfig from passes/tiling.py tile_kernels
                 text += f"\n  tile ({k.tile.gpu}): {k.tile}\n    why: {k.tile.reason}"
             parts.append(text)

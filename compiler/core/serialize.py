@@ -18,7 +18,7 @@ import numpy as np
 
 from compiler.core.errors import ArtifactError
 from compiler.core.ir import ConstArray, Graph, Node, Value
-from compiler.core.schedule import BufferPlan, KernelSpec, Schedule
+from compiler.core.schedule import KernelSpec, Schedule
 from compiler.core.tile_config import TileConfig
 from compiler.core.types import DType, TensorType
 from compiler.core.verify import verify
@@ -108,7 +108,7 @@ def _decode_tile(data: Any, constants: Any) -> Any:
 
 
 def encode_schedule(s: Schedule, constants: dict[str, np.ndarray]) -> dict[str, Any]:
-    """`s` (graph, kernels with their tiles, buffer plan, refusals) as JSON-ready data."""
+    """`s` (graph, kernels with their tiles, refusals) as JSON-ready data."""
     kernels = [
         {
             "name": k.name,
@@ -123,11 +123,8 @@ def encode_schedule(s: Schedule, constants: dict[str, np.ndarray]) -> dict[str, 
         }
         for k in s.kernels
     ]
-    plan = None
-    if s.plan is not None:
-        plan = {"sizes": list(s.plan.sizes), "assignment": [list(a) for a in s.plan.assignment]}
     graph = encode_graph(s.graph, constants)
-    return {"graph": graph, "kernels": kernels, "plan": plan, "refusals": list(s.refusals)}
+    return {"graph": graph, "kernels": kernels, "refusals": list(s.refusals)}
 
 
 def decode_schedule(data: dict[str, Any], constants: Any) -> Schedule:
@@ -146,9 +143,5 @@ def decode_schedule(data: dict[str, Any], constants: Any) -> Schedule:
         )
         for k in data["kernels"]
     )
-    p = data["plan"]
-    plan = None
-    if p is not None:
-        plan = BufferPlan(tuple(p["sizes"]), tuple((v, i) for v, i in p["assignment"]))
     graph = decode_graph(data["graph"], constants)
-    return Schedule(graph, kernels, plan, tuple(data["refusals"]))
+    return Schedule(graph, kernels, tuple(data["refusals"]))
