@@ -24,6 +24,18 @@ bits (bf16 as i16, f16 as half: loads widen exactly, stores round to nearest eve
 The module exports `<symbol>(ptr args, i64 nthreads)`: `args` holds one data pointer per
 parameter (`KernelModule.params`). Large kernels fork through `GOMP_parallel` (the OpenMP
 runtime torch ships); stages are separated by `GOMP_barrier`.
+
+Note [Index checks]
+An embedding's ids and an index op's index tensors are read as data: eager raises
+`IndexError: index out of range in self` for one outside the dimension it indexes, and a
+compiled kernel must never read outside the tensor. So every gather clamps its index (memory
+stays safe), and a kernel that reads index tensors first runs a *check*: the minimum and
+maximum of each index tensor (a vectorizable reduction over it, computed where the kernel
+computes it, so indices made inside the graph are covered). One out of range, it writes
+(which check + 1, that index) into its `status` parameter, two words the driver gives each
+call site, and the driver raises `IndexOutOfRangeError` naming the op, the node and the
+source line (`KernelModule.checks`). The cost is one pass over the indices (a few hundred
+ids, against the rows they gather) and one read of a word per call.
 """
 
 from __future__ import annotations
@@ -54,6 +66,7 @@ from backends.llvm.ops import narrow_type, store_narrow
 from backends.llvm.reduce import Reductions
 from backends.llvm.values import IndexedValues
 from compiler.core.ir import ConstArray, Node
+from compiler.core.ops.structural import index_reads
 from compiler.core.schedule import KernelSpec
 from compiler.core.types import DType, TensorType
 
@@ -68,7 +81,7 @@ class Param:
     """One pointer argument: a kernel input, a constant table, an output, or scratch."""
 
     name: str
-    role: str  # "in" | "const" | "out" | "inout" (read, then written) | "scratch"
+    role: str  # "in" | "const" | "out" | "inout" (read, then written) | "status" | "scratch"
     type: TensorType | None = None
     const: ConstArray | None = None
     narrow: bool = False  # stored in its own 16-bit type (bf16 as i16, f16 as half), not F
@@ -94,6 +107,9 @@ class KernelModule:
     scratch_bytes: int
     parallel: bool
     stages: tuple[str, ...]  # one line per stage, for the header and `explain`
+    # the index checks, in the order the kernel numbers them (Note [Index checks]):
+    # (op, node, source line, size of the dimension indexed, lowest index allowed)
+    checks: tuple[tuple[str, str, str, int, int], ...] = ()
 
     @property
     def digest(self) -> str:
@@ -143,6 +159,13 @@ class _Codegen(IndexedValues, Reductions):
             if n.op == "constant":
                 params.append(Param(n.out.name, "const", n.out.type, n.attr("value")))
         params += [Param(o, "out", self.types[o], narrow=o in narrow) for o in spec.outputs]
+        self.checks = [
+            (n, n.inputs[pos], size, lowest)
+            for n in self.nodes
+            for pos, size, lowest in index_reads(n.op, [self.types[i] for i in n.inputs])
+        ]
+        if self.checks:
+            params.append(Param("status", "status"))
         self.scratch = self._plan_scratch()
         self.offsets: dict[str, int] = {}
         total = 0
@@ -297,13 +320,16 @@ class _Codegen(IndexedValues, Reductions):
         lines += [f"; {line}" for line in str(self.spec).splitlines()]
         stage_lines = [self._describe(st) for st in self.stages]
         lines += ["; stages:"] + [f";   {s}" for s in stage_lines]
+        for i, (n, name, size, lo) in enumerate(self.checks):
+            lines += [f"; index check {i + 1}: {name} of {n.op} {n.out.name} in [{lo}, {size})"]
         lines += [f"; args: {', '.join(f'{p.role} {p.name}' for p in self.params)}"]
         narrow = [f"{p.name} ({p.type.dtype.value})" for p in self.params if p.narrow and p.type]
         if narrow:
             lines += [f"; 16-bit storage (bf16 as i16, f16 as half): {', '.join(narrow)}"]
         text = "\n".join(lines) + "\n" + module_text(symbol, emit)
+        checks = tuple((n.op, n.out.name, n.source, size, lo) for n, _, size, lo in self.checks)
         return KernelModule(
-            symbol, text, self.params, self.scratch_bytes, parallel, tuple(stage_lines)
+            symbol, text, self.params, self.scratch_bytes, parallel, tuple(stage_lines), checks
         )
 
     def _structure(self) -> str:
@@ -346,6 +372,8 @@ class _Codegen(IndexedValues, Reductions):
         self.scopes: list[dict] = [{}]
         self.env: dict[str, ir.Value] = {}
         tid, nth = fn.args[0], fn.args[1]
+        for i, (_, name, size, lowest) in enumerate(self.checks):
+            self._emit_check(i, name, size, lowest)
         barrier = declare(self.m, "GOMP_barrier", ir.FunctionType(ir.VoidType(), []))
         for i, st in enumerate(self.stages):
             self._emit_stage(st, tid, nth)
@@ -396,6 +424,37 @@ class _Codegen(IndexedValues, Reductions):
                 )
             else:
                 self._emit_scan(self.producers[st.sinks[0]], idx)
+
+    def _emit_check(self, which: int, name: str, size: int, lowest: int) -> None:
+        """Check `which` (Note [Index checks]): the extremes of index tensor `name`; one
+        outside [lowest, size) goes to the status words, (which + 1, that index)."""
+        b = self.b
+        t = self.types[name]
+        extremes = []
+        for start in (2**63 - 1, -(2**63)):
+            slot = self.alloca_builder.alloca(I64, name=f"check{which}")
+            b.store(I64(start), slot)
+            extremes.append(slot)
+        dims = [self.fresh("c", n) for n in t.shape]
+        with self._loop(I64(0), I64(t.numel), f"check{which}") as m:
+            stride = t.numel
+            for v in dims:
+                stride //= v.extent
+                x = b.udiv(m, I64(stride)) if stride > 1 else m
+                self.env[v.name] = b.urem(x, I64(v.extent)) if v is not dims[0] else x
+            x = self.value(name, tuple(v.lin for v in dims))
+            x = x if x.type == I64 else b.sext(x, I64)
+            lo, hi = (b.load(p, typ=I64) for p in extremes)
+            b.store(b.select(b.icmp_signed("<", x, lo), x, lo), extremes[0])
+            b.store(b.select(b.icmp_signed(">", x, hi), x, hi), extremes[1])
+        lo, hi = (b.load(p, typ=I64) for p in extremes)
+        below = b.icmp_signed("<", lo, I64(lowest))
+        with self._if(b.or_(below, b.icmp_signed(">=", hi, I64(size)))):
+            status = self.ptrs["status"]
+            value = b.gep(status, [I64(1)], source_etype=I64)
+            # atomic: every thread runs the check and may find the same index
+            b.atomic_rmw("xchg", value, b.select(below, lo, hi), "monotonic")
+            b.atomic_rmw("xchg", status, I64(which + 1), "monotonic")
 
     def _emit_store(self, st: Stage, idx: Index) -> None:
         inner_shape = st.shape[st.n_outer :]

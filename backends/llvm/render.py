@@ -110,7 +110,8 @@ def entry_name(graph: str) -> str:
     driver already uses (`W`, `F`, `view`, a builtin, a kernel's `k3_...`): then `<name>_forward`.
     A model class named `W` used to replace the packed weights (`W.dnnl(...)` failed)."""
     taken = graph in DRIVER_GLOBALS or hasattr(builtins, graph)
-    return f"{graph}_forward" if taken or re.match(r"(k\d+_|[gc]_|tf_)", graph) else graph
+    taken = taken or re.match(r"(k\d+_|[gc]_|tf_|check_)", graph) is not None
+    return f"{graph}_forward" if taken else graph
 
 
 class _Renderer:
@@ -135,6 +136,7 @@ class _Renderer:
         self.steps: list[tuple[str, list[Step]]] = []
         self.attentions = 0  # sdpa calls rendered as native attention kernels
         self.fused: set[int] = set()  # ids of native parts an extern call computed
+        self.checks: list[tuple[tuple[str, str, str, int, int], ...]] = []  # per call site
         self.kernels: list[str] = []  # each kernel's driver function (`lay_out`)
         self.main = ""  # the program function (`lay_out`)
 
@@ -238,6 +240,18 @@ class _Renderer:
         ]
         for view, block, shape, dtype in self.views:
             lines.append(f"{view} = view(arena, {shape}, {dtype}, at={arena.offset_of(block)})")
+        if self.checks:
+            lines += [
+                "",
+                "# index checks: a native kernel reading index tensors writes (which check + 1,",
+                "# an index out of range) into its call site's two words of `checks`, and the",
+                "# driver raises (Note [Index checks] in backends/llvm/kernel.py)",
+                f"checks = torch.zeros({2 * len(self.checks)}, dtype=torch.int64)",
+                "checked = checks.numpy()",
+            ]
+            for site, sites in enumerate(self.checks):
+                lines.append(f"check_{site} = checks[{2 * site} : {2 * site + 2}]")
+                lines.append(f"check_{site}_sites = {sites!r}")
         return lines
 
     def _kernel(self, index: int, k: KernelSpec) -> str:
@@ -270,9 +284,16 @@ class _Renderer:
                         array = array.astype(self.fd)
                     self.constants[cname] = array
                     args.append(cname)
+                elif p.role == "status":
+                    args.append(f"check_{len(self.checks)}")
                 elif p.role != "scratch":
                     args.append(names[p.name])
             lines.append(f"    {m.symbol}(NTHREADS, {', '.join(args)})  # native {st.name}")
+            if m.checks:  # Note [Index checks] in backends/llvm/kernel.py
+                site = len(self.checks)
+                self.checks.append(m.checks)
+                lines.append(f"    if checked[{2 * site}]:")
+                lines.append(f"        raise index_error(checked, {site}, check_{site}_sites)")
         return "\n".join(lines)
 
     def _slot(self, value: str, t: TensorType) -> str:

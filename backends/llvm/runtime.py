@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from compiler.core.config import num_threads
+from compiler.core.errors import IndexOutOfRangeError
 
 if TYPE_CHECKING:
     from backends.llvm.kernel import KernelModule
@@ -32,7 +33,10 @@ if TYPE_CHECKING:
     from compiler.core.schedule import Step
 
 PREPARE = "prepare_weights"  # the driver function that prepares the weights
-DRIVER_GLOBALS = frozenset({"torch", "F", "view", "W", "NTHREADS", "_library", "arena", PREPARE})
+DRIVER_GLOBALS = frozenset(
+    {"torch", "F", "view", "W", "NTHREADS", "_library", "arena", "checks", "checked"}
+    | {"index_error", PREPARE}
+)
 """Names the driver's module defines besides its functions (`load_namespace`, the arena)."""
 
 
@@ -133,6 +137,7 @@ class LlvmProgram:
             "W": PackedWeights(self.mapped_weights),
             "NTHREADS": num_threads(),
             "_library": lib,
+            "index_error": index_error,
         }
         for symbol, m in self.modules.items():
             assert lib is not None
@@ -268,6 +273,18 @@ class PackedWeights:
             return torch.ops.mkl._mkl_reorder_linear_weight(orig, m), stand_in
 
         return self._prepared(w, (m, transposed), make)
+
+
+def index_error(
+    checked: np.ndarray, site: int, sites: Sequence[tuple[str, str, str, int, int]]
+) -> IndexOutOfRangeError:
+    """The error call site `site` reported in its words of `checked` (which check + 1, the
+    index), whose checks are `sites`; the words are cleared for the next call (Note [Index
+    checks] in backends/llvm/kernel.py)."""
+    which, index = int(checked[2 * site]) - 1, int(checked[2 * site + 1])
+    checked[2 * site : 2 * site + 2] = 0
+    op, node, source, size, lowest = sites[which]
+    return IndexOutOfRangeError(op, node, source, index, size, lowest)
 
 
 def _oriented(w: torch.Tensor, transposed: bool) -> torch.Tensor:

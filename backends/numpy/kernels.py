@@ -21,6 +21,7 @@ from collections.abc import Callable
 import numpy as np
 
 from compiler.core.ir import print_graph
+from compiler.core.ops.structural import index_reads
 from compiler.core.reference import NumpyProgram, constants_of, local, numpy_dtype, numpy_expr
 from compiler.core.schedule import KernelSpec, Schedule, output_chains
 from compiler.core.types import DType
@@ -47,8 +48,15 @@ def render_kernel(k: KernelSpec, float_dtype: str) -> list[str]:
     lines += [f"    # {line}" for line in str(k).splitlines()]
     names = {v.name: local(v.name) for v in k.inputs}
     for i, n in enumerate(k.body):
-        names[n.out.name] = f"v{i}"
         in_types = [k.type_of(x) for x in n.inputs]
+        for pos, size, lowest in index_reads(n.op, in_types):  # named for the error
+            where = (n.op, n.out.name, n.source)
+            lines.append(
+                f"    ref.check_index({names[n.inputs[pos]]}, {size}, {lowest}, "
+                + ", ".join(map(repr, where))
+                + ")"
+            )
+        names[n.out.name] = f"v{i}"
         expr = numpy_expr(n, [names[x] for x in n.inputs], in_types, float_dtype)
         lines.append(f"    v{i} = {expr}")
     for o in k.outputs:

@@ -38,6 +38,24 @@ class UnsupportedOpError(TilefuseError, NotImplementedError):
         )
 
 
+class IndexOutOfRangeError(TilefuseError, IndexError):
+    """An embedding or an index op read an index outside the dimension it indexes: where eager
+    raises `IndexError: index out of range in self`, a compiled model raises this (never reads
+    outside the tensor)."""
+
+    def __init__(self, op: str, node: str, source: str, index: int, size: int, lowest: int) -> None:
+        """`index`: an offending index; `size`: the dimension's; `lowest`: the lowest index
+        allowed (0, or -size where negative indices count from the end)."""
+        self.op, self.node, self.source = op, node, source
+        self.index, self.size = index, size
+        where = source or "<unknown source line>"
+        super().__init__(
+            f"{op}: index {index} is out of range for a dimension of size {size} (allowed: "
+            f"{lowest} to {size - 1}), an IndexError in eager too"
+            f"\n  node:   {node}\n  source: {where}"
+        )
+
+
 class CaptureError(TilefuseError):
     """torch.export could not capture the model."""
 

@@ -12,7 +12,25 @@ import math
 
 import numpy as np
 
+from compiler.core.errors import IndexOutOfRangeError
+
 _erf = np.frompyfunc(math.erf, 1, 1)
+
+
+def check_index(
+    ids: np.ndarray, size: int, lowest: int, op: str, node: str = "", source: str = ""
+) -> None:
+    """Raise `IndexOutOfRangeError` if an entry of `ids` is outside [lowest, size)."""
+    if ids.size and (ids.min() < lowest or ids.max() >= size):
+        bad = int(ids.min()) if ids.min() < lowest else int(ids.max())
+        raise IndexOutOfRangeError(op, node, source, bad, size, lowest)
+
+
+def embedding(w: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Rows `ids` of the table `w`; an id outside [0, rows) is an error, as in eager (NumPy
+    alone would read a negative id from the end)."""
+    check_index(ids, w.shape[0], 0, "embedding")
+    return np.take(w, ids, axis=0)
 
 
 def round_to_bf16(x: np.ndarray) -> np.ndarray:

@@ -158,6 +158,18 @@ def _embedding(ts: r.Types, a: r.Attrs) -> TensorType:
     return TensorType(ids.shape + (w.shape[1],), w.dtype)
 
 
+def index_reads(op: str, types: Sequence[TensorType]) -> list[tuple[int, int, int]]:
+    """The index tensors an op reads, as (input position, size of the dimension they index,
+    lowest index allowed): an embedding's ids index the table's rows from 0; each index tensor
+    of `index` indexes one leading dimension, negative entries counting from its end. Every
+    backend checks them as eager does (Note [Index checks] in `backends.index_maps`)."""
+    if op == "embedding":
+        return [(1, types[0].shape[0], 0)]
+    if op == "index":
+        return [(k + 1, types[0].shape[k], -types[0].shape[k]) for k in range(len(types) - 1)]
+    return []
+
+
 def _upsample(ts: r.Types, a: r.Attrs) -> TensorType:
     x = ts[0]
     if x.rank != 4 or len(a["size"]) != 2 or min(a["size"]) < 1:
@@ -259,7 +271,7 @@ MOVEMENT = [
         "movement",
         (2, 2),
         _embedding,
-        "np.take({0}, {1}, axis=0)",
+        "ref.embedding({0}, {1})",
         "rows of a table: weight[ids]",
         (),
         ("aten.embedding",),
