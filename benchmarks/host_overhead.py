@@ -4,7 +4,10 @@ On a 16-element tensor nothing but overhead is left:
 - eager op: `torch.add(x, 1.0)` (dispatch, allocation);
 - our kernel: one native kernel called through its generated kernel function (argument
   pointers, ctypes call) on preallocated tensors, as the program function calls it;
-- our whole call: `compiled(x)` for `x + 1` (input checks, conversions, output allocation).
+- our whole call: `compiled(x)` for `x + 1` (input checks, conversions, output allocation);
+- our checked gather: the kernel function of `embedding(ids, table) + 1` on 4 ids of a 16-row
+  table, whose kernel first checks the ids' range and whose driver then reads the check's word
+  (Note [Index checks] in backends/llvm/kernel.py): against "our kernel", what the check costs.
 
     python benchmarks/host_overhead.py [--calls 20000]
 """
@@ -17,6 +20,7 @@ import time
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 
 import compiler
 
@@ -44,10 +48,16 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     (k,) = c.schedule.kernels
     out = torch.empty(16)
     kernel = namespace[k.name]
+    table, ids = torch.randn(16, 4), torch.tensor([1, 2, 3, 4])
+    e = compiler.compile(lambda t, i: F.embedding(i, t) + 1.0, (table, ids), backend="llvm")
+    (g,) = e.schedule.kernels
+    gather = e._program("llvm").load_namespace()[g.name]
+    gathered = torch.empty(4, 4)
     figures = {
         "eager op (torch.add)": per_call_us(lambda: torch.add(x, 1.0), args.calls),
         "our kernel (native call)": per_call_us(lambda: kernel(x, out), args.calls),
         "our whole compiled call": per_call_us(lambda: c(x), args.calls),
+        "our checked gather": per_call_us(lambda: gather(table, ids, gathered), args.calls),
     }
     for name, us in figures.items():
         print(f"{name:28s} {us:6.2f} us")
