@@ -6,6 +6,21 @@ that index to their inputs' (`IndexMaps.input_indices`). The llvm and Triton bac
 generate code this way: each subclasses `IndexMaps` and emits the values at the indices it
 gives, memoized per scope (`_lookup`/`_cache`) so a value read twice at one index is computed
 once. A subclass provides `types` (value name -> TensorType) and `scopes` (a stack of dicts).
+
+Note [Index checks]
+An embedding's ids and an index op's index tensors are read as data (`index_reads` in
+`compiler.core.ops.structural` says which, and the range each may take): eager raises an
+IndexError for one outside the dimension it indexes, and a compiled kernel must never read
+outside a tensor. So every gather clamps its index (`IndexMaps._clamp`: memory stays safe) and
+every backend checks the indices where it reads them, so indices computed inside the graph are
+checked too, raising `IndexOutOfRangeError` with the op, the node and the source line:
+- numpy: `ref.check_index` before the op, in the kernel function;
+- llvm: a check pass over each index tensor at the start of the kernel, writing to status
+  words the driver reads after the call (`backends/llvm/kernel.py`);
+- Triton: where the kernel loads an index, a masked atomic exchange of (which check + 1, the
+  index) into the kernel's two status words; the program function reads them all once per
+  call (on a GPU, one wait for the kernels). Attention kernels cannot check: an index read in
+  their prologue is refused.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ On a 16-element tensor nothing but overhead is left:
 - our whole call: `compiled(x)` for `x + 1` (input checks, conversions, output allocation);
 - our checked gather: the kernel function of `embedding(ids, table) + 1` on 4 ids of a 16-row
   table, whose kernel first checks the ids' range and whose driver then reads the check's word
-  (Note [Index checks] in backends/llvm/kernel.py): against "our kernel", what the check costs.
+  (Note [Index checks] in backends/index_maps.py): against "our kernel", what the check costs.
 
     python benchmarks/host_overhead.py [--calls 20000]
 """

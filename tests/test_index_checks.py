@@ -1,6 +1,6 @@
 """Indices read as data (an embedding's ids, an index op's index tensors) outside the dimension
 they index: the compiled model raises as eager does, naming the op, the node and the source
-line, and never reads outside the tensor (Note [Index checks] in backends/llvm/kernel.py).
+line, and never reads outside the tensor (Note [Index checks] in backends/index_maps.py).
 The Triton backend clamps such an index without raising yet."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 import compiler
 from compiler import IndexOutOfRangeError
 
-BACKENDS = ["numpy", "llvm"]
+BACKENDS = ["numpy", "llvm", "triton"]  # triton: under the interpreter, or natively
 
 
 class Embed(torch.nn.Module):
@@ -106,3 +106,17 @@ def test_a_loaded_artifact_checks_its_indices(tmp_path: Path) -> None:
         loaded(torch.tensor([[1, 12, 3]]))
     good = torch.tensor([[3, 2, 1]])
     torch.testing.assert_close(loaded(good), model(good))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ids_read_in_a_matmul_prologue_are_checked(backend: str) -> None:
+    def project(table: torch.Tensor, ids: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.embedding(ids, table) @ w
+
+    table, w = torch.randn(16, 8), torch.randn(8, 8)
+    ids = torch.tensor([[1, 2, 3, 4]])
+    c = compiler.compile(project, (table, ids, w), backend=backend)
+    assert [k.kind for k in c.kernels] == ["matmul"]  # the gather is the GEMM's prologue
+    torch.testing.assert_close(c(table, ids, w), project(table, ids, w))
+    with pytest.raises(IndexOutOfRangeError, match="embedding: index 30 "):
+        c(table, torch.tensor([[1, 2, 30, 4]]), w)

@@ -25,17 +25,13 @@ The module exports `<symbol>(ptr args, i64 nthreads)`: `args` holds one data poi
 parameter (`KernelModule.params`). Large kernels fork through `GOMP_parallel` (the OpenMP
 runtime torch ships); stages are separated by `GOMP_barrier`.
 
-Note [Index checks]
-An embedding's ids and an index op's index tensors are read as data: eager raises
-`IndexError: index out of range in self` for one outside the dimension it indexes, and a
-compiled kernel must never read outside the tensor. So every gather clamps its index (memory
-stays safe), and a kernel that reads index tensors first runs a *check*: the minimum and
-maximum of each index tensor (a vectorizable reduction over it, computed where the kernel
-computes it, so indices made inside the graph are covered). One out of range, it writes
-(which check + 1, that index) into its `status` parameter, two words the driver gives each
-call site, and the driver raises `IndexOutOfRangeError` naming the op, the node and the
-source line (`KernelModule.checks`). The cost is one pass over the indices (a few hundred
-ids, against the rows they gather) and one read of a word per call.
+A kernel that reads index tensors checks them first (Note [Index checks] in
+`backends.index_maps`): the minimum and maximum of each index tensor, a vectorizable
+reduction over it computed where the kernel computes it; one out of range, it writes (which
+check + 1, that index) into its `status` parameter, two words the driver gives each call site,
+and the driver raises after the call (`KernelModule.checks` says what each check is). The cost
+is one pass over the indices (a few hundred ids, against the rows they gather) and one read of
+a word per call.
 """
 
 from __future__ import annotations
@@ -107,7 +103,8 @@ class KernelModule:
     scratch_bytes: int
     parallel: bool
     stages: tuple[str, ...]  # one line per stage, for the header and `explain`
-    # the index checks, in the order the kernel numbers them (Note [Index checks]):
+    # the index checks, in the order the kernel numbers them (Note [Index checks] in
+    # backends/index_maps.py):
     # (op, node, source line, size of the dimension indexed, lowest index allowed)
     checks: tuple[tuple[str, str, str, int, int], ...] = ()
 
@@ -426,8 +423,9 @@ class _Codegen(IndexedValues, Reductions):
                 self._emit_scan(self.producers[st.sinks[0]], idx)
 
     def _emit_check(self, which: int, name: str, size: int, lowest: int) -> None:
-        """Check `which` (Note [Index checks]): the extremes of index tensor `name`; one
-        outside [lowest, size) goes to the status words, (which + 1, that index)."""
+        """Check `which` (Note [Index checks] in backends/index_maps.py): the extremes of
+        index tensor `name`; one outside [lowest, size) goes to the status words, as (which
+        + 1, that index)."""
         b = self.b
         t = self.types[name]
         extremes = []

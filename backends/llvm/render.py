@@ -245,7 +245,7 @@ class _Renderer:
                 "",
                 "# index checks: a native kernel reading index tensors writes (which check + 1,",
                 "# an index out of range) into its call site's two words of `checks`, and the",
-                "# driver raises (Note [Index checks] in backends/llvm/kernel.py)",
+                "# driver raises (Note [Index checks] in backends/index_maps.py)",
                 f"checks = torch.zeros({2 * len(self.checks)}, dtype=torch.int64)",
                 "checked = checks.numpy()",
             ]
@@ -289,7 +289,7 @@ class _Renderer:
                 elif p.role != "scratch":
                     args.append(names[p.name])
             lines.append(f"    {m.symbol}(NTHREADS, {', '.join(args)})  # native {st.name}")
-            if m.checks:  # Note [Index checks] in backends/llvm/kernel.py
+            if m.checks:  # Note [Index checks] in backends/index_maps.py
                 site = len(self.checks)
                 self.checks.append(m.checks)
                 lines.append(f"    if checked[{2 * site}]:")

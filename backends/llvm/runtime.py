@@ -280,7 +280,7 @@ def index_error(
 ) -> IndexOutOfRangeError:
     """The error call site `site` reported in its words of `checked` (which check + 1, the
     index), whose checks are `sites`; the words are cleared for the next call (Note [Index
-    checks] in backends/llvm/kernel.py)."""
+    checks] in backends/index_maps.py)."""
     which, index = int(checked[2 * site]) - 1, int(checked[2 * site + 1])
     checked[2 * site : 2 * site + 2] = 0
     op, node, source, size, lowest = sites[which]

@@ -86,6 +86,7 @@ class HeavyKernel:
     host: str
     entries: tuple[JitEntry, ...]
     constants: tuple[tuple[str, ConstArray], ...] = ()
+    checks: tuple[tuple[str, str, str, int, int], ...] = ()  # as `RenderedKernel.checks`
 
 
 def lin(name: str, extent: int) -> Lin:
@@ -187,7 +188,8 @@ def render_gemm(
         launches.append((f"{spec.name}_reduce", rgrid, reduce_meta, False, bits, 4, 1))
     workspace = len(g.accs) * tile.split_k * g.batch * M * N if split else 0
     wide = g.values.compute == "tl.float64"
-    return finish(spec, params + ws, constants, kernels, launches, workspace, wide)
+    checks = tuple(g.values.checks)
+    return finish(spec, params + ws, constants, kernels, launches, workspace, wide, checks)
 
 
 # --------------------------------------------------------------------------- host side
@@ -196,6 +198,7 @@ def render_gemm(
 def finish(
     spec: KernelSpec, params: list[Param], constants: tuple, kernels: list[str],
     launches: list[tuple], workspace: int, wide: bool,
+    checks: tuple[tuple[str, str, str, int, int], ...] = (),
 ) -> HeavyKernel:  # fmt: skip
     """The HeavyKernel: header + jit sources, `arguments_`/`launch_` host functions, and
     one JitEntry per jit function (compiled-mode constexprs: DOT_F32 and BF16_BITS off).
@@ -207,6 +210,7 @@ def finish(
     if wide:
         kernels = [k.replace("dtype=tl.float32)", "dtype=tl.float64)") for k in kernels]
     names = [local(i.name) for i in spec.inputs] + [local(o) for o in spec.outputs]
+    names += ["status"] if checks else []  # the index checks' words (`RenderedKernel.checks`)
     device = f"{local(spec.outputs[0])}.device"
     args = launch_args(params, constants, device)
     host = [f"def arguments_{name}({', '.join(names)}):"]
@@ -241,4 +245,4 @@ def finish(
     host.append("        kernel[grid](*args, **meta, **opts)")
     head = "\n".join(header(spec))
     source = head + "\n" + "\n\n\n".join(kernels)
-    return HeavyKernel(name, source, "\n".join(host), tuple(entries), constants)
+    return HeavyKernel(name, source, "\n".join(host), tuple(entries), constants, checks)

@@ -33,6 +33,7 @@ from backends.triton.ops import SIGNATURE_TYPES, TritonUnsupportedError
 from backends.triton.template import fill
 from backends.triton.values import Index, Pointer, TritonValues
 from compiler.core.ir import ConstArray
+from compiler.core.ops.structural import index_reads
 from compiler.core.schedule import KernelSpec
 from compiler.core.tile_config import TileConfig
 from compiler.core.types import DType, TensorType
@@ -43,8 +44,9 @@ Storage = Callable[[DType], DType]  # IR dtype -> the dtype the program stores i
 @dataclass(frozen=True)
 class Param:
     """One kernel parameter: `kind` is "ptr" (of IR value `value`), "stride" (dim `dim` of
-    `value`), "const" (pointer to constant `value`), "out", or "workspace" (the launcher's
-    fp32 buffer named `value`)."""
+    `value`), "const" (pointer to constant `value`), "out", "status" (the two words an index
+    check writes, the launcher's `status`: Note [Index checks] in backends/index_maps.py), or
+    "workspace" (the launcher's fp32 buffer named `value`)."""
 
     name: str
     kind: str
@@ -78,6 +80,9 @@ class RenderedKernel:
     num_warps: int
     num_stages: int
     constants: tuple[tuple[str, ConstArray], ...] = ()  # IR name -> its array
+    # the index checks the kernel makes, numbered as it writes them into `status`:
+    # (op, node, source line, size of the dimension indexed, lowest index allowed)
+    checks: tuple[tuple[str, str, str, int, int], ...] = ()
 
     @property
     def entries(self) -> tuple[JitEntry, ...]:
@@ -120,9 +125,11 @@ def header(spec: KernelSpec) -> list[str]:
 
 
 def frame(
-    spec: KernelSpec, strided: frozenset[str], storage: Storage
+    spec: KernelSpec, strided: frozenset[str], storage: Storage, checks: bool = False
 ) -> tuple[list[Param], dict[str, Pointer], tuple[tuple[str, ConstArray], ...]]:
-    """The kernel's data parameters and the pointers its values are read and written by."""
+    """The kernel's data parameters and the pointers its values are read and written by;
+    with `checks`, a `status` pointer where the kernel reads index tensors (its values then
+    check them: `TritonValues.check_indices`)."""
     params: list[Param] = []
     pointers: dict[str, Pointer] = {}
 
@@ -150,6 +157,10 @@ def frame(
         p = f"{local(o)}_ptr"
         params.append(Param(p, "out", o, signature=SIGNATURE_TYPES[storage(t.dtype)]))
         pointers[f"out:{o}"] = Pointer(p, typed(t))
+    reads_indices = any(index_reads(n.op, [spec.type_of(i) for i in n.inputs]) for n in spec.body)
+    if checks and reads_indices:
+        params.append(Param("status_ptr", "status", "status", signature="*i64"))
+        pointers["status"] = Pointer("status_ptr", TensorType((2,), DType.i64))
     return params, pointers, tuple(constants)
 
 
@@ -188,7 +199,7 @@ def render_pointwise(
     spec: KernelSpec, tile: TileConfig, strided: frozenset[str], storage: Storage, compute: str
 ) -> RenderedKernel:
     """A pointwise kernel: XBLOCK (from `tile`) elements of the domain per program."""
-    params, pointers, constants = frame(spec, strided, storage)
+    params, pointers, constants = frame(spec, strided, storage, checks=True)
     numel = math.prod(spec.domain)
     values = TritonValues(spec, pointers, compute)
     idx = unravel(Var("offs", max(numel, 1)).lin, spec.domain)
@@ -216,4 +227,5 @@ def render_pointwise(
         tile.num_warps,
         tile.num_stages,
         constants,
+        tuple(values.checks),
     )

@@ -321,7 +321,7 @@ def render_reduction(
     spec: KernelSpec, tile: TileConfig, strided: frozenset[str], storage: Storage, compute: str
 ) -> RenderedKernel:
     """A row-reduction kernel: XBLOCK rows per program, persistent or looped over RBLOCK."""
-    params, pointers, constants = frame(spec, strided, storage)
+    params, pointers, constants = frame(spec, strided, storage, checks=True)
     r = _Reduction(spec, tile, pointers, compute)
     mode = "persistent: the row in registers" if not r.looped else "looped over the row"
     note = [f"# {r.rows} rows of {r.rlen}, {mode}"]
@@ -348,6 +348,7 @@ def render_reduction(
         tile.num_warps,
         tile.num_stages,
         constants,
+        tuple(r.v.checks),
     )
 
 

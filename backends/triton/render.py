@@ -283,6 +283,19 @@ def _on(t, device):
     return _devices[key]
 
 
+def _index_error(status, checks):
+    """The first index check that failed, as an IndexOutOfRangeError (status: two words per
+    checking kernel, (which check + 1, the index); checks: per kernel, its checks)."""
+    from compiler.core.errors import IndexOutOfRangeError
+
+    for site, kernel_checks in enumerate(checks):
+        which, index = status[2 * site], status[2 * site + 1]
+        if which:
+            op, node, source, size, lowest = kernel_checks[which - 1]
+            return IndexOutOfRangeError(op, node, source, index, size, lowest)
+    raise AssertionError("no index check failed")
+
+
 def _interpreted(kernel):
     """True for a kernel defined under the interpreter (Note [bf16 rounding under the
     interpreter] in backends/triton/ops.py: it then rounds to bf16 on the bits)."""
@@ -327,7 +340,10 @@ def render_schedule(s: Schedule, arena: Arena, *, float_dtype: str = "float32") 
     for spec, k in zip(s.kernels, kernels, strict=True):
         host = k.host if isinstance(k, HeavyKernel) else _launcher(spec, k)
         parts += [k.source, host]
-    parts.append(_program(s, arena, storage))
+    checks = [k.checks for k in kernels if k.checks]
+    if checks:  # per checking kernel, its checks (Note [Index checks] in backends/index_maps.py)
+        parts.append(f"_CHECKS = {tuple(checks)!r}")
+    parts.append(_program(s, arena, storage, kernels))
     source = "\n\n".join(p.rstrip("\n") for p in parts) + "\n"
     return TritonProgram(g.name, source, tuple(kernels), constants)
 
@@ -341,6 +357,7 @@ def _constant_array(c: ConstArray, float_dtype: str) -> np.ndarray:
 
 def _launcher(spec: KernelSpec, k: RenderedKernel) -> str:
     names = [local(v.name) for v in spec.inputs] + [local(o) for o in spec.outputs]
+    names += ["status"] if k.checks else []
     args = launch_args(k.params, k.constants, f"{local(spec.outputs[0])}.device")
     args += [
         f"{c}=_interpreted({k.name})" if c == "BF16_BITS" else f"{c}={v}" for c, v in k.constexprs
@@ -358,15 +375,26 @@ def _launcher(spec: KernelSpec, k: RenderedKernel) -> str:
     return "\n".join(lines)
 
 
-def _program(s: Schedule, arena: Arena, storage: Callable[[DType], DType]) -> str:
+def _program(
+    s: Schedule,
+    arena: Arena,
+    storage: Callable[[DType], DType],
+    kernels: list[RenderedKernel | HeavyKernel],
+) -> str:
+    """The program function: the arena, each kernel launched in order, the index checks'
+    words read once at the end (a kernel that checks indices gets two of `status`)."""
     g = s.graph
     offsets = arena.offsets
+    checking = [k.name for k in kernels if k.checks]
     lines = [f"def {g.name}({', '.join(local(v.name) for v in g.inputs)}):"]
     lines += [f"    # {line}" for line in print_graph(g).splitlines()[:1]]
     first = local(g.inputs[0].name) if g.inputs else None
     lines.append(f"    device = {first}.device" if first else "    device = _default_device()")
     if arena.blocks:
         lines.append(f"    arena = torch.empty({arena.size}, dtype=torch.uint8, device=device)")
+    if checking:
+        n = 2 * len(checking)
+        lines.append(f"    status = torch.zeros({n}, dtype=torch.int64, device=device)")
     for k in s.kernels:
         for o in k.outputs:
             t = k.type_of(o)
@@ -378,7 +406,13 @@ def _program(s: Schedule, arena: Arena, storage: Callable[[DType], DType]) -> st
                     f"    {local(o)} = torch.empty({t.shape}, dtype={dtype}, device=device)"
                 )
         args = [local(v.name) for v in k.inputs] + [local(o) for o in k.outputs]
+        if k.name in checking:
+            site = checking.index(k.name)
+            args.append(f"status[{2 * site} : {2 * site + 2}]")
         lines.append(f"    launch_{k.name}({', '.join(args)})")
+    if checking:  # one read per call (on a GPU, a wait for the kernels)
+        lines.append("    if status.any():")
+        lines.append("        raise _index_error(status.tolist(), _CHECKS)")
     done = {v.name for v in g.inputs} | {o for k in s.kernels for o in k.outputs}
     chains = output_chains(g)
     for n in g.nodes:  # outputs that are views (or sources): torch views of kernel outputs
@@ -429,7 +463,8 @@ def render_heavy(
     `tile` (see the module docstring). Inputs in `strided` are read through runtime strides."""
     if spec.kind not in HEAVY_KINDS:
         raise ValueError(f"{spec.name} is a {spec.kind} kernel, not a heavy one")
-    params, pointers, constants = frame(spec, strided, storage)
+    # GEMM and convolution prologues check the indices they read; attention's cannot (refused)
+    params, pointers, constants = frame(spec, strided, storage, spec.kind != "attention")
     v = TileValues(spec, pointers, compute)
     anchor = next(n for n in spec.body if n.op == ANCHOR_OPS[spec.kind])
     if spec.kind == "attention":

@@ -38,6 +38,7 @@ from backends.triton.ops import (
     narrow,
 )
 from compiler.core.ir import Node
+from compiler.core.ops.structural import index_reads
 from compiler.core.schedule import KernelSpec
 from compiler.core.types import DType, TensorType
 
@@ -71,6 +72,8 @@ class TritonValues(IndexMaps):
         self.blocks: list[list[str]] = [[]]
         self.literals: set[str] = set()
         self.count = 0
+        self.status = pointers.get("status")  # where index checks write (None: no checks)
+        self.checks: list[tuple[str, str, str, int, int]] = []  # `RenderedKernel.checks`
 
     # ------------------------------------------------------------------ statements
 
@@ -162,7 +165,9 @@ class TritonValues(IndexMaps):
             ((src, sidx),) = self.input_indices(node, idx)
             out = self.value(src, sidx)
         elif node.op in ("embedding", "index"):
-            src, sidx = self.input_indices(node, idx)[-1]
+            reads = self.input_indices(node, idx)
+            self.check_indices(node, dict(reads[:-1]))
+            src, sidx = reads[-1]
             out = self.value(src, sidx)
         elif node.op == "pad":
             out = self._pad(node, idx)
@@ -176,6 +181,28 @@ class TritonValues(IndexMaps):
         else:
             out = self.anchor_value(node, idx)
         return self._cache(key, out)
+
+    def check_indices(self, node: Node, reads: dict[str, Index]) -> None:
+        """Check each index tensor `node` reads (at its index in `reads`) where it is read: an
+        index out of range writes (which check + 1, the index) into `status`, as the llvm
+        backend's kernels do (Note [Index checks] in backends/index_maps.py); the gather
+        itself clamps. A kernel without a `status` parameter cannot check: refused."""
+        for pos, size, lowest in index_reads(node.op, [self.types[i] for i in node.inputs]):
+            if self.status is None:
+                raise TritonUnsupportedError(
+                    f"triton backend: {node.op} ({node.out.name}) reads indices inside "
+                    f"{self.spec.kind} kernel {self.spec.name}, which cannot check them"
+                )
+            name = node.inputs[pos]
+            v = self.tensor(self.value(name, reads[name]), self.types[name].dtype)
+            self.checks.append((node.op, node.out.name, node.source, size, lowest))
+            bad = self.emit(f"(({v} < {lowest}) | ({v} >= {size})) & {self.mask}", "bad")
+            # pointer and values blocks of the mask's shape: an index may span fewer axes
+            zero = self.emit(f"tl.zeros_like({bad}).to(tl.int32)", "at")
+            wide = f"{zero}.to(tl.int64)"
+            status = self.status.param
+            self.line(f"tl.atomic_xchg({status} + 1 + {zero}, {v} + {wide}, mask={bad})")
+            self.line(f"tl.atomic_xchg({status} + {zero}, {wide} + {len(self.checks)}, mask={bad})")
 
     def anchor_value(self, node: Node, idx: Index) -> str:
         raise TritonUnsupportedError(

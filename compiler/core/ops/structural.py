@@ -162,7 +162,7 @@ def index_reads(op: str, types: Sequence[TensorType]) -> list[tuple[int, int, in
     """The index tensors an op reads, as (input position, size of the dimension they index,
     lowest index allowed): an embedding's ids index the table's rows from 0; each index tensor
     of `index` indexes one leading dimension, negative entries counting from its end. Every
-    backend checks them as eager does (Note [Index checks] in `backends.index_maps`)."""
+    backend checks them as eager does (Note [Index checks] in backends/index_maps.py)."""
     if op == "embedding":
         return [(1, types[0].shape[0], 0)]
     if op == "index":
