@@ -499,7 +499,8 @@ def heavy_module(
     """(module source defining `arguments(*tensors)`, example meta tensors for it, a note)
     for a heavy `spec` at `tile`: the kernel text the program's launcher uses, with every
     input read through runtime strides unless `strided` says which are (the program passes
-    strides for graph inputs only). Tensors: the inputs, then the outputs, contiguous."""
+    strides for graph inputs only). Tensors: the inputs, then the outputs, contiguous, then the
+    status words of a kernel that checks indices."""
     import torch
 
     strided = frozenset(v.name for v in spec.inputs) if strided is None else strided
@@ -516,5 +517,7 @@ def heavy_module(
     for t in [v.type for v in spec.inputs] + [spec.type_of(o) for o in spec.outputs]:
         dtype = getattr(torch, TORCH_DTYPES[t.dtype].removeprefix("torch."))
         tensors.append(torch.empty(t.shape, dtype=dtype, device="meta"))
+    if k.checks:  # its index checks' two words (Note [Index checks] in backends/index_maps.py)
+        tensors.append(torch.empty((2,), dtype=torch.int64, device="meta"))
     passes = "split-K pass 1 and 2" if tile.split_k > 1 else "one pass"
     return source, tuple(tensors), f"{len(k.entries)} jit function(s): {passes}"
