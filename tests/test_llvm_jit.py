@@ -170,7 +170,7 @@ def test_disk_cache_hits_in_process_and_in_a_fresh_process(private_cache):
     assert first == second
     assert llvm_jit.STATS["compiled"] == before["compiled"] + 1
     assert llvm_jit.STATS["cache_hits"] == before["cache_hits"] + 1
-    assert [p.suffix for p in (private_cache / "llvm").iterdir()] == [".o"]  # no temporary left
+    assert [p.suffix for p in (private_cache / "llvm").iterdir()] == [".tfo"]  # no temporary
 
     script = (
         "import sys; from backends.llvm import jit as j; "
@@ -259,3 +259,26 @@ def test_rolled_loops_stay_rolled_and_compute_the_same():
         x = np.arange(1, 10, dtype=np.float32)
         ctypes.CFUNCTYPE(None, ctypes.c_void_p)(lib.address("first"))(x.ctypes.data)
         np.testing.assert_array_equal(x, np.cumsum(np.arange(1, 10, dtype=np.float32)))
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda b: b[: len(b) // 2],  # truncated
+        lambda b: b[:100] + bytes([b[100] ^ 0xFF]) + b[101:],  # one byte flipped
+        lambda b: b[:-5],  # the seal cut
+        lambda b: b"",  # empty
+    ],
+    ids=["truncated", "flipped", "seal cut", "empty"],
+)
+def test_a_damaged_cache_entry_is_discarded_and_rebuilt(private_cache, damage):
+    obj = llvm_jit.compile_object(AXPY)
+    path = llvm_jit.object_cache_path(AXPY)
+    path.write_bytes(damage(path.read_bytes()))
+    before = llvm_jit.STATS["compiled"]
+    with pytest.warns(UserWarning, match="discarding a damaged compile-cache entry .*tfo"):
+        again = llvm_jit.compile_object(AXPY)
+    assert again == obj and llvm_jit.STATS["compiled"] == before + 1
+    assert llvm_jit.cached_object(AXPY) == obj  # rebuilt whole
+    lib = llvm_jit.NativeLibrary([again])
+    assert lib.address("axpy")

@@ -1,6 +1,6 @@
 """The llvm program in an artifact directory (the layout is in `compiler.artifact`).
 
-Saving writes the kernels' object code (llvm/*.o, for the JIT's cache), the kernels linked
+Saving writes the kernels' object code (llvm/*.tfo, for the JIT's cache), the kernels linked
 into kernels.so for this CPU, and the rendered program (program.json, program_constants.npz,
 driver.bin). Loading on a CPU with kernels.so's fingerprint, at the thread count it was
 rendered for, opens kernels.so and uses the saved program as it is: no LLVM, no rendering;
@@ -162,9 +162,11 @@ def _restore_objects(folder: Path) -> None:
     CPU's objects are never picked up)."""
     if not folder.is_dir():
         return
+    from backends.llvm import jit as llvm_jit  # loads LLVM: this load compiles anyway
+
     cache = config.load().cache_dir / "llvm"
     cache.mkdir(parents=True, exist_ok=True)
-    for obj in folder.glob("*.o"):
+    for obj in folder.glob(f"*{llvm_jit.CACHE_SUFFIX}"):
         target = cache / obj.name
         if not target.exists():
             shutil.copyfile(obj, target)

@@ -52,6 +52,7 @@ import itertools
 import os
 import struct
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,6 +64,8 @@ from compiler.core import config
 from compiler.core.version import __version__
 
 STATS: dict[str, int] = {"compiled": 0, "cache_hits": 0}
+CACHE_SUFFIX = ".tfo"  # a compile-cache entry: object code, then its seal (`_seal`)
+_SEAL = b"\0tilefuse-object-sha256\0"
 _IR_CONTEXT_LINES = 20
 
 
@@ -172,14 +175,47 @@ def _cache_key(ir_text: str) -> str:
 
 def object_cache_path(ir_text: str) -> Path:
     """Where `compile_object` caches the object code of `ir_text` for this host."""
-    return config.load().cache_dir / "llvm" / f"{_cache_key(ir_text)}.o"
+    return config.load().cache_dir / "llvm" / f"{_cache_key(ir_text)}{CACHE_SUFFIX}"
+
+
+def _seal(obj: bytes) -> bytes:
+    """A cache entry: `obj`, a marker and the SHA-256 of `obj` (Note [A cache entry is
+    checked])."""
+    return obj + _SEAL + hashlib.sha256(obj).digest()
+
+
+def _unseal(entry: bytes) -> bytes | None:
+    """The object code of a cache entry, or None when the entry is damaged."""
+    end = len(entry) - len(_SEAL) - 32
+    if end < 0 or entry[end : end + len(_SEAL)] != _SEAL:
+        return None
+    obj = entry[:end]
+    return obj if hashlib.sha256(obj).digest() == entry[-32:] else None
 
 
 def cached_object(ir_text: str) -> bytes | None:
-    """The disk cache's object code for `ir_text` on this host (counted as a hit), or None."""
+    """The disk cache's object code for `ir_text` on this host (counted as a hit), or None.
+
+    Note [A cache entry is checked]
+    An entry is written whole (a temporary file renamed into place), but a disk that fills,
+    a copy cut short or a stray write can still leave one truncated or changed, and object
+    code that is wrong is loaded and run: a truncated one used to fail deep in the ELF
+    reader (`struct.error`), a changed one could run. So each entry ends with a marker and
+    the SHA-256 of its object code, checked on every read: a damaged entry is discarded with
+    a warning and the kernel compiled again."""
+    path = object_cache_path(ir_text)
     try:
-        obj = object_cache_path(ir_text).read_bytes()
+        entry = path.read_bytes()
     except FileNotFoundError:
+        return None
+    obj = _unseal(entry)
+    if obj is None:
+        warnings.warn(
+            f"tilefuse: discarding a damaged compile-cache entry {path} ({len(entry)} bytes, "
+            "its checksum does not match); compiling the kernel again",
+            stacklevel=2,
+        )
+        path.unlink(missing_ok=True)
         return None
     STATS["cache_hits"] += 1
     return obj
@@ -189,7 +225,8 @@ def compile_object(ir_text: str) -> bytes:
     """-O3 object code for `ir_text`, from the disk cache when another run already built it.
 
     Cached as <cache_dir>/llvm/<sha256>.o, keyed on the IR, the host and the tool versions,
-    written atomically (temporary file + os.replace) so concurrent processes never see a torn file.
+    written atomically (temporary file + os.replace) so concurrent processes never see a torn file,
+    and checked when read (Note [A cache entry is checked]).
     """
     obj = cached_object(ir_text)
     if obj is not None:
@@ -201,7 +238,7 @@ def compile_object(ir_text: str) -> bytes:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(obj)
+            f.write(_seal(obj))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
