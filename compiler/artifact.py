@@ -9,13 +9,14 @@ process that has neither the model's code nor torch.export.
 An artifact is a directory:
 
     manifest.json    format, versions, backend, GPU, bindings, argument and output structure,
-                     and the backend's own entry for its program (`Backend.save`)
+                     the backend's own entry for its program (`Backend.save`), and the size
+                     and SHA-256 of every other file (Note [An artifact cannot lie])
     schedule.json    the kernels (bodies, tiles) and the optimized graph;
                      tensor constants in constants.npz
     captured.json    the graph as captured (explain's eager op-by-op figures are priced on it)
     constants.npz    tensor constants of both graphs, by content digest
-    weights.pt       the parameters and buffers the graph reads (torch.save; loaded weights_only
-                     and memory-mapped)
+    weights.safetensors  the parameters and buffers the graph reads (data, not a pickle;
+                     memory-mapped on load; tied weights stored once: `save_weights`)
     example.pt       example inputs, eager's outputs and the float64 reference (`tilefuse run`)
     graph.py         the optimized graph as readable Python (for people; not read back)
     schedule.txt     the schedule as printed (for people; not read back)
@@ -30,7 +31,7 @@ and what the backend's `save` adds; for `llvm` (backends/llvm/artifact.py):
                      with kernels.so, loading renders nothing (Note [A saved program])
     driver.bin       the driver compiled by the Python that saved it (marshal; read back by the
                      same Python only: Note [A compiled driver] in backends/llvm/runtime.py)
-    llvm/*.o         the same kernels as object code for the JIT's cache (the fallback)
+    llvm/*.tfo       the same kernels as object code for the JIT's cache (the fallback)
 
 Note [What an artifact stores]
 It stores the schedule, the end of the pipeline: `load` runs no graph pass, no fusion and no
@@ -41,11 +42,22 @@ versions), and linked into kernels.so: on the same kind of CPU, loading opens ke
 neither loads LLVM nor compiles anything; on another CPU the keys differ and the kernels are
 compiled for it.
 Weights are copied in, so a loaded model no longer follows the original module's parameters.
+
+Note [An artifact cannot lie]
+A file of an artifact damaged after saving (a copy cut short, a flipped bit, a file lost or
+replaced) used to load and run without a word, or crash the process inside native code. So
+the manifest, written last, records every other file's size and SHA-256, and `read_manifest`
+checks them all before anything is read or loaded: a missing, truncated or changed file is an
+`ArtifactError` naming it and what differs. Hashing is fast next to loading (the unet
+artifact's files in a few milliseconds). It guards against damage, not against an attacker
+who can rewrite the manifest too: an artifact holds native code, so load only artifacts from
+sources you trust, as with any shared library.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib
 import json
 import warnings
@@ -53,6 +65,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import safetensors
+import safetensors.torch
 import torch
 from torch.utils import _pytree as pytree
 
@@ -64,7 +78,9 @@ from compiler.core.version import __version__
 from compiler.frontend.capture import ArgSpec, Captured, InputBinding
 from compiler.parity_rule import reference_f64
 
-FORMAT = "tilefuse-artifact/2"
+FORMAT = "tilefuse-artifact/3"
+MANIFEST = "manifest.json"
+WEIGHTS = "weights.safetensors"
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -141,18 +157,101 @@ class SavedState(torch.nn.Module):
         raise ArtifactError("a loaded artifact has no model code to run eagerly")
 
 
+def file_digests(path: Path) -> dict[str, dict[str, Any]]:
+    """Every file of the artifact at `path` but the manifest: its path relative to `path`,
+    with its size and SHA-256 (Note [An artifact cannot lie])."""
+    files = {}
+    for f in sorted(path.rglob("*")):
+        if f.is_file() and f.relative_to(path).as_posix() != MANIFEST:
+            with f.open("rb") as stream:
+                digest = hashlib.file_digest(stream, "sha256").hexdigest()
+            files[f.relative_to(path).as_posix()] = {"bytes": f.stat().st_size, "sha256": digest}
+    return files
+
+
+def verify_files(path: Path, files: dict[str, dict[str, Any]]) -> None:
+    """Raise `ArtifactError` naming the first file of `files` (`file_digests`) that is
+    missing or differs from what was saved."""
+    for name, want in files.items():
+        f = path / name
+        if not f.is_file():
+            raise ArtifactError(
+                f"{path}: {name} is missing (the manifest lists it): the artifact is incomplete; "
+                "save or copy it again"
+            )
+        size = f.stat().st_size
+        if size != want["bytes"]:
+            raise ArtifactError(
+                f"{path}: {name} is {size} bytes, it was saved with {want['bytes']}: truncated "
+                "or changed since; save or copy the artifact again"
+            )
+        with f.open("rb") as stream:
+            got = hashlib.file_digest(stream, "sha256").hexdigest()
+        if got != want["sha256"]:
+            raise ArtifactError(
+                f"{path}: {name} differs from the file saved (SHA-256 {got[:16]}..., saved "
+                f"{want['sha256'][:16]}...): damaged or changed since; save or copy the "
+                "artifact again"
+            )
+
+
+def read_json(path: Path, name: str) -> Any:
+    """The JSON file `name` of the artifact at `path`, or an `ArtifactError` naming it."""
+    try:
+        return json.loads((path / name).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ArtifactError(f"{path}: {name} cannot be read ({e})") from e
+
+
+def save_weights(state: dict[str, torch.Tensor], file: Path) -> None:
+    """`state` as safetensors: a tensor that is another name's (tied weights) is stored once
+    and named in the metadata's `aliases`; one sharing memory with another is copied (the
+    format stores each tensor's own bytes)."""
+    seen: dict[tuple[Any, ...], str] = {}
+    storages: set[int] = set()
+    tensors: dict[str, torch.Tensor] = {}
+    aliases: dict[str, str] = {}
+    for name, t in state.items():
+        t = t.detach().cpu()
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), t.shape, t.stride(), t.dtype)
+        if key in seen:
+            aliases[name] = seen[key]
+            continue
+        seen[key] = name
+        shared = t.untyped_storage().data_ptr() in storages
+        storages.add(t.untyped_storage().data_ptr())
+        tensors[name] = t.clone() if shared else t.contiguous()
+    safetensors.torch.save_file(tensors, file, metadata={"aliases": json.dumps(aliases)})
+
+
+def load_weights(file: Path) -> dict[str, torch.Tensor]:
+    """The tensors `save_weights` wrote, memory-mapped; aliases are the same tensor."""
+    try:
+        with safetensors.safe_open(file, framework="pt") as f:
+            tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
+            aliases = json.loads((f.metadata() or {}).get("aliases", "{}"))
+    except (OSError, ValueError, safetensors.SafetensorError) as e:
+        raise ArtifactError(f"{file.parent}: {file.name} cannot be read ({e})") from e
+    for name, target in aliases.items():
+        tensors[name] = tensors[target]
+    return tensors
+
+
 def read_manifest(path: Path) -> dict[str, Any]:
-    file = path / "manifest.json"
+    """The artifact's manifest, after checking the format, the versions and every file
+    (Note [An artifact cannot lie])."""
+    file = path / MANIFEST
     if not file.is_file():
-        what = "no such directory" if not path.is_dir() else "it has no manifest.json"
+        what = "no such directory" if not path.is_dir() else f"it has no {MANIFEST}"
         raise ArtifactError(
             f"{path} is not a tilefuse artifact ({what}); write one with c.save(path) or "
             "`tilefuse compile FILE.py:FACTORY -o PATH`"
         )
-    manifest = json.loads(file.read_text())
-    if manifest.get("format") != FORMAT:
+    manifest = read_json(path, MANIFEST)
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else None
         raise ArtifactError(
-            f"{path}: artifact format {manifest.get('format')!r}, this tilefuse reads {FORMAT!r}"
+            f"{path}: artifact format {found!r}, this tilefuse reads {FORMAT!r}: compile it again"
         )
     saved, now = manifest["versions"], versions()
     if saved["tilefuse"] != now["tilefuse"]:
@@ -165,6 +264,7 @@ def read_manifest(path: Path) -> dict[str, Any]:
             f"{path} was written with torch {saved['torch']}, running with {now['torch']}",
             stacklevel=3,
         )
+    verify_files(path, manifest["files"])
     return manifest
 
 
@@ -174,10 +274,10 @@ def load_captured(path: Path, manifest: dict[str, Any]) -> tuple[Captured, Sched
         importlib.import_module(module)  # registers the output node types for treespec_loads
     with np.load(path / "constants.npz") as npz:
         constants = {k: npz[k] for k in npz.files}
-    schedule = decode_schedule(json.loads((path / "schedule.json").read_text()), constants)
-    captured_graph = decode_graph(json.loads((path / "captured.json").read_text()), constants)
+    schedule = decode_schedule(read_json(path, "schedule.json"), constants)
+    captured_graph = decode_graph(read_json(path, "captured.json"), constants)
     bindings = tuple(InputBinding(b["kind"], b["key"]) for b in manifest["bindings"])
-    tensors = torch.load(path / "weights.pt", weights_only=True, mmap=True)
+    tensors = load_weights(path / WEIGHTS)
     kinds = {str(b.key): b.kind for b in bindings if b.kind != "user"}
     captured = Captured(
         graph=captured_graph,
@@ -209,7 +309,7 @@ def save(compiled: Any, path: Path, *, reference: bool = True) -> Path:
         for b in captured.bindings
         if b.kind != "user"
     }  # fmt: skip
-    torch.save({k: t.detach().cpu() for k, t in state.items()}, path / "weights.pt")
+    save_weights(state, path / WEIGHTS)
     manifest = {
         "format": FORMAT,
         "versions": versions(),
@@ -237,7 +337,8 @@ def save(compiled: Any, path: Path, *, reference: bool = True) -> Path:
     name = compiled.backend
     render = functools.partial(compiled._render, name)
     manifest["program"] = backends.get(name).save(compiled._program(name), render, path)
-    write_json(path / "manifest.json", manifest)  # last: a directory without it is incomplete
+    manifest["files"] = file_digests(path)
+    write_json(path / MANIFEST, manifest)  # last: a directory without it is incomplete
     return path
 
 

@@ -19,6 +19,7 @@ from torch import nn
 
 import compiler
 import compiler.api
+import compiler.artifact as artifact_files
 import compiler.artifact_load as artifact
 import passes.fusion
 import passes.pipeline
@@ -92,6 +93,13 @@ def test_schedule_round_trips_with_tiles_and_plan(block: tuple[nn.Module, torch.
     assert str(back) == str(schedule)
 
 
+def _saved_as_it_is(path: Path) -> None:
+    """Record the artifact's files as they are now in its manifest, as if saved so."""
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["files"] = artifact_files.file_digests(path)
+    (path / "manifest.json").write_text(json.dumps(manifest))
+
+
 def test_save_load_runs_without_tracing(
     block: tuple[nn.Module, torch.Tensor], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -101,7 +109,7 @@ def test_save_load_runs_without_tracing(
     assert {
         "manifest.json",
         "schedule.json",
-        "weights.pt",
+        "weights.safetensors",
         "example.pt",
         "graph.py",
         "llvm.txt",
@@ -154,6 +162,7 @@ def test_the_driver_is_loaded_compiled_by_the_same_python_only(
     other_driver = blob[:4] + marshal.dumps(compile("x = 1", "<tilefuse-llvm:other>", "exec"))
     for stale in (other_magic, other_driver):
         (path / "driver.bin").write_bytes(stale)
+        _saved_as_it_is(path)  # as saved by another Python
         loaded = compiler.load(path)
         torch.testing.assert_close(loaded(x)["y"], want, rtol=1e-5, atol=1e-5)
     assert len(compiled_sources) == 2
@@ -182,9 +191,10 @@ def test_run_saved_fails_on_a_wrong_artifact(
 ) -> None:
     model, x = block
     path = compiler.compile(model, (x,), backend="numpy").save(tmp_path / "block")
-    weights = torch.load(path / "weights.pt", weights_only=True)
+    weights = artifact_files.load_weights(path / "weights.safetensors")
     weights["fc.bias"] = weights["fc.bias"] + 1.0
-    torch.save(weights, path / "weights.pt")
+    artifact_files.save_weights(weights, path / "weights.safetensors")
+    _saved_as_it_is(path)  # a wrong artifact, saved whole
     assert not artifact.run_saved(path).ok
 
 
