@@ -180,6 +180,9 @@ def tile(
     `smem_scale` (> 1) multiplies every candidate's modelled shared memory before the
     per-block limit is applied, and `max_regs` refuses candidates modelled at more
     registers per thread."""
+    if spec.empty:
+        why = "every output is empty (a size-0 dimension): nothing to launch"
+        return TileConfig((("XBLOCK", 1),), 1, grid=0, bound="none", gpu=profile.name, reason=why)
     flops, read, written = kernel_cost(spec)
     if spec.kind in ("matmul", "conv2d"):
         what, cands = "gemm", gemm_candidates(spec, profile, flops, read + written)

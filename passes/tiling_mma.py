@@ -210,7 +210,8 @@ def _price_gemm_regs(
     operands = min(no_reuse, max(ideal_ops, panels))
     partials = split_k_partial_bytes(p, split, g.batch * M * N)
     eta = ETA_COMPUTE * min(1.0, bm * bn / (bm + bn) / FULL_REUSE_INTENSITY)
-    pad = M * N * K / (math.ceil(M / bm) * bm * math.ceil(N / bn) * bn * math.ceil(K / bk) * bk)
+    padded = math.ceil(M / bm) * bm * math.ceil(N / bn) * bn * math.ceil(K / bk) * bk
+    pad = M * N * K / padded if padded else 1.0  # K = 0: no MMA work, none of it padding
     eta *= pad  # masked lanes of edge tiles still cost MMA time
     # the pipeline hides DRAM latency when the stages in flight cover it
     t_step = 2 * bm * bn * bk / (peak / p.sm_count / bps)

@@ -255,13 +255,16 @@ class _Renderer:
         return lines
 
     def _kernel(self, index: int, k: KernelSpec) -> str:
+        params = [local(v.name) for v in k.inputs] + [f"out_{o}" for o in k.outputs]
+        lines = [f"def {k.name}({', '.join(params)}):"]
+        lines += [f"    # {line}" for line in str(k).splitlines()]
+        if k.empty:
+            self.steps.append((k.name, []))
+            return "\n".join([*lines, "    pass  # every output is empty: nothing to compute"])
         steps = split_externs(k, EXTERNS)
         self.steps.append((k.name, steps))
         names = {v.name: local(v.name) for v in k.inputs}
         names.update((o, f"out_{o}") for o in k.outputs)
-        params = [local(v.name) for v in k.inputs] + [f"out_{o}" for o in k.outputs]
-        lines = [f"def {k.name}({', '.join(params)}):"]
-        lines += [f"    # {line}" for line in str(k).splitlines()]
         self.kernel_index = index
         for i, st in enumerate(steps):
             if id(st) in self.fused:  # an epilogue the extern call before it computed

@@ -46,6 +46,8 @@ def render_kernel(k: KernelSpec, float_dtype: str) -> list[str]:
     params = [local(v.name) for v in k.inputs] + [f"out_{o}" for o in k.outputs]
     lines = [f"def {k.name}({', '.join(params)}):"]
     lines += [f"    # {line}" for line in str(k).splitlines()]
+    if k.empty:
+        return lines + ["    pass  # every output is empty: nothing to compute"]
     names = {v.name: local(v.name) for v in k.inputs}
     for i, n in enumerate(k.body):
         in_types = [k.type_of(x) for x in n.inputs]

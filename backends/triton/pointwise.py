@@ -86,6 +86,8 @@ class RenderedKernel:
 
     @property
     def entries(self) -> tuple[JitEntry, ...]:
+        if "@triton.jit" not in self.source:  # nothing to launch (every output empty)
+            return ()
         sig = [(p.name, p.signature) for p in self.params]
         sig += [(c, "constexpr") for c, _ in self.constexprs]
         return (JitEntry(self.name, tuple(sig), self.constexprs, self.num_warps, self.num_stages),)

@@ -136,13 +136,29 @@ def render_kernel(
         why = _unsupported(spec, n)
         if why is not None:
             raise TritonUnsupportedError(f"triton backend: kernel {spec.name}: {why}")
+    if spec.empty:  # no @triton.jit function: its launcher returns at once
+        note = f"# {spec.name}: every output is empty (a size-0 dimension): nothing to launch\n"
+        return RenderedKernel(spec.name, note, (), (), 0, 1, 1)
     _check_index_range(spec)
-    tile = spec.tile if spec.tile is not None else default_tile(spec)
-    compute = "tl.float64" if float_dtype == "float64" else "tl.float32"
-    if spec.kind in HEAVY_KINDS:
-        return render_heavy(spec, tile, strided, storage_dtype(float_dtype), compute)
-    render = render_reduction if spec.kind == "reduction" else render_pointwise
-    return render(spec, tile, strided, storage_dtype(float_dtype), compute)
+    try:
+        tile = spec.tile if spec.tile is not None else default_tile(spec)
+        compute = "tl.float64" if float_dtype == "float64" else "tl.float32"
+        if spec.kind in HEAVY_KINDS:
+            return render_heavy(spec, tile, strided, storage_dtype(float_dtype), compute)
+        render = render_reduction if spec.kind == "reduction" else render_pointwise
+        return render(spec, tile, strided, storage_dtype(float_dtype), compute)
+    except ZeroDivisionError:  # a size-0 dimension it must read (a sum over it, a GEMM's K)
+        values = [(v.name, v.type) for v in spec.inputs] + [
+            (n.out.name, n.out.type) for n in spec.body
+        ]
+        empty = [f"{name} ({t})" for name, t in values if t.numel == 0]
+        if not empty:
+            raise
+        raise TritonUnsupportedError(
+            f"triton backend: kernel {spec.name} computes non-empty outputs from the empty "
+            f"tensor {empty[0]}; the Triton kernels do not read size-0 dimensions: compile "
+            "with backend='llvm' or backend='numpy'"
+        ) from None
 
 
 INDEX_LIMIT = 2**31

@@ -58,6 +58,13 @@ class KernelSpec:
         raise KeyError(name)
 
     @property
+    def empty(self) -> bool:
+        """Every output has no element (a size-0 dimension): there is nothing to compute, and
+        each backend renders the kernel as nothing (its inputs may be empty too, where index
+        arithmetic would divide by a size of 0)."""
+        return all(self.type_of(o).numel == 0 for o in self.outputs)
+
+    @property
     def compute_ops(self) -> list[str]:
         return [n.op for n in self.body if n.op not in VIEW_OPS | SOURCE_OPS]
 

@@ -77,7 +77,7 @@ def gelu(x: np.ndarray, approximate: str = "none") -> np.ndarray:
 
 def softmax(x: np.ndarray, dim: int, safe: bool = False) -> np.ndarray:
     """`safe`: a row that is all -inf gives zeros (torch's `_safe_softmax`), not NaN."""
-    m = np.max(x, axis=dim, keepdims=True)
+    m = np.max(x, axis=dim, keepdims=True, initial=-np.inf)  # initial: an empty row too
     m = np.where(np.isfinite(m), m, 0)
     e = np.exp(x - m)
     s = np.sum(e, axis=dim, keepdims=True)
@@ -85,7 +85,7 @@ def softmax(x: np.ndarray, dim: int, safe: bool = False) -> np.ndarray:
 
 
 def log_softmax(x: np.ndarray, dim: int) -> np.ndarray:
-    m = np.max(x, axis=dim, keepdims=True)
+    m = np.max(x, axis=dim, keepdims=True, initial=-np.inf)
     m = np.where(np.isfinite(m), m, 0)
     return x - m - np.log(np.sum(np.exp(x - m), axis=dim, keepdims=True))
 
@@ -118,7 +118,7 @@ def rms_norm(
 
 
 def group_norm(x: np.ndarray, *params: np.ndarray, groups: int, eps: float) -> np.ndarray:
-    g = x.reshape((x.shape[0], groups, -1))
+    g = x.reshape((x.shape[0], groups, math.prod(x.shape[1:]) // groups))  # a batch of 0 too
     mean = np.mean(g, axis=2, keepdims=True)
     var = np.mean(np.square(g - mean), axis=2, keepdims=True)
     y = ((g - mean) / np.sqrt(var + eps)).reshape(x.shape)
