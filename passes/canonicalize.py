@@ -1,7 +1,8 @@
 """canonicalize: one normal form, so later rules match once.
 
 Removes no-op movement and casts, composes chains of reshapes and permutes, drops identity
-arithmetic with scalar constants, and writes `pow(x, 2)` as `mul(x, x)`. Types never change.
+arithmetic with scalar constants, writes `pow(x, 2)` as `mul(x, x)` and a reduction of a 0-d
+tensor as its element. Types never change.
 Nodes left unused stay for `eliminate_dead_code`.
 
 Example:
@@ -121,6 +122,21 @@ def _square(node: Node, rw: Rewriter) -> str | None:
     return None
 
 
+def _reduce_one(node: Node, rw: Rewriter) -> str | None:
+    """A reduction (or cumsum, softmax) over a 0-d tensor, whose one element is its row:
+    the element itself, or exp(x - x) / x - x for (log_)softmax (NaN stays NaN). Backends
+    index a reduced dimension, and a 0-d tensor has none."""
+    x = node.inputs[0]
+    if rw.type(x).rank != 0:
+        return None
+    y = x
+    if node.op in ("softmax", "log_softmax"):
+        y = rw.emit("sub", [x, x])
+        y = rw.emit("exp", [y]) if node.op == "softmax" else y
+    dtype = node.out.type.dtype
+    return y if rw.type(y).dtype == dtype else rw.emit("cast", [y], {"dtype": dtype})
+
+
 def _neg_neg(node: Node, rw: Rewriter) -> str | None:
     p = rw.producer_op(node.inputs[0], "neg")
     return p.inputs[0] if p is not None else None
@@ -142,6 +158,12 @@ CANONICALIZE_RULES = [
     Rule("div(x, 1) => x", "div", _identity_with(1)),
     Rule("pow(x, 2) => mul(x, x)", "pow", _square),
     Rule("neg(neg(x)) => x", "neg", _neg_neg),
+    *(
+        Rule(f"{op}(x) => x  (x 0-d)", op, _reduce_one)
+        for op in ("sum", "mean", "amax", "amin", "cumsum")
+    ),
+    Rule("softmax(x) => exp(x - x)  (x 0-d)", "softmax", _reduce_one),
+    Rule("log_softmax(x) => x - x  (x 0-d)", "log_softmax", _reduce_one),
 ]
 
 

@@ -127,8 +127,9 @@ def lower_softmax(L: Lowering, n: fx.Node) -> Lowered:
 def lower_convolution(L: Lowering, n: fx.Node) -> Lowered:
     x, w = L.t(n.args[0]), L.t(n.args[1])
     bias = arg(n, 2, "bias")
-    stride, padding, dilation = (
-        tuple(arg(n, i, k)) for i, k in ((3, "stride"), (4, "padding"), (5, "dilation"))
+    stride, padding, dilation = (  # one value for both dims, as torch accepts
+        tuple(arg(n, i, k)) * (2 if len(arg(n, i, k)) == 1 else 1)
+        for i, k in ((3, "stride"), (4, "padding"), (5, "dilation"))
     )
     transposed, groups = arg(n, 6, "transposed", False), arg(n, 8, "groups", 1)
     if transposed:
