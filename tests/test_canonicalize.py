@@ -42,6 +42,103 @@ def f(x: f32[2,3]):
 # (rule name, before, after) — the positive case of every rule.
 POSITIVE = [
     (
+        "sum(x) => x  (x 0-d)",
+        """
+def f(x: f32[()]):
+    v0: f32[()] = sum(x, dims=(), keepdim=False)
+    v1: f32[()] = exp(v0)
+    return (v1,)
+""",
+        """
+def f(x: f32[()]):
+    v0: f32[()] = exp(x)
+    return (v0,)
+""",
+    ),
+    (
+        "mean(x) => x  (x 0-d)",
+        """
+def f(x: f32[()]):
+    v0: f32[()] = mean(x, dims=(), keepdim=True)
+    v1: f32[()] = exp(v0)
+    return (v1,)
+""",
+        """
+def f(x: f32[()]):
+    v0: f32[()] = exp(x)
+    return (v0,)
+""",
+    ),
+    (
+        "amax(x) => x  (x 0-d)",
+        """
+def f(x: f32[()]):
+    v0: f32[()] = amax(x, dims=(), keepdim=False)
+    v1: f32[()] = exp(v0)
+    return (v1,)
+""",
+        """
+def f(x: f32[()]):
+    v0: f32[()] = exp(x)
+    return (v0,)
+""",
+    ),
+    (
+        "amin(x) => x  (x 0-d)",
+        """
+def f(x: f32[()]):
+    v0: f32[()] = amin(x, dims=(), keepdim=False)
+    v1: f32[()] = exp(v0)
+    return (v1,)
+""",
+        """
+def f(x: f32[()]):
+    v0: f32[()] = exp(x)
+    return (v0,)
+""",
+    ),
+    (
+        "cumsum(x) => x  (x 0-d)",
+        """
+def f(x: f32[()]):
+    v0: f32[()] = cumsum(x, dim=0)
+    v1: f32[()] = exp(v0)
+    return (v1,)
+""",
+        """
+def f(x: f32[()]):
+    v0: f32[()] = exp(x)
+    return (v0,)
+""",
+    ),
+    (
+        "softmax(x) => exp(x - x)  (x 0-d)",
+        """
+def f(x: f32[()]):
+    v0: f32[()] = softmax(x, dim=0)
+    return (v0,)
+""",
+        """
+def f(x: f32[()]):
+    v0: f32[()] = sub(x, x)
+    v1: f32[()] = exp(v0)
+    return (v1,)
+""",
+    ),
+    (
+        "log_softmax(x) => x - x  (x 0-d)",
+        """
+def f(x: f32[()]):
+    v0: f32[()] = log_softmax(x, dim=-1)
+    return (v0,)
+""",
+        """
+def f(x: f32[()]):
+    v0: f32[()] = sub(x, x)
+    return (v0,)
+""",
+    ),
+    (
         "reshape(x) => x  (same shape)",
         """
 def f(x: f32[2,3]):
@@ -350,3 +447,29 @@ def test_does_not_mutate_its_input() -> None:
     text = str(g)
     canonicalize(g)
     assert str(g) == text
+
+
+def test_a_sum_of_an_integer_scalar_keeps_its_wider_type() -> None:
+    after = simplify("""
+def f(x: i32[()]):
+    v0: i64[()] = sum(x, dims=(), keepdim=False)
+    return (v0,)
+""")
+    assert_ir(
+        after,
+        """
+def f(x: i32[()]):
+    v0: i64[()] = cast(x, dtype=i64)
+    return (v0,)
+""",
+    )
+
+
+def test_a_reduction_of_a_tensor_is_kept() -> None:
+    g = ir("""
+def f(x: f32[3]):
+    v0: f32[()] = sum(x, dims=(0,), keepdim=False)
+    v1: f32[3] = softmax(x, dim=0)
+    return (v0, v1)
+""")
+    assert canonicalize(g) is g
