@@ -27,6 +27,7 @@ _PUBLIC = {
     "TilefuseError": "compiler.core.errors",
     "ArtifactError": "compiler.core.errors",
     "CaptureError": "compiler.core.errors",
+    "ConfigError": "compiler.core.errors",
     "IndexOutOfRangeError": "compiler.core.errors",
     "InputMismatchError": "compiler.core.errors",
     "OpTypeError": "compiler.core.errors",

@@ -15,6 +15,9 @@ TILEFUSE_ISA          the instruction set the llvm backend compiles for: native 
                       this CPU has) or avx2 (its AVX-512 turned off, 256-bit vectors), to run
                       the AVX2 code path on an AVX-512 CPU (Note [Compiling for AVX2 on an
                       AVX-512 CPU] in backends.llvm.jit).
+
+A value it cannot use is a `ConfigError` naming the variable, what it holds and what it may
+hold, raised where the setting is first read: never ignored, never a stray ValueError.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from compiler.core.errors import ConfigError
 
 WINOGRAD_SCRATCH_BYTES = 16 << 20
 """The most bytes the llvm backend's Winograd F(2x2,3x3) convolutions keep their transformed
@@ -39,6 +44,9 @@ examples' 320 channels at 32x32, 2 groups of rows (5 MiB)."""
 
 GEMM_LIBRARIES = ("auto", "mkl", "onednn")
 ISAS = ("native", "avx2")
+LOGGERS = ("artifact", "dynamo", "extern", "fold", "fusion", "llvm", "passes", "pipeline",
+           "rewrite", "targets", "tiling")  # fmt: skip
+"""The loggers TILEFUSE_LOG may name (`tilefuse.<name>`)."""
 
 
 @dataclass(frozen=True)
@@ -55,18 +63,27 @@ class Config:
 
 def load() -> Config:
     env = os.environ
-    debug = int(env.get("TILEFUSE_DEBUG", "0") or 0)
-    dump = env.get("TILEFUSE_DUMP") or None
+    text = env.get("TILEFUSE_DEBUG", "").strip()
+    if text and (not text.isdigit() or int(text) > 4):
+        raise ConfigError(f"TILEFUSE_DEBUG must be an integer from 0 to 4, got {text!r}")
+    debug = int(text or 0)
+    dump = _directory(env, "TILEFUSE_DUMP")
     logs = tuple(x.strip() for x in env.get("TILEFUSE_LOG", "").split(",") if x.strip())
-    cache = env.get("TILEFUSE_CACHE_DIR") or str(Path.home() / ".cache" / "tilefuse")
+    unknown = [name for name in logs if name not in LOGGERS]
+    if unknown:
+        raise ConfigError(
+            f"TILEFUSE_LOG names no logger {', '.join(map(repr, unknown))}; it may name "
+            f"{', '.join(LOGGERS)}"
+        )
+    cache = _directory(env, "TILEFUSE_CACHE_DIR") or str(Path.home() / ".cache" / "tilefuse")
     threads = _count(env, "TILEFUSE_NUM_THREADS")
     jobs = _count(env, "TILEFUSE_COMPILE_JOBS")
     gemm = env.get("TILEFUSE_GEMM", "").strip().lower() or "auto"
     if gemm not in GEMM_LIBRARIES:
-        raise ValueError(f"TILEFUSE_GEMM must be one of {', '.join(GEMM_LIBRARIES)}, got {gemm!r}")
+        raise ConfigError(f"TILEFUSE_GEMM must be one of {', '.join(GEMM_LIBRARIES)}, got {gemm!r}")
     isa = env.get("TILEFUSE_ISA", "").strip().lower() or "native"
     if isa not in ISAS:
-        raise ValueError(f"TILEFUSE_ISA must be one of {', '.join(ISAS)}, got {isa!r}")
+        raise ConfigError(f"TILEFUSE_ISA must be one of {', '.join(ISAS)}, got {isa!r}")
     return Config(
         debug,
         Path(dump) if dump else None,
@@ -83,8 +100,16 @@ def _count(env: os._Environ[str] | dict[str, str], name: str) -> int | None:
     """The integer >= 1 in env[name], None when unset or empty."""
     text = env.get(name, "").strip()
     if text and (not text.isdigit() or int(text) < 1):
-        raise ValueError(f"{name} must be an integer >= 1, got {text!r}")
+        raise ConfigError(f"{name} must be an integer >= 1, got {text!r}")
     return int(text) if text else None
+
+
+def _directory(env: os._Environ[str] | dict[str, str], name: str) -> str | None:
+    """The directory path in env[name] (it may not exist yet), None when unset or empty."""
+    text = env.get(name, "").strip()
+    if text and Path(text).exists() and not Path(text).is_dir():
+        raise ConfigError(f"{name} must name a directory, got {text!r}, which is a file")
+    return text or None
 
 
 def configure_logging(cfg: Config) -> None:

@@ -56,6 +56,10 @@ class IndexOutOfRangeError(TilefuseError, IndexError):
         )
 
 
+class ConfigError(TilefuseError, ValueError):
+    """A TILEFUSE_* environment variable holds a value tilefuse cannot use."""
+
+
 class CaptureError(TilefuseError):
     """torch.export could not capture the model."""
 
