@@ -190,6 +190,12 @@ class Compiled:
         for b, dtype in zip(self.captured.bindings, dtypes, strict=True):
             t = self._bind(b, leaves).detach()
             if b.kind == "user":
+                if device is None and t.device.type != "cpu":
+                    raise InputMismatchError(
+                        f"{self.graph.name} input {b.key}: a tensor on {t.device}, and the "
+                        f"{name} program runs on the CPU: pass CPU tensors (x.cpu()), or "
+                        "compile for that device with a GPU backend"
+                    )
                 out.append(self._storage_form(t, dtype, device))
                 continue
             if (

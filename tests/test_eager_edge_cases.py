@@ -115,3 +115,50 @@ def test_parity_accepts_infinities_where_eager_has_them() -> None:
 def test_addmm_with_beta_zero_ignores_the_bias() -> None:
     b = torch.full((3,), float("nan"))
     _same(lambda b, x, w: torch.addmm(b, x, w, beta=0), b, torch.randn(2, 4), torch.randn(4, 3))
+
+
+@pytest.mark.parametrize("backend", ["numpy", "llvm", "triton"])
+def test_f16_partial_results_beyond_f16_range_accumulate_as_eager(backend: str) -> None:
+    """Eager accumulates f16 sums, products and norm statistics in float32: partial results
+    past 65504 (f16's largest) must not overflow to inf in a compiled program either."""
+    big = torch.tensor([[60000.0, 60000.0, -60000.0, 100.0]], dtype=torch.float16)
+    cases = [
+        (lambda x: x.sum(-1), (big,)),
+        (lambda x: F.layer_norm(x, (4,)), (big / 100,)),  # x^2 of 600: past f16's range
+        (lambda a, b: a @ b, (big, torch.ones(4, 2, dtype=torch.float16))),
+    ]
+    for fn, args in cases:
+        want = fn(*args)
+        assert torch.isfinite(want).all()
+        got = compiler.compile(fn, args, backend=backend)(*args)
+        torch.testing.assert_close(got, want, rtol=2e-3, atol=1e-2)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "llvm"])
+def test_inputs_in_any_layout_are_read_as_eager(backend: str) -> None:
+    """Non-contiguous, transposed and channels_last inputs, compiled for one layout and
+    called with another."""
+
+    def conv(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, w, padding=1).relu() + x.mean()
+
+    x, w = torch.randn(2, 8, 6, 6), torch.randn(4, 8, 3, 3)
+    c = compiler.compile(conv, (x.to(memory_format=torch.channels_last), w), backend=backend)
+    for layout in (
+        x,
+        x.to(memory_format=torch.channels_last),
+        x.transpose(2, 3).contiguous().transpose(2, 3),
+    ):
+        torch.testing.assert_close(c(layout, w), conv(x, w), rtol=1e-4, atol=1e-4)
+    mm = compiler.compile(
+        lambda a, b: a @ b + 1, (torch.randn(4, 8), torch.randn(8, 3)), backend=backend
+    )
+    a, b = torch.randn(8, 4).t(), torch.randn(3, 16)[:, ::2].t()  # transposed, strided
+    torch.testing.assert_close(mm(a, b), a @ b + 1, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "llvm"])
+def test_an_input_on_another_device_is_named(backend: str) -> None:
+    c = compiler.compile(lambda x: x * 2, (torch.ones(3),), backend=backend)
+    with pytest.raises(compiler.InputMismatchError, match=r"input 0: a tensor on meta, and the"):
+        c(torch.ones(3, device="meta"))
