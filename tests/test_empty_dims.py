@@ -44,6 +44,9 @@ CASES: dict[str, tuple[Callable[..., Any], tuple[torch.Tensor, ...]]] = {
     "softmax of one element": (lambda x: torch.softmax(x, -1), (_t(1, 1),)),
     "matmul, 1 x 1 x 1": (lambda a, b: a @ b + 1, (_t(1, 1), _t(1, 1))),
     "layer_norm of one": (lambda x: F.layer_norm(x, (1,)), (_t(3, 1),)),
+    "layer_norm, one row": (lambda x: F.layer_norm(x, (8,)), (_t(1, 8),)),
+    "softmax, one row of a 3-d": (lambda x: torch.softmax(x * 2, -1), (_t(1, 1, 8),)),
+    "group_norm, one sample": (lambda x: F.group_norm(x, 2), (_t(1, 4, 3, 3),)),
 }
 # a Triton kernel that must read a size-0 dimension to fill a non-empty output: refused
 TRITON_REFUSES = {"sum over an empty dim", "mean over an empty dim"}

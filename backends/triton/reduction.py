@@ -56,6 +56,12 @@ def ${name}(${params}):
 """
 
 
+# the index variables along each axis of a reduction kernel's masks: an address that does not
+# span them (a single row, or a size-1 dimension left out of it) is broadcast to the mask
+ROW_MASK_AXES = {"xmask": (frozenset({"xindex"}),),
+                 "mask": (frozenset({"xindex"}), frozenset({"rindex"}))}  # fmt: skip
+
+
 class RowValues(TritonValues):
     """Values of a reduction kernel: the anchor's value is computed from the row statistics
     of the current row (`stats`), which the renderer emits before the output pass."""
@@ -64,6 +70,14 @@ class RowValues(TritonValues):
     current: Index  # the index of the anchor's output at the current tile
     stats: dict[str, str]
     cumsum_input: str = ""
+
+    def block_address(self, address: str, idx: Index, p: Pointer) -> str:
+        used = [i for i, n in zip(idx, p.type.shape, strict=True) if n != 1]
+        free = frozenset().union(*(i.free() for i in used)) if used else frozenset()
+        axes = ROW_MASK_AXES.get(self.mask)
+        if axes is None or all(free & axis for axis in axes):
+            return super().block_address(address, idx, p)
+        return f"{address} + tl.zeros_like({self.mask}).to(tl.int32)"
 
     def anchor_value(self, node: Node, idx: Index) -> str:
         if node is not self.anchor:
