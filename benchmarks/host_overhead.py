@@ -4,7 +4,9 @@ On a 16-element tensor nothing but overhead is left:
 - eager op: `torch.add(x, 1.0)` (dispatch, allocation);
 - our kernel: one native kernel called through its generated kernel function (argument
   pointers, ctypes call) on preallocated tensors, as the program function calls it;
-- our whole call: `compiled(x)` for `x + 1` (input checks, conversions, output allocation);
+- our whole call: `compiled(x)` for `x + 1` (the module guard, input checks, conversions,
+  output allocation), and the guard's check alone (Note [Guarding the module] in
+  compiler/guard.py);
 - our checked gather: the kernel function of `embedding(ids, table) + 1` on 4 ids of a 16-row
   table, whose kernel first checks the ids' range and whose driver then reads the check's word
   (Note [Index checks] in backends/index_maps.py): against "our kernel", what the check costs.
@@ -57,6 +59,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         "eager op (torch.add)": per_call_us(lambda: torch.add(x, 1.0), args.calls),
         "our kernel (native call)": per_call_us(lambda: kernel(x, out), args.calls),
         "our whole compiled call": per_call_us(lambda: c(x), args.calls),
+        "  of it, the module guard": per_call_us(c.guard.check, args.calls),
         "our checked gather": per_call_us(lambda: gather(table, ids, gathered), args.calls),
     }
     for name, us in figures.items():

@@ -30,6 +30,7 @@ _PUBLIC = {
     "ConfigError": "compiler.core.errors",
     "IndexOutOfRangeError": "compiler.core.errors",
     "InputMismatchError": "compiler.core.errors",
+    "ModuleChangedError": "compiler.core.errors",
     "OpTypeError": "compiler.core.errors",
     "UnsupportedOpError": "compiler.core.errors",
     "VerifyError": "compiler.core.errors",

@@ -21,6 +21,7 @@ from compiler.core.ir import Graph
 from compiler.core.schedule import KernelSpec, Schedule
 from compiler.core.types import DType
 from compiler.frontend.capture import Captured
+from compiler.guard import Guard
 from compiler.targets import verify_targets
 
 
@@ -57,6 +58,8 @@ class Compiled:
         self._converted: dict[str, tuple[Any, torch.Tensor, torch.Tensor]] = {}
         self._out_dtypes: list[torch.dtype] | None = None
         flat = pytree.tree_flatten(((0,) * len(captured.arg_specs), {}))[1]
+        # the module the graph was traced from, watched for changes the graph does not follow
+        self.guard = Guard(captured.module, self.graph.name)
         self._flat_tensor_args = (
             not captured.kwarg_names
             and captured.in_spec == flat
@@ -124,7 +127,10 @@ class Compiled:
         kwargs: Mapping[str, Any] | None = None,
         backend: str | None = None,
     ) -> Any:
-        """Run on `args` with `backend` (default: the compiled one); same output structure."""
+        """Run on `args` with `backend` (default: the compiled one); same output structure.
+        A module changed since the compile in what the graph read as constants raises
+        `ModuleChangedError` (Note [Guarding the module] in compiler/guard.py)."""
+        self.guard.check()
         name = backends.resolve(backend or self.backend)
         fn = self._runner(name)
         outs = list(fn(*self.torch_inputs(args, kwargs or {}, name)))

@@ -1,8 +1,10 @@
-"""`compiler.jit`: a model or function compiled on its first call per input signature."""
+"""`compiler.jit`: a model or function compiled on its first call per input signature, and
+again when its module changed in what the graph read as constants (`compiler.guard`)."""
 
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -13,6 +15,9 @@ from torch.utils import _pytree as pytree
 import backends
 from compiler.api import _check_gpu, compile
 from compiler.compiled import Compiled
+from compiler.core.errors import ModuleChangedError
+
+log = logging.getLogger("tilefuse.pipeline")
 
 
 class JitFunction:
@@ -45,6 +50,13 @@ class JitFunction:
         with self._lock:
             self.stats["calls"] += 1
             compiled = self.cache.get(key)
+            if compiled is not None:
+                try:
+                    compiled.guard.check()
+                except ModuleChangedError as e:  # every program of the old module is stale
+                    log.info("recompiling %s: %s", compiled.graph.name, e)
+                    self.cache.clear()
+                    compiled = None
             if compiled is None:
                 compiled = compile(self.fn, args, kwargs, gpu=self.gpu, backend=self.backend)
                 self.cache[key] = compiled

@@ -60,6 +60,11 @@ class ConfigError(TilefuseError, ValueError):
     """A TILEFUSE_* environment variable holds a value tilefuse cannot use."""
 
 
+class ModuleChangedError(TilefuseError):
+    """A compiled model's module changed since the compile in a way the compiled graph does
+    not follow (an adapter switched, a submodule replaced, a flag `forward` reads)."""
+
+
 class CaptureError(TilefuseError):
     """torch.export could not capture the model."""
 
