@@ -156,8 +156,12 @@ class Guard:
         for key, frozen, container in _walk(self.root):
             self.snapshot[key] = frozen
             if container is not None:
+                try:
+                    copy = container.copy()
+                except Exception:  # a subclass that cannot be copied: seen at a walk only
+                    continue
                 live.append(container)
-                saved.append(container.copy())
+                saved.append(copy)
         self.containers, self.copies = tuple(live), tuple(saved)
 
     def check(self) -> None:

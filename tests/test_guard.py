@@ -123,6 +123,7 @@ def test_a_loaded_artifact_has_no_module_to_watch(tmp_path: Path) -> None:
     torch.testing.assert_close(loaded(x), want, rtol=0, atol=0)
 
 
+@pytest.mark.filterwarnings("ignore:Already found a `peft_config` attribute")  # a 2nd adapter
 def test_peft_adapters_on_a_diffusers_unet() -> None:
     """set_adapter, disable_adapters and enable_adapters on a UNet with two LoRA adapters:
     `compile` raises naming the layer's adapter state, `jit` recompiles and matches eager."""
