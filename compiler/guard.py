@@ -55,7 +55,10 @@ _UNTRACKED = object()
 
 
 def _bump(*_: Any) -> None:
-    _GENERATION[0] += 1
+    # not while dynamo traces (a ModuleList slice inside torch.compile'd code registers
+    # modules): a traced count would be a side effect replayed, and a guard, on every call
+    if not torch.compiler.is_compiling():
+        _GENERATION[0] += 1
 
 
 def _install() -> None:
@@ -69,12 +72,12 @@ def _install() -> None:
 
         @functools.wraps(setattr_)
         def counted_setattr(self: nn.Module, name: str, value: Any) -> None:
-            _GENERATION[0] += 1
+            _bump()
             setattr_(self, name, value)
 
         @functools.wraps(delattr_)
         def counted_delattr(self: nn.Module, name: str) -> None:
-            _GENERATION[0] += 1
+            _bump()
             delattr_(self, name)
 
         nn.Module.__setattr__ = counted_setattr  # type: ignore[method-assign]
@@ -145,39 +148,44 @@ class Guard:
     def __init__(self, root: nn.Module, what: str) -> None:
         _install()
         self.root, self.what = root, what
-        self._take()
+        walked = list(_walk(root))
+        self.snapshot = {key: frozen for key, frozen, _ in walked}  # what the compile saw
+        self._watch(walked)
 
-    def _take(self) -> None:
+    def _watch(self, walked: list[tuple[str, Any, Any]]) -> None:
+        """Start the per-call check from the tree as `walked` now: the count of writes, and
+        the mutable containers the snapshot holds, with copies of them (`==` of the two
+        tuples is one comparison in C, container by container)."""
         self.generation = _GENERATION[0]
-        self.snapshot: dict[str, Any] = {}
-        # the mutable containers, and copies of them: `==` of the two tuples is the per-call
-        # check (one comparison in C, container by container)
         live, saved = [], []
-        for key, frozen, container in _walk(self.root):
-            self.snapshot[key] = frozen
-            if container is not None:
-                try:
-                    copy = container.copy()
-                except Exception:  # a subclass that cannot be copied: seen at a walk only
-                    continue
-                live.append(container)
-                saved.append(copy)
+        for key, _, container in walked:
+            if container is None or key not in self.snapshot:
+                continue
+            try:
+                copy = container.copy()
+            except Exception:  # a subclass that cannot be copied: seen at a walk only
+                continue
+            live.append(container)
+            saved.append(copy)
         self.containers, self.copies = tuple(live), tuple(saved)
 
     def check(self) -> None:
         """Nothing when the module holds what it did at compile; else `ModuleChangedError`."""
         if _GENERATION[0] == self.generation and self.containers == self.copies:
             return
-        now = {key: frozen for key, frozen, _ in _walk(self.root)}
+        # what the compile saw, compared: an attribute added since (torch.compile's
+        # `_is_torch_compile`, a cache) was not read by the graph; a module added is a change
+        # of its parent's children
+        walked = list(_walk(self.root))
+        now = {key: frozen for key, frozen, _ in walked}
         was = self.snapshot
-        keys = [*was, *(k for k in now if k not in was)]
         changed = [
-            f"{key} {_show(was.get(key, _UNTRACKED))} -> {_show(now.get(key, _UNTRACKED))}"
-            for key in keys
-            if was.get(key, _UNTRACKED) != now.get(key, _UNTRACKED)
+            f"{key} {_show(old)} -> {_show(now.get(key, _UNTRACKED))}"
+            for key, old in was.items()
+            if now.get(key, _UNTRACKED) != old
         ]
-        if not changed:  # attributes written, nothing the snapshot holds changed
-            self._take()
+        if not changed:  # attributes written, nothing the compile saw changed
+            self._watch(walked)
             return
         shown = "; ".join(changed[:3]) + (
             f"; and {len(changed) - 3} more" if len(changed) > 3 else ""
