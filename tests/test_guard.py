@@ -157,3 +157,31 @@ def test_peft_adapters_on_a_diffusers_unet() -> None:
         want = unet(*args).sample
         torch.testing.assert_close(f(*args).sample, want, rtol=1e-4, atol=1e-4)
     assert f.stats["compiles"] == 4
+
+
+def test_torch_compile_of_the_same_model_is_no_change_and_sees_no_guard() -> None:
+    """torch.compile sets `_is_torch_compile` on the module (added, never read by our graph),
+    and its traces of code that registers modules (a ModuleList slice) must not see the
+    guard's count: no recompiles."""
+    from torch._dynamo.utils import counters
+
+    class Layers(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layers = nn.ModuleList([nn.Linear(8, 8) for _ in range(3)])
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            for layer in self.layers[:2]:
+                x = layer(x)
+            return x
+
+    torch.manual_seed(0)
+    model, x = Layers().eval(), torch.randn(2, 8)
+    c = compiler.compile(model, (x,), backend="llvm")
+    torch._dynamo.reset()
+    counters.clear()
+    inductor = torch.compile(model)
+    for _ in range(4):
+        inductor(x)
+    assert dict(counters["frames"]) == {"total": 1, "ok": 1}, dict(counters["frames"])
+    torch.testing.assert_close(c(x), model(x), rtol=1e-5, atol=1e-5)
