@@ -31,6 +31,7 @@ def test_random_module_numpy_and_llvm(seed: int) -> None:
     _check(seed, ("numpy", "llvm"))
 
 
+@pytest.mark.usefixtures("quiet_interpreter")
 @pytest.mark.parametrize("seed", SEEDS[::5])
 def test_random_module_triton(seed: int) -> None:
     _check(seed, ("numpy", "triton"))
