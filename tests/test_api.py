@@ -4,7 +4,6 @@ selection, and the errors a caller meets."""
 from __future__ import annotations
 
 import ast
-import threading
 import warnings
 from collections.abc import Callable
 
@@ -273,38 +272,6 @@ def test_jit_sees_weight_changes_without_recompiling() -> None:
         m.weight.mul_(-2.0)
     torch.testing.assert_close(f(x), _eager(m, x), atol=1e-5, rtol=1e-5)
     assert f.stats["compiles"] == 1
-
-
-def test_jit_is_thread_safe() -> None:
-    @compiler.jit(backend="numpy")
-    def f(x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(x) * 2 + x
-
-    n = 4
-    barrier = threading.Barrier(n)
-    inputs = [_inputs(2, 5, seed=i) for i in range(n)]
-    results: list[torch.Tensor | None] = [None] * n
-    errors: list[BaseException] = []
-
-    def work(i: int) -> None:
-        try:
-            barrier.wait(timeout=30)
-            results[i] = f(inputs[i])
-        except BaseException as e:  # a thread's exception would otherwise vanish
-            errors.append(e)
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    assert not any(t.is_alive() for t in threads)
-    assert errors == []
-    for x, out in zip(inputs, results, strict=True):
-        assert out is not None
-        torch.testing.assert_close(out, torch.sigmoid(x) * 2 + x)
-    assert f.stats == {"compiles": 1, "calls": n, "cache_hits": n - 1}
-    assert len(f.cache) == 1
 
 
 # ----------------------------------------------------------------------------- backend and gpu

@@ -62,7 +62,8 @@ def test_first_jit_calls_from_eight_threads_compile_once(backend: str) -> None:
     results = _together(lambda i: f(*inputs[i]))
     for args, out in zip(inputs, results, strict=True):
         torch.testing.assert_close(out, _block(*args), rtol=1e-5, atol=1e-5)
-    assert f.stats["compiles"] == 1 and f.stats["calls"] == THREADS
+    assert f.stats == {"compiles": 1, "calls": THREADS, "cache_hits": THREADS - 1}
+    assert len(f.cache) == 1
 
 
 @pytest.mark.parametrize("backend", ["llvm", "numpy", "triton"])
