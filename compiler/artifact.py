@@ -45,7 +45,7 @@ Weights are copied in, so a loaded model no longer follows the original module's
 
 Note [An artifact cannot lie]
 A file of an artifact damaged after saving (a copy cut short, a flipped bit, a file lost or
-replaced) used to load and run without a word, or crash the process inside native code. So
+replaced) would otherwise load and run without a word, or crash the process in native code. So
 the manifest, written last, records every other file's size and SHA-256, and `read_manifest`
 checks them all before anything is read or loaded: a missing, truncated or changed file is an
 `ArtifactError` naming it and what differs. Hashing is fast next to loading (the unet

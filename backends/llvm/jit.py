@@ -199,8 +199,8 @@ def cached_object(ir_text: str) -> bytes | None:
     Note [A cache entry is checked]
     An entry is written whole (a temporary file renamed into place), but a disk that fills,
     a copy cut short or a stray write can still leave one truncated or changed, and object
-    code that is wrong is loaded and run: a truncated one used to fail deep in the ELF
-    reader (`struct.error`), a changed one could run. So each entry ends with a marker and
+    code that is wrong would be loaded: a truncated one fails deep in the ELF reader
+    (`struct.error`), a changed one could run. So each entry ends with a marker and
     the SHA-256 of its object code, checked on every read: a damaged entry is discarded with
     a warning and the kernel compiled again."""
     path = object_cache_path(ir_text)
