@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.tilefuse-installed
 
-.PHONY: demo test test-targets test-fast lint format bench bench-cpu docs clean
+.PHONY: demo test test-targets test-fast lint format bench bench-cpu docs fuzz clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -54,6 +54,14 @@ bench: $(STAMP)
 # CPU speed against eager and torch.compile; slow (cold compiles), rewrites benchmarks/RESULTS.md
 bench-cpu: $(STAMP)
 	$(PY) benchmarks/cpu_speed.py --runs 20 --write
+
+# the differential fuzzer beyond make test's fixed batch: make fuzz N=1000 SEED=5000
+N ?= 500
+SEED ?= 100000
+TRITON_EVERY ?= 5
+fuzz: $(STAMP)
+	$(VENV)/bin/tilefuse fuzz --n $(N) --seed $(SEED) --triton-every $(TRITON_EVERY) \
+		--known tests/fuzz/known_failures.toml --regressions tests/fuzz/regressions
 
 docs: $(STAMP)
 	$(PY) -m compiler.docs > docs/ops.md

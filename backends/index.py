@@ -131,6 +131,14 @@ class ScaleFloor:
 Atom = Var | FloorDiv | Mod | Clamp | Load | ScaleFloor
 
 
+def scale_floor(x: Lin, step: float, hi: int) -> Lin:
+    """min(floor(x * step), hi), folded to a constant when x is one (an output dim of size 1):
+    a backend renders an atom's operand as an expression, never as a bare literal."""
+    if not x.terms:
+        return Lin.of(min(math.floor(x.const * step), hi))
+    return Lin.of(ScaleFloor(x, step, hi))
+
+
 @dataclass(frozen=True)
 class Lin:
     """const + sum(coeff * atom), kept canonical (sorted, no zero coefficients)."""

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from backends.index import Clamp, Lin, Load, ScaleFloor, reshape_index
+from backends.index import Clamp, Lin, Load, reshape_index, scale_floor
 from compiler.core.ir import Node
 from compiler.core.types import TensorType
 
@@ -122,7 +122,7 @@ class IndexMaps:
             elif step == 1.0:
                 out[axis] = idx[axis]
             else:
-                out[axis] = Lin.of(ScaleFloor(idx[axis], step, n_in - 1))
+                out[axis] = scale_floor(Lin.of(idx[axis]), step, n_in - 1)
         return tuple(out)
 
     # ------------------------------------------------------------------ memo per scope

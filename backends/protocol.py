@@ -130,9 +130,15 @@ class Backend(Protocol):
 
 
 def numpy_kernel(fn: Callable[..., None]) -> KernelFunction:
-    """A kernel function over tensors, called with NumPy arrays instead (memory shared)."""
+    """A kernel function over tensors, called with NumPy arrays instead (memory shared; an
+    array that is not C-contiguous is passed as a contiguous copy, copied back after the call,
+    so an output written in place lands in the caller's array)."""
 
     def run(*arrays: np.ndarray) -> None:
-        fn(*(torch.from_numpy(np.ascontiguousarray(a)) for a in arrays))
+        dense = [np.ascontiguousarray(a) for a in arrays]
+        fn(*(torch.from_numpy(d) for d in dense))
+        for a, d in zip(arrays, dense, strict=True):
+            if d is not a and a.flags.writeable:
+                a[...] = d
 
     return run

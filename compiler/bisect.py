@@ -38,7 +38,9 @@ def bisect_kernels(
     reference = compiled.reference_values(args, kwargs)
     namespace = compiled.kernel_functions(backend)
     for k in compiled.schedule.kernels:
-        outs = {o: np.empty_like(np.asarray(reference[o])) for o in k.outputs}
+        outs = {
+            o: np.empty(np.shape(reference[o]), np.asarray(reference[o]).dtype) for o in k.outputs
+        }
         with np.errstate(all="ignore"):
             namespace[k.name](*(reference[v.name] for v in k.inputs), *outs.values())
         for o, got in outs.items():

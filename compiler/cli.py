@@ -6,6 +6,8 @@
     tilefuse explain FILE.py:FACTORY|build/NAME [--gpu h100,mi300x] [--dtype float16] [--json]
                      [--plot roofline.png] [--targets]
     tilefuse profiles
+    tilefuse fuzz [--n 200] [--seed 0] [--backends numpy,llvm,triton] [--triton-every 5]
+                  [--known tests/fuzz/known_failures.toml] [--regressions tests/fuzz/regressions]
 
 A FACTORY is a function in FILE.py that, called with no arguments (or with `dtype=`), returns
 `(model_or_function, example_inputs_tuple)`; every file in examples/ has one named `build`.
@@ -154,6 +156,39 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0 if report.targets is None or report.targets.ok else 1
 
 
+def cmd_fuzz(args: argparse.Namespace) -> int:
+    import warnings
+
+    from compiler.fuzz import campaign
+
+    backends = tuple(args.backends.split(","))
+    known = campaign.load_known(Path(args.known) if args.known else None)
+    print(
+        f"fuzzing seeds {args.seed}..{args.seed + args.n - 1} on {', '.join(backends)}"
+        + (
+            f" (triton: every {args.triton_every}th seed)"
+            if "triton" in backends and args.triton_every > 1
+            else ""
+        )
+        + f"; {len(known)} known failures",
+        flush=True,
+    )
+    with warnings.catch_warnings():  # the Triton interpreter's notice, once per kernel module
+        warnings.simplefilter("ignore", RuntimeWarning)
+        found = campaign.run(
+            range(args.seed, args.seed + args.n),
+            backends,
+            triton_every=args.triton_every,
+            known=known,
+            regressions=Path(args.regressions) if args.regressions else None,
+            log=lambda line: print(line, flush=True),
+        )
+    print(found.summary())
+    if args.coverage:
+        print(found.coverage_table())
+    return 1 if found.unexplained else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tilefuse", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -203,6 +238,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     explain.set_defaults(run=cmd_explain)
     profiles = sub.add_parser("profiles", help="the GPU profiles and their figures")
     profiles.set_defaults(run=cmd_profiles)
+    fuzz = sub.add_parser(
+        "fuzz", help="random modules compiled and checked against eager on every backend"
+    )
+    fuzz.add_argument("--n", type=int, default=200, help="how many modules (default 200)")
+    fuzz.add_argument("--seed", type=int, default=0, help="the first seed (default 0)")
+    fuzz.add_argument("--backends", default="numpy,llvm,triton", help="comma-separated")
+    fuzz.add_argument(
+        "--triton-every", type=int, default=1, metavar="K",
+        help="check Triton (the interpreter without a GPU: slow) on every K-th seed only",
+    )  # fmt: skip
+    fuzz.add_argument(
+        "--known", metavar="TOML", default=None,
+        help="the known-failures table: a failure listed there is explained, not a failure",
+    )  # fmt: skip
+    fuzz.add_argument(
+        "--regressions", metavar="DIR", default=None,
+        help="minimise each unexplained failure and write it here as a regression test",
+    )  # fmt: skip
+    fuzz.add_argument(
+        "--no-coverage", dest="coverage", action="store_false",
+        help="do not print the share of modules each op of the op table appears in",
+    )  # fmt: skip
+    fuzz.set_defaults(run=cmd_fuzz)
     args = parser.parse_args(argv)
     return int(args.run(args))
 

@@ -114,3 +114,38 @@ def test_python_dash_m_compiler(factory: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.rstrip().endswith("PASS")
+
+
+def test_fuzz_checks_modules_and_prints_the_coverage(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["fuzz", "--n", "4", "--seed", "7", "--backends", "numpy"]) == 0
+    out = capsys.readouterr().out
+    assert "fuzzing seeds 7..10 on numpy; 0 known failures" in out
+    assert "4 modules in" in out and "numpy   4 ok" in out
+    assert "op coverage (share of modules whose graphs hold the op):" in out
+
+
+def test_fuzz_minimises_a_failure_into_a_regression_test(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A stand-in failure (every module "fails" on llvm): exit status 1, the module printed,
+    and a minimised regression test written; listed in the known failures, it is explained."""
+    from compiler.fuzz import campaign
+    from compiler.fuzz.generator import generate
+
+    def fake_check(case: campaign.Case, backends: tuple[str, ...]) -> campaign.Result:
+        outcomes = [
+            campaign.Outcome(b, "mismatch" if b == "llvm" else "ok", "BAD") for b in backends
+        ]
+        return campaign.Result(generate(case), outcomes, frozenset({"add"}), 0.0)
+
+    monkeypatch.setattr(campaign, "check_case", fake_check)
+    args = ["fuzz", "--n", "1", "--seed", "3", "--backends", "numpy,llvm", "--no-coverage"]
+    assert cli.main([*args, "--regressions", str(tmp_path / "regressions")]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL seed 3 on llvm: mismatch\nBAD" in out and "class Fuzzed(nn.Module):" in out
+    (written,) = (tmp_path / "regressions").glob("*.py")
+    assert written.name == "seed_3_llvm.py" and "size_cap=1" in written.read_text()
+    known = tmp_path / "known.toml"
+    known.write_text('[[failure]]\nseed = 3\nbackend = "llvm"\nreason = "a stand-in"\n')
+    assert cli.main([*args, "--known", str(known)]) == 0
+    assert "failures: 0 unexplained, 1 known" in capsys.readouterr().out

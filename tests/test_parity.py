@@ -117,3 +117,25 @@ def test_a_wrong_kernel_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_no_divergence_reported_when_parity_holds() -> None:
     report = compiler.check_parity(mlp, inputs())
     assert report.ok and report.divergences == {}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_bisection_reads_every_kernel_output_whatever_the_reference_layout(
+    dtype: torch.dtype,
+) -> None:
+    """A reference value can be a transposed view (a convolution's output is): each kernel
+    still writes into the array bisection compares, so a correct program has no divergence."""
+    from compiler.bisect import bisect_kernels
+
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(3, 8, 1, 1, generator=g).to(dtype) * 0.35
+    b = torch.randn(3, generator=g).to(dtype) * 0.1
+
+    def conv_of_gelu(x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(F.gelu(x, approximate="tanh"), w, b)
+
+    x = torch.randn(2, 8, 1, 4, generator=g).to(dtype)
+    for backend in ("numpy", "llvm"):
+        c = compiler.compile(conv_of_gelu, (x,), backend=backend)
+        assert not c.reference_values((x,), {})[c.graph.outputs[0]].flags.c_contiguous
+        assert bisect_kernels(c, (x,), {}, backend) is None, backend

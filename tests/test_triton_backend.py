@@ -127,6 +127,35 @@ def test_embedding_and_upsample_are_index_math() -> None:
     assert "torch.empty" in source and "copy" not in source and ".contiguous()" not in source
 
 
+def test_upsample_to_a_size_1_dim_is_a_constant_index() -> None:
+    """Nearest resizing to one row or column reads a constant index: rendered as a number,
+    not as a conversion of a bare literal."""
+
+    def fn(x: torch.Tensor) -> tuple:
+        return F.interpolate(x, size=(4, 1), mode="nearest"), F.interpolate(x, size=(1, 3))
+
+    _check(fn, (_randn(1, 2, 2, 2),), None)
+
+
+def test_an_arange_of_one_element_is_a_number() -> None:
+    def fn(x: torch.Tensor) -> tuple:
+        reversed_rows = x[:, torch.arange(0, -1, -1)]  # x has one row: index [0]
+        return reversed_rows * 2, x + torch.arange(1, dtype=torch.float32) * 0.5
+
+    _check(fn, (_randn(2, 1, 3),), None)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_a_bool_or_an_integer_cast_to_a_half_float(dtype: torch.dtype) -> None:
+    """Rounding to a 16-bit float works on the compute type: a bool or an integer gets there
+    first (the bf16 rounding reads a float's bits)."""
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        return (x >= 0.5).to(x.dtype) * x + torch.arange(x.shape[-1]).to(x.dtype)
+
+    _check(fn, (_randn(3, 5).to(dtype),))
+
+
 def test_graph_outputs_that_are_views_and_sources() -> None:
     def fn(x: torch.Tensor) -> tuple:
         y = torch.exp(x)

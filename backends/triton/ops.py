@@ -263,6 +263,8 @@ def cast_expr(x: str, src: DType, to: DType, compute: str) -> str:
     if to is DType.bool:
         return f"({x} != 0)"
     if to.is_float:
+        if not src.is_float:  # a bool or an integer: to the compute type, then rounded
+            x = f"{x}.to({compute})"
         if to in (DType.f16, DType.bf16) or (to is DType.f32 and compute != "tl.float32"):
             return f"{narrow(x, to)}.to({compute})"
         return f"{x}.to({compute})"

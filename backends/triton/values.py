@@ -221,9 +221,10 @@ class TritonValues(IndexMaps):
     def block_address(self, address: str, idx: Index, p: Pointer) -> str:
         """`address` (of `p` at `idx`) as a block of the mask's shape where it could be
         smaller (Triton broadcasts a load's mask to its pointer, not the pointer to the
-        mask): here only an address of one element, as every other index spans the kernel's
+        mask): here only an address of one element (no index depends on a kernel variable,
+        an index read from a constant included), as every other index spans the kernel's
         one axis."""
-        if not any(i.terms for i in idx):
+        if not any(i.free() for i in idx):
             return f"{address} + tl.zeros_like({self.mask}).to(tl.int32)"
         return address
 
@@ -299,6 +300,10 @@ class TritonValues(IndexMaps):
 
     def _arange(self, node: Node, i: Lin) -> str:
         start, step, dtype = node.attr("start"), node.attr("step"), node.out.type.dtype
+        if not i.terms:  # one element read (a dim of size 1): a number, not an expression
+            out = literal(start + step * i.const, dtype)
+            self.literals.add(out)
+            return out
         at = self.lin(i)
         if dtype.is_float:
             f64 = f"{at}.to(tl.float64) * {float(step)!r} + {float(start)!r}"
