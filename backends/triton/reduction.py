@@ -244,11 +244,16 @@ class _Reduction:
                 "acc", identity(op, self.v.types[self.anchor.inputs[0]].dtype, ""), acc_type
             )
             self.open_pass()
+            # the epilogue runs on [XBLOCK, 1] rows: a value of the pass, even one that reads
+            # no reduced index, has the pass's [XBLOCK, RBLOCK] shape, so the epilogue reads
+            # its own (a looped pass has a scope of its own already)
+            v.scopes.append({})
             self.store_outputs(later=False)
             masked = v.masked(self.x(), self.anchor)
             if self.looped and op in ("amax", "amin"):
                 masked = f"tl.{'maximum' if op == 'amax' else 'minimum'}({acc}, {masked})"
             row = self.row_sum(acc, masked, "row", TL_REDUCE[op])
+            v.scopes.pop()
             self.close_pass(op)
             row = self.finish(row, "row", TL_REDUCE[op])
             s["row"] = v.emit(f"{row} / {n}", "row") if op == "mean" else row
