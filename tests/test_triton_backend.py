@@ -137,6 +137,26 @@ def test_upsample_to_a_size_1_dim_is_a_constant_index() -> None:
     _check(fn, (_randn(1, 2, 2, 2),), None)
 
 
+@pytest.mark.parametrize("cols", [4, 5000], ids=["persistent", "looped"])
+def test_nan_propagates_as_in_torch(cols: int) -> None:
+    """relu, clamp, maximum, minimum, amax and amin give NaN where torch does (Triton's
+    maximum lets the other operand win by default), in one block and in a looped row."""
+
+    def fn(x: torch.Tensor, i: torch.Tensor) -> tuple:
+        return (
+            torch.relu(x), torch.clamp(x, -1, 1), torch.maximum(x * 0.5, x),
+            torch.minimum(x, x * 0.5), x.amax(-1), x.amin(-1), i.amax(-1),
+        )  # fmt: skip
+
+    x = _randn(2, cols)
+    x[0, 1] = x[1, cols - 1] = float("nan")
+    i = torch.arange(2 * cols).reshape(2, cols) % 7 - 3
+    c, prog = _program(fn, (x, i))
+    outs = prog.load()(*c.torch_inputs((x, i), {}))
+    for got, want in zip(outs, fn(x, i), strict=True):
+        torch.testing.assert_close(got, want, equal_nan=True)
+
+
 def test_an_arange_of_one_element_is_a_number() -> None:
     def fn(x: torch.Tensor) -> tuple:
         reversed_rows = x[:, torch.arange(0, -1, -1)]  # x has one row: index [0]

@@ -7,10 +7,10 @@ loaded and upcast; stores round to the stored type; a `cast` in the IR rounds wh
 so every template is fp32 math. f64 models compute in fp64 (`compute="tl.float64"`).
 
 Composites without a `tl` primitive are small @triton.jit helpers in the module prelude
-(`HELPERS`): tanh, sin/cos, pow, and bf16 rounding. Every other op a pointwise or reduction
-kernel may hold is in `ELEMENTWISE`, is a view/source/gather the index emitter handles, or is
-a reduction anchor; anything else is `unsupported(op)`, which `supports(spec)` reports with
-its reason.
+(`HELPERS`): tanh, sin/cos, pow, NaN-propagating max/min, and bf16 rounding. Every other op
+a pointwise or reduction kernel may hold is in `ELEMENTWISE`, is a view/source/gather the index
+emitter handles, or is a reduction anchor; anything else is `unsupported(op)`, which
+`supports(spec)` reports with its reason.
 
     ELEMENTWISE["exp"] = "tl.exp({0})"
     ELEMENTWISE["silu"] = "{0} * tl.sigmoid({0})"
@@ -90,7 +90,7 @@ ELEMENTWISE: dict[str, str] = {
     "tanh": "tanh_({0})",
     "erf": "tl.erf({0})",
     "sigmoid": "tl.sigmoid({0})",
-    "relu": "tl.maximum({0}, 0)",
+    "relu": "tl.maximum({0}, 0, propagate_nan=tl.PropagateNan.ALL)",
     "logical_not": "({0} == 0)",
     # binary
     "add": "{0} + {1}",
@@ -98,8 +98,8 @@ ELEMENTWISE: dict[str, str] = {
     "mul": "{0} * {1}",
     "div": "{0} / {1}",
     "pow": "pow_({0}, {1})",
-    "maximum": "tl.maximum({0}, {1})",
-    "minimum": "tl.minimum({0}, {1})",
+    "maximum": "tl.maximum({0}, {1}, propagate_nan=tl.PropagateNan.ALL)",
+    "minimum": "tl.minimum({0}, {1}, propagate_nan=tl.PropagateNan.ALL)",
     "eq": "{0} == {1}",
     "ne": "{0} != {1}",
     "lt": "{0} < {1}",
@@ -149,6 +149,27 @@ def to_bf16_(x, BF16_BITS: tl.constexpr):
         return b.to(tl.uint16).to(tl.bfloat16, bitcast=True)
     else:
         return x.to(tl.bfloat16)
+
+
+@triton.jit
+def max_nan_(a, b):
+    # torch's max: NaN wins (tl.maximum's default lets the other operand win)
+    return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
+def min_nan_(a, b):
+    return tl.minimum(a, b, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
+def amax_(x, axis: tl.constexpr, keep_dims: tl.constexpr):
+    return tl.reduce(x, axis, max_nan_, keep_dims=keep_dims)
+
+
+@triton.jit
+def amin_(x, axis: tl.constexpr, keep_dims: tl.constexpr):
+    return tl.reduce(x, axis, min_nan_, keep_dims=keep_dims)
 
 
 @triton.jit

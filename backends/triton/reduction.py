@@ -43,7 +43,8 @@ from compiler.core.tile_config import TileConfig, pow2
 from compiler.core.types import DType
 
 REDUCING = frozenset({"sum", "mean", "amax", "amin"})
-TL_REDUCE = {"sum": "tl.sum", "mean": "tl.sum", "amax": "tl.max", "amin": "tl.min"}
+# amax/amin as torch's: a NaN in the row is the result (`amax_`, `amin_` in ops.HELPERS)
+TL_REDUCE = {"sum": "tl.sum", "mean": "tl.sum", "amax": "amax_", "amin": "amin_"}
 
 REDUCTION = """
 ${header}
@@ -251,7 +252,7 @@ class _Reduction:
             self.store_outputs(later=False)
             masked = v.masked(self.x(), self.anchor)
             if self.looped and op in ("amax", "amin"):
-                masked = f"tl.{'maximum' if op == 'amax' else 'minimum'}({acc}, {masked})"
+                masked = f"{'max' if op == 'amax' else 'min'}_nan_({acc}, {masked})"
             row = self.row_sum(acc, masked, "row", TL_REDUCE[op])
             v.scopes.pop()
             self.close_pass(op)
