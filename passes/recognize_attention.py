@@ -33,8 +33,12 @@ Note [Fully masked rows]
 Our `sdpa` gives 0 for a query row whose keys are all masked (torch's `_safe_softmax`), where
 hand-written code gives NaN (a -inf fill or additive mask) or uniform weights (a finite fill).
 The rewrites are exact for every row that keeps at least one key. "Masked" means a fill or
-additive value <= MASKED (-1e4, as the dtype rounds it: -9984 in bf16) or -inf: its exp
-underflows to exactly 0 next to any kept score of ordinary size, as -inf does. A causal mask
+additive value of -inf, or at the far end of the dtype's range (at or below half its most
+negative finite value, `masked_below`: `torch.finfo(dtype).min`, which Hugging Face fills
+with): its exp is exactly 0 next to any kept score, as -inf's is, for any scores the dtype
+holds. A moderate value such as -1e4 is not: it removes a key only while no masked score is
+~1e4 above the kept ones (a fill, no kept score ~1e4 below it), which depends on the values,
+so such masks stay as written (additive masks stay sdpa's additive mask, exact). A causal mask
 never masks a whole row, so rule 4 is exact.
 
 Note [Which transposes are keys]
@@ -55,17 +59,16 @@ import numpy as np
 
 from compiler.core.errors import OpTypeError
 from compiler.core.ir import ConstArray, Graph, Node
-from compiler.core.ops import infer_type, ref
+from compiler.core.ops import infer_type
 from compiler.core.types import DType, TensorType
 from passes.match import Env, Op, Pattern, Var, match
 from passes.rewrite import Rewriter, Rule, apply_rules
 
-MASKED = -1e4  # an additive mask value or fill at or below this (or -inf) removes a key
-
 
 def masked_below(dtype: DType) -> float:
-    """MASKED as `dtype` holds it: a bf16 model's -1e4 is -9984."""
-    return float(ref.cast(np.array([MASKED], np.float32), dtype.value, np.float64)[0])
+    """An additive mask value or fill at or below this (or -inf) removes a key, whatever the
+    scores (Note [Fully masked rows]): half the most negative finite value of `dtype`."""
+    return -dtype.max_finite / 2
 
 
 def _scalar(name: str, rw: Rewriter) -> float | None:
@@ -240,7 +243,7 @@ def _reshaped(x: str, shape: tuple[int, ...], rw: Rewriter) -> str:
 
 def is_causal_mask(values: np.ndarray, dtype: DType, length: int, source: int) -> bool:
     """Whether a mask keeps exactly tril(ones(length, source)) at every leading index: a bool
-    mask True there, or a float one 0 there and <= MASKED (or -inf) elsewhere."""
+    mask True there, or a float one 0 there and masked (`masked_below`, or -inf) elsewhere."""
     values = np.broadcast_to(values, np.broadcast_shapes(values.shape, (length, source)))
     tril = np.tril(np.ones((length, source), dtype=bool))
     if values.dtype == np.bool_:

@@ -207,25 +207,6 @@ def f({QKV}, keep: bool[1,1,4,4]):
 """,
     ),
     (
-        f"{BOOL}  (masked_fill(~keep, -1e4))",
-        f"""
-def f({QKV}, keep: bool[1,1,4,4]):
-    v0: f32[1,2,8,4] = permute(k, dims=(0, 1, 3, 2))
-    v1: f32[1,2,4,4] = matmul(q, v0)
-    v2: bool[1,1,4,4] = logical_not(keep)
-    v3: f32[()] = full(shape=(), value=-10000.0, dtype=f32)
-    v4: f32[1,2,4,4] = where(v2, v3, v1)
-    v5: f32[1,2,4,4] = softmax(v4, dim=-1)
-    v6: f32[1,2,4,8] = matmul(v5, v)
-    return (v6,)
-""",
-        f"""
-def f({QKV}, keep: bool[1,1,4,4]):
-    v0: {SDPA}(q, k, v, keep, scale=1.0, is_causal=False, enable_gqa=False)
-    return (v0,)
-""",
-    ),
-    (
         f"{BOOL}  (masked_fill(drop, finfo.min), drop an input)",
         f"""
 def f({QKV}, drop: bool[1,1,4,4]):
@@ -332,20 +313,6 @@ def f(q: f32[2,1,2,8], k: f32[2,1,2,8], v: f32[2,1,2,8]):
 """,
     ),
     (
-        f"{CAUSAL}  (bf16: a -1e4 mask folds to -9984)",
-        """
-def f(q: bf16[1,1,2,8], k: bf16[1,1,2,8], v: bf16[1,1,2,8]):
-    v0: bf16[2,2] = constant(value=const([[0.0, -9984.0], [0.0, 0.0]]), dtype=bf16)
-    v1: bf16[1,1,2,8] = sdpa(q, k, v, v0, scale=None, is_causal=False, enable_gqa=False)
-    return (v1,)
-""",
-        """
-def f(q: bf16[1,1,2,8], k: bf16[1,1,2,8], v: bf16[1,1,2,8]):
-    v0: bf16[1,1,2,8] = sdpa(q, k, v, scale=None, is_causal=True, enable_gqa=False)
-    return (v0,)
-""",
-    ),
-    (
         f"{CAUSAL}  (float -inf, top-left aligned when L < S)",
         """
 def f(q: f32[1,1,2,8], k: f32[1,1,4,8], v: f32[1,1,4,8]):
@@ -363,6 +330,29 @@ def f(q: f32[1,1,2,8], k: f32[1,1,4,8], v: f32[1,1,4,8]):
 
 # (rule name + "  (why)", a graph the pass must leave alone)
 DECLINED = [
+    (
+        f"{BOOL}  (masked_fill(~keep, -1e4): exact only for kept scores well above -1e4: kept)",
+        f"""
+def f({QKV}, keep: bool[1,1,4,4]):
+    v0: f32[1,2,8,4] = permute(k, dims=(0, 1, 3, 2))
+    v1: f32[1,2,4,4] = matmul(q, v0)
+    v2: bool[1,1,4,4] = logical_not(keep)
+    v3: f32[()] = full(shape=(), value=-10000.0, dtype=f32)
+    v4: f32[1,2,4,4] = where(v2, v3, v1)
+    v5: f32[1,2,4,4] = softmax(v4, dim=-1)
+    v6: f32[1,2,4,8] = matmul(v5, v)
+    return (v6,)
+""",
+    ),
+    (
+        f"{CAUSAL}  (a -1e4 mask removes a key only for close scores: kept additive)",
+        """
+def f(q: bf16[1,1,2,8], k: bf16[1,1,2,8], v: bf16[1,1,2,8]):
+    v0: bf16[2,2] = constant(value=const([[0.0, -9984.0], [0.0, 0.0]]), dtype=bf16)
+    v1: bf16[1,1,2,8] = sdpa(q, k, v, v0, scale=None, is_causal=False, enable_gqa=False)
+    return (v1,)
+""",
+    ),
     (
         f"{ADDITIVE}  (rank 2: sdpa needs a head dim)",
         """

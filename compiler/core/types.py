@@ -31,6 +31,11 @@ class DType(enum.Enum):
     def itemsize(self) -> int:
         return _ITEMSIZE[self]
 
+    @property
+    def max_finite(self) -> float:
+        """The largest finite value of a float type (`torch.finfo(dtype).max`)."""
+        return _MAX_FINITE[self]
+
     def __repr__(self) -> str:
         return f"DType.{self.value}"
 
@@ -43,6 +48,13 @@ _ITEMSIZE = {
     DType.i64: 8,
     DType.i32: 4,
     DType.bool: 1,
+}
+
+_MAX_FINITE = {
+    DType.f64: 1.7976931348623157e308,
+    DType.f32: 3.4028234663852886e38,
+    DType.f16: 65504.0,
+    DType.bf16: 3.3895313892515355e38,
 }
 
 
