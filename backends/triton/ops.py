@@ -174,10 +174,23 @@ def amin_(x, axis: tl.constexpr, keep_dims: tl.constexpr):
 
 @triton.jit
 def tanh_(x):
-    # tanh from exp of a non-positive number only: no overflow for large |x|
+    # tanh from exp of a non-positive number only: no overflow for large |x|. Near 0, where
+    # 1 - t cancels, a polynomial: in float32 Cephes tanhf's x + x^3 P(x^2) below |x| = 0.625
+    # (as the llvm backend's tanh, backends/llvm/math.py), in float64 the Taylor series to x^7
+    # below 0.01
     t = tl.exp(-2.0 * tl.abs(x))
     y = (1.0 - t) / (1.0 + t)
-    return tl.where(x < 0, -y, y)
+    y = tl.where(x < 0, -y, y)
+    z = x * x
+    if x.dtype == tl.float32:
+        p = -5.70498872745e-3 * z + 2.06390887954e-2
+        p = (p * z - 5.37397155531e-2) * z + 1.33314422036e-1
+        p = p * z - 3.33332819422e-1
+        y = tl.where(tl.abs(x) < 0.625, x + x * z * p, y)
+    else:
+        p = ((-17.0 / 315.0) * z + 2.0 / 15.0) * z - 1.0 / 3.0
+        y = tl.where(tl.abs(x) < 0.01, x + x * z * p, y)
+    return y
 
 
 @triton.jit
