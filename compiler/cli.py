@@ -6,8 +6,8 @@
     tilefuse explain FILE.py:FACTORY|build/NAME [--gpu h100,mi300x] [--dtype float16] [--json]
                      [--plot roofline.png] [--targets]
     tilefuse profiles
-    tilefuse fuzz [--n 200] [--seed 0] [--backends numpy,llvm,triton] [--triton-every 5]
-                  [--known tests/fuzz/known_failures.toml] [--regressions tests/fuzz/regressions]
+    tilefuse fuzz [--n 200] [--seed 1000] [--backends numpy,llvm,triton] [--triton-every K]
+                  [--known TOML] [--regressions DIR] [--no-coverage]
 
 A FACTORY is a function in FILE.py that, called with no arguments (or with `dtype=`), returns
 `(model_or_function, example_inputs_tuple)`; every file in examples/ has one named `build`.
@@ -162,6 +162,8 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
     from compiler.fuzz import campaign
 
     backends = tuple(args.backends.split(","))
+    if args.n < 1 or args.triton_every < 1:
+        raise SystemExit("tilefuse: --n and --triton-every must be at least 1")
     known = campaign.load_known(Path(args.known) if args.known else None)
     print(
         f"fuzzing seeds {args.seed}..{args.seed + args.n - 1} on {', '.join(backends)}"
@@ -242,7 +244,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "fuzz", help="random modules compiled and checked against eager on every backend"
     )
     fuzz.add_argument("--n", type=int, default=200, help="how many modules (default 200)")
-    fuzz.add_argument("--seed", type=int, default=0, help="the first seed (default 0)")
+    fuzz.add_argument(
+        "--seed", type=int, default=1000,
+        help="the first seed (default 1000: make test runs 0-199)",
+    )  # fmt: skip
     fuzz.add_argument("--backends", default="numpy,llvm,triton", help="comma-separated")
     fuzz.add_argument(
         "--triton-every", type=int, default=1, metavar="K",

@@ -143,9 +143,12 @@ def test_fuzz_minimises_a_failure_into_a_regression_test(
     assert cli.main([*args, "--regressions", str(tmp_path / "regressions")]) == 1
     out = capsys.readouterr().out
     assert "FAIL seed 3 on llvm: mismatch\nBAD" in out and "class Fuzzed(nn.Module):" in out
+    assert "repro: tilefuse fuzz --n 1 --seed 3 --backends llvm" in out
     (written,) = (tmp_path / "regressions").glob("*.py")
     assert written.name == "seed_3_llvm.py" and "size_cap=1" in written.read_text()
     known = tmp_path / "known.toml"
-    known.write_text('[[failure]]\nseed = 3\nbackend = "llvm"\nreason = "a stand-in"\n')
+    known.write_text(
+        '[[failure]]\nseed = 3\nbackend = "llvm"\nstatus = "mismatch"\nreason = "a stand-in"\n'
+    )
     assert cli.main([*args, "--known", str(known)]) == 0
     assert "failures: 0 unexplained, 1 known" in capsys.readouterr().out

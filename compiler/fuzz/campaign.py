@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from backends.triton.ops import TritonUnsupportedError
+from compiler.compiled import Compiled
 from compiler.core.errors import UnsupportedOpError
 from compiler.core.ops import OPS
 from compiler.fuzz.generator import Case, Source, build, generate
@@ -34,6 +35,8 @@ class Outcome:
     backend: str
     status: str
     detail: str = ""  # the parity report, the refusal's message, or the traceback
+    error: str = ""  # a crash's exception type (and the one it wraps, under the interpreter)
+    summary: str = ""  # one line: the failing parity row, or the exception
 
     @property
     def failed(self) -> bool:
@@ -42,10 +45,15 @@ class Outcome:
     @property
     def signature(self) -> str:
         """What a smaller module must still show to count as the same failure."""
-        if self.status != "crash":
-            return self.status
-        last = self.detail.strip().splitlines()[-1] if self.detail.strip() else ""
-        return f"crash {last.split(':')[0]}"
+        return f"crash {self.error}" if self.status == "crash" else self.status
+
+
+def _crash(backend: str, e: BaseException) -> Outcome:
+    error = type(e).__qualname__
+    if e.__cause__ is not None:  # the Triton interpreter wraps what a kernel raised
+        error += f" from {type(e.__cause__).__qualname__}"
+    summary = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+    return Outcome(backend, "crash", traceback.format_exc(limit=-12), error, summary[:200])
 
 
 @dataclass
@@ -62,28 +70,35 @@ class Result:
         return [o for o in self.outcomes if o.failed]
 
 
-def graph_ops(report_compiled: object) -> frozenset[str]:
+def graph_ops(compiled: Compiled) -> frozenset[str]:
     """The ops of the captured graph and of the optimized one: what users write and what
     recognition makes of it."""
-    captured = getattr(report_compiled, "captured", None)
-    graphs = [getattr(captured, "graph", None), getattr(report_compiled, "graph", None)]
-    return frozenset(n.op for g in graphs if g is not None for n in g.nodes)
+    return frozenset(n.op for g in (compiled.captured.graph, compiled.graph) for n in g.nodes)
 
 
 def _check(case: Case, backends: Sequence[str]) -> tuple[list[Outcome], frozenset[str]]:
     """All of `backends` in one compile; the outcome of each."""
-    model, inputs, _ = build(case)
     try:
+        model, inputs, _ = build(case)  # a module that does not build is the fuzzer's crash
         report = check_parity(model, inputs, backends=tuple(backends))
     except REFUSALS as e:
-        return [Outcome(b, "refused", f"{type(e).__name__}: {e}") for b in backends], frozenset()
-    except Exception:
-        return [Outcome(b, "crash", traceback.format_exc(limit=-12)) for b in backends], frozenset()
+        reason = f"{type(e).__name__}: {e}"
+        return [Outcome(b, "refused", reason, summary=reason[:200]) for b in backends], frozenset()
+    except Exception as e:
+        return [_crash(b, e) for b in backends], frozenset()
     outcomes = []
     for backend in backends:
         rows = [r for r in report.rows if r.backend == backend]
-        ok = bool(rows) and all(r.ok for r in rows)
-        outcomes.append(Outcome(backend, "ok" if ok else "mismatch", "" if ok else str(report)))
+        if bool(rows) and all(r.ok for r in rows):
+            outcomes.append(Outcome(backend, "ok"))
+            continue
+        bad = next(r for r in rows if not r.ok) if rows else None
+        summary = (
+            f"{bad.output}: max abs err {bad.max_abs:.3g} against a budget of {bad.budget:.3g}"
+            if bad is not None
+            else "no outputs"
+        )
+        outcomes.append(Outcome(backend, "mismatch", str(report), summary=summary))
     return outcomes, graph_ops(report.compiled)
 
 
@@ -108,12 +123,13 @@ class KnownFailure:
 
     case: Case
     backend: str
+    status: str  # "mismatch" or "crash"
     reason: str
 
 
 def load_known(path: Path | None) -> list[KnownFailure]:
-    """The table (TOML, `[[failure]]` rows of seed, backend, reason, and the minimised case's
-    `drop`, `steps`, `size_cap` when it has them); none without a path."""
+    """The table (TOML, `[[failure]]` rows of seed, backend, status, reason, and the
+    minimised case's `drop`, `steps`, `size_cap` when it has them); none without a path."""
     if path is None or not path.exists():
         return []
     rows = tomllib.loads(path.read_text()).get("failure", [])
@@ -125,13 +141,23 @@ def load_known(path: Path | None) -> list[KnownFailure]:
             row.get("steps"),
             row.get("size_cap"),
         )
-        known.append(KnownFailure(case, str(row["backend"]), str(row["reason"])))
+        status = str(row["status"])
+        if status not in ("mismatch", "crash"):
+            raise ValueError(f"{path}: a failure's status is mismatch or crash, got {status!r}")
+        known.append(KnownFailure(case, str(row["backend"]), status, str(row["reason"])))
     return known
 
 
 def explained(outcome: Outcome, case: Case, known: Iterable[KnownFailure]) -> KnownFailure | None:
+    """The row of the table that explains `outcome` of `case`'s seed: the same seed, backend
+    and kind of failure (a listed mismatch does not explain a crash)."""
     return next(
-        (k for k in known if k.case.seed == case.seed and k.backend == outcome.backend), None
+        (
+            k
+            for k in known
+            if (k.case.seed, k.backend, k.status) == (case.seed, outcome.backend, outcome.status)
+        ),
+        None,
     )
 
 
@@ -185,18 +211,21 @@ def minimize(
     return best
 
 
-def write_regression(case: Case, outcome: Outcome, directory: Path) -> Path:
-    """The module of `case` as a regression test file `directory/seed_<seed>_<backend>.py`:
-    what failed in its docstring, the backends to check in `BACKENDS`, then the module source
-    (`tests/fuzz/test_regressions.py` runs every file there)."""
+def write_regression(
+    case: Case, outcome: Outcome, directory: Path, failing: Sequence[str] = ()
+) -> Path:
+    """The module of `case` as a regression test file `directory/seed_<seed>_<backends>.py`:
+    what failed in its docstring, the backends to check in `BACKENDS` (numpy, `outcome`'s and
+    the others that `failing` names), then the module source (`tests/fuzz/test_regressions.py`
+    runs every file there)."""
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"seed_{case.seed}_{outcome.backend}.py"
+    failed = tuple(dict.fromkeys([outcome.backend, *failing]))
+    path = directory / f"seed_{case.seed}_{'_'.join(failed)}.py"
     source = generate(case)
-    first = next((ln for ln in outcome.detail.strip().splitlines()[::-1] if ln.strip()), "")
-    backends = ("numpy",) if outcome.backend == "numpy" else ("numpy", outcome.backend)
+    backends = tuple(dict.fromkeys(["numpy", *failed]))
     path.write_text(
         f'"""Found by the fuzzer: {case}, {source.dtype}, {source.inputs}.\n'
-        f"{outcome.backend}: {outcome.status}: {first.strip()[:200]}\n"
+        f"{', '.join(failed)}: {outcome.status}: {outcome.summary}\n"
         f'"""\n\n'
         f"BACKENDS = {backends!r}\n\n" + source.text
     )
@@ -278,6 +307,7 @@ def run(
         chosen = [b for b in backends if b != "triton" or seed % triton_every == 0]
         result = check_case(Case(seed), chosen)
         campaign.results.append(result)
+        new: dict[str, list[Outcome]] = {}  # signature -> the backends failing so
         for outcome in result.failures:
             row = explained(outcome, result.source.case, known)
             if row is not None:
@@ -286,15 +316,21 @@ def run(
             campaign.unexplained.append((result, outcome))
             where = f"{result.source.case} on {outcome.backend}"
             log(f"FAIL {where}: {outcome.status}\n{outcome.detail}")
+            log(f"repro: tilefuse fuzz --n 1 --seed {seed} --backends {outcome.backend}")
+            new.setdefault(outcome.signature, []).append(outcome)
+        if new:
             log(result.source.text)
-            if regressions is not None:
-                small = minimize(
-                    result.source.case, outcome.backend, outcome.signature,
-                    budget=minimize_budget, log=log,
-                )  # fmt: skip
-                again = check_case(small, (outcome.backend,)).outcomes[0]
-                path = write_regression(small, again, regressions)
-                log(f"minimised to {small}: {path}")
+        for signature, same in new.items() if regressions is not None else ():
+            first = same[0]  # one minimisation for the backends that fail alike
+            small = minimize(
+                result.source.case, first.backend, signature, budget=minimize_budget, log=log
+            )
+            again = check_case(small, (first.backend,)).outcomes[0]
+            if not again.failed:  # a failure that comes and goes: nothing to write down
+                log(f"minimised to {small}, which no longer fails: no regression test written")
+                continue
+            path = write_regression(small, again, regressions, [o.backend for o in same])
+            log(f"minimised to {small}: {path}")
         if progress_every and ((i + 1) % progress_every == 0 or i + 1 == len(seeds)):
             elapsed = time.perf_counter() - start
             log(

@@ -20,7 +20,10 @@ What a module is made of, all drawn from the seed:
   padded, dilated, grouped), upsampling, and the moves between image and tokens a UNet makes.
 
 Each step draws from its own generator (seeded by the case's seed and the step's index), so
-leaving a step out changes no other step's choices: what the minimiser relies on.
+leaving a step out changes no earlier step and no later step's random draws (a later step may
+still see another value to work on): what the minimiser relies on. Steps work on any value of
+rank 3 or 4 so far, attention's inner ones included (masked scores holding -inf too, so NaN and
+infinities are checked to propagate as in eager).
 """
 
 from __future__ import annotations
@@ -612,6 +615,11 @@ def example_inputs() -> tuple[torch.Tensor, ...]:
     g = torch.Generator().manual_seed({case.seed})
 {chr(10).join(lines)}
     return ({", ".join(params)}{"," if len(params) == 1 else ""})
+
+
+def build() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+    """For `tilefuse check THIS_FILE.py:build`."""
+    return Fuzzed().eval(), example_inputs()
 '''
     return Source(case, text, dtype, what, count)
 

@@ -32,7 +32,8 @@ def _check(seed: int, backends: tuple[str, ...], batch_ops: dict[int, frozenset[
         if campaign.explained(outcome, Case(seed), KNOWN) is None:
             pytest.fail(
                 f"fuzz {Case(seed)} on {outcome.backend}: {outcome.status}\n{outcome.detail}\n"
-                f"{result.source.text}",
+                f"{result.source.text}\n"
+                f"repro: tilefuse fuzz --n 1 --seed {seed} --backends {outcome.backend}",
                 pytrace=False,
             )
 
@@ -77,6 +78,7 @@ def test_every_op_of_the_op_table_is_in_one_percent_of_the_batch(
         for row in KNOWN
     ],
 )
+@pytest.mark.usefixtures("quiet_interpreter")
 def test_known_failure_still_fails(row: campaign.KnownFailure) -> None:
     """Strict xfail: a known failure that passes now fails here until its row is removed."""
     outcome = campaign.check_case(row.case, (row.backend,)).outcomes[0]
@@ -94,13 +96,20 @@ def test_the_generator_is_deterministic_and_its_source_runs() -> None:
     assert str(model(*inputs).dtype) == f"torch.{source.dtype}"
 
 
+def _steps(case: Case) -> list[str]:
+    return [ln for ln in generate(case).text.splitlines() if ln.startswith("        v")]
+
+
 def test_a_case_with_steps_left_out_keeps_the_other_steps() -> None:
-    """What the minimiser relies on: leaving a step out changes no other step's choices."""
-    full = generate(Case(11, steps=6)).text
-    lines = [ln.split("=", 1)[1] for ln in full.splitlines() if ln.startswith("        v")]
+    """What the minimiser relies on: leaving a step out leaves the steps before it as they
+    were and takes lines away; the last step left out, the rest is the same module."""
+    full = _steps(Case(11, steps=6))
     for i in range(6):
-        fewer = generate(Case(11, drop=frozenset({i}), steps=6)).text
-        assert len([ln for ln in fewer.splitlines() if ln.startswith("        v")]) < len(lines)
+        fewer = _steps(Case(11, drop=frozenset({i}), steps=6))
+        before = _steps(Case(11, steps=i))
+        assert fewer[: len(before)] == before == full[: len(before)]
+        assert len(fewer) < len(full)
+    assert _steps(Case(11, drop=frozenset({5}), steps=6)) == _steps(Case(11, steps=5))
     capped = build(Case(11, size_cap=2))[1]
     assert max(max(t.shape) for t in capped) <= 2
 
@@ -136,10 +145,12 @@ def test_the_minimiser_shrinks_a_failure_and_writes_a_regression_test(
 def test_the_known_failures_table_reads_its_rows(tmp_path: Path) -> None:
     table = tmp_path / "known.toml"
     table.write_text(
-        '[[failure]]\nseed = 7\ndrop = [1]\nsize_cap = 2\nbackend = "triton"\nreason = "why"\n'
+        '[[failure]]\nseed = 7\ndrop = [1]\nsize_cap = 2\nbackend = "triton"\n'
+        'status = "crash"\nreason = "why"\n'
     )
     (row,) = campaign.load_known(table)
-    assert row == campaign.KnownFailure(Case(7, frozenset({1}), None, 2), "triton", "why")
+    assert row == campaign.KnownFailure(Case(7, frozenset({1}), None, 2), "triton", "crash", "why")
     failing = campaign.Outcome("triton", "crash", "Boom")
     assert campaign.explained(failing, Case(7), [row]) == row
     assert campaign.explained(campaign.Outcome("llvm", "crash"), Case(7), [row]) is None
+    assert campaign.explained(campaign.Outcome("triton", "mismatch"), Case(7), [row]) is None
