@@ -73,6 +73,7 @@ class ScheduleLayout:
     schedule: Schedule
     float_dtype: str
     request: MemoryRequest
+    per_kernel: bool = False  # `RenderOptions.per_kernel`
 
 
 class Program(Protocol):

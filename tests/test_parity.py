@@ -119,12 +119,14 @@ def test_no_divergence_reported_when_parity_holds() -> None:
     assert report.ok and report.divergences == {}
 
 
+@pytest.mark.usefixtures("quiet_interpreter")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_bisection_reads_every_kernel_output_whatever_the_reference_layout(
     dtype: torch.dtype,
 ) -> None:
     """A reference value can be a transposed view (a convolution's output is): each kernel
-    still writes into the array bisection compares, so a correct program has no divergence."""
+    still writes into the array bisection compares, so a correct program has no divergence.
+    In bf16 too: a per-kernel program keeps floats unrounded as the reference does."""
     from compiler.bisect import bisect_kernels
 
     g = torch.Generator().manual_seed(0)
@@ -135,7 +137,10 @@ def test_bisection_reads_every_kernel_output_whatever_the_reference_layout(
         return F.conv2d(F.gelu(x, approximate="tanh"), w, b)
 
     x = torch.randn(2, 8, 1, 4, generator=g).to(dtype)
-    for backend in ("numpy", "llvm"):
+    for backend in ("numpy", "llvm", "triton"):
         c = compiler.compile(conv_of_gelu, (x,), backend=backend)
         assert not c.reference_values((x,), {})[c.graph.outputs[0]].flags.c_contiguous
         assert bisect_kernels(c, (x,), {}, backend) is None, backend
+    # two kernels, a 16-bit value between them: per kernel, the reference's float32 values
+    c = compiler.compile(lambda x: torch.softmax(x * 3, -1) @ x.T, (x[0, :, 0],), backend="numpy")
+    assert bisect_kernels(c, (x[0, :, 0],), {}, "triton") is None

@@ -33,11 +33,14 @@ class TritonBackend:
     def lay_out(self, schedule: Schedule, options: RenderOptions) -> ScheduleLayout:
         # floats are stored as the IR says and computed in the compute type: one program
         # serves both
-        fd = options.float_dtype
-        return ScheduleLayout(schedule, fd, triton_render.memory_request(schedule, fd))
+        fd, wide = options.float_dtype, options.per_kernel
+        request = triton_render.memory_request(schedule, fd, wide=wide)
+        return ScheduleLayout(schedule, fd, request, per_kernel=wide)
 
     def render(self, layout: ScheduleLayout, arena: Arena) -> TritonProgram:
-        return triton_render.render_schedule(layout.schedule, arena, float_dtype=layout.float_dtype)
+        return triton_render.render_schedule(
+            layout.schedule, arena, float_dtype=layout.float_dtype, wide=layout.per_kernel
+        )
 
     def runner(self, program: TritonProgram) -> Runner:
         return program.load()

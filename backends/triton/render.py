@@ -119,15 +119,19 @@ def supports(spec: KernelSpec) -> bool:
     return unsupported_reason(spec) is None
 
 
-def storage_dtype(float_dtype: str) -> Callable[[DType], DType]:
-    """How the program stores IR dtypes: as themselves, or every float as f64 (float64)."""
+def storage_dtype(float_dtype: str, wide: bool = False) -> Callable[[DType], DType]:
+    """How the program stores IR dtypes: as themselves, or every float in the compute type
+    (float64, or `wide`: the per-kernel program bisection compares with the reference, whose
+    floats are not rounded to 16 bits between kernels)."""
     if float_dtype == "float64":
         return lambda d: DType.f64 if d.is_float else d
+    if wide:
+        return lambda d: DType.f32 if d.is_float else d
     return lambda d: d
 
 
 def render_kernel(
-    spec: KernelSpec, strided: frozenset[str], float_dtype: str
+    spec: KernelSpec, strided: frozenset[str], float_dtype: str, wide: bool = False
 ) -> RenderedKernel | HeavyKernel:
     """The @triton.jit kernel(s) for `spec` (tiled for the default profile when it carries
     no TileConfig): pointwise and reduction kernels here, matmul/conv2d/attention by the
@@ -143,10 +147,11 @@ def render_kernel(
     try:
         tile = spec.tile if spec.tile is not None else default_tile(spec)
         compute = "tl.float64" if float_dtype == "float64" else "tl.float32"
+        storage = storage_dtype(float_dtype, wide)
         if spec.kind in HEAVY_KINDS:
-            return render_heavy(spec, tile, strided, storage_dtype(float_dtype), compute)
+            return render_heavy(spec, tile, strided, storage, compute)
         render = render_reduction if spec.kind == "reduction" else render_pointwise
-        return render(spec, tile, strided, storage_dtype(float_dtype), compute)
+        return render(spec, tile, strided, storage, compute)
     except ZeroDivisionError:  # a size-0 dimension it must read (a sum over it, a GEMM's K)
         values = [(v.name, v.type) for v in spec.inputs] + [
             (n.out.name, n.out.type) for n in spec.body
@@ -325,19 +330,21 @@ def _default_device():
 '''
 
 
-def memory_request(s: Schedule, float_dtype: str) -> MemoryRequest:
+def memory_request(s: Schedule, float_dtype: str, wide: bool = False) -> MemoryRequest:
     """This backend's storage policy: every value as `storage_dtype` says, no scratch."""
-    storage = storage_dtype(float_dtype)
+    storage = storage_dtype(float_dtype, wide)
     return stored_in(s, lambda d: storage(d).itemsize)
 
 
-def render_schedule(s: Schedule, arena: Arena, *, float_dtype: str = "float32") -> TritonProgram:
+def render_schedule(
+    s: Schedule, arena: Arena, *, float_dtype: str = "float32", wide: bool = False
+) -> TritonProgram:
     """One module: helpers, every kernel, a launch function per kernel and the program, whose
-    planned values live in `arena` (planned for `memory_request(s, float_dtype)`)."""
+    planned values live in `arena` (planned for `memory_request(s, float_dtype, wide)`)."""
     g = s.graph
     strided = frozenset(v.name for v in g.inputs)
-    kernels = [render_kernel(k, strided, float_dtype) for k in s.kernels]
-    storage = storage_dtype(float_dtype)
+    kernels = [render_kernel(k, strided, float_dtype, wide) for k in s.kernels]
+    storage = storage_dtype(float_dtype, wide)
     constants: dict[str, np.ndarray] = {}
     for k in kernels:
         for _, c in k.constants:
