@@ -144,3 +144,19 @@ def test_bisection_reads_every_kernel_output_whatever_the_reference_layout(
     # two kernels, a 16-bit value between them: per kernel, the reference's float32 values
     c = compiler.compile(lambda x: torch.softmax(x * 3, -1) @ x.T, (x[0, :, 0],), backend="numpy")
     assert bisect_kernels(c, (x[0, :, 0],), {}, "triton") is None
+
+
+@pytest.mark.usefixtures("quiet_interpreter")
+@pytest.mark.parametrize("backend", ["numpy", "llvm", "triton"])
+def test_bisection_runs_kernels_that_check_indices(backend: str) -> None:
+    """A kernel that gathers checks its indices; run alone, it is given its status words."""
+    from compiler.bisect import bisect_kernels
+
+    idx = torch.tensor([2, 0, 1])
+
+    def fn(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return F.gelu(x[:, idx]) @ w
+
+    args = (torch.randn(2, 3, 4), torch.randn(4, 5))
+    c = compiler.compile(fn, args, backend="numpy")
+    assert bisect_kernels(c, args, {}, backend) is None

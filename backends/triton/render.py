@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 
 from backends.triton import attention as attention_template
 from backends.triton import conv as conv_template
@@ -215,10 +216,26 @@ class TritonProgram:
 
     def load_namespace(self) -> dict[str, Any]:
         """The kernel launch functions by kernel name, each taking the kernel's inputs and
-        then one tensor per output (written in place)."""
+        then one tensor per output (written in place). A kernel that checks indices gets
+        its status words here and raises as the program would."""
         interpret = not has_gpu()
         ns = self._namespace(interpret=interpret)
-        return {k.name: _quiet(ns[f"launch_{k.name}"], interpret) for k in self.kernels}
+        checking = [k.name for k in self.kernels if k.checks]
+
+        def checked(name: str, launch: Callable[..., None]) -> Callable[..., None]:
+            site = checking.index(name)
+
+            def run(*args: torch.Tensor) -> None:
+                status = torch.zeros(2 * len(checking), dtype=torch.int64, device=args[0].device)
+                launch(*args, status[2 * site : 2 * site + 2])
+                if status.any():
+                    raise ns["_index_error"](status.tolist(), ns["_CHECKS"])
+
+            return run
+
+        launches = {k.name: ns[f"launch_{k.name}"] for k in self.kernels}
+        launches = {n: checked(n, f) if n in checking else f for n, f in launches.items()}
+        return {n: _quiet(f, interpret) for n, f in launches.items()}
 
     def load_compiled(self) -> dict[str, TritonKernel]:
         """Per @triton.jit function of the module (a split-K GEMM has two: `<kernel>` and
