@@ -385,7 +385,8 @@ def test_compiled_definitions_for_every_heavy_kernel() -> None:
     assert set(kernels) == {k.name for k in s.kernels} | {f"{mm}_reduce"}
     assert {k.kind for k in s.kernels} >= {"matmul", "attention", "conv2d"}
     jit_defs = re.findall(r"^@triton\.jit\ndef (\w+)\(", prog.source, flags=re.MULTILINE)
-    helpers = {"to_bf16_", "tanh_", "pow_", "quadrant_", "sincos_poly_", "sin_", "cos_"}
+    helpers = {"to_bf16_", "tanh_", "pow_", "quadrant_", "sincos_poly_", "sin_", "cos_",
+               "max_nan_", "min_nan_", "amax_", "amin_"}  # fmt: skip
     assert set(jit_defs) - helpers == set(kernels)
     for name, k in kernels.items():
         assert isinstance(k.fn, JITFunction) and not isinstance(k.fn, InterpretedFunction)

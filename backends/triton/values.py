@@ -221,10 +221,10 @@ class TritonValues(IndexMaps):
     def block_address(self, address: str, idx: Index, p: Pointer) -> str:
         """`address` (of `p` at `idx`) as a block of the mask's shape where it could be
         smaller (Triton broadcasts a load's mask to its pointer, not the pointer to the
-        mask): here only an address of one element (no index depends on a kernel variable,
-        an index read from a constant included), as every other index spans the kernel's
-        one axis."""
-        if not any(i.free() for i in idx):
+        mask): here only an address of one element (no index of a dimension longer than 1
+        depends on a kernel variable, an index read from a constant included), as every
+        other index spans the kernel's one axis."""
+        if not any(i.free() for i, n in zip(idx, p.type.shape, strict=True) if n != 1):
             return f"{address} + tl.zeros_like({self.mask}).to(tl.int32)"
         return address
 
