@@ -390,13 +390,20 @@ class TileValues(TritonValues):
 
     def operand(self, name: str, idx: Index, dtype: DType, shape: str) -> str:
         """The dot operand tile of `name` at `idx` ([shape], in `dtype`): raw for a view
-        of an input; a computed one rounded to `dtype` and zero outside the mask."""
-        v = self.raw(name, idx)
-        if v is None:
-            x = self.tensor(self.value(name, idx), self.types[name].dtype)
-            zeroed = f"tl.where({self.mask}, {x}, 0.0)"
-            v = self.emit(narrow(zeroed, dtype) if dtype in (DType.f16, DType.bf16) else zeroed)
-        return self.emit(f"tl.broadcast_to({v}, {shape})")
+        of an input; a computed one rounded to `dtype` and zero outside the mask. Its values
+        are its own: laid out along its mask's axes (a value read at a constant index too,
+        broadcast to the mask), they are not another operand's."""
+        self.scopes.append({})
+        try:
+            v = self.raw(name, idx)
+            if v is None:
+                x = self.tensor(self.value(name, idx), self.types[name].dtype)
+                zeroed = f"tl.where({self.mask}, {x}, 0.0)"
+                narrowed = narrow(zeroed, dtype) if dtype in (DType.f16, DType.bf16) else zeroed
+                v = self.emit(narrowed)
+            return self.emit(f"tl.broadcast_to({v}, {shape})")
+        finally:
+            self.scopes.pop()
 
 
 def render_epilogue(

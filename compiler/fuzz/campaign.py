@@ -10,6 +10,7 @@ known-failures table (`load_known`), which names its seed, its backend and why.
 
 from __future__ import annotations
 
+import re
 import time
 import tomllib
 import traceback
@@ -235,6 +236,13 @@ def write_regression(
 # ----------------------------------------------------------------------------- a campaign
 
 
+def _reason(message: str) -> str:
+    """A refusal's message without the names of one module's kernels and values, so
+    refusals for one reason count together."""
+    message = re.sub(r"kernel k\d+\w*", "kernel K", message)
+    return re.sub(r" \([tr]\d+\)", "", message)[:160]
+
+
 @dataclass
 class Campaign:
     """What a run of many seeds found."""
@@ -267,7 +275,7 @@ class Campaign:
             f"  failures: {len(self.unexplained)} unexplained, {len(self.explained)} known"
         )
         refusals = Counter(
-            f"{o.backend}: {o.detail.splitlines()[0][:160]}"
+            f"{o.backend}: {_reason(o.detail.splitlines()[0])}"
             for r in self.results
             for o in r.outcomes
             if o.status == "refused"
