@@ -74,7 +74,11 @@ def test_every_op_of_the_op_table_is_in_one_percent_of_the_batch(
 @pytest.mark.parametrize(
     "row",
     [
-        pytest.param(row, marks=pytest.mark.xfail(strict=True, reason=row.reason), id=str(row.case))
+        pytest.param(
+            row,
+            marks=pytest.mark.xfail(strict=True, reason=row.reason),
+            id=f"{row.case} on {row.backend}",
+        )
         for row in KNOWN
     ],
 )
