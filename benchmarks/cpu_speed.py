@@ -358,11 +358,11 @@ def environment(threads: int) -> list[str]:
         llvm = llvmlite.__version__
     except ImportError:
         llvm = "not installed"
-    isa = os.environ.get("TILEFUSE_ISA", "").strip() or "native"
+    cpu = os.environ.get("TILEFUSE_CPU", "").strip() or "native"
     return [
         f"- torch {torch.__version__}, llvmlite {llvm}, Python {platform.python_version()}",
-        f"- {os.cpu_count()} logical CPUs; torch threads: {threads}; llvm kernels for ISA {isa}"
-        " (TILEFUSE_ISA)",
+        f"- {os.cpu_count()} logical CPUs; torch threads: {threads}; llvm kernels for {cpu}"
+        " (TILEFUSE_CPU)",
         "- load average (1, 5, 15 min) at the end: "
         + ", ".join(f"{x:.2f}" for x in os.getloadavg()),
     ]
@@ -378,12 +378,12 @@ docstring defines every column. Compare ratios within one run: times move betwee
 
 def write_results(path: Path, table: str, argv: list[str], opts: argparse.Namespace) -> None:
     """Add this run at the top of `path`, keeping the runs already there."""
-    isa = os.environ.get("TILEFUSE_ISA", "").strip()
-    env = [f"TILEFUSE_ISA={isa}"] if isa else []
+    cpu = os.environ.get("TILEFUSE_CPU", "").strip()
+    env = [f"TILEFUSE_CPU={cpu}"] if cpu else []
     command = shlex.join([*env, "python", "benchmarks/cpu_speed.py", *argv])
     date = datetime.datetime.now().astimezone().strftime("%Y-%m-%d")
     text = [
-        f"## {commit()} · {date} · {cpu_name()}" + (f" · llvm kernels for {isa}" if isa else ""),
+        f"## {commit()} · {date} · {cpu_name()}" + (f" · llvm kernels for {cpu}" if cpu else ""),
         "",
         f"    {command}",
         "",

@@ -10,18 +10,18 @@ import pytest
 
 from backends.llvm import jit as llvm_jit
 
-# Note [Compiling for AVX2 on an AVX-512 CPU] in backends/llvm/jit.py: None compiles for what
-# the environment selects; an AVX-512 host also runs the AVX2 code path.
-ISAS = [None, "avx2"] if llvm_jit.host().vector_bits == 512 else [None]
+# Note [Compiling for an x86-64 level] in backends/llvm/jit.py: None compiles for what the
+# environment selects; an AVX-512 host also runs the AVX2 code path.
+CPUS = [None, "x86-64-v3"] if llvm_jit.host().vector_bits == 512 else [None]
 
 
-@pytest.fixture(params=ISAS, ids=lambda isa: isa or "default")
-def isa(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str | None:
-    """Run a test for the instruction set the environment selects and, on an AVX-512 host,
-    again with TILEFUSE_ISA=avx2: LLVM vectorizes for 256-bit vectors with other vector factors
-    and interleave counts, so reductions reassociate differently there."""
+@pytest.fixture(params=CPUS, ids=lambda cpu: cpu or "default")
+def cpu(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str | None:
+    """Run a test for the CPU the environment selects and, on an AVX-512 host, again with
+    TILEFUSE_CPU=x86-64-v3 (AVX2): LLVM vectorizes for 256-bit vectors with other vector
+    factors and interleave counts, so reductions reassociate differently there."""
     if request.param:
-        monkeypatch.setenv("TILEFUSE_ISA", request.param)
+        monkeypatch.setenv("TILEFUSE_CPU", request.param)
     return request.param
 
 

@@ -21,7 +21,8 @@ from compiler.core import config
         ("TILEFUSE_NUM_THREADS", "-2", "TILEFUSE_NUM_THREADS must be an integer >= 1, got '-2'"),
         ("TILEFUSE_COMPILE_JOBS", "many", "TILEFUSE_COMPILE_JOBS must be an integer >= 1"),
         ("TILEFUSE_GEMM", "blis", "TILEFUSE_GEMM must be one of auto, mkl, onednn, got 'blis'"),
-        ("TILEFUSE_ISA", "sse2", "TILEFUSE_ISA must be one of native, avx2, got 'sse2'"),
+        ("TILEFUSE_CPU", "avx2", "TILEFUSE_CPU must be one of native, x86-64-v3, x86-64-v4, got"),
+        ("TILEFUSE_ISA", "avx2", "TILEFUSE_ISA is not read: set TILEFUSE_CPU"),
         ("TILEFUSE_LOG", "fusion,tiles", "TILEFUSE_LOG names no logger 'tiles'; it may name"),
     ],
 )

@@ -128,7 +128,9 @@ def test_threads_do_not_change_results() -> None:
     assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])
 
 
-@pytest.mark.skipif(llvm_jit.host().vector_bits < 512, reason="the host has no AVX-512")
+@pytest.mark.skipif(
+    llvm_jit.host().vector_bits < 512, reason="the llvm backend compiles for a CPU without AVX-512"
+)
 def test_pointwise_kernel_uses_512_bit_vectors() -> None:
     m = render_kernel(
         kernel("""

@@ -1,6 +1,6 @@
 """bf16/f16 on the llvm backend: 16-bit storage where only native kernels touch a value
 (Note [16-bit storage] in backends/llvm/storage.py), float32 compute and float32 GEMM operands.
-The tests taking the `isa` fixture (tests/conftest.py) also run compiled for AVX2 on an
+The tests taking the `cpu` fixture (tests/conftest.py) also run compiled for AVX2 on an
 AVX-512 host.
 
 Repro one case: pytest tests/test_llvm_dtypes.py -k "softmax and bfloat16"
@@ -30,7 +30,9 @@ from passes.fusion import fuse_kernels
 from tests.helpers import llvm_program
 
 HALVES = [torch.bfloat16, torch.float16]
-AVX512 = pytest.mark.skipif(llvm_jit.host().vector_bits < 512, reason="the host has no AVX-512")
+AVX512 = pytest.mark.skipif(
+    llvm_jit.host().vector_bits < 512, reason="the llvm backend compiles for a CPU without AVX-512"
+)
 
 
 def ids(d: torch.dtype) -> str:
@@ -112,7 +114,7 @@ def test_only_a_16_bit_input_or_output_can_be_narrow() -> None:
 # ---------------------------------------------------------------- rounding on store
 
 
-@pytest.mark.usefixtures("isa")
+@pytest.mark.usefixtures("cpu")
 @pytest.mark.parametrize("dtype", HALVES, ids=ids)
 def test_stores_round_ties_to_even_keep_nan_and_overflow_to_inf(dtype: torch.dtype) -> None:
     """add/sub/mul of 16-bit inputs are exact in float32: each output must be the bits eager
@@ -134,7 +136,7 @@ def test_stores_round_ties_to_even_keep_nan_and_overflow_to_inf(dtype: torch.dty
         assert torch.equal(bits(got)[~nan], bits(want)[~nan]), (got, want)
 
 
-@pytest.mark.usefixtures("isa")
+@pytest.mark.usefixtures("cpu")
 def test_bf16_rounding_matches_the_reference_rounding_bit_for_bit() -> None:
     """Random float32 values (every exponent, signs, low mantissa bits set), cast to bf16 in a
     native kernel, equal `compiler.core.ops.ref.round_to_bf16` of them."""
@@ -302,7 +304,7 @@ def _same_kernels_both_storages(model: torch.nn.Module, inputs: tuple[Any, ...])
     return seen
 
 
-@pytest.mark.usefixtures("isa")
+@pytest.mark.usefixtures("cpu")
 @pytest.mark.parametrize("name", ["gpt2", "llama"])
 def test_16_bit_kernel_outputs_are_the_float32_outputs_rounded(name: str) -> None:
     build = {"gpt2": gpt2.build, "llama": llama.build}[name]

@@ -115,7 +115,7 @@ def test_host_describes_this_cpu():
     assert ("+avx512f" in h.features) == (h.vector_bits == 512)
 
 
-@pytest.mark.usefixtures("isa")
+@pytest.mark.usefixtures("cpu")
 def test_axpy_runs_on_numpy_arrays():
     lib = load(AXPY)
     axpy = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)(
@@ -137,30 +137,39 @@ def test_libm_symbols_resolve():
 
 def test_axpy_uses_512_bit_vectors():
     if llvm_jit.host().vector_bits < 512:
-        pytest.skip(f"host has {llvm_jit.host().vector_bits}-bit vectors, not AVX-512")
+        pytest.skip(f"compiling for {llvm_jit.host().vector_bits}-bit vectors, not AVX-512")
     assert "zmm" in llvm_jit.assembly(AXPY)
     assert "<16 x float>" in llvm_jit.optimized_ir(AXPY)
 
 
-def test_isa_avx2_compiles_for_this_cpu_without_avx512(monkeypatch):
+def test_x86_64_v3_compiles_for_avx2_on_any_cpu_that_has_it(monkeypatch):
     native = llvm_jit.host()
     if "+avx2" not in native.features:
         pytest.skip("the host has no AVX2")
     native_key = llvm_jit.object_cache_path(AXPY)
     native_cpu = llvm_aot.cpu_fingerprint()
-    monkeypatch.setenv("TILEFUSE_ISA", "avx2")
+    monkeypatch.setenv("TILEFUSE_CPU", "x86-64-v3")
     h = llvm_jit.host()
-    assert h.vector_bits == 256 and h.cpu == native.cpu and "+avx2" in h.features
-    assert not re.search(r"\+(avx512|avx10|amx-avx512)", h.features), h.features
+    assert h.vector_bits == 256 and h.cpu == "x86-64-v3" and "+fma" in h.features
+    assert not re.search(r"avx512|avx10|amx", h.features), h.features
     asm = llvm_jit.assembly(AXPY)
     assert "ymm" in asm and "zmm" not in asm
-    # AVX-512 objects and kernels.so are never served for an AVX2 compile
-    avx512 = native.vector_bits == 512
-    assert (llvm_jit.object_cache_path(AXPY) != native_key) == avx512
-    assert (llvm_aot.cpu_fingerprint() != native_cpu) == avx512
-    monkeypatch.setenv("TILEFUSE_ISA", "avx512")
-    with pytest.raises(ValueError, match="TILEFUSE_ISA must be one of native, avx2, got 'avx512'"):
-        llvm_jit.host()
+    # objects and kernels.so of one target are never served for another
+    assert llvm_jit.object_cache_path(AXPY) != native_key
+    assert llvm_aot.cpu_fingerprint() != native_cpu
+
+
+def test_x86_64_v4_is_avx512_and_refused_where_the_cpu_lacks_it(monkeypatch):
+    monkeypatch.setenv("TILEFUSE_CPU", "x86-64-v4")
+    if llvm_jit._host("native").vector_bits < 512:
+        with pytest.raises(
+            ValueError, match=r"TILEFUSE_CPU=x86-64-v4, but this CPU .* lacks avx512"
+        ):
+            llvm_jit.host()
+        return
+    h = llvm_jit.host()
+    assert h.vector_bits == 512 and "+avx512vl" in h.features and "-prefer-256-bit" in h.features
+    assert "zmm" in llvm_jit.assembly(AXPY)
 
 
 def test_disk_cache_hits_in_process_and_in_a_fresh_process(private_cache):

@@ -74,7 +74,7 @@ def build_module(fname: str, ty: ir.Type, lanes: int = 1) -> ir.Module:
 
 @functools.cache
 def _target_machine() -> llvm.TargetMachine:
-    # the backend's CPU description (TILEFUSE_ISA applies), in a machine of our own: MCJIT
+    # the backend's CPU description (TILEFUSE_CPU applies), in a machine of our own: MCJIT
     # takes ownership of the one it is given
     h = llvm_jit.host()
     return llvm.Target.from_triple(h.triple).create_target_machine(
@@ -222,7 +222,9 @@ def test_vector_ir_uses_splat_constants():
     assert "llvm.fmuladd.v16f32" in text
 
 
-@pytest.mark.skipif(llvm_jit.host().vector_bits < 512, reason="the host has no AVX-512")
+@pytest.mark.skipif(
+    llvm_jit.host().vector_bits < 512, reason="the llvm backend compiles for a CPU without AVX-512"
+)
 def test_exp_loop_vectorizes_to_avx512():
     _, asm, _ = compile_kernel("exp", "float32")
     assert "zmm" in asm

@@ -48,7 +48,7 @@ def _feed_all(texts: list[str]) -> tuple[dict[int, bytes], list[BaseException]]:
     return objects, errors
 
 
-@pytest.mark.usefixtures("isa")  # a worker compiles for the ISA the environment selects
+@pytest.mark.usefixtures("cpu")  # a worker compiles for the CPU the environment selects
 def test_a_worker_compiles_the_same_objects_into_the_same_cache(private_cache):
     before = llvm_jit.STATS["compiled"]
     objects, errors = _feed_all(TEXTS)

@@ -59,18 +59,18 @@ def cpu_fields() -> dict[str, str]:
 
 def cpu_fingerprint() -> str:
     """This CPU as the library's machine code depends on it: architecture, vendor, model and
-    feature flags (/proc/cpuinfo), and the instruction set compiled for (TILEFUSE_ISA), read
-    without LLVM."""
-    return _fingerprint(config.load().isa)
+    feature flags (/proc/cpuinfo), and the level compiled for (TILEFUSE_CPU), read without
+    LLVM."""
+    return _fingerprint(config.load().cpu)
 
 
 @functools.cache
-def _fingerprint(isa: str) -> str:
+def _fingerprint(level: str) -> str:
     fields = cpu_fields()
     flags = " ".join(sorted(fields.get("flags", "").split()))
     parts = (platform.machine(), fields.get("vendor_id", ""), fields.get("model name", ""), flags)
-    if isa != "native":  # native: the fingerprint saved artifacts already record
-        parts += (f"isa={isa}",)
+    if level != "native":  # native: the fingerprint saved artifacts already record
+        parts += (f"cpu={level}",)
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
 

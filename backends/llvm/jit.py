@@ -6,7 +6,7 @@
 
 The IR generator lives elsewhere; this module only knows about IR *text* and object bytes.
 Environment (through `compiler.core.config`): TILEFUSE_NUM_THREADS, TILEFUSE_CACHE_DIR,
-TILEFUSE_ISA.
+TILEFUSE_CPU.
 
 Note [Why 512-bit vectors need a feature flag]
 LLVM tunes Skylake-AVX512/Cascade Lake with `prefer-256-bit`, so even with avx512f the loop
@@ -14,18 +14,22 @@ vectorizer picks ymm registers. We compile for the CPU we run on and want zmm, s
 `-prefer-256-bit` to the feature string when avx512f is present. It is part of `Host.features`
 and therefore of the object cache key.
 
-Note [Compiling for AVX2 on an AVX-512 CPU]
-TILEFUSE_ISA=avx2 compiles for this CPU with its AVX-512 turned off: every avx512* feature,
-AVX10 (which includes 512-bit vectors) and AMX's AVX-512 forms. LLVM then selects instructions
-and 256-bit vectors as for an AVX2-only CPU, and the code still runs here; only the tuning (the
-CPU name) stays this CPU's. The loop vectorizer chooses vector factors and interleave counts by
-register width, so on 256-bit vectors reductions reassociate differently: that path needs test
-runs of its own, which an AVX-512 host gives only this way (the tests taking the `isa` fixture
-in tests/conftest.py run both ways there). The feature string is part of `Host.features`, hence
-of the object cache key: AVX2 and AVX-512 objects never share a key. `host()` reads the setting
-on every call (the description is cached per value), so a test may change it with
-monkeypatch.setenv; compile workers inherit it with the environment, and a saved artifact's
-kernels.so records it with the CPU fingerprint (`llvm_aot.cpu_fingerprint`).
+Note [Compiling for an x86-64 level]
+TILEFUSE_CPU=x86-64-v3 (or x86-64-v4) compiles for that micro-architecture level instead of
+this CPU: LLVM's CPU of that name, with exactly the level's features (v3: AVX2, FMA, BMI, F16C,
+MOVBE and what v2 has; v4: v3 and AVX-512 F/BW/CD/DQ/VL), tuned generically. Code for a level
+runs on every CPU that has it, so an AVX-512 host runs the code path of an AVX2-only CPU: the
+loop vectorizer chooses vector factors and interleave counts by register width, so on 256-bit
+vectors reductions reassociate differently, and the register tiles are AVX2's (16 vector
+registers of 256 bits). The tests taking the `cpu` fixture (tests/conftest.py) run for the
+native CPU and for x86-64-v3 on such a host. A level this CPU lacks is refused: its code would
+stop on an illegal instruction. The CPU name and feature string are part of the object cache
+key, and a saved artifact's kernels.so records the level with the CPU fingerprint
+(`llvm_aot.cpu_fingerprint`), so objects of one level are never served for another. `host()`
+reads the setting on every call (the description is cached per value), so a test may change
+it with monkeypatch.setenv; compile workers inherit it with the environment. This checks the
+code we generate; for a speed figure of an AVX2 CPU, the libraries (oneDNN, MKL, ATen) must be
+held to AVX2 as well, or the figure come from such a CPU.
 
 Note [Why ORC LLJIT and not MCJIT]
 Both load object files in llvmlite 0.50. MCJIT (`create_mcjit_compiler`) takes ownership of the
@@ -80,26 +84,35 @@ class Host:
 
 
 def host() -> Host:
-    """Describe the CPU we compile for: this one, restricted as TILEFUSE_ISA asks (Note
-    [Compiling for AVX2 on an AVX-512 CPU]). Initializes LLVM's native target once."""
-    return _host(config.load().isa)
+    """Describe the CPU we compile for: this one, or the x86-64 level TILEFUSE_CPU names (Note
+    [Compiling for an x86-64 level]). Initializes LLVM's native target once."""
+    return _host(config.load().cpu)
 
 
-def _is_avx512(feature: str) -> bool:
-    """An LLVM x86 feature that needs AVX-512 (AVX10 is AVX-512 under a new name)."""
-    return "avx512" in feature or feature.startswith("avx10")
+_V2 = frozenset({"cmov", "cx8", "fxsr", "mmx", "sse", "sse2", "cx16", "popcnt", "sahf", "sse3",
+                 "sse4.1", "sse4.2", "ssse3"})  # fmt: skip
+LEVELS: dict[str, frozenset[str]] = {
+    "x86-64-v3": _V2 | {"avx", "avx2", "bmi", "bmi2", "f16c", "fma", "lzcnt", "movbe", "xsave"},
+}
+LEVELS["x86-64-v4"] = LEVELS["x86-64-v3"] | {"avx512f", "avx512bw", "avx512cd", "avx512dq",
+                                              "avx512vl"}  # fmt: skip
+"""The LLVM features of each x86-64 micro-architecture level (the x86-64 psABI's levels)."""
 
 
 @functools.cache
-def _host(isa: str) -> Host:
+def _host(level: str) -> Host:
     llvm.initialize_native_target()
     llvm.initialize_native_asmprinter()
     cpu = llvm.get_host_cpu_name()
     feats = dict(llvm.get_host_cpu_features())
-    if isa == "avx2":
-        if not feats.get("avx2"):
-            raise ValueError(f"TILEFUSE_ISA=avx2, but this CPU ({cpu}) has no AVX2")
-        feats = {n: on and not _is_avx512(n) for n, on in feats.items()}
+    if level != "native":
+        missing = sorted(f for f in LEVELS[level] if not feats.get(f))
+        if missing:
+            raise ValueError(
+                f"TILEFUSE_CPU={level}, but this CPU ({cpu}) lacks {', '.join(missing)}: "
+                "code for that level would not run here"
+            )
+        cpu, feats = level, dict.fromkeys(LEVELS[level], True)
     names = sorted(feats)  # sorted: the string is part of the cache key
     flags = [("+" if feats[n] else "-") + n for n in names]
     if feats.get("avx512f"):
@@ -320,7 +333,7 @@ class NativeLibrary:
 @functools.cache
 def _lljit() -> llvm.LLJIT:
     # suppress_errors: link failures come back as RuntimeError instead of stderr noise. One for
-    # the process whatever TILEFUSE_ISA says later: LLJIT only links objects compiled already.
+    # the process whatever TILEFUSE_CPU says later: LLJIT only links objects compiled already.
     return llvm.create_lljit_compiler(target_machine(), suppress_errors=True)
 
 

@@ -11,10 +11,10 @@ TILEFUSE_COMPILE_JOBS processes that compile LLVM modules at once on a cold comp
                       the CPUs this process may run on; 1 keeps it in this process).
 TILEFUSE_GEMM         the llvm backend's library for GEMMs with a weight: mkl, onednn or auto
                       (default: by CPU vendor, Note [Which GEMM library] in backends.llvm.gemm).
-TILEFUSE_ISA          the instruction set the llvm backend compiles for: native (default: all
-                      this CPU has) or avx2 (its AVX-512 turned off, 256-bit vectors), to run
-                      the AVX2 code path on an AVX-512 CPU (Note [Compiling for AVX2 on an
-                      AVX-512 CPU] in backends.llvm.jit).
+TILEFUSE_CPU          the CPU the llvm backend compiles for: native (default: this CPU, all it
+                      has), or an x86-64 level this CPU has: x86-64-v3 (AVX2 and FMA, 256-bit
+                      vectors) or x86-64-v4 (AVX-512), to run the code path of a smaller CPU
+                      here (Note [Compiling for an x86-64 level] in backends.llvm.jit).
 
 A value it cannot use is a `ConfigError` naming the variable, what it holds and what it may
 hold, raised where the setting is first read: never ignored, never a stray ValueError.
@@ -43,7 +43,7 @@ examples' 320 channels at 32x32, 2 groups of rows (5 MiB)."""
 
 
 GEMM_LIBRARIES = ("auto", "mkl", "onednn")
-ISAS = ("native", "avx2")
+CPUS = ("native", "x86-64-v3", "x86-64-v4")
 LOGGERS = ("artifact", "dynamo", "extern", "fold", "fusion", "llvm", "passes", "pipeline",
            "rewrite", "targets", "tiling")  # fmt: skip
 """The loggers TILEFUSE_LOG may name (`tilefuse.<name>`)."""
@@ -58,7 +58,7 @@ class Config:
     num_threads: int | None = None
     gemm: str = "auto"
     compile_jobs: int | None = None
-    isa: str = "native"
+    cpu: str = "native"  # TILEFUSE_CPU: the llvm backend's target, native or an x86-64 level
 
 
 def load() -> Config:
@@ -81,9 +81,14 @@ def load() -> Config:
     gemm = env.get("TILEFUSE_GEMM", "").strip().lower() or "auto"
     if gemm not in GEMM_LIBRARIES:
         raise ConfigError(f"TILEFUSE_GEMM must be one of {', '.join(GEMM_LIBRARIES)}, got {gemm!r}")
-    isa = env.get("TILEFUSE_ISA", "").strip().lower() or "native"
-    if isa not in ISAS:
-        raise ConfigError(f"TILEFUSE_ISA must be one of {', '.join(ISAS)}, got {isa!r}")
+    if env.get("TILEFUSE_ISA"):
+        raise ConfigError(
+            "TILEFUSE_ISA is not read: set TILEFUSE_CPU (x86-64-v3 compiles for AVX2 on any "
+            "CPU that has it)"
+        )
+    cpu = env.get("TILEFUSE_CPU", "").strip().lower() or "native"
+    if cpu not in CPUS:
+        raise ConfigError(f"TILEFUSE_CPU must be one of {', '.join(CPUS)}, got {cpu!r}")
     return Config(
         debug,
         Path(dump) if dump else None,
@@ -92,7 +97,7 @@ def load() -> Config:
         threads,
         gemm,
         jobs,
-        isa,
+        cpu,
     )
 
 
