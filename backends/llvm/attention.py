@@ -146,7 +146,10 @@ class _Attention:
     def module(self) -> KernelModule:
         roots = list(dict.fromkeys(o.root for o in self.ops))  # names only by position
         shapes = [(roots.index(o.root), o.shape, o.strides, o.offset, o.dtype) for o in self.ops]
-        key = repr((shapes, self.rows, self.threads, self.scale, self.causal, self.Dv, self.H))
+        tiles = llvm_tiles.register_tiles()
+        key = repr(
+            (shapes, self.rows, self.threads, self.scale, self.causal, self.Dv, self.H, tiles)
+        )
         symbol = f"tf_attention_{hashlib.sha256(key.encode()).hexdigest()[:10]}"
 
         def emit() -> ir.Module:
@@ -181,7 +184,9 @@ class _Attention:
         entry = fn.append_basic_block("entry")
         b = ir.IRBuilder(entry)
         self.b = b
-        self.acc = llvm_tiles.Accumulators(b, 8, max(2, self.vw // llvm_tiles.LANES), "acc")
+        shape = llvm_tiles.register_tiles()  # a product tile, or an output tile of <= 8 rows
+        cols = max(shape.cols, self.vw // llvm_tiles.LANES)
+        self.acc = llvm_tiles.Accumulators(b, max(shape.rows, 8), cols, "acc")
         packed = b.alloca(I64, name="packed_head")  # the key head whose K^T (and V) is packed
         b.store(I64(-1), packed)
         self.peak = b.alloca(F32, name="max")

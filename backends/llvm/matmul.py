@@ -12,9 +12,10 @@ Note [Matmuls into their destination]
 Native rather than a library's `mm(..., out=)` / `addmm`: at these shapes the tiles ran as fast
 or faster (a cross-attention's K/V projection, 16 x 768 x 320: 198 against 94 GFLOP/s on 2
 cores; figures in docs/llvm_backend.md, Measurements) and need no copy. The work is split into
-tasks of (image, column panel, 8 rows), a panel being as many 32-column tiles as keep K x
-columns of B within PANEL_BYTES (in L2 while the thread's rows stream past it), the tasks shared
-among threads in order.
+tasks of (image, column panel, a tile's rows), a panel being as many tiles' columns as keep
+K x columns of B within PANEL_BYTES (in L2 while the thread's rows stream past it), the tasks
+shared among threads in order. The tiles follow the instruction set (Note [Register tiles per
+instruction set] in backends.llvm.tiles).
 """
 
 from __future__ import annotations
@@ -52,14 +53,15 @@ class Matmul:
 
     def panels(self) -> tuple[int, int]:
         """(tiles per panel, panels)."""
-        tiles = -(-self.n // llvm_tiles.KEYS_TILE)
-        per = max(1, min(tiles, PANEL_BYTES // (self.k * llvm_tiles.KEYS_TILE * 4)))
+        keys = llvm_tiles.register_tiles().keys
+        tiles = -(-self.n // keys)
+        per = max(1, min(tiles, PANEL_BYTES // (self.k * keys * 4)))
         return per, -(-tiles // per)
 
     def tasks(self) -> tuple[int, int, int, int]:
-        """(blocks of SCORE_ROWS rows, tiles per panel, panels, tasks): a task is one block
-        of one panel of one product."""
-        blocks = -(-self.m // llvm_tiles.SCORE_ROWS)
+        """(blocks of a product tile's rows, tiles per panel, panels, tasks): a task is one
+        block of one panel of one product."""
+        blocks = -(-self.m // llvm_tiles.register_tiles().rows)
         per, panels = self.panels()
         return blocks, per, panels, self.batch * panels * blocks
 
@@ -67,7 +69,8 @@ class Matmul:
 def module(name: str, mm: Matmul) -> KernelModule:
     """The native kernel of `mm`, named after the extern call `name` it computes.
     Parameters: a (its root, read with `mm.a_strides`), b, the bias when `mm.bias`, out."""
-    symbol = f"tf_matmul_{hashlib.sha256(repr(mm).encode()).hexdigest()[:10]}"
+    tiles = llvm_tiles.register_tiles()
+    symbol = f"tf_matmul_{hashlib.sha256(repr((mm, tiles)).encode()).hexdigest()[:10]}"
     a_size = 1 + sum((d - 1) * s for d, s in zip((mm.batch, mm.m, mm.k), mm.a_strides, strict=True))
     params = [
         Param("a", "in", TensorType((a_size,), DType.f32)),
@@ -78,7 +81,7 @@ def module(name: str, mm: Matmul) -> KernelModule:
             Param("bias", "in", TensorType((mm.m if mm.bias == "row" else mm.n,), DType.f32))
         )
     params.append(Param("out", "out", TensorType((mm.batch, mm.m, mm.n), DType.f32)))
-    rows = llvm_tiles.SCORE_ROWS
+    rows = tiles.rows
     blocks, per, panels, tasks = mm.tasks()
     bias_text = {None: "", "row": " + bias[row]", "col": " + bias[col]"}[mm.bias]
     head = [
@@ -87,7 +90,7 @@ def module(name: str, mm: Matmul) -> KernelModule:
         f"{panels} panel(s) of {per} tiles x {blocks} blocks of {rows} rows",
         f"; args: {', '.join(f'{q.role} {q.name}' for q in params)}",
     ]
-    stages = (f"matmul: {tasks} tasks of {rows} rows x {per} tiles of 32 columns",)
+    stages = (f"matmul: {tasks} tasks of {rows} rows x {per} tiles of {tiles.keys} columns",)
     text = (
         "\n".join(head) + "\n" + module_text(symbol, functools.partial(_emit, symbol, mm, params))
     )
@@ -95,8 +98,10 @@ def module(name: str, mm: Matmul) -> KernelModule:
 
 
 def _emit(symbol: str, mm: Matmul, params: list[Param]) -> ir.Module:
-    """The IR of `module`: tasks of (image, column panel, 8 rows) shared among the threads."""
-    rows = llvm_tiles.SCORE_ROWS
+    """The IR of `module`: tasks of (image, column panel, a tile's rows) shared among the
+    threads."""
+    tiles = llvm_tiles.register_tiles()
+    rows = tiles.rows
     blocks, per, panels, tasks = mm.tasks()
     m = ir.Module(name=symbol)
     fnty = ir.FunctionType(ir.VoidType(), [I64, I64] + [PTR] * len(params))
@@ -105,9 +110,9 @@ def _emit(symbol: str, mm: Matmul, params: list[Param]) -> ir.Module:
     tid, nth, *ptrs = fn.args
     p = dict(zip((q.name for q in params), ptrs, strict=True))
     b = ir.IRBuilder(fn.append_basic_block("entry"))
-    acc = llvm_tiles.Accumulators(b, rows, 2, "acc")
+    acc = llvm_tiles.Accumulators(b, rows, tiles.cols, "acc")
     lo, hi = thread_share(b, tid, nth, tasks)
-    width = per * llvm_tiles.KEYS_TILE
+    width = per * tiles.keys
     last_cols = mm.n - (panels - 1) * width  # the last panel's columns
     with counted_loop(b, lo, hi, "task") as t:
         i = b.udiv(t, I64(panels * blocks))
@@ -134,8 +139,8 @@ def _emit(symbol: str, mm: Matmul, params: list[Param]) -> ir.Module:
                 llvm_tiles.product(b, acc, *operands, height, cols, mm.k, bias=bias)
             with last:
                 cols = (
-                    I64(last_cols // llvm_tiles.KEYS_TILE),
-                    last_cols % llvm_tiles.KEYS_TILE or None,
+                    I64(last_cols // tiles.keys),
+                    last_cols % tiles.keys or None,
                 )
                 llvm_tiles.product(b, acc, *operands, height, cols, mm.k, bias=bias)
     b.ret_void()

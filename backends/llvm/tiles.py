@@ -4,8 +4,8 @@ destination.
 A tile keeps a block of the result in vector registers and streams the shared dimension through
 them, one broadcast scalar of A times one or two vectors of B per step:
 
-    product tile (R rows x 32 columns):  for d < K:  b0, b1 = B[d, s0:s0+32]
-                                                      acc[r][c] += A[r0+r, d] * b_c  (R x 2 FMAs)
+    product tile (R rows x 16 C columns): for d < K:  b_c = B[d, s0+16c:s0+16c+16], c < C
+                                                       acc[r][c] += A[r0+r, d] * b_c  (R x C FMAs)
     output tile (R rows x Dv):           for s < keys: v_c = V[s, 16c:16c+16]
                                                       acc[r][c] += E[r0+r, s] * v_c  (R x NV FMAs)
 
@@ -13,14 +13,27 @@ them, one broadcast scalar of A times one or two vectors of B per step:
 by `pack_transposed`, rows padded to a multiple of 32 keys with zeros), the Winograd products
 (`backends.llvm.winograd`) and the matmuls of `backends.llvm.matmul`; a partial last tile of
 columns is read and written under masks. `output` is attention's `O = E V`, each row scaled by
-its 1 / sum as it is stored. R is 8 rows for the product (16 accumulators: the count that
-ran fastest with 32 512-bit registers) and up to 24 accumulators for the output; rows past the
+its 1 / sum as it is stored. R and C, and the accumulators an output tile may hold, follow
+the vector registers of the target (Note [Register tiles per instruction set]); rows past the
 last whole tile run as 1-row tiles. The accumulators are allocas in the function's entry block,
 which LLVM promotes to registers; `llvm.fmuladd` becomes FMA. On one AVX-512 core a product
 tile runs at about the core's peak (110 GFLOP/s; figures in docs/llvm_backend.md,
 Measurements). Whole kernels: Note [Attention's products] (backends.llvm.attention), Note
 [Winograd's products] (backends.llvm.winograd), Note [Matmuls into their destination]
 (backends.llvm.matmul).
+
+Note [Register tiles per instruction set]
+A tile's accumulators, the B vectors of one step and the broadcast A scalar must all stay in
+vector registers, or every FMA also spills. Vectors here are 16 floats (`LANES`): one register
+with AVX-512 (32 of them), two with AVX2 (16 of 256 bits), which LLVM splits them into.
+- AVX-512: 8 rows x 2 vectors (16 accumulators, 2 B vectors, 1 broadcast: the count that ran
+  fastest), and up to 24 accumulators for an output tile.
+- AVX2: 6 rows x 1 vector (12 registers of accumulators, 2 of B, 1 broadcast: 15 of 16, the
+  6 x 16 shape of the usual AVX2 SGEMM kernels), and up to 6 vectors (12 registers) for an
+  output tile.
+`register_tiles()` picks by the width the llvm backend compiles for (`llvm_jit.host()`, so
+TILEFUSE_CPU=x86-64-v3 gives AVX2's tiles on any host). Products tile their columns by
+`RegisterTiles.keys`, so attention's packed K^T and the matmul panels follow too.
 
 Note [Rolled loops]
 A tile's depth loop and the row loop of `pack_padded` are `counted_loop(..., rolled=True)`:
@@ -32,8 +45,11 @@ LLVM time, and its kernels as fast.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from llvmlite import ir
 
+from backends.llvm import jit as llvm_jit
 from backends.llvm.emit import I64, PTR, counted_loop
 
 F32 = ir.FloatType()
@@ -41,9 +57,29 @@ LANES = 16
 V16 = ir.VectorType(F32, LANES)
 I1 = ir.IntType(1)
 I32 = ir.IntType(32)
-KEYS_TILE = 2 * LANES  # keys per scores tile
-SCORE_ROWS = 8  # rows per scores tile
-OUTPUT_ACCUMULATORS = 24  # vector registers an output tile may hold (of 32)
+
+
+@dataclass(frozen=True)
+class RegisterTiles:
+    """The register tiles of one vector width (Note [Register tiles per instruction set])."""
+
+    rows: int  # rows of a product tile
+    cols: int  # vectors of LANES floats in a product tile's row
+    output_accumulators: int  # vectors of LANES floats an output tile may hold
+
+    @property
+    def keys(self) -> int:
+        """Columns of a product tile (keys of a scores tile)."""
+        return self.cols * LANES
+
+
+AVX512_TILES = RegisterTiles(rows=8, cols=2, output_accumulators=24)
+AVX2_TILES = RegisterTiles(rows=6, cols=1, output_accumulators=6)
+
+
+def register_tiles() -> RegisterTiles:
+    """The tiles for the vector width the llvm backend compiles for."""
+    return AVX512_TILES if llvm_jit.host().vector_bits >= 512 else AVX2_TILES
 
 
 def vectors(width: int) -> int:
@@ -53,12 +89,14 @@ def vectors(width: int) -> int:
 
 def padded_keys(keys: int) -> int:
     """`keys` rounded up to whole scores tiles: the row length of KT and of the scores."""
-    return -(-keys // KEYS_TILE) * KEYS_TILE
+    tile = register_tiles().keys
+    return -(-keys // tile) * tile
 
 
 def output_rows(width: int) -> int:
-    """Rows per output tile of `width` columns: as many as OUTPUT_ACCUMULATORS allow, <= 8."""
-    return max(1, min(8, OUTPUT_ACCUMULATORS // vectors(width)))
+    """Rows per output tile of `width` columns: as many as the target's output accumulators
+    allow, <= 8."""
+    return max(1, min(8, register_tiles().output_accumulators // vectors(width)))
 
 
 class Accumulators:
@@ -129,7 +167,8 @@ def scores(
     """out[r, s] = scale * sum_d q[r, d] kt[d, s] for r < `rows` and s below `keys` rounded up
     to whole tiles (columns past `keys` are left with what the padded KT gives). Each operand
     is (pointer, row stride in floats)."""
-    tiles = b.udiv(b.add(keys, I64(KEYS_TILE - 1)), I64(KEYS_TILE))
+    tile = register_tiles().keys
+    tiles = b.udiv(b.add(keys, I64(tile - 1)), I64(tile))
     product(b, acc, q, kt, out, rows, (tiles, None), depth, scale)
 
 
@@ -152,21 +191,22 @@ def product(
     bias: Bias | None = None,
 ) -> None:
     """out[r, j] = scale * sum_d a[r, d] bm[d, j] (+ bias[r] or bias[j]) for r < `rows`:
-    `cols` is (whole tiles of KEYS_TILE columns, then the columns of a last partial tile, None
-    for none), the partial tile read and written under masks. `a` may be any strided matrix
-    (one scalar of it is broadcast at a time); `bm` and `out` are (pointer, row stride) with
-    unit column stride; the bias pointer is at the same origin as `out`."""
+    `cols` is (whole tiles of `register_tiles().keys` columns, then the columns of a last
+    partial tile, None for none), the partial tile read and written under masks. `a` may be
+    any strided matrix (one scalar of it is broadcast at a time); `bm` and `out` are (pointer,
+    row stride) with unit column stride; the bias pointer is at the same origin as `out`."""
     tiles, tail = cols
-    whole = b.mul(b.udiv(rows, I64(SCORE_ROWS)), I64(SCORE_ROWS))
-    for lo, hi, height in ((I64(0), whole, SCORE_ROWS), (whole, rows, 1)):
+    shape = register_tiles()
+    whole = b.mul(b.udiv(rows, I64(shape.rows)), I64(shape.rows))
+    for lo, hi, height in ((I64(0), whole, shape.rows), (whole, rows, 1)):
         count = b.udiv(b.sub(hi, lo), I64(height)) if height > 1 else b.sub(hi, lo)
         with counted_loop(b, I64(0), count, f"pg{height}") as g:
             r0 = b.add(lo, b.mul(g, I64(height)) if height > 1 else g)
             with counted_loop(b, I64(0), tiles, "pt") as t:
-                s0 = b.mul(t, I64(KEYS_TILE))
+                s0 = b.mul(t, I64(shape.keys))
                 _tile(b, acc, a, bm, out, (r0, height), (s0, None), depth, scale, bias)
             if tail:
-                s0 = b.mul(tiles, I64(KEYS_TILE))
+                s0 = b.mul(tiles, I64(shape.keys))
                 _tile(b, acc, a, bm, out, (r0, height), (s0, tail), depth, scale, bias)
 
 
@@ -185,9 +225,11 @@ def _tile(
     """One tile of `product`: `at_rows` (first row, height), `at_cols` (first column, and the
     columns of a partial last tile or None for a whole one)."""
     (r0, height), (s0, tail) = at_rows, at_cols
-    lanes = [LANES, LANES] if tail is None else [min(LANES, tail), max(0, tail - LANES)]
-    cols = [c for c in range(2) if lanes[c]]
-    acc.zero(b, height, 2)
+    n = register_tiles().cols
+    full = n * LANES if tail is None else tail
+    lanes = [max(0, min(LANES, full - LANES * c)) for c in range(n)]
+    cols = [c for c in range(n) if lanes[c]]
+    acc.zero(b, height, n)
     with counted_loop(b, I64(0), I64(depth), "d", rolled=True) as d:
         at = b.add(b.mul(d, I64(bm[1])), s0)
         k = {c: _load(b, bm[0], b.add(at, I64(LANES * c)), lanes[c]) for c in cols}
