@@ -14,14 +14,14 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) examples/gpt2.py
-	$(PY) examples/gpt2.py --dtype bfloat16
-	$(PY) examples/llama.py
-	$(PY) examples/llama.py --dtype bfloat16
-	$(PY) examples/unet.py
-	$(PY) examples/unet.py --dtype bfloat16
-	$(PY) examples/dit.py
-	$(PY) examples/dit.py --dtype bfloat16
+	$(PY) examples/gpt2.py --speed
+	$(PY) examples/gpt2.py --dtype bfloat16 --speed
+	$(PY) examples/llama.py --speed
+	$(PY) examples/llama.py --dtype bfloat16 --speed
+	$(PY) examples/unet.py --speed
+	$(PY) examples/unet.py --dtype bfloat16 --speed
+	$(PY) examples/dit.py --speed
+	$(PY) examples/dit.py --dtype bfloat16 --speed
 
 test: $(STAMP)
 	$(PY) -m ruff check .

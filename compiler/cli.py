@@ -2,7 +2,7 @@
 
     tilefuse compile FILE.py:FACTORY -o build/NAME [--backend llvm] [--gpu h100] [--dtype ...]
     tilefuse run build/NAME [--backend numpy]
-    tilefuse check FILE.py:FACTORY [--backend numpy] [--dtype bfloat16]
+    tilefuse check FILE.py:FACTORY [--backend numpy] [--dtype bfloat16] [--speed] [--inductor]
     tilefuse explain FILE.py:FACTORY|build/NAME [--gpu h100,mi300x] [--dtype float16] [--json]
                      [--plot roofline.png] [--targets]
     tilefuse profiles
@@ -61,12 +61,76 @@ def cmd_check(args: argparse.Namespace) -> int:
     import compiler
 
     model, inputs = build_example(args.factory, args.dtype)
+    backends = args.backend.split(",")
+    speed = args.speed or args.inductor
+    timed = "llvm" if "llvm" in backends else backends[0]  # the fast one a CPU has
+    if speed:  # compiled for it first: the compile time shown is its own
+        backends = [timed, *(b for b in backends if b != timed)]
     try:
-        report = compiler.check_parity(model, inputs, backends=tuple(args.backend.split(",")))
+        report = compiler.check_parity(model, inputs, backends=tuple(backends))
     except ValueError as e:  # an unknown or unbuilt backend
         raise SystemExit(f"tilefuse: {e}") from None
     print(report)
+    if speed:
+        print(speed_summary(report.compiled, timed, model, inputs, args.inductor))
     return 0 if report.ok else 1
+
+
+def _medians(fns: dict[str, Callable[[], Any]], runs: int, warmup: int = 3) -> dict[str, float]:
+    """Each function's median seconds over `runs` calls, the functions called in turn (so a
+    drift of the machine hits all alike), after `warmup` calls each."""
+    import statistics
+    import time
+
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for i in range(warmup + runs):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            if i >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def speed_summary(
+    compiled: Any,
+    backend: str,
+    model: Callable[..., Any],
+    inputs: tuple[Any, ...],
+    inductor: bool,
+) -> str:
+    """Kernels, compile time and the forward's median time against eager (and Inductor's
+    default, compiled here, with `inductor`): a demonstration, not a benchmark
+    (`benchmarks/cpu_speed.py` is that)."""
+    runs = 20
+    fns: dict[str, Callable[[], Any]] = {
+        "eager": lambda: model(*inputs),
+        f"tilefuse ({backend})": lambda: compiled.run(inputs, backend=backend),
+    }
+    compile_note = ""
+    if inductor:
+        import time
+
+        start = time.perf_counter()
+        compiled_fn = torch.compile(model)
+        with torch.inference_mode():
+            compiled_fn(*inputs)
+        compile_note = f"; Inductor compiled in {time.perf_counter() - start:.1f} s"
+        fns["inductor"] = lambda: compiled_fn(*inputs)
+    with torch.inference_mode():
+        medians = _medians(fns, runs)
+    stats = compiled.stats
+    eager = medians["eager"]
+    lines = [
+        f"{compiled.graph.name}: {stats['kernels']} kernels from {stats['nodes']} nodes, "
+        f"compiled in {stats['capture_s'] + stats['compile_s']:.2f} s (capture "
+        f"{stats['capture_s']:.2f} s){compile_note}",
+        f"forward, median of {runs} interleaved calls on {torch.get_num_threads()} threads:",
+    ]
+    lines += [
+        f"  {name:<20} {t * 1e3:8.2f} ms  {t / eager:5.2f}x eager" for name, t in medians.items()
+    ]
+    return "\n".join(lines)
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
@@ -216,6 +280,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--backend", default="numpy,llvm", help="comma-separated backends (default: all built)"
     )
     check.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None)
+    check.add_argument(
+        "--speed", action="store_true",
+        help="also print kernels, compile time and the forward's time against eager",
+    )  # fmt: skip
+    check.add_argument(
+        "--inductor", action="store_true",
+        help="--speed, and against torch.compile (Inductor) too: compiles it first (slow)",
+    )  # fmt: skip
     check.set_defaults(run=cmd_check)
     explain = sub.add_parser("explain", help="bytes, FLOPs, tiles and time per kernel per GPU")
     explain.add_argument(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -152,3 +153,13 @@ def test_fuzz_minimises_a_failure_into_a_regression_test(
     )
     assert cli.main([*args, "--known", str(known)]) == 0
     assert "failures: 0 unexplained, 1 known" in capsys.readouterr().out
+
+
+def test_check_with_speed_prints_kernels_compile_time_and_forward_times(
+    factory: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["check", f"{factory}:build", "--speed"]) == 0
+    out = capsys.readouterr().out
+    assert out.index("output  llvm") < out.index("output  numpy")  # compiled for llvm first
+    assert re.search(r"\d+ kernels from \d+ nodes, compiled in [\d.]+ s \(capture", out), out
+    assert re.search(r"  eager +[\d.]+ ms   1\.00x eager\n  tilefuse \(llvm\) +[\d.]+ ms", out)
