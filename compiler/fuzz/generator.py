@@ -40,6 +40,7 @@ from compiler.fuzz.steps import (
     TOKEN_STEPS,
     Builder,
     Shape,
+    draw_size,
 )
 
 DTYPES = ("float32",) * 6 + ("bfloat16", "bfloat16", "float16", "float16")
@@ -80,8 +81,7 @@ def _inputs(
     value's shape, and the token ids' vocabulary (0 without ids)."""
 
     def size(choices: tuple[int, ...]) -> int:
-        n = rng.choice(choices)
-        return n if cap is None else max(1, min(n, cap))
+        return draw_size(rng, choices, cap)
 
     bsz = size((1, 2))
     g = f"generator=g, dtype=torch.{dtype}"  # made in the dtype: a cast would copy a view

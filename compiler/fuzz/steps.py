@@ -21,6 +21,12 @@ CHANNELS = (1, 2, 3, 4, 8)
 Shape = tuple[int, ...]
 
 
+def draw_size(rng: random.Random, choices: tuple[int, ...], cap: int | None) -> int:
+    """One of `choices`, at most `cap` (the minimiser's cap on every size drawn)."""
+    n = rng.choice(choices)
+    return n if cap is None else max(1, min(n, cap))
+
+
 @dataclass
 class Builder:
     rng: random.Random
@@ -33,8 +39,7 @@ class Builder:
     count: int = 0
 
     def size(self, choices: tuple[int, ...]) -> int:
-        n = self.rng.choice(choices)
-        return n if self.cap is None else max(1, min(n, self.cap))
+        return draw_size(self.rng, choices, self.cap)
 
     def new(self, expr: str, shape: Shape) -> str:
         name = f"v{self.count}"
