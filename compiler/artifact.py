@@ -32,6 +32,9 @@ and what the backend's `save` adds; for `llvm` (backends/llvm/artifact.py):
     driver.bin       the driver compiled by the Python that saved it (marshal; read back by the
                      same Python only: Note [A compiled driver] in backends/llvm/runtime.py)
     llvm/*.tfo       the same kernels as object code for the JIT's cache (the fallback)
+    tuning.jsonl     the choices the program took (which GEMM per shape) with the CPU they
+                     were made on: rendered again on that CPU, they are taken without timing
+                     (Note [Measured choices] in backends/llvm/tuning.py)
 
 Note [What an artifact stores]
 It stores the schedule, the end of the pipeline: `load` runs no graph pass, no fusion and no

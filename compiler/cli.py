@@ -5,6 +5,7 @@
     tilefuse check FILE.py:FACTORY [--backend numpy] [--dtype bfloat16] [--speed] [--inductor]
     tilefuse explain FILE.py:FACTORY|build/NAME [--gpu h100,mi300x] [--dtype float16] [--json]
                      [--plot roofline.png] [--targets]
+    tilefuse tune FILE.py:FACTORY [--dtype ...] [--again] [--json]
     tilefuse profiles
     tilefuse fuzz [--n 200] [--seed 1000] [--backends numpy,llvm,triton] [--triton-every K]
                   [--known TOML] [--regressions DIR] [--no-coverage]
@@ -172,6 +173,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    """Compile FACTORY for the llvm backend with its choices measured on this host (whatever
+    TILEFUSE_TUNE says) into this CPU's tuning file, and print them."""
+    import contextlib
+    import json
+    import os
+
+    import compiler
+    from backends.llvm import tuning
+
+    os.environ["TILEFUSE_TUNE"] = "1"  # this command is the measuring
+    model, inputs = build_example(args.factory, args.dtype)
+    again = tuning.retune() if args.again else contextlib.nullcontext()
+    with again:
+        c = compiler.compile(model, inputs, backend="llvm")
+    choices = c.choices
+    print(json.dumps(choices.to_dict(), indent=1) if args.json else choices)
+    return 0
+
+
 def cmd_profiles(args: argparse.Namespace) -> int:
     from compiler.core.gpu import profiles_table
 
@@ -310,6 +331,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "spills, shared memory, occupancy and tensor cores (exit 1 when one does not fit)",
     )
     explain.set_defaults(run=cmd_explain)
+    tune = sub.add_parser(
+        "tune",
+        help="measure the llvm backend's choices (GEMM per shape) for a model on this CPU, "
+        "into its tuning file, and print them",
+    )
+    tune.add_argument("factory", help="FILE.py:FACTORY, e.g. examples/gpt2.py:build")
+    tune.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None)
+    tune.add_argument(
+        "--again", action="store_true",
+        help="time every choice again, even those the tuning file has",
+    )  # fmt: skip
+    tune.add_argument("--json", action="store_true", help="print the choices as JSON")
+    tune.set_defaults(run=cmd_tune)
     profiles = sub.add_parser("profiles", help="the GPU profiles and their figures")
     profiles.set_defaults(run=cmd_profiles)
     fuzz = sub.add_parser(

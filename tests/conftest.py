@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,6 +10,10 @@ from pathlib import Path
 import pytest
 
 from backends.llvm import jit as llvm_jit
+
+# Note [Measured choices] in backends/llvm/tuning.py: the analytic defaults, so what a test
+# sees generated does not depend on this host's timings (the tuning tests turn it on).
+os.environ.setdefault("TILEFUSE_TUNE", "0")
 
 # Note [Compiling for an x86-64 level] in backends/llvm/jit.py: None compiles for what the
 # environment selects; an AVX-512 host also runs the AVX2 code path.

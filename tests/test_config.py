@@ -23,6 +23,7 @@ from compiler.core import config
         ("TILEFUSE_GEMM", "blis", "TILEFUSE_GEMM must be one of auto, mkl, onednn, got 'blis'"),
         ("TILEFUSE_CPU", "avx2", "TILEFUSE_CPU must be one of native, x86-64-v3, x86-64-v4, got"),
         ("TILEFUSE_ISA", "avx2", "TILEFUSE_ISA is not read: set TILEFUSE_CPU"),
+        ("TILEFUSE_TUNE", "yes", "TILEFUSE_TUNE must be 0 or 1, got 'yes'"),
         ("TILEFUSE_LOG", "fusion,tiles", "TILEFUSE_LOG names no logger 'tiles'; it may name"),
     ],
 )

@@ -30,6 +30,7 @@ def save(program: LlvmProgram, path: Path) -> dict[str, Any] | None:
     """Write the program's object code, kernels.so and the rendered program into `path`; the
     manifest entry (what kernels.so was built from and for), or None without kernels.so."""
     _save_objects(program, path / "llvm")
+    _save_choices(program, path / TUNING)
     native = _save_library(program, path)
     if native is not None:
         _save_program(program, path)
@@ -43,10 +44,57 @@ def load(
     where it runs here as it is, else `render()`; it loads through the saved kernels.so where
     that was built for this CPU from exactly its kernels, and its weights are memory-mapped
     from the artifact's file."""
-    program = _saved_program(path, native) or render()
+    program = _saved_program(path, native)
+    if program is None:
+        _replay(path / TUNING)
+        program = render()
     program.library = _open_library(path, native, program)
     program.mapped_weights = True
     return program
+
+
+TUNING = "tuning.jsonl"
+"""The choices the program took (`LlvmProgram.choices`), a line each with the CPU they hold
+for: read back with the saved program, and replayed into this host's tuning file when the
+program is rendered again on the CPU they were made on (Note [Measured choices])."""
+
+
+def _save_choices(program: LlvmProgram, path: Path) -> None:
+    from backends.llvm import tuning
+
+    cpu = tuning.cpu()
+    lines = [
+        json.dumps({"call": call, "cpu": cpu, **choice.to_dict()}, sort_keys=True)
+        for call, choice in program.choices
+    ]
+    path.write_text("".join(line + "\n" for line in lines))
+
+
+def _read_choices(path: Path) -> list[dict[str, Any]]:
+    """The entries of an artifact's tuning.jsonl; none where it is missing or damaged."""
+    try:
+        entries = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except (OSError, ValueError):
+        return []
+    return [e for e in entries if isinstance(e, dict) and "choice" in e and "shape" in e]
+
+
+def _replay(path: Path) -> None:
+    """Add the artifact's measured choices to this host's tuning file when they were made on
+    this CPU (the same model, flags, level and threads) and the file lacks them: the render
+    that follows takes them without timing."""
+    from backends.llvm import tuning
+
+    if not config.load().tune:
+        return
+    store, cpu = tuning.current(), tuning.cpu()
+    for e in _read_choices(path):
+        if e.get("cpu") != cpu or e.get("why") == "default":
+            continue
+        if store.get(e["kind"], e["shape"]) is None:
+            store.add(
+                tuning.entry(cpu, e["kind"], e["shape"], e["medians_us"], e["choice"], e["default"])
+            )
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -135,9 +183,17 @@ def _saved_program(path: Path, native: dict[str, Any] | None) -> LlvmProgram | N
         constants,
         input_dtypes=tuple(getattr(torch, d) for d in saved["input_dtypes"]),
         source_file=path / "llvm.txt",
+        choices=tuple((e["call"], _choice(e)) for e in _read_choices(path / TUNING) if "call" in e),
     )
     program.read_driver(path / "driver.bin")  # Note [A compiled driver]
     return program
+
+
+def _choice(e: dict[str, Any]) -> Any:
+    from backends.llvm.tuning import Choice
+
+    medians = {k: float(v) for k, v in e.get("medians_us", {}).items()}
+    return Choice(e["kind"], e["shape"], e["choice"], e["why"], e["default"], medians)
 
 
 def _open_library(path: Path, native: dict[str, Any] | None, program: LlvmProgram) -> Any:

@@ -44,6 +44,7 @@ from backends.llvm.emit import one_program
 from backends.llvm.kernel import KernelModule, render_kernel
 from backends.llvm.runtime import DRIVER_GLOBALS, PREPARE, LlvmProgram
 from backends.llvm.storage import plan_storage, storage_dtype
+from backends.llvm.tuning import Choice
 from compiler.core.config import num_threads
 from compiler.core.ir import Node, print_graph
 from compiler.core.reference import local
@@ -135,6 +136,8 @@ class _Renderer:
         self.view_bytes: dict[str, int] = {}  # arena block -> bytes its view spans
         self.steps: list[tuple[str, list[Step]]] = []
         self.attentions = 0  # sdpa calls rendered as native attention kernels
+        self.choices: list[tuple[str, Choice]] = []  # (extern call, what was chosen and why)
+        self.tuned: dict[str, tuple[str, Choice | None]] = {}  # GEMM shape -> `_tune`'s choice
         self.fused: set[int] = set()  # ids of native parts an extern call computed
         self.checks: list[tuple[tuple[str, str, str, int, int], ...]] = []  # per call site
         self.kernels: list[str] = []  # each kernel's driver function (`lay_out`)
@@ -158,6 +161,7 @@ class _Renderer:
         specs = list(self.s.kernels)
         for run in self.runs:
             specs[run.first : run.last + 1] = run.kernels
+        self._tune(specs)  # before any module compiles: timing beside LLVM would be noise
         self.kernels = [self._kernel(i, k) for i, k in enumerate(specs)]
         self.main = self._main(specs)
         return MemoryRequest.of(  # each value as large as its view (a run's internal: one block)
@@ -166,6 +170,31 @@ class _Renderer:
             self.scratch,
             together=[range(r.first, r.last + 1) for r in self.runs],
         )
+
+    def _tune(self, specs: list[KernelSpec]) -> None:
+        """Make every measured choice of the program (`llvm_gemm.choose`) into `self.tuned`
+        before rendering starts compiling modules in other processes, which would take the
+        cores the timing needs. The names each extern call sees are those `_kernel` gives
+        it: the kernel's inputs and outputs and whatever the steps before it computed."""
+        if self.fd != "float32":
+            return
+        for k in specs:
+            steps = [] if k.empty else split_externs(k, EXTERNS)
+            names = {v.name: local(v.name) for v in k.inputs}
+            names.update((o, f"out_{o}") for o in k.outputs)
+            for i, st in enumerate(steps):
+                if isinstance(st, ExternCall):
+                    if st.node.op == "matmul":
+                        after = (k.outputs, steps[i + 1 :])
+                        g = llvm_gemm.weight_gemm(
+                            st, list(st.node.inputs), names, self.weights, after
+                        )
+                        if g is not None and g.key() not in self.tuned:
+                            self.tuned[g.key()] = llvm_gemm.choose(g, st.name)
+                    names.setdefault(st.node.out.name, st.node.out.name)
+                else:
+                    for o in st.outputs:
+                        names.setdefault(o, o)
 
     def program(self, arena: Arena) -> LlvmProgram:
         """The driver over `arena`, with the modules `lay_out` emitted."""
@@ -199,6 +228,7 @@ class _Renderer:
             inputs,
             self.storage,
             compiles=self.compiles,
+            choices=tuple(self.choices),
         )
 
     def _prepare(self, kernels: list[str]) -> str:
@@ -353,21 +383,29 @@ class _Renderer:
                 if fused is not None:
                     self.fused.add(id(fused))
                 return call
-        if n.op == "matmul" and self.fd == "float32":
-            gemm = llvm_gemm.driver_call(e, ops, names, self.weights, self._slot, after)
-            if gemm is not None:
-                call, modules, fused = gemm
-                for mod in modules:
-                    self._add(mod)
-                if fused is not None:
-                    self.fused.add(id(fused))
-                return call
-        linear = None
+        weight_gemm = None
         if n.op == "matmul":
-            linear = llvm_gemm.packed_call(e, ops, self.weights)
-        if linear is not None:
-            call, library = linear
-            comment = f"  # extern {e.name}: {library} (weights packed once)"
+            weight_gemm = llvm_gemm.weight_gemm(e, ops, names, self.weights, after)
+        how, tuned = "matmul", ""
+        if weight_gemm is not None and self.fd == "float32":
+            how, choice = self.tuned.get(weight_gemm.key()) or llvm_gemm.choose(weight_gemm, e.name)
+            if choice is not None:
+                self.choices.append((e.name, choice))
+                tuned = f"; chosen: {choice.describe()}" if choice.why != "default" else ""
+        elif weight_gemm is not None:  # the native matmul is float32's
+            how = llvm_gemm.library() or "matmul" if weight_gemm.m > 1 else "matmul"
+        if how == "native":
+            assert weight_gemm is not None
+            call, modules, fused = llvm_gemm.native_call(e, weight_gemm, ops, names, self._slot)
+            for mod in modules:
+                self._add(mod)
+            if fused is not None:
+                self.fused.add(id(fused))
+            return [line + tuned for line in call]
+        if n.op == "matmul" and how != "matmul":
+            assert weight_gemm is not None
+            call, library = llvm_gemm.packed_call(weight_gemm, ops, how)
+            comment = f"  # extern {e.name}: {library} (weights packed once){tuned}"
         elif n.op == "matmul":
             if not persistent:
                 names[out] = self._slot(out, n.out.type)

@@ -30,6 +30,7 @@ from compiler.core.errors import IndexOutOfRangeError
 if TYPE_CHECKING:
     from backends.llvm.kernel import KernelModule
     from backends.llvm.storage import Storage
+    from backends.llvm.tuning import Choice
     from compiler.core.schedule import Step
 
 PREPARE = "prepare_weights"  # the driver function that prepares the weights
@@ -68,6 +69,7 @@ class LlvmProgram:
     compiles: Any = None  # `llvm_workers.Compiles` of the modules, when rendered in this process
     library: Any = None  # the kernels already linked (an artifact's kernels.so), or None
     mapped_weights: bool = False  # the weights are memory-mapped from an artifact's file
+    choices: tuple[tuple[str, Choice], ...] = ()  # (extern call, how it runs and why)
 
     @property
     def filename(self) -> str:

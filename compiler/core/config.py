@@ -15,6 +15,12 @@ TILEFUSE_CPU          the CPU the llvm backend compiles for: native (default: th
                       has), or an x86-64 level this CPU has: x86-64-v3 (AVX2 and FMA, 256-bit
                       vectors) or x86-64-v4 (AVX-512), to run the code path of a smaller CPU
                       here (Note [Compiling for an x86-64 level] in backends.llvm.jit).
+TILEFUSE_TUNE         1 (default): choices with more than one good answer (which GEMM for a
+                      shape) are timed on this host the first time a compile meets them and
+                      kept in a tuning file per CPU under TILEFUSE_CACHE_DIR/tuning; 0: the
+                      analytic defaults, nothing timed or read (generated code is then the
+                      same on every host of one instruction set). Note [Measured choices]
+                      in backends.llvm.tuning.
 
 A value it cannot use is a `ConfigError` naming the variable, what it holds and what it may
 hold, raised where the setting is first read: never ignored, never a stray ValueError.
@@ -44,6 +50,7 @@ examples' 320 channels at 32x32, 2 groups of rows (5 MiB)."""
 
 GEMM_LIBRARIES = ("auto", "mkl", "onednn")
 CPUS = ("native", "x86-64-v3", "x86-64-v4")
+TUNE = ("0", "1")
 LOGGERS = ("artifact", "dynamo", "extern", "fold", "fusion", "llvm", "passes", "pipeline",
            "rewrite", "targets", "tiling")  # fmt: skip
 """The loggers TILEFUSE_LOG may name (`tilefuse.<name>`)."""
@@ -59,6 +66,7 @@ class Config:
     gemm: str = "auto"
     compile_jobs: int | None = None
     cpu: str = "native"  # TILEFUSE_CPU: the llvm backend's target, native or an x86-64 level
+    tune: bool = True  # TILEFUSE_TUNE: time choices on this host (False: analytic defaults)
 
 
 def load() -> Config:
@@ -89,6 +97,9 @@ def load() -> Config:
     cpu = env.get("TILEFUSE_CPU", "").strip().lower() or "native"
     if cpu not in CPUS:
         raise ConfigError(f"TILEFUSE_CPU must be one of {', '.join(CPUS)}, got {cpu!r}")
+    tune = env.get("TILEFUSE_TUNE", "").strip() or "1"
+    if tune not in TUNE:
+        raise ConfigError(f"TILEFUSE_TUNE must be 0 or 1, got {tune!r}")
     return Config(
         debug,
         Path(dump) if dump else None,
@@ -98,6 +109,7 @@ def load() -> Config:
         gemm,
         jobs,
         cpu,
+        tune == "1",
     )
 
 

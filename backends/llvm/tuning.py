@@ -1,0 +1,299 @@
+"""Choices measured on this host, kept in one tuning file per CPU.
+
+    choice = decide("gemm", "m=128 k=512 n=1536 x=row bias=- into=slot",
+                    {"native": make_native, "onednn": make_onednn}, default="onednn")
+    choice.choice, choice.why          # "native", "measured" (or "cached", "default")
+
+Note [Measured choices]
+Which GEMM is fastest for a shape depends on the CPU far more than on the shape: on a Zen 4
+(AVX-512) our native register tiles beat oneDNN's packed GEMM at 128 x 512 x 1536 (0.95 against
+1.00 ms on 2 cores), and with the libraries and our code held to AVX2 on the same host oneDNN
+wins by 1.4x (1.15 against 1.61 ms); MKL's packed GEMM is the slowest of the three on both
+(figures in benchmarks/RESULTS.md). A rule written on one host is wrong on another, so every
+choice with more than one good answer is timed here, on the shape the model has, the first
+time a compile meets it: each candidate is built, warmed up and timed in turns (interleaved,
+so a change of clock speed hits all alike), and the median wins. A candidate within
+KEEP_DEFAULT of the analytic default does not replace it: a difference that small is noise,
+and the default keeps programs alike across hosts.
+
+The answer is appended to a tuning file of this CPU, `TILEFUSE_CACHE_DIR/tuning/<cpu>.jsonl`:
+one JSON object a line (the CPU, the kind of choice, the shape, each candidate's median in
+microseconds, the choice), readable and diff-able, which later compiles read instead of timing
+(`why` "cached"), and which `tilefuse tune` fills ahead of time. The CPU is its model, its
+instruction-set flags, the level compiled for (TILEFUSE_CPU) and the threads kernels run on:
+a choice timed on 2 threads says nothing of 16, and code for x86-64-v3 is another candidate
+than native code. TILEFUSE_TUNE=0 takes the analytic default everywhere and reads no file
+(`why` "default"): the tests do, so generated code does not depend on the host's timings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import functools
+import json
+import logging
+import re
+import statistics
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from backends.llvm.aot import cpu_fields, cpu_fingerprint
+from compiler.core import config
+from compiler.core.version import __version__
+
+log = logging.getLogger("tilefuse.llvm")
+
+KEEP_DEFAULT = 0.03
+"""A candidate must be this much faster (a fraction of the default's median) to replace the
+analytic default."""
+
+RUNS = 7
+"""Timed runs of each candidate, after WARMUP runs, taken in turns."""
+WARMUP = 2
+BUDGET_S = 0.25
+"""At most this long timing one choice: a slow shape gets fewer runs (at least 3)."""
+
+Runner = Callable[[], object]
+"""One run of a candidate, on buffers it made once."""
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What one choice took: `kind` ("gemm"), the `shape` it was made for, the `choice` (a
+    candidate's name), `why` ("measured", "cached" from the tuning file, or "default"), each
+    candidate's median in microseconds when timed, and the analytic `default`."""
+
+    kind: str
+    shape: str
+    choice: str
+    why: str
+    default: str
+    medians_us: Mapping[str, float] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        """`onednn (measured: onednn 1.00 ms, native 1.05 ms, mkl 1.42 ms)`."""
+        if not self.medians_us:
+            return f"{self.choice} ({self.why})"
+        timed = ", ".join(
+            f"{name} {us / 1e3:.3g} ms"
+            for name, us in sorted(self.medians_us.items(), key=lambda kv: kv[1])
+        )
+        return f"{self.choice} ({self.why}: {timed})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "shape": self.shape,
+            "choice": self.choice,
+            "why": self.why,
+            "default": self.default,
+            "medians_us": {k: round(v, 1) for k, v in self.medians_us.items()},
+        }
+
+
+def cpu() -> dict[str, Any]:
+    """This CPU as a tuning file is keyed: its model, the instruction-set level compiled for,
+    the threads kernels run on, and a digest of its flags (`llvm_aot.cpu_fingerprint`)."""
+    fields = cpu_fields()
+    flags = set(fields.get("flags", "").split())
+    isa = "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "sse"
+    return {
+        "model": fields.get("model name", "unknown CPU"),
+        "family": fields.get("cpu family", "?"),
+        "model_id": fields.get("model", "?"),
+        "isa": isa,
+        "level": config.load().cpu,
+        "threads": config.num_threads(),
+        "fingerprint": cpu_fingerprint(),
+    }
+
+
+def tuning_file() -> Path:
+    """This CPU's tuning file: `TILEFUSE_CACHE_DIR/tuning/<model>-<digest>-<level>-<n>t.jsonl`."""
+    c = cpu()
+    model = re.sub(r"[^a-z0-9]+", "-", c["model"].lower()).strip("-") or "cpu"
+    name = f"{model}-f{c['family']}m{c['model_id']}-{c['fingerprint'][:8]}-{c['level']}"
+    return config.load().cache_dir / "tuning" / f"{name}-{c['threads']}t.jsonl"
+
+
+class TuningFile:
+    """The entries of one tuning file, read once, appended to as choices are timed. A line
+    that does not parse is skipped with a warning (the file is a cache: timing again is the
+    worst that can happen)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.entries: dict[tuple[str, str], dict[str, Any]] = {}
+        self._lock = threading.Lock()
+        if path.is_file():
+            for number, line in enumerate(path.read_text().splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    entry = json.loads(line)
+                    key = (str(entry["kind"]), str(entry["shape"]))
+                    str(entry["choice"])
+                except (ValueError, KeyError, TypeError):
+                    log.warning("%s:%d: not a tuning entry, skipped", path, number)
+                    continue
+                self.entries[key] = entry  # the last line for a shape wins
+
+    def get(self, kind: str, shape: str) -> dict[str, Any] | None:
+        return self.entries.get((kind, shape))
+
+    def add(self, entry: dict[str, Any]) -> None:
+        """Keep `entry` and append it to the file as one line."""
+        with self._lock:
+            self.entries[(entry["kind"], entry["shape"])] = entry
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                with self.path.open("a") as f:
+                    f.write(json.dumps(entry, sort_keys=True) + "\n")
+            except OSError as e:  # a read-only cache: the choice still holds in this process
+                log.warning("cannot write the tuning file %s: %s", self.path, e)
+
+
+@functools.cache
+def _open(path: Path) -> TuningFile:
+    return TuningFile(path)
+
+
+def current() -> TuningFile:
+    """This CPU's tuning file (read once per process and path)."""
+    return _open(tuning_file())
+
+
+_refresh = threading.local()
+
+
+@contextlib.contextmanager
+def retune() -> Iterator[None]:
+    """Inside `with retune():` every choice is timed again, whatever the tuning file holds
+    (`tilefuse tune --again`)."""
+    _refresh.on = True
+    try:
+        yield
+    finally:
+        _refresh.on = False
+
+
+def decide(
+    kind: str, shape: str, candidates: Mapping[str, Callable[[], Runner]], default: str
+) -> Choice:
+    """The candidate to take for `shape`: the analytic `default` under TILEFUSE_TUNE=0 or with
+    one candidate; else the tuning file's choice when it has one among `candidates`; else
+    each candidate timed (`candidates[name]()` builds it and returns one run) and the fastest
+    kept, unless it beats the default by less than KEEP_DEFAULT (Note [Measured choices]).
+    A candidate that fails to build or run is left out (logged)."""
+    assert default in candidates, (default, candidates)
+    if not config.load().tune or len(candidates) == 1:
+        return Choice(kind, shape, default, "default", default)
+    store = current()
+    kept = store.get(kind, shape)
+    if kept is not None and kept["choice"] in candidates and not getattr(_refresh, "on", False):
+        medians = {k: float(v) for k, v in kept.get("medians_us", {}).items()}
+        return Choice(kind, shape, kept["choice"], "cached", default, medians)
+    medians = _time(kind, shape, candidates)
+    if default not in medians:
+        return Choice(kind, shape, default, "default", default, medians)
+    best = min(medians, key=medians.__getitem__)
+    if medians[best] > medians[default] * (1 - KEEP_DEFAULT):
+        best = default
+    store.add(entry(cpu(), kind, shape, medians, best, default))
+    log.info("tuned %s %s: %s", kind, shape, best)
+    return Choice(kind, shape, best, "measured", default, medians)
+
+
+def entry(
+    c: Mapping[str, Any],
+    kind: str,
+    shape: str,
+    medians_us: Mapping[str, float],
+    choice: str,
+    default: str,
+) -> dict[str, Any]:
+    """A line of a tuning file: the choice made for `shape` on the CPU `c` (`cpu()`)."""
+    return {
+        "cpu": f"{c['model']} (family {c['family']} model {c['model_id']}, {c['isa']}), "
+        f"{c['level']}, {c['threads']} threads",
+        "kind": kind,
+        "shape": shape,
+        "medians_us": {k: round(float(v), 1) for k, v in medians_us.items()},
+        "choice": choice,
+        "default": default,
+        "tilefuse": __version__,
+        "date": datetime.date.today().isoformat(),
+    }
+
+
+def _time(
+    kind: str, shape: str, candidates: Mapping[str, Callable[[], Runner]]
+) -> dict[str, float]:
+    """Each candidate's median time in microseconds, timed in turns."""
+    runs: dict[str, Runner] = {}
+    for name, build in candidates.items():
+        try:
+            runs[name] = build()
+            for _ in range(WARMUP):
+                runs[name]()
+        except Exception as e:  # a candidate that cannot run here is not a choice
+            why = f"{type(e).__name__}: {e}"
+            log.warning("%s %s: candidate %s left out (%s)", kind, shape, name, why)
+            runs.pop(name, None)
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    start = time.perf_counter()
+    for i in range(RUNS):
+        for name, run in runs.items():
+            t = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - t)
+        if i >= 2 and time.perf_counter() - start > BUDGET_S:
+            break
+    return {name: round(statistics.median(ts) * 1e6, 1) for name, ts in times.items()}
+
+
+@dataclass(frozen=True)
+class Choices:
+    """The choices one program took, per extern call: printable, and `to_dict()`."""
+
+    rows: tuple[tuple[str, Choice], ...]
+    cpu: Mapping[str, Any]
+    path: Path | None = None  # the tuning file they were read from or written to
+
+    def __str__(self) -> str:
+        c = self.cpu
+        head = (
+            f"choices on {c['model']} (family {c['family']} model {c['model_id']}, "
+            f"{c['isa']}), {c['level']}, {c['threads']} threads"
+        )
+        if self.path is not None:
+            head += f"; tuning file {self.path}"
+        if not self.rows:
+            return head + "\n(none: no GEMM of a weight with more than one row)"
+        table = [("call", "kind", "shape", "choice", "why", "default", "medians")]
+        for call, ch in self.rows:
+            timed = ", ".join(
+                f"{name} {us / 1e3:.3g} ms"
+                for name, us in sorted(ch.medians_us.items(), key=lambda kv: kv[1])
+            )
+            table.append((call, ch.kind, ch.shape, ch.choice, ch.why, ch.default, timed or "-"))
+        widths = [max(len(row[i]) for row in table) for i in range(6)]
+        lines = [
+            "  ".join(cell.ljust(w) for cell, w in zip(row[:6], widths, strict=True))
+            + "  "
+            + row[6]
+            for row in table
+        ]
+        return "\n".join([head, *lines])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "cpu": dict(self.cpu),
+            "tuning_file": str(self.path) if self.path else None,
+            "choices": [{"call": call, **ch.to_dict()} for call, ch in self.rows],
+        }
