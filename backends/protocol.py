@@ -38,11 +38,13 @@ class RenderOptions:
     layouts a backend may prepare once and keep while they do not change. `per_kernel`: every
     kernel function computes its whole kernel in the compute type, as the graph-level
     reference does, so kernel-by-kernel bisection can compare it (a backend that stores
-    floats in 16 bits or runs kernels a block of rows at a time does neither then)."""
+    floats in 16 bits or runs kernels a block of rows at a time does neither then).
+    `tuning`: what the backend's `tune` measured for this program (None: nothing)."""
 
     float_dtype: str = "float32"
     weights: frozenset[str] = frozenset()
     per_kernel: bool = False
+    tuning: Any = None
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,17 @@ class Backend(Protocol):
 
     def supports(self, spec: KernelSpec) -> bool:
         """Whether this backend can run the kernel `spec`."""
+        ...
+
+    def tune(self, schedule: Schedule, options: RenderOptions) -> Any:
+        """The choices of the program for `schedule` that are measured on this host (a
+        printable object the backend's `lay_out` reads from `options.tuning`), or None for
+        a backend that measures nothing."""
+        ...
+
+    def choices(self, program: Program) -> Any:
+        """The choices `program` took that `tune` measured (or read, or left to a default),
+        printable with `to_dict()`; None for a backend that measures nothing."""
         ...
 
     def lay_out(self, schedule: Schedule, options: RenderOptions) -> Layout:

@@ -74,14 +74,11 @@ class Compiled:
 
     @property
     def choices(self) -> Any:
-        """How the llvm program runs what has more than one good answer on a CPU (the GEMM of
+        """What the program runs where a CPU has more than one good answer (llvm: the GEMM of
         each weight and shape) and why: measured on this host, cached in its tuning file, or
-        the analytic default (Note [Measured choices] in backends/llvm/tuning.py). A printable
-        `backends.llvm.tuning.Choices`, with no rows for another backend."""
-        from backends.llvm import tuning
-
-        rows = self._program("llvm").choices if self.backend == "llvm" else ()
-        return tuning.Choices(tuple(rows), tuning.cpu(), tuning.tuning_file())  # type: ignore[attr-defined]
+        the analytic default (Note [Measured choices] in backends/llvm/tuning.py). Printable,
+        with `to_dict()`; None for a backend that measures nothing."""
+        return backends.get(self.backend).choices(self._program(self.backend))
 
     @property
     def kernels(self) -> tuple[KernelSpec, ...]:

@@ -1,6 +1,6 @@
 """The pipeline: from a model to a runnable program, one stage after another.
 
-    PROGRAM = [lay_out, plan_memory, render]
+    PROGRAM = [tune, lay_out, plan_memory, render]
     STAGES = [capture, lower, optimize, fuse, tile, *PROGRAM, load]
 
     stage        what it makes                                    where the work is
@@ -10,6 +10,9 @@
     optimize     the graph after the graph passes, in order       passes/pipeline.py
     fuse         the schedule: the fewest kernels fusion allows   passes/fusion.py
     tile         a TileConfig per kernel for the GPU (gpu=)       passes/tiling.py, cost.py
+    tune         the backend's choices measured on this host      backends/llvm/tuning.py
+                 (the GEMM per shape), from its tuning file or
+                 timed (`RenderOptions.tuning`)
     lay_out      the backend's program up to its memory, and      backends/<name>/
                  what it asks the planner to place (`Layout`)
     plan_memory  every planned value and scratch block at an      passes/memory.py
@@ -28,7 +31,7 @@ makes nothing to write).
 saved (the `Captured` bindings and the schedule), with the program its backend reads back
 (`Build.load_program`).
 
-`PROGRAM` (lay_out, plan_memory, render) is how every program is made, so memory is planned
+`PROGRAM` (tune, lay_out, plan_memory, render) is how every program is made, so memory is planned
 by one planner, once for each program, with the storage policy its backend declares: the compiled
 program here, and the others a `Compiled` asks for later (`program`, neither timed nor
 dumped): another backend's, or the per-kernel program bisection compares kernel by kernel
@@ -73,6 +76,7 @@ class Build:
     graph: Graph | None = None  # the optimized graph
     schedule: Schedule | None = None
     per_kernel: bool = False  # the program bisection runs (`RenderOptions.per_kernel`)
+    tuning: Any = None  # what the backend's `tune` measured (None: nothing)
     layout: Layout | None = None
     arena: memory.Arena | None = None
     program: Program | None = None
@@ -123,11 +127,25 @@ def tile(b: Build) -> Build:
     return replace(b, schedule=tile_kernels(b.schedule, get_profile(b.gpu)))
 
 
+def tune(b: Build) -> Build:
+    """The backend's choices with more than one good answer on this host (which GEMM for
+    each shape on the llvm backend), read from its tuning file or timed now: before
+    `lay_out`, whose compiling would disturb the timing (Note [Measured choices] in
+    backends/llvm/tuning.py)."""
+    assert b.schedule is not None
+    return replace(b, tuning=backends.get(b.backend).tune(b.schedule, _options(b)))
+
+
 def lay_out(b: Build) -> Build:
     assert b.schedule is not None
-    weights = b.captured.weight_names() if b.captured is not None else frozenset()
-    options = RenderOptions(float_dtype(b.schedule.graph, b.compute_dtype), weights, b.per_kernel)
+    options = replace(_options(b), tuning=b.tuning)
     return replace(b, layout=backends.get(b.backend).lay_out(b.schedule, options))
+
+
+def _options(b: Build) -> RenderOptions:
+    assert b.schedule is not None
+    weights = b.captured.weight_names() if b.captured is not None else frozenset()
+    return RenderOptions(float_dtype(b.schedule.graph, b.compute_dtype), weights, b.per_kernel)
 
 
 def plan_memory(b: Build) -> Build:
@@ -167,7 +185,7 @@ def load(b: Build) -> Build:
     return replace(b, compiled=compiled)
 
 
-PROGRAM: list[Stage] = [lay_out, plan_memory, render]  # how every program is made
+PROGRAM: list[Stage] = [tune, lay_out, plan_memory, render]  # how every program is made
 STAGES: list[Stage] = [capture, lower, optimize, fuse, tile, *PROGRAM, load]
 AFTER_SCHEDULE: list[Stage] = [read_back, load]  # what loading an artifact runs
 
@@ -236,6 +254,8 @@ def _dump(cfg: config.Config, index: int, stage: str, b: Build) -> None:
         name, ext, text = graph.name, "py", print_graph(graph)
     elif stage in ("fuse", "tile") and b.schedule is not None:
         name, ext, text = b.schedule.graph.name, "txt", str(b.schedule)
+    elif stage == "tune" and b.schedule is not None and b.tuning is not None:
+        name, ext, text = b.schedule.graph.name, "txt", str(b.tuning)
     elif stage == "lay_out" and b.schedule is not None and b.layout is not None:
         name, ext, text = b.schedule.graph.name, "txt", str(b.layout.request)
     elif stage == "plan_memory" and b.schedule is not None and b.arena is not None:

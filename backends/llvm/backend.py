@@ -19,6 +19,7 @@ from passes.memory import Arena
 
 if TYPE_CHECKING:
     from backends.llvm.render import LlvmLayout
+    from backends.llvm.tuning import Choices, Tuned
 
 
 class LlvmBackend:
@@ -26,6 +27,18 @@ class LlvmBackend:
 
     def supports(self, spec: KernelSpec) -> bool:
         return True  # matmuls, convolutions and attention native or extern, the rest native
+
+    def tune(self, schedule: Schedule, options: RenderOptions) -> Tuned | None:
+        if options.per_kernel:  # bisection's program: the defaults, nothing timed
+            return None
+        from backends.llvm.render import tune
+
+        return tune(schedule, float_dtype=options.float_dtype, weights=options.weights)
+
+    def choices(self, program: LlvmProgram) -> Choices:
+        from backends.llvm import tuning
+
+        return tuning.Choices(program.choices, tuning.cpu(), tuning.tuning_file())
 
     def lay_out(self, schedule: Schedule, options: RenderOptions) -> LlvmLayout:
         from backends.llvm.render import lay_out
@@ -36,6 +49,7 @@ class LlvmBackend:
             weights=options.weights,
             sixteen_bit=not options.per_kernel,
             row_blocks=not options.per_kernel,
+            tuned=options.tuning,
         )
 
     def render(self, layout: LlvmLayout, arena: Arena) -> LlvmProgram:

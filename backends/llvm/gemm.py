@@ -139,10 +139,11 @@ def default_choice(g: WeightGemm) -> str:
     return "matmul" if g.m == 1 or lib is None else lib
 
 
-def choose(g: WeightGemm, name: str) -> tuple[str, Choice | None]:
+def choose(g: WeightGemm, name: str, measure: bool) -> tuple[str, Choice | None]:
     """How the driver runs `g`, the matmul of extern call `name`, and the `Choice` when it was
     one (Note [Measured choices] in backends.llvm.tuning): native or a packed library GEMM,
-    whichever is fastest on this host for the shape, for more than one row."""
+    whichever is fastest on this host for the shape, for more than one row. Without
+    `measure`, the tuning file's choice or the default: nothing is timed."""
     default = default_choice(g)
     if g.m == 1:
         return default, None
@@ -155,7 +156,7 @@ def choose(g: WeightGemm, name: str) -> tuple[str, Choice | None]:
             candidates[lib] = functools.partial(_time_packed, g, lib)
     if default not in candidates:
         return default, None
-    made = tuning.decide("gemm", g.key(), candidates, default)
+    made = tuning.decide("gemm", g.key(), candidates, default, measure=measure)
     return made.choice, made
 
 

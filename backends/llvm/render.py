@@ -44,7 +44,7 @@ from backends.llvm.emit import one_program
 from backends.llvm.kernel import KernelModule, render_kernel
 from backends.llvm.runtime import DRIVER_GLOBALS, PREPARE, LlvmProgram
 from backends.llvm.storage import plan_storage, storage_dtype
-from backends.llvm.tuning import Choice
+from backends.llvm.tuning import Choice, Tuned
 from compiler.core.config import num_threads
 from compiler.core.ir import Node, print_graph
 from compiler.core.reference import local
@@ -82,6 +82,17 @@ class LlvmLayout:
     renderer: _Renderer
 
 
+def tune(
+    s: Schedule, *, float_dtype: str = "float32", weights: frozenset[str] = frozenset()
+) -> Tuned:
+    """How each GEMM of a weight in the program for `s` runs, measured on this host where
+    there is a choice (`llvm_gemm.choose`; Note [Measured choices] in backends.llvm.tuning):
+    the pipeline's `tune` stage, before `lay_out` starts compiling modules, whose LLVM in
+    other processes would take the cores the timing needs."""
+    renderer = _Renderer(s, float_dtype, weights)
+    return Tuned(renderer.tune(renderer.specs()))
+
+
 def lay_out(
     s: Schedule,
     *,
@@ -89,14 +100,18 @@ def lay_out(
     weights: frozenset[str] = frozenset(),
     sixteen_bit: bool = True,
     row_blocks: bool = True,
+    tuned: Tuned | None = None,
 ) -> LlvmLayout:
     """The program for `s` up to where its memory goes. `weights`: graph inputs that are model
     weights (parameters), whose GEMM layout may be prepared once and cached while they do not
     change. `sixteen_bit`: store bf16/f16 values in 16 bits where only native kernels touch
     them (Note [16-bit storage]); without it every float is stored in `float_dtype`.
     `row_blocks`: run feed-forwards a block of rows at a time (Note [Row blocks]); without it
-    every kernel function computes its whole kernel."""
+    every kernel function computes its whole kernel. `tuned`: what `tune` decided (None:
+    the analytic defaults, nothing timed)."""
     renderer = _Renderer(s, float_dtype, weights, sixteen_bit, row_blocks)
+    if tuned is not None:
+        renderer.tuned.update(tuned.gemms)
     with one_program():  # identical layers' modules are emitted once
         return LlvmLayout(renderer.lay_out(), renderer)
 
@@ -153,15 +168,19 @@ class _Renderer:
         """The storage dtype of value `name` as driver source: `torch.bfloat16`."""
         return str(self.storage.dtype(name, t))
 
-    def lay_out(self) -> MemoryRequest:
-        """Write every kernel and the program function; what they need placed."""
+    def specs(self) -> list[KernelSpec]:
+        """The kernels as rendered: a row run's (`self.runs`) for one block of rows."""
         outputs = [(o, k.type_of(o)) for k in self.s.kernels for o in k.outputs]
         nbytes = {o: self.storage.nbytes(o, t) for o, t in outputs}
         self.runs = llvm_rows.row_runs(self.s, nbytes) if self.row_blocks else []
         specs = list(self.s.kernels)
         for run in self.runs:
             specs[run.first : run.last + 1] = run.kernels
-        self._tune(specs)  # before any module compiles: timing beside LLVM would be noise
+        return specs
+
+    def lay_out(self) -> MemoryRequest:
+        """Write every kernel and the program function; what they need placed."""
+        specs = self.specs()
         self.kernels = [self._kernel(i, k) for i, k in enumerate(specs)]
         self.main = self._main(specs)
         return MemoryRequest.of(  # each value as large as its view (a run's internal: one block)
@@ -171,13 +190,12 @@ class _Renderer:
             together=[range(r.first, r.last + 1) for r in self.runs],
         )
 
-    def _tune(self, specs: list[KernelSpec]) -> None:
-        """Make every measured choice of the program (`llvm_gemm.choose`) into `self.tuned`
-        before rendering starts compiling modules in other processes, which would take the
-        cores the timing needs. The names each extern call sees are those `_kernel` gives
-        it: the kernel's inputs and outputs and whatever the steps before it computed."""
+    def tune(self, specs: list[KernelSpec]) -> dict[str, tuple[str, Choice | None]]:
+        """How each GEMM of a weight in `specs` runs (`llvm_gemm.choose`), by shape. The names
+        each extern call sees are those `_kernel` gives it: the kernel's inputs and outputs
+        and whatever the steps before it computed."""
         if self.fd != "float32":
-            return
+            return {}
         for k in specs:
             steps = [] if k.empty else split_externs(k, EXTERNS)
             names = {v.name: local(v.name) for v in k.inputs}
@@ -190,11 +208,12 @@ class _Renderer:
                             st, list(st.node.inputs), names, self.weights, after
                         )
                         if g is not None and g.key() not in self.tuned:
-                            self.tuned[g.key()] = llvm_gemm.choose(g, st.name)
+                            self.tuned[g.key()] = llvm_gemm.choose(g, st.name, measure=True)
                     names.setdefault(st.node.out.name, st.node.out.name)
                 else:
                     for o in st.outputs:
                         names.setdefault(o, o)
+        return self.tuned
 
     def program(self, arena: Arena) -> LlvmProgram:
         """The driver over `arena`, with the modules `lay_out` emitted."""

@@ -183,13 +183,19 @@ def retune() -> Iterator[None]:
 
 
 def decide(
-    kind: str, shape: str, candidates: Mapping[str, Callable[[], Runner]], default: str
+    kind: str,
+    shape: str,
+    candidates: Mapping[str, Callable[[], Runner]],
+    default: str,
+    *,
+    measure: bool = True,
 ) -> Choice:
     """The candidate to take for `shape`: the analytic `default` under TILEFUSE_TUNE=0 or with
     one candidate; else the tuning file's choice when it has one among `candidates`; else
     each candidate timed (`candidates[name]()` builds it and returns one run) and the fastest
     kept, unless it beats the default by less than KEEP_DEFAULT (Note [Measured choices]).
-    A candidate that fails to build or run is left out (logged)."""
+    A candidate that fails to build or run is left out (logged). Without `measure`, the
+    default where the tuning file has no choice."""
     assert default in candidates, (default, candidates)
     if not config.load().tune or len(candidates) == 1:
         return Choice(kind, shape, default, "default", default)
@@ -198,6 +204,8 @@ def decide(
     if kept is not None and kept["choice"] in candidates and not getattr(_refresh, "on", False):
         medians = {k: float(v) for k, v in kept.get("medians_us", {}).items()}
         return Choice(kind, shape, kept["choice"], "cached", default, medians)
+    if not measure:
+        return Choice(kind, shape, default, "default", default)
     medians = _time(kind, shape, candidates)
     if default not in medians:
         return Choice(kind, shape, default, "default", default, medians)
@@ -297,3 +305,17 @@ class Choices:
             "tuning_file": str(self.path) if self.path else None,
             "choices": [{"call": call, **ch.to_dict()} for call, ch in self.rows],
         }
+
+
+@dataclass(frozen=True)
+class Tuned:
+    """What the `tune` stage decided for one program: how each GEMM of a weight runs, by
+    shape (`WeightGemm.key`), with the `Choice` where there was one to make."""
+
+    gemms: Mapping[str, tuple[str, Choice | None]]
+
+    def __str__(self) -> str:
+        lines = [f"{len(self.gemms)} GEMM shape(s)"]
+        for key, (how, choice) in self.gemms.items():
+            lines.append(f"  {key}: {choice.describe() if choice else how}")
+        return "\n".join(lines)

@@ -23,6 +23,12 @@ class NumpyBackend:
     def supports(self, spec: KernelSpec) -> bool:
         return True  # every op has a NumPy template
 
+    def tune(self, schedule: Schedule, options: RenderOptions) -> None:
+        return None  # nothing is measured: tiles come from the GPU profile's cost model
+
+    def choices(self, program: Any) -> None:
+        return None
+
     def lay_out(self, schedule: Schedule, options: RenderOptions) -> ScheduleLayout:
         # every float is computed and stored in the compute type: one program serves both
         fd = options.float_dtype

@@ -30,6 +30,12 @@ class TritonBackend:
     def supports(self, spec: KernelSpec) -> bool:
         return triton_render.supports(spec)
 
+    def tune(self, schedule: Schedule, options: RenderOptions) -> None:
+        return None  # nothing is measured: tiles come from the GPU profile's cost model
+
+    def choices(self, program: Any) -> None:
+        return None
+
     def lay_out(self, schedule: Schedule, options: RenderOptions) -> ScheduleLayout:
         # floats are stored as the IR says and computed in the compute type: one program
         # serves both
