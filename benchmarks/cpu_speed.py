@@ -1,10 +1,12 @@
 """CPU speed of our compiled models against torch eager and torch.compile (Inductor, C++).
 
-Per model, in one process and interleaved (eager, inductor, ours, GEMM floor; round-robin per
-iteration, so drift hits all equally): --warmup calls each, then --runs timed calls each, all under
-torch.inference_mode; medians in ms. "GEMM floor" is the optimized graph's matmuls and convs
-alone, run through torch on random tensors of their shapes (the library eager uses): what a
-backend would pay for the GEMMs even with every other op free. Attention (`sdpa`) is not in it.
+Per model, in one process and interleaved (eager, Inductor default, Inductor with
+`freezing=True`, ours, GEMM floor; round-robin per iteration, so drift hits all equally): --warmup
+calls each, then --runs timed calls each, all under torch.inference_mode; medians in ms.
+"ours/inductor" is against the faster of Inductor's two. "GEMM floor" is the optimized graph's
+matmuls and convs alone, run through torch on random tensors of their shapes (the library
+eager uses): what a backend would pay for the GEMMs even with every other op free. Attention
+(`sdpa`) is not in it.
 
 Cold compile runs in fresh processes with fresh, empty torch.compile and tilefuse caches:
 ours end to end (capture + compile + first output) against torch.compile's first call. Peak
@@ -14,9 +16,14 @@ alternately, and one compiling and running (JIT); import and set-up included; Vm
 ru_maxrss without the parent's peak that Linux carries across exec).
 Parity is `compiler.check_parity` for our backend.
 
-    python benchmarks/cpu_speed.py [--backend llvm] [--models gpt2,llama,...] [--runs 20]
+    python benchmarks/cpu_speed.py [--backend llvm] [--models gpt2,llama,...|all] [--runs 20]
         [--no-cold] [--no-rss] [--rss-runs 3] [--no-inductor] [--threads N] [--tiny]
-        [--write [PATH]]
+        [--fast] [--emulate-avx2] [--write [PATH]]
+
+--fast: 8 runs, no cold compiles, no RSS (to iterate; the full run once at the end).
+--emulate-avx2: an AVX2 CPU on an AVX-512 host, every library held to AVX2 too (ATen, oneDNN,
+MKL, Inductor's C++ at 256-bit vectors) and our kernels compiled for x86-64-v3: the process
+re-runs itself with those settings. Zen 4's timings at AVX2, not a Zen 3's.
 """
 
 from __future__ import annotations
@@ -55,10 +62,18 @@ from benchmarks.models import MODELS, Built  # noqa: E402  (needs ROOT on sys.pa
 STAT_KEYS = ("capture_s", "compile_s")  # Compiled.stats keys reported
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 DEFAULT_MODELS = "gpt2,llama,unet,dit,hf_gpt2,hf_llama,hf_unet"
+AVX2_ENV = {
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+    "TILEFUSE_CPU": "x86-64-v3",
+}
+"""What --emulate-avx2 sets before torch loads (the libraries read them once)."""
 COLUMNS = (
     "model",
     "eager ms",
     "inductor ms",
+    "frozen ms",
     "ours ms",
     "ours/eager",
     "ours/inductor",
@@ -213,6 +228,7 @@ def fresh(
     """`child(mode, ...)` in a new interpreter with empty Inductor and tilefuse caches."""
     cmd = [sys.executable, __file__, "--child", mode, "--models", name, "--backend", opts.backend]
     cmd += ["--threads", str(opts.threads)] + (["--tiny"] if opts.tiny else [])
+    cmd += ["--emulate-avx2"] if opts.emulate_avx2 else []
     cmd += ["--artifact", str(artifact)] if artifact is not None else []
     with tempfile.TemporaryDirectory(prefix="cpu_speed_") as tmp:
         env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=f"{tmp}/inductor")
@@ -263,6 +279,8 @@ def measure(name: str, opts: argparse.Namespace) -> dict[str, str] | None:
     if not opts.no_inductor:
         inductor = torch.compile(model)
         fns["inductor"] = lambda: inductor(*args, **kwargs)
+        frozen = torch.compile(model, options={"freezing": True})
+        fns["frozen"] = lambda: frozen(*args, **kwargs)
     gemms = 0
     if ours is not None:
         fns["ours"] = lambda: ours(*args, **kwargs)
@@ -289,13 +307,15 @@ def measure(name: str, opts: argparse.Namespace) -> dict[str, str] | None:
         return cold.get(mode, {}).get(key)
 
     e2e_ours, e2e_ind = cold_value("ours", "e2e_s"), cold_value("inductor", "e2e_s")
+    inductors = [ms[k] for k in ("inductor", "frozen") if k in ms]
     row = {
         "model": name,
         "eager ms": fmt(ms.get("eager")),
         "inductor ms": fmt(ms.get("inductor")),
+        "frozen ms": fmt(ms.get("frozen")),
         "ours ms": fmt(ms.get("ours")),
         "ours/eager": ratio(ms.get("ours"), ms.get("eager")),
-        "ours/inductor": ratio(ms.get("ours"), ms.get("inductor")),
+        "ours/inductor": ratio(ms.get("ours"), min(inductors) if inductors else None),
         "GEMM floor ms": fmt(floor) + (f" ({gemms})" if floor is not None else ""),
         "ours/floor": ratio(ms.get("ours"), floor),
         "ours cold s": fmt(e2e_ours),
@@ -379,11 +399,12 @@ docstring defines every column. Compare ratios within one run: times move betwee
 def write_results(path: Path, table: str, argv: list[str], opts: argparse.Namespace) -> None:
     """Add this run at the top of `path`, keeping the runs already there."""
     cpu = os.environ.get("TILEFUSE_CPU", "").strip()
-    env = [f"TILEFUSE_CPU={cpu}"] if cpu else []
+    env = [f"TILEFUSE_CPU={cpu}"] if cpu and not opts.emulate_avx2 else []
     command = shlex.join([*env, "python", "benchmarks/cpu_speed.py", *argv])
     date = datetime.datetime.now().astimezone().strftime("%Y-%m-%d")
+    where = " · emulated AVX2" if opts.emulate_avx2 else f" · llvm kernels for {cpu}" if cpu else ""
     text = [
-        f"## {commit()} · {date} · {cpu_name()}" + (f" · llvm kernels for {cpu}" if cpu else ""),
+        f"## {commit()} · {date} · {cpu_name()}{where}",
         "",
         f"    {command}",
         "",
@@ -393,7 +414,8 @@ def write_results(path: Path, table: str, argv: list[str], opts: argparse.Namesp
         "",
         table,
         "",
-        "Ratios below 1x favour ours. GEMM floor: the optimized graph's matmul + conv2d nodes"
+        "Ratios below 1x favour ours; ours/inductor is against the faster of Inductor default and"
+        " `freezing=True` (frozen ms). GEMM floor: the optimized graph's matmul + conv2d nodes"
         " alone in torch (count in parentheses). Cold: fresh process, empty caches, wall seconds"
         " from the built model to the first output; capture/ours compile s from the same process"
         " (or in-process with --no-cold). RSS: peak (VmHWM) of a fresh process running one"
@@ -422,10 +444,19 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--no-inductor", action="store_true", help="skip torch.compile")
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
     p.add_argument("--tiny", action="store_true", help="the test suite's tiny configs")
+    p.add_argument("--fast", action="store_true", help="8 runs, no cold compiles, no RSS")
+    p.add_argument(
+        "--emulate-avx2", action="store_true",
+        help="hold every library and our kernels to AVX2 (an AVX2 CPU on an AVX-512 host)",
+    )  # fmt: skip
     p.add_argument("--write", nargs="?", const=RESULTS, type=Path, help="write RESULTS.md here")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--artifact", help=argparse.SUPPRESS)
     opts = p.parse_args(argv)
+    if opts.models == "all":
+        opts.models = ",".join(MODELS)
+    if opts.fast:
+        opts.runs, opts.no_cold, opts.no_rss = min(opts.runs, 8), True, True
     unknown = [m for m in opts.models.split(",") if m not in MODELS]
     if unknown:
         p.error(f"unknown models {unknown}; choose from {', '.join(MODELS)}")
@@ -433,10 +464,24 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return opts
 
 
+def emulate_avx2(argv: list[str]) -> None:
+    """Hold this process to AVX2 (AVX2_ENV, and Inductor's C++ to 256-bit vectors): the
+    libraries read their variables when torch loads, so without them set the process runs
+    itself again with them."""
+    if any(os.environ.get(k) != v for k, v in AVX2_ENV.items()):
+        os.environ.update(AVX2_ENV)
+        os.execv(sys.executable, [sys.executable, __file__, *argv])
+    import torch._inductor.config as inductor_config
+
+    inductor_config.cpp.simdlen = 256
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, str]]:
     """Print (and with --write, save) the table; returns its rows."""
     argv = sys.argv[1:] if argv is None else list(argv)
     opts = parse(argv)
+    if opts.emulate_avx2:
+        emulate_avx2(argv)
     if opts.child:
         print(json.dumps(child(opts.child, opts.models, opts)))
         return []

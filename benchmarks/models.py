@@ -12,6 +12,21 @@ ImportError; callers skip that model with the reason.
     hf_unet           UNet2DConditionModel with one 320-channel CrossAttn level (down, mid, up)
                       at the same latent, context, heads and groups as `unet`
     dit               DiT: 32x32 latent, patch 2, hidden 384, 6 heads, depth 4
+
+and more of the same families, built as a user would from the libraries' classes at small
+configs (a few milliseconds a call on 2 cores), none of them tuned for:
+
+    hf_dit            diffusers DiTTransformer2DModel, the `dit` size (4 x 384, 32x32 latent)
+    hf_vae_decoder    diffusers AutoencoderKL's decoder, 4 -> 3 channels, 32x32 latent to 64x64
+    hf_qwen2          Qwen2Model: hidden 384, 6 heads (2 KV, biased q/k/v), 4 layers, [1, 128]
+    hf_gemma          GemmaModel: hidden 256, 4 heads (1 KV), head 64, 4 layers, GeGLU, [1, 128]
+    hf_mistral        MistralModel: hidden 384, 6 heads (2 KV), 4 layers, sliding window 64,
+                      [1, 128]
+    hf_bert           BertModel (a text encoder): hidden 384, 6 heads, 4 layers, [2, 64] with
+                      a padding mask and token types
+    hf_t5_encoder     T5EncoderModel: d_model 384, 6 heads, 4 layers, relative bias, [1, 96]
+    hf_pixart         diffusers PixArtTransformer2DModel: 4 x (6 x 64), 32x32 latent, text [1, 32]
+    hf_sd3            diffusers SD3Transformer2DModel (MMDiT): 3 x (4 x 64), 32x32 latent
 """
 
 from __future__ import annotations
@@ -120,6 +135,208 @@ def build_hf_unet(tiny: bool) -> Built:
     return model, (sample, torch.tensor([500]), context), {"return_dict": False}
 
 
+def _gen() -> torch.Generator:
+    return torch.Generator().manual_seed(0)
+
+
+def build_hf_dit(tiny: bool) -> Built:
+    from diffusers import DiTTransformer2DModel
+
+    torch.manual_seed(0)
+    heads, dim, layers, latent = (2, 16, 2, 8) if tiny else (6, 64, 4, 32)
+    model = DiTTransformer2DModel(
+        num_attention_heads=heads,
+        attention_head_dim=dim,
+        in_channels=4,
+        out_channels=4,
+        num_layers=layers,
+        sample_size=latent,
+        patch_size=2,
+        num_embeds_ada_norm=1000,
+    ).eval()
+    sample = torch.randn(1, 4, latent, latent, generator=_gen())
+    return model, (sample, torch.tensor([10]), torch.tensor([3])), {"return_dict": False}
+
+
+class VaeDecode(nn.Module):
+    """AutoencoderKL's decode of a latent: post_quant_conv, then the decoder."""
+
+    def __init__(self, vae: nn.Module) -> None:
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.vae.decode(z, return_dict=False)[0]
+
+
+def build_hf_vae_decoder(tiny: bool) -> Built:
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    channels, latent = ((32, 64), 8) if tiny else ((64, 128), 32)
+    vae = AutoencoderKL(
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        block_out_channels=channels,
+        latent_channels=4,
+        norm_num_groups=8 if tiny else 32,
+        layers_per_block=1,
+        sample_size=latent * 2,
+    ).eval()
+    return VaeDecode(vae).eval(), (torch.randn(1, 4, latent, latent, generator=_gen()),), {}
+
+
+def build_hf_qwen2(tiny: bool) -> Built:
+    from transformers import Qwen2Config, Qwen2Model
+
+    torch.manual_seed(0)
+    cfg = Qwen2Config(
+        hidden_size=64 if tiny else 384,
+        num_attention_heads=4 if tiny else 6,
+        num_key_value_heads=2,
+        num_hidden_layers=2 if tiny else 4,
+        intermediate_size=128 if tiny else 1024,
+        vocab_size=256 if tiny else 2048,
+        max_position_embeddings=256,
+        use_cache=False,
+    )
+    return Qwen2Model(cfg).eval(), (_ids(cfg.vocab_size, 1, 16 if tiny else 128),), {}
+
+
+def build_hf_gemma(tiny: bool) -> Built:
+    from transformers import GemmaConfig, GemmaModel
+
+    torch.manual_seed(0)
+    cfg = GemmaConfig(
+        hidden_size=64 if tiny else 256,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        head_dim=16 if tiny else 64,
+        num_hidden_layers=2 if tiny else 4,
+        intermediate_size=128 if tiny else 1024,
+        vocab_size=256 if tiny else 2048,
+        max_position_embeddings=256,
+        use_cache=False,
+    )
+    return GemmaModel(cfg).eval(), (_ids(cfg.vocab_size, 1, 16 if tiny else 128),), {}
+
+
+def build_hf_bert(tiny: bool) -> Built:
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    cfg = BertConfig(
+        hidden_size=64 if tiny else 384,
+        num_attention_heads=4 if tiny else 6,
+        num_hidden_layers=2 if tiny else 4,
+        intermediate_size=128 if tiny else 1536,
+        vocab_size=256 if tiny else 2048,
+        max_position_embeddings=128,
+    )
+    model = BertModel(cfg, add_pooling_layer=False).eval()
+    batch, seq = (2, 16) if tiny else (2, 64)
+    ids = _ids(cfg.vocab_size, batch, seq)
+    mask = torch.ones(batch, seq, dtype=torch.long)
+    mask[1, seq * 3 // 4 :] = 0  # the second sequence padded
+    types = torch.zeros(batch, seq, dtype=torch.long)  # as a tokenizer returns them
+    return model, (ids, mask, types), {"return_dict": False}
+
+
+def build_hf_mistral(tiny: bool) -> Built:
+    from transformers import MistralConfig, MistralModel
+
+    torch.manual_seed(0)
+    cfg = MistralConfig(
+        hidden_size=64 if tiny else 384,
+        num_attention_heads=4 if tiny else 6,
+        num_key_value_heads=2,
+        num_hidden_layers=2 if tiny else 4,
+        intermediate_size=128 if tiny else 1024,
+        vocab_size=256 if tiny else 2048,
+        max_position_embeddings=256,
+        sliding_window=8 if tiny else 64,
+        use_cache=False,
+    )
+    return MistralModel(cfg).eval(), (_ids(cfg.vocab_size, 1, 16 if tiny else 128),), {}
+
+
+def build_hf_t5_encoder(tiny: bool) -> Built:
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(0)
+    cfg = T5Config(
+        d_model=64 if tiny else 384,
+        d_kv=16 if tiny else 64,
+        num_heads=4 if tiny else 6,
+        num_layers=2 if tiny else 4,
+        d_ff=128 if tiny else 1024,
+        vocab_size=256 if tiny else 2048,
+        feed_forward_proj="gated-gelu",
+    )
+    model = T5EncoderModel(cfg).eval()
+    return model, (_ids(cfg.vocab_size, 1, 16 if tiny else 96),), {"return_dict": False}
+
+
+def build_hf_pixart(tiny: bool) -> Built:
+    from diffusers import PixArtTransformer2DModel
+
+    torch.manual_seed(0)
+    heads, dim, layers, latent, text = (2, 16, 2, 8, 24) if tiny else (6, 64, 4, 32, 64)
+    model = PixArtTransformer2DModel(
+        num_attention_heads=heads,
+        attention_head_dim=dim,
+        in_channels=4,
+        out_channels=8,
+        num_layers=layers,
+        cross_attention_dim=heads * dim,
+        sample_size=latent,
+        patch_size=2,
+        caption_channels=text,
+        interpolation_scale=1,
+    ).eval()
+    gen = _gen()
+    sample = torch.randn(1, 4, latent, latent, generator=gen)
+    caption = torch.randn(1, 8 if tiny else 32, text, generator=gen)
+    kwargs = {
+        "encoder_hidden_states": caption,
+        "timestep": torch.tensor([10]),
+        "added_cond_kwargs": {"resolution": None, "aspect_ratio": None},
+        "return_dict": False,
+    }
+    return model, (sample,), kwargs
+
+
+def build_hf_sd3(tiny: bool) -> Built:
+    from diffusers import SD3Transformer2DModel
+
+    torch.manual_seed(0)
+    heads, dim, layers, latent = (2, 16, 2, 8) if tiny else (4, 64, 3, 32)
+    model = SD3Transformer2DModel(
+        sample_size=latent,
+        patch_size=2,
+        in_channels=4,
+        num_layers=layers,
+        attention_head_dim=dim,
+        num_attention_heads=heads,
+        joint_attention_dim=64 if not tiny else 24,
+        caption_projection_dim=heads * dim,
+        pooled_projection_dim=64 if not tiny else 20,
+        out_channels=4,
+        pos_embed_max_size=latent,
+    ).eval()
+    gen = _gen()
+    kwargs = {
+        "hidden_states": torch.randn(1, 4, latent, latent, generator=gen),
+        "encoder_hidden_states": torch.randn(
+            1, 16 if not tiny else 5, 64 if not tiny else 24, generator=gen
+        ),
+        "pooled_projections": torch.randn(1, 64 if not tiny else 20, generator=gen),
+        "timestep": torch.tensor([10]),
+        "return_dict": False,
+    }
+    return model, (), kwargs
+
+
 MODELS: dict[str, Callable[[bool], Built]] = {
     "gpt2": build_gpt2,
     "llama": build_llama,
@@ -128,4 +345,13 @@ MODELS: dict[str, Callable[[bool], Built]] = {
     "hf_gpt2": build_hf_gpt2,
     "hf_llama": build_hf_llama,
     "hf_unet": build_hf_unet,
+    "hf_dit": build_hf_dit,
+    "hf_vae_decoder": build_hf_vae_decoder,
+    "hf_qwen2": build_hf_qwen2,
+    "hf_gemma": build_hf_gemma,
+    "hf_bert": build_hf_bert,
+    "hf_mistral": build_hf_mistral,
+    "hf_t5_encoder": build_hf_t5_encoder,
+    "hf_pixart": build_hf_pixart,
+    "hf_sd3": build_hf_sd3,
 }

@@ -407,7 +407,9 @@ class _Renderer:
             weight_gemm = llvm_gemm.weight_gemm(e, ops, names, self.weights, after)
         how, tuned = "matmul", ""
         if weight_gemm is not None and self.fd == "float32":
-            how, choice = self.tuned.get(weight_gemm.key()) or llvm_gemm.choose(weight_gemm, e.name)
+            how, choice = self.tuned.get(weight_gemm.key()) or llvm_gemm.choose(
+                weight_gemm, e.name, measure=False
+            )
             if choice is not None:
                 self.choices.append((e.name, choice))
                 tuned = f"; chosen: {choice.describe()}" if choice.why != "default" else ""
