@@ -93,7 +93,7 @@ def _replay(path: Path) -> None:
             continue
         if store.get(e["kind"], e["shape"]) is None:
             store.add(
-                tuning.entry(cpu, e["kind"], e["shape"], e["medians_us"], e["choice"], e["default"])
+                tuning.entry(cpu, e["kind"], e["shape"], e["times_us"], e["choice"], e["default"])
             )
 
 
@@ -192,7 +192,7 @@ def _saved_program(path: Path, native: dict[str, Any] | None) -> LlvmProgram | N
 def _choice(e: dict[str, Any]) -> Any:
     from backends.llvm.tuning import Choice
 
-    medians = {k: float(v) for k, v in e.get("medians_us", {}).items()}
+    medians = {k: float(v) for k, v in e.get("times_us", {}).items()}
     return Choice(e["kind"], e["shape"], e["choice"], e["why"], e["default"], medians)
 
 

@@ -10,9 +10,9 @@ There a native matmul (`backends.llvm.matmul`) that reads `x` where it lies and 
 destination (Note [Matmuls into their destination]) is the analytic default.
 
 Which of them runs a GEMM of more than one row is measured on the host (`choose`, Note
-[Measured choices] in backends.llvm.tuning): the native matmul and each library's packed GEMM,
-timed on the shape as the driver would run them (with the copy or the bias pass a library
-GEMM needs); `default_choice` is the rule above, taken under TILEFUSE_TUNE=0.
+[Measured choices] in backends.llvm.tuning): the native matmul and the packed GEMM of
+`library()`, timed on the shape as the driver would run them (with the copy or the bias pass a
+library GEMM needs); `default_choice` is the rule above, taken under TILEFUSE_TUNE=0.
 """
 
 from __future__ import annotations
@@ -36,9 +36,6 @@ from compiler.core.config import num_threads
 from compiler.core.reference import local
 from compiler.core.schedule import ExternCall, KernelSpec, Step, index_map
 from compiler.core.types import DType, TensorType
-
-LIBRARIES = ("onednn", "mkl")
-"""The packed GEMMs torch ships (Note [Which GEMM library])."""
 
 BIAS_GEMM_MIN_BYTES = 4 << 20
 """The smallest GEMM output (bytes) whose bias goes into the native matmul rather than a native
@@ -141,23 +138,38 @@ def default_choice(g: WeightGemm) -> str:
 
 def choose(g: WeightGemm, name: str, measure: bool) -> tuple[str, Choice | None]:
     """How the driver runs `g`, the matmul of extern call `name`, and the `Choice` when it was
-    one (Note [Measured choices] in backends.llvm.tuning): native or a packed library GEMM,
-    whichever is fastest on this host for the shape, for more than one row. Without
-    `measure`, the tuning file's choice or the default: nothing is timed."""
+    one (Note [Measured choices] in backends.llvm.tuning): the native matmul or the packed GEMM
+    of `library()`, whichever is faster on this host for the shape, for more than one row.
+    Without `measure`, the tuning file's choice or the default: nothing is timed."""
     default = default_choice(g)
     if g.m == 1:
         return default, None
     candidates: dict[str, Callable[[], tuning.Runner]] = {}
     if g.native:
         candidates["native"] = functools.partial(_time_native, g, name)
-    choice = config.load().gemm
-    for lib in LIBRARIES:
-        if _available(lib) and choice in ("auto", lib):
-            candidates[lib] = functools.partial(_time_packed, g, lib)
+    lib = library()  # one library: Note [Measured choices] says why not both
+    if lib is not None:
+        candidates[lib] = functools.partial(_time_packed, g, lib)
     if default not in candidates:
         return default, None
     made = tuning.decide("gemm", g.key(), candidates, default, measure=measure)
     return made.choice, made
+
+
+def precompile(gemms: list[tuple[WeightGemm, str]]) -> None:
+    """Compile the native candidates `choose` is about to time (each `(gemm, extern call)`),
+    all at once in this process and worker processes (`llvm_workers`): one after the other,
+    their LLVM was most of what tuning added to a cold compile. A module the program then
+    calls is the same IR, so it is compiled once."""
+    from backends.llvm import workers as llvm_workers  # LLVM: only when rendering
+
+    texts = [
+        matmul_module(name, _matmul(g)).ir
+        for g, name in gemms
+        if g.native and g.m > 1 and tuning.pending("gemm", g.key())
+    ]
+    if texts:
+        llvm_workers.compile_all(texts)
 
 
 def native_call(

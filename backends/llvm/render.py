@@ -196,6 +196,7 @@ class _Renderer:
         and whatever the steps before it computed."""
         if self.fd != "float32":
             return {}
+        gemms: dict[str, tuple[llvm_gemm.WeightGemm, str]] = {}
         for k in specs:
             steps = [] if k.empty else split_externs(k, EXTERNS)
             names = {v.name: local(v.name) for v in k.inputs}
@@ -207,12 +208,15 @@ class _Renderer:
                         g = llvm_gemm.weight_gemm(
                             st, list(st.node.inputs), names, self.weights, after
                         )
-                        if g is not None and g.key() not in self.tuned:
-                            self.tuned[g.key()] = llvm_gemm.choose(g, st.name, measure=True)
+                        if g is not None:
+                            gemms.setdefault(g.key(), (g, st.name))
                     names.setdefault(st.node.out.name, st.node.out.name)
                 else:
                     for o in st.outputs:
                         names.setdefault(o, o)
+        llvm_gemm.precompile(list(gemms.values()))
+        for key, (g, name) in gemms.items():
+            self.tuned.setdefault(key, llvm_gemm.choose(g, name, measure=True))
         return self.tuned
 
     def program(self, arena: Arena) -> LlvmProgram:

@@ -34,7 +34,6 @@ import functools
 import json
 import logging
 import re
-import statistics
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -48,15 +47,15 @@ from compiler.core.version import __version__
 
 log = logging.getLogger("tilefuse.llvm")
 
-KEEP_DEFAULT = 0.03
-"""A candidate must be this much faster (a fraction of the default's median) to replace the
+KEEP_DEFAULT = 0.10
+"""A candidate must be this much faster (a fraction of the default's time) to replace the
 analytic default."""
 
-RUNS = 7
-"""Timed runs of each candidate, after WARMUP runs, taken in turns."""
-WARMUP = 2
-BUDGET_S = 0.25
-"""At most this long timing one choice: a slow shape gets fewer runs (at least 3)."""
+RUNS = 8
+"""Timed runs of each candidate at most, after WARMUP runs, taken in turns."""
+WARMUP = 1
+BUDGET_S = 0.1
+"""At most about this long timing one choice: a slow shape gets fewer runs (at least 5)."""
 
 Runner = Callable[[], object]
 """One run of a candidate, on buffers it made once."""
@@ -66,22 +65,23 @@ Runner = Callable[[], object]
 class Choice:
     """What one choice took: `kind` ("gemm"), the `shape` it was made for, the `choice` (a
     candidate's name), `why` ("measured", "cached" from the tuning file, or "default"), each
-    candidate's median in microseconds when timed, and the analytic `default`."""
+    candidate's time in microseconds when timed (its fastest run), and the analytic
+    `default`."""
 
     kind: str
     shape: str
     choice: str
     why: str
     default: str
-    medians_us: Mapping[str, float] = field(default_factory=dict)
+    times_us: Mapping[str, float] = field(default_factory=dict)
 
     def describe(self) -> str:
         """`onednn (measured: onednn 1.00 ms, native 1.05 ms, mkl 1.42 ms)`."""
-        if not self.medians_us:
+        if not self.times_us:
             return f"{self.choice} ({self.why})"
         timed = ", ".join(
             f"{name} {us / 1e3:.3g} ms"
-            for name, us in sorted(self.medians_us.items(), key=lambda kv: kv[1])
+            for name, us in sorted(self.times_us.items(), key=lambda kv: kv[1])
         )
         return f"{self.choice} ({self.why}: {timed})"
 
@@ -92,7 +92,7 @@ class Choice:
             "choice": self.choice,
             "why": self.why,
             "default": self.default,
-            "medians_us": {k: round(v, 1) for k, v in self.medians_us.items()},
+            "times_us": {k: round(v, 1) for k, v in self.times_us.items()},
         }
 
 
@@ -182,6 +182,14 @@ def retune() -> Iterator[None]:
         _refresh.on = False
 
 
+def pending(kind: str, shape: str) -> bool:
+    """Whether `decide` would time the choice for `shape` now (tuning on, and the tuning file
+    has none, or `retune`)."""
+    if not config.load().tune:
+        return False
+    return getattr(_refresh, "on", False) or current().get(kind, shape) is None
+
+
 def decide(
     kind: str,
     shape: str,
@@ -202,26 +210,26 @@ def decide(
     store = current()
     kept = store.get(kind, shape)
     if kept is not None and kept["choice"] in candidates and not getattr(_refresh, "on", False):
-        medians = {k: float(v) for k, v in kept.get("medians_us", {}).items()}
-        return Choice(kind, shape, kept["choice"], "cached", default, medians)
+        times = {k: float(v) for k, v in kept.get("times_us", {}).items()}
+        return Choice(kind, shape, kept["choice"], "cached", default, times)
     if not measure:
         return Choice(kind, shape, default, "default", default)
-    medians = _time(kind, shape, candidates)
-    if default not in medians:
-        return Choice(kind, shape, default, "default", default, medians)
-    best = min(medians, key=medians.__getitem__)
-    if medians[best] > medians[default] * (1 - KEEP_DEFAULT):
+    times = _time(kind, shape, candidates)
+    if default not in times:
+        return Choice(kind, shape, default, "default", default, times)
+    best = min(times, key=times.__getitem__)
+    if times[best] > times[default] * (1 - KEEP_DEFAULT):
         best = default
-    store.add(entry(cpu(), kind, shape, medians, best, default))
+    store.add(entry(cpu(), kind, shape, times, best, default))
     log.info("tuned %s %s: %s", kind, shape, best)
-    return Choice(kind, shape, best, "measured", default, medians)
+    return Choice(kind, shape, best, "measured", default, times)
 
 
 def entry(
     c: Mapping[str, Any],
     kind: str,
     shape: str,
-    medians_us: Mapping[str, float],
+    times_us: Mapping[str, float],
     choice: str,
     default: str,
 ) -> dict[str, Any]:
@@ -231,7 +239,7 @@ def entry(
         f"{c['level']}, {c['threads']} threads",
         "kind": kind,
         "shape": shape,
-        "medians_us": {k: round(float(v), 1) for k, v in medians_us.items()},
+        "times_us": {k: round(float(v), 1) for k, v in times_us.items()},
         "choice": choice,
         "default": default,
         "tilefuse": __version__,
@@ -242,7 +250,8 @@ def entry(
 def _time(
     kind: str, shape: str, candidates: Mapping[str, Callable[[], Runner]]
 ) -> dict[str, float]:
-    """Each candidate's median time in microseconds, timed in turns."""
+    """Each candidate's time in microseconds: the fastest of its runs, timed in turns (Note
+    [Measured choices]: the fastest, not the median)."""
     runs: dict[str, Runner] = {}
     for name, build in candidates.items():
         try:
@@ -260,9 +269,9 @@ def _time(
             t = time.perf_counter()
             run()
             times[name].append(time.perf_counter() - t)
-        if i >= 2 and time.perf_counter() - start > BUDGET_S:
+        if i >= 4 and time.perf_counter() - start > BUDGET_S:
             break
-    return {name: round(statistics.median(ts) * 1e6, 1) for name, ts in times.items()}
+    return {name: round(min(ts) * 1e6, 1) for name, ts in times.items()}
 
 
 @dataclass(frozen=True)
@@ -283,11 +292,11 @@ class Choices:
             head += f"; tuning file {self.path}"
         if not self.rows:
             return head + "\n(none: no GEMM of a weight with more than one row)"
-        table = [("call", "kind", "shape", "choice", "why", "default", "medians")]
+        table = [("call", "kind", "shape", "choice", "why", "default", "fastest runs")]
         for call, ch in self.rows:
             timed = ", ".join(
                 f"{name} {us / 1e3:.3g} ms"
-                for name, us in sorted(ch.medians_us.items(), key=lambda kv: kv[1])
+                for name, us in sorted(ch.times_us.items(), key=lambda kv: kv[1])
             )
             table.append((call, ch.kind, ch.shape, ch.choice, ch.why, ch.default, timed or "-"))
         widths = [max(len(row[i]) for row in table) for i in range(6)]
