@@ -217,3 +217,40 @@ def test_tilefuse_tune_fills_the_tuning_file_and_prints_the_choices(
     finally:
         sys.modules.pop("_tilefuse_factory_tune_factory", None)
         tuning._open.cache_clear()
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, d: int, heads: int) -> None:
+        super().__init__()
+        self.heads, self.qkv = heads, nn.Linear(d, 3 * d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, s, d = x.shape
+        q, k, v = self.qkv(x).view(b, s, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        y = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return y.transpose(1, 2).reshape(b, s, d)
+
+
+@pytest.mark.parametrize("forced", ["native", "torch"])
+def test_attention_is_a_measured_choice_and_both_candidates_compute_it(
+    tuned: Path, forced: str
+) -> None:
+    torch.manual_seed(0)
+    model, x = SelfAttention(32, 4).eval(), torch.randn(2, 24, 32)
+    c = compile_checked(model, x)
+    ((call, choice),) = [(call, ch) for call, ch in c.choices.rows if ch.kind == "attention"]
+    assert choice.why == "measured" and set(choice.times_us) == {"native", "torch"}
+    assert choice.shape.startswith("q=[2, 4, 24, 8]/") and "causal=1" in choice.shape
+    (path,) = tuned.glob("*.jsonl")
+    entries = [json.loads(line) for line in path.read_text().splitlines()]
+    path.write_text(
+        "".join(
+            json.dumps({**e, "choice": forced} if e["kind"] == "attention" else e) + "\n"
+            for e in entries
+        )
+    )
+    tuning._open.cache_clear()
+    source = compile_checked(model, x).source("llvm")
+    native = f"native attention {call}" in source
+    assert native == (forced == "native"), source
+    assert ("F.scaled_dot_product_attention(" in source) == (forced == "torch"), source

@@ -156,20 +156,14 @@ def choose(g: WeightGemm, name: str, measure: bool) -> tuple[str, Choice | None]
     return made.choice, made
 
 
-def precompile(gemms: list[tuple[WeightGemm, str]]) -> None:
-    """Compile the native candidates `choose` is about to time (each `(gemm, extern call)`),
-    all at once in this process and worker processes (`llvm_workers`): one after the other,
-    their LLVM was most of what tuning added to a cold compile. A module the program then
-    calls is the same IR, so it is compiled once."""
-    from backends.llvm import workers as llvm_workers  # LLVM: only when rendering
-
-    texts = [
+def candidate_modules(gemms: list[tuple[WeightGemm, str]]) -> list[str]:
+    """The IR of the native matmuls `choose` is about to time (each `(gemm, extern call)`; each
+    the module the program would call), for the caller to compile at once with the rest."""
+    return [
         matmul_module(name, _matmul(g)).ir
         for g, name in gemms
         if g.native and g.m > 1 and tuning.pending("gemm", g.key())
     ]
-    if texts:
-        llvm_workers.compile_all(texts)
 
 
 def native_call(

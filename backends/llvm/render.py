@@ -85,8 +85,9 @@ class LlvmLayout:
 def tune(
     s: Schedule, *, float_dtype: str = "float32", weights: frozenset[str] = frozenset()
 ) -> Tuned:
-    """How each GEMM of a weight in the program for `s` runs, measured on this host where
-    there is a choice (`llvm_gemm.choose`; Note [Measured choices] in backends.llvm.tuning):
+    """How each GEMM of a weight and each attention in the program for `s` runs, measured on
+    this host where there is a choice (`llvm_gemm.choose`, `llvm_attention.choose`; Note
+    [Measured choices] in backends.llvm.tuning):
     the pipeline's `tune` stage, before `lay_out` starts compiling modules, whose LLVM in
     other processes would take the cores the timing needs."""
     renderer = _Renderer(s, float_dtype, weights)
@@ -111,7 +112,7 @@ def lay_out(
     the analytic defaults, nothing timed)."""
     renderer = _Renderer(s, float_dtype, weights, sixteen_bit, row_blocks)
     if tuned is not None:
-        renderer.tuned.update(tuned.gemms)
+        renderer.tuned.update(tuned.shapes)
     with one_program():  # identical layers' modules are emitted once
         return LlvmLayout(renderer.lay_out(), renderer)
 
@@ -152,7 +153,7 @@ class _Renderer:
         self.steps: list[tuple[str, list[Step]]] = []
         self.attentions = 0  # sdpa calls rendered as native attention kernels
         self.choices: list[tuple[str, Choice]] = []  # (extern call, what was chosen and why)
-        self.tuned: dict[str, tuple[str, Choice | None]] = {}  # GEMM shape -> `_tune`'s choice
+        self.tuned: dict[str, tuple[str, Choice | None]] = {}  # shape -> `tune`'s choice
         self.fused: set[int] = set()  # ids of native parts an extern call computed
         self.checks: list[tuple[tuple[str, str, str, int, int], ...]] = []  # per call site
         self.kernels: list[str] = []  # each kernel's driver function (`lay_out`)
@@ -191,12 +192,16 @@ class _Renderer:
         )
 
     def tune(self, specs: list[KernelSpec]) -> dict[str, tuple[str, Choice | None]]:
-        """How each GEMM of a weight in `specs` runs (`llvm_gemm.choose`), by shape. The names
-        each extern call sees are those `_kernel` gives it: the kernel's inputs and outputs
-        and whatever the steps before it computed."""
+        """How each GEMM of a weight (`llvm_gemm.choose`) and each attention
+        (`llvm_attention.choose`) in `specs` runs, by shape. The native candidates compile
+        first, all at once across processes (`llvm_workers`): one after the other, their LLVM
+        was most of what tuning added to a cold compile. The names each extern call sees are
+        those `_kernel` gives it: the kernel's inputs and outputs and whatever the steps
+        before it computed."""
         if self.fd != "float32":
             return {}
         gemms: dict[str, tuple[llvm_gemm.WeightGemm, str]] = {}
+        attentions: dict[str, tuple[ExternCall, list[llvm_attention.Operand], bool]] = {}
         for k in specs:
             steps = [] if k.empty else split_externs(k, EXTERNS)
             names = {v.name: local(v.name) for v in k.inputs}
@@ -210,13 +215,22 @@ class _Renderer:
                         )
                         if g is not None:
                             gemms.setdefault(g.key(), (g, st.name))
+                    ops = llvm_attention.plan(st) if st.node.op == "sdpa" else None
+                    if ops is not None:
+                        into = st.node.out.name in names
+                        attentions.setdefault(llvm_attention.key(st, ops, into), (st, ops, into))
                     names.setdefault(st.node.out.name, st.node.out.name)
                 else:
                     for o in st.outputs:
                         names.setdefault(o, o)
-        llvm_gemm.precompile(list(gemms.values()))
+        texts = llvm_gemm.candidate_modules(list(gemms.values()))
+        texts += llvm_attention.candidate_modules(list(attentions.values()))
+        if texts:
+            llvm_workers.compile_all(texts)
         for key, (g, name) in gemms.items():
             self.tuned.setdefault(key, llvm_gemm.choose(g, name, measure=True))
+        for key, (e, ops, into) in attentions.items():
+            self.tuned.setdefault(key, llvm_attention.choose(e, ops, into, measure=True))
         return self.tuned
 
     def program(self, arena: Arena) -> LlvmProgram:
@@ -386,6 +400,16 @@ class _Renderer:
         persistent = out in names  # a kernel output
         attention = llvm_attention.plan(e) if n.op == "sdpa" and self.fd == "float32" else None
         if attention is not None:
+            key = llvm_attention.key(e, attention, persistent)
+            how, choice = self.tuned.get(key) or llvm_attention.choose(
+                e, attention, persistent, measure=False
+            )
+            self.choices.append((e.name, choice))
+            tuned = f"; chosen: {choice.describe()}" if choice.why != "default" else ""
+            if how != "native":
+                attention = None
+                comment += tuned
+        if attention is not None:
             if not persistent:
                 names[out] = self._slot(out, n.out.type)
             m = llvm_attention.render_attention(e, attention, num_threads())
@@ -394,7 +418,7 @@ class _Renderer:
             args = [names[p.name] for p in m.params if p.role != "scratch"]
             lines.append(
                 f"    {m.symbol}(NTHREADS, {', '.join(args)})  # native attention {e.name}: "
-                "softmax between register-tiled products per head block"
+                f"softmax between register-tiled products per head block{tuned}"
             )
             return lines
         if n.op == "conv2d":

@@ -5,19 +5,26 @@
     choice.choice, choice.why          # "native", "measured" (or "cached", "default")
 
 Note [Measured choices]
-Which GEMM is fastest for a shape depends on the CPU far more than on the shape: on a Zen 4
-(AVX-512) our native register tiles beat oneDNN's packed GEMM at 128 x 512 x 1536 (0.95 against
-1.00 ms on 2 cores), and with the libraries and our code held to AVX2 on the same host oneDNN
-wins by 1.4x (1.15 against 1.61 ms); MKL's packed GEMM is the slowest of the three on both
-(figures in benchmarks/RESULTS.md). A rule written on one host is wrong on another, so every
-choice with more than one good answer is timed here, on the shape the model has, the first
-time a compile meets it: each candidate is built, warmed up and timed in turns (interleaved,
-so a change of clock speed hits all alike), and the median wins. A candidate within
-KEEP_DEFAULT of the analytic default does not replace it: a difference that small is noise,
-and the default keeps programs alike across hosts.
+Which GEMM is faster for a shape depends on the CPU more than on the shape: on a Zen 4
+(AVX-512) our native register tiles beat oneDNN's packed GEMM on some of the examples' shapes
+(a small one, 128 x 64 x 96, ran in 16 us against oneDNN's 66: its call costs more than the
+arithmetic), and with the libraries and our code held to AVX2 on the same host oneDNN wins by
+up to 1.5x (128 x 2048 x 512: 1.22 against 1.90 ms on 2 cores). A rule written on one host is
+wrong on another, so a choice with more than one good answer is timed here, on the shape the
+model has, the first time a compile meets it: each candidate is built (the native one is the
+very module the program would call), warmed up and run in turns, and its fastest run is its
+time. The fastest run, not the median: on a shared 2-core VM the same GEMM's median moved by
+up to 2x between repeats while its fastest run moved by a few per cent. A candidate must beat
+the analytic default by KEEP_DEFAULT to replace it: a GEMM timed alone is not the GEMM inside
+the program (its operands come from other kernels' caches, other kernels' threads come and
+go), and with a 3 % margin the measured choices made gpt2 5-13 % slower than the defaults.
+For the same reason the libraries are not both candidates: MKL's packed GEMM timed alone was
+within 10-15 % of oneDNN's on the Zen 4, and gpt2 with MKL's GEMMs everywhere ran 24.3 ms
+against 17.8 ms with oneDNN's (AVX2: 30.1 against 21.7), so the library is the vendor's
+(Note [Which GEMM library] in backends.llvm.gemm), or TILEFUSE_GEMM's.
 
 The answer is appended to a tuning file of this CPU, `TILEFUSE_CACHE_DIR/tuning/<cpu>.jsonl`:
-one JSON object a line (the CPU, the kind of choice, the shape, each candidate's median in
+one JSON object a line (the CPU, the kind of choice, the shape, each candidate's time in
 microseconds, the choice), readable and diff-able, which later compiles read instead of timing
 (`why` "cached"), and which `tilefuse tune` fills ahead of time. The CPU is its model, its
 instruction-set flags, the level compiled for (TILEFUSE_CPU) and the threads kernels run on:
@@ -291,7 +298,7 @@ class Choices:
         if self.path is not None:
             head += f"; tuning file {self.path}"
         if not self.rows:
-            return head + "\n(none: no GEMM of a weight with more than one row)"
+            return head + "\n(none: no GEMM of a weight with more than one row, no attention)"
         table = [("call", "kind", "shape", "choice", "why", "default", "fastest runs")]
         for call, ch in self.rows:
             timed = ", ".join(
@@ -318,13 +325,14 @@ class Choices:
 
 @dataclass(frozen=True)
 class Tuned:
-    """What the `tune` stage decided for one program: how each GEMM of a weight runs, by
-    shape (`WeightGemm.key`), with the `Choice` where there was one to make."""
+    """What the `tune` stage decided for one program: how each GEMM of a weight and each
+    attention runs, by shape (`WeightGemm.key`, `attention.key`), with the `Choice` where
+    there was one to make."""
 
-    gemms: Mapping[str, tuple[str, Choice | None]]
+    shapes: Mapping[str, tuple[str, Choice | None]]
 
     def __str__(self) -> str:
-        lines = [f"{len(self.gemms)} GEMM shape(s)"]
-        for key, (how, choice) in self.gemms.items():
+        lines = [f"{len(self.shapes)} shape(s)"]
+        for key, (how, choice) in self.shapes.items():
             lines.append(f"  {key}: {choice.describe() if choice else how}")
         return "\n".join(lines)
