@@ -24,15 +24,16 @@ _RENDERING = threading.local()  # .bodies: the IR of the program being rendered,
 
 
 @contextmanager
-def one_program() -> Iterator[None]:
+def one_program(bodies: dict[str, str] | None = None) -> Iterator[dict[str, str]]:
     """While a program renders: a module whose symbol this thread emitted already reuses that
     IR (`module_text`), instead of emitting and printing it again for every identical layer.
     A symbol names its module's IR within a program (the renderer keeps one module per
-    symbol), not across programs, so the memo lives only this long."""
+    symbol), not across programs, so the memo lives only this long, or is handed on within
+    one program (`bodies`: what the `tune` stage emitted for its candidates). Yields it."""
     outer = getattr(_RENDERING, "bodies", None)
-    _RENDERING.bodies = {}
+    _RENDERING.bodies = {} if bodies is None else bodies
     try:
-        yield
+        yield _RENDERING.bodies
     finally:
         _RENDERING.bodies = outer
 

@@ -91,7 +91,8 @@ def tune(
     the pipeline's `tune` stage, before `lay_out` starts compiling modules, whose LLVM in
     other processes would take the cores the timing needs."""
     renderer = _Renderer(s, float_dtype, weights)
-    return Tuned(renderer.tune(renderer.specs()))
+    with one_program() as bodies:  # the candidates' IR, emitted once for tuning and lay_out
+        return Tuned(renderer.tune(renderer.specs()), bodies)
 
 
 def lay_out(
@@ -113,7 +114,8 @@ def lay_out(
     renderer = _Renderer(s, float_dtype, weights, sixteen_bit, row_blocks)
     if tuned is not None:
         renderer.tuned.update(tuned.shapes)
-    with one_program():  # identical layers' modules are emitted once
+    # identical layers' modules are emitted once, and the modules tuning emitted not again
+    with one_program(dict(tuned.bodies) if tuned is not None else None):
         return LlvmLayout(renderer.lay_out(), renderer)
 
 

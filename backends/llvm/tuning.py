@@ -61,7 +61,7 @@ analytic default."""
 RUNS = 8
 """Timed runs of each candidate at most, after WARMUP runs, taken in turns."""
 WARMUP = 1
-BUDGET_S = 0.1
+BUDGET_S = 0.05
 """At most about this long timing one choice: a slow shape gets fewer runs (at least 5)."""
 
 Runner = Callable[[], object]
@@ -330,6 +330,7 @@ class Tuned:
     there was one to make."""
 
     shapes: Mapping[str, tuple[str, Choice | None]]
+    bodies: Mapping[str, str] = field(default_factory=dict)  # the candidates' IR by symbol
 
     def __str__(self) -> str:
         lines = [f"{len(self.shapes)} shape(s)"]
