@@ -24,8 +24,10 @@ An artifact is a directory:
 
 and what the backend's `save` adds; for `llvm` (backends/llvm/artifact.py):
 
-    kernels.so       the kernels linked for the CPU it was built on: loading
-                     them needs no LLVM (backends/llvm/aot.py)
+    kernels.so       the kernels linked for the CPU it was built on, or for the x86-64
+                     level it was built for (TILEFUSE_CPU, `tilefuse compile --cpu`: then
+                     for any CPU with the level): loading them needs no LLVM
+                     (backends/llvm/aot.py, Note [Code for a level])
     program.json     the llvm program as rendered (driver source, each module's symbol,
                      parameters, scratch and IR digest; constants in program_constants.npz):
                      with kernels.so, loading renders nothing (Note [A saved program])

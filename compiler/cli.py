@@ -1,6 +1,7 @@
 """The `tilefuse` command (also `python -m compiler`).
 
     tilefuse compile FILE.py:FACTORY -o build/NAME [--backend llvm] [--gpu h100] [--dtype ...]
+                     [--cpu x86-64-v3]
     tilefuse run build/NAME [--backend numpy]
     tilefuse check FILE.py:FACTORY [--backend numpy] [--dtype bfloat16] [--speed] [--inductor]
     tilefuse explain FILE.py:FACTORY|build/NAME [--gpu h100,mi300x] [--dtype float16] [--json]
@@ -135,8 +136,12 @@ def speed_summary(
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
+    import os
+
     import compiler
 
+    if args.cpu:  # the llvm kernels for this level: kernels.so runs on any CPU that has it
+        os.environ["TILEFUSE_CPU"] = args.cpu
     model, inputs = build_example(args.factory, args.dtype)
     try:
         c = compiler.compile(model, inputs, gpu=args.gpu, backend=args.backend)
@@ -285,6 +290,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     comp.add_argument("--backend", default="auto", help="backend to build (default: auto)")
     comp.add_argument("--gpu", default=None, help="GPU profile to plan for, e.g. h100")
     comp.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None)
+    comp.add_argument(
+        "--cpu", choices=["native", "x86-64-v3", "x86-64-v4"], default=None,
+        help="the llvm kernels for this CPU level (default: TILEFUSE_CPU, else native): an "
+        "artifact built for x86-64-v3 runs its kernels.so on any CPU with AVX2 and FMA",
+    )  # fmt: skip
     comp.add_argument(
         "--no-reference",
         action="store_true",

@@ -6,6 +6,7 @@ Repro: .venv/bin/python -m pytest tests/test_artifact.py -q
 from __future__ import annotations
 
 import json
+import logging
 import marshal
 import math
 import sys
@@ -325,7 +326,7 @@ def test_load_on_another_cpu_compiles_through_the_jit(
     model, x = block
     c = compiler.compile(model, (x,))
     path = c.save(tmp_path / "block")
-    monkeypatch.setattr(llvm_aot, "cpu_fingerprint", lambda: "another-cpu")
+    monkeypatch.setattr(llvm_aot, "_fingerprint", lambda level: "another-cpu")
     loaded = compiler.load(path)
     assert loaded._program("llvm").library is None
     torch.testing.assert_close(loaded(x)["y"], c(x)["y"], rtol=0, atol=0)
@@ -376,3 +377,45 @@ def test_a_loaded_artifact_saves_again(
         tmp_path / "a" / "program.json"
     ).read_text()
     torch.testing.assert_close(again(x)["y"], c(x)["y"], rtol=0, atol=0)
+
+
+def test_an_artifact_for_a_cpu_level_runs_its_library_on_any_cpu_with_the_level(
+    block: tuple[nn.Module, torch.Tensor],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Note [Code for a level] in backends/llvm/aot.py
+    from backends.llvm import aot as llvm_aot
+
+    flags = set(llvm_aot.cpu_fields().get("flags", "").split())
+    if not llvm_aot.LEVEL_FLAGS["x86-64-v3"] <= flags:
+        pytest.skip("this CPU cannot run x86-64-v3 code")
+    model, x = block
+    monkeypatch.setenv("TILEFUSE_CPU", "x86-64-v3")
+    c = compiler.compile(model, (x,))
+    path = c.save(tmp_path / "block")
+    monkeypatch.delenv("TILEFUSE_CPU")
+
+    def another_cpu(cpu_flags: set[str]) -> None:
+        fields = {
+            "vendor_id": "GenuineIntel",
+            "model name": "Another CPU",
+            "flags": " ".join(cpu_flags),
+        }
+        monkeypatch.setattr(llvm_aot, "cpu_fields", lambda: fields)
+        llvm_aot._fingerprint.cache_clear()
+
+    try:
+        another_cpu(set(llvm_aot.LEVEL_FLAGS["x86-64-v3"]) | {"sse4_2"})  # no AVX-512
+        loaded = compiler.load(path)
+        assert isinstance(loaded._program("llvm").library, llvm_aot.SharedLibrary)
+        torch.testing.assert_close(loaded(x)["y"], c(x)["y"], rtol=0, atol=0)
+
+        another_cpu(set(llvm_aot.LEVEL_FLAGS["x86-64-v3"]) - {"avx2", "fma"})
+        with caplog.at_level(logging.INFO, logger="tilefuse.artifact"):
+            fallback = compiler.load(path)
+        assert fallback._program("llvm").library is None
+        assert "built for x86-64-v3, which this CPU lacks (avx2, fma)" in caplog.text
+    finally:
+        llvm_aot._fingerprint.cache_clear()

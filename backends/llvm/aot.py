@@ -58,20 +58,61 @@ def cpu_fields() -> dict[str, str]:
 
 
 def cpu_fingerprint() -> str:
-    """This CPU as the library's machine code depends on it: architecture, vendor, model and
-    feature flags (/proc/cpuinfo), and the level compiled for (TILEFUSE_CPU), read without
-    LLVM."""
+    """What the kernels' machine code depends on, read without LLVM: for TILEFUSE_CPU=native
+    this CPU (architecture, vendor, model and feature flags from /proc/cpuinfo); for an
+    x86-64 level the architecture and the level only, so a library built for the level runs
+    unchanged on any CPU that has it (`runs_here`; Note [Code for a level])."""
     return _fingerprint(config.load().cpu)
+
+
+def host_fingerprint() -> str:
+    """This CPU itself (architecture, vendor, model, feature flags), whatever level the code
+    is for: what a timing on it holds for (`backends.llvm.tuning`)."""
+    return _fingerprint("native")
 
 
 @functools.cache
 def _fingerprint(level: str) -> str:
-    fields = cpu_fields()
-    flags = " ".join(sorted(fields.get("flags", "").split()))
-    parts = (platform.machine(), fields.get("vendor_id", ""), fields.get("model name", ""), flags)
-    if level != "native":  # native: the fingerprint saved artifacts already record
-        parts += (f"cpu={level}",)
+    if level != "native":  # Note [Code for a level]
+        parts: tuple[str, ...] = (platform.machine(), f"cpu={level}")
+    else:
+        fields = cpu_fields()
+        flags = " ".join(sorted(fields.get("flags", "").split()))
+        model = fields.get("model name", "")
+        parts = (platform.machine(), fields.get("vendor_id", ""), model, flags)
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+
+
+LEVEL_FLAGS: dict[str, frozenset[str]] = {
+    "x86-64-v3": frozenset({"avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave"}),
+}
+LEVEL_FLAGS["x86-64-v4"] = LEVEL_FLAGS["x86-64-v3"] | {
+    "avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl",
+}  # fmt: skip
+"""The /proc/cpuinfo flags of each x86-64 level (`abm` is how Linux names LZCNT), for telling
+whether this CPU runs a library built for the level, without LLVM."""
+
+
+def runs_here(native: Mapping[str, object]) -> str | None:
+    """None when a library whose manifest entry is `native` (`cpu`, and `level` unless built
+    for the native CPU) runs on this CPU, else why not.
+
+    Note [Code for a level]
+    Code compiled for an x86-64 level (TILEFUSE_CPU=x86-64-v3: AVX2 and FMA) uses only the
+    level's instructions, whichever CPU built it, so its fingerprint is the architecture and
+    the level, and it runs on any CPU whose flags include the level's: an artifact built for
+    x86-64-v3 on a Zen 4 loads its kernels.so as it is on a Zen 3 or a Haswell Xeon. Code for
+    the native CPU runs only on a CPU with its exact fingerprint (another CPU compiles the
+    kernels again through the JIT)."""
+    level = str(native.get("level", "native"))
+    if level == "native":
+        return None if native.get("cpu") == _fingerprint("native") else "built for another CPU"
+    if level not in LEVEL_FLAGS or native.get("cpu") != _fingerprint(level):
+        return f"built for {level} on another architecture"
+    missing = sorted(LEVEL_FLAGS[level] - set(cpu_fields().get("flags", "").split()))
+    if missing:
+        return f"built for {level}, which this CPU lacks ({', '.join(missing)})"
+    return None
 
 
 def link_shared(modules: Mapping[str, str], path: Path) -> str | None:

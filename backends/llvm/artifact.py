@@ -122,6 +122,7 @@ def _save_library(program: LlvmProgram, path: Path) -> dict[str, Any] | None:
     return {
         "library": "kernels.so",
         "cpu": llvm_aot.cpu_fingerprint(),
+        "level": config.load().cpu,
         "kernels": {symbol: llvm_aot.ir_digest(ir) for symbol, ir in modules.items()},
     }
 
@@ -164,7 +165,7 @@ def _saved_program(path: Path, native: dict[str, Any] | None) -> LlvmProgram | N
     scratch by it), with the library's kernel digests. Elsewhere the schedule is rendered
     again and the digests decide."""
     file = path / "program.json"
-    if native is None or not file.is_file() or native["cpu"] != llvm_aot.cpu_fingerprint():
+    if native is None or not file.is_file() or llvm_aot.runs_here(native) is not None:
         return None
     saved = json.loads(file.read_text())
     digests = {symbol: m["digest"] for symbol, m in saved["modules"].items()}
@@ -202,8 +203,9 @@ def _open_library(path: Path, native: dict[str, Any] | None, program: LlvmProgra
     why_not = "it has no kernels.so"
     if native is not None:
         digests = {symbol: m.digest for symbol, m in program.modules.items()}
-        if native["cpu"] != llvm_aot.cpu_fingerprint():
-            why_not = "kernels.so was built for another CPU"
+        elsewhere = llvm_aot.runs_here(native)
+        if elsewhere is not None:
+            why_not = f"kernels.so was {elsewhere}"
         elif digests != native["kernels"]:
             why_not = "its kernels differ from kernels.so's (another thread count?)"
         else:

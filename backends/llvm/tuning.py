@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from backends.llvm.aot import cpu_fields, cpu_fingerprint
+from backends.llvm.aot import cpu_fields, host_fingerprint
 from compiler.core import config
 from compiler.core.version import __version__
 
@@ -105,7 +105,8 @@ class Choice:
 
 def cpu() -> dict[str, Any]:
     """This CPU as a tuning file is keyed: its model, the instruction-set level compiled for,
-    the threads kernels run on, and a digest of its flags (`llvm_aot.cpu_fingerprint`)."""
+    the threads kernels run on, and a digest of its model and flags
+    (`llvm_aot.host_fingerprint`)."""
     fields = cpu_fields()
     flags = set(fields.get("flags", "").split())
     isa = "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "sse"
@@ -116,7 +117,7 @@ def cpu() -> dict[str, Any]:
         "isa": isa,
         "level": config.load().cpu,
         "threads": config.num_threads(),
-        "fingerprint": cpu_fingerprint(),
+        "fingerprint": host_fingerprint(),
     }
 
 
