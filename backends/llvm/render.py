@@ -87,9 +87,9 @@ def tune(
 ) -> Tuned:
     """How each GEMM of a weight and each attention in the program for `s` runs, measured on
     this host where there is a choice (`llvm_gemm.choose`, `llvm_attention.choose`; Note
-    [Measured choices] in backends.llvm.tuning):
-    the pipeline's `tune` stage, before `lay_out` starts compiling modules, whose LLVM in
-    other processes would take the cores the timing needs."""
+    [Measured choices] in backends.llvm.tuning): the pipeline's `tune` stage, before
+    `lay_out` starts compiling modules, whose LLVM in other processes would take the cores
+    the timing needs."""
     renderer = _Renderer(s, float_dtype, weights)
     with one_program() as bodies:  # the candidates' IR, emitted once for tuning and lay_out
         return Tuned(renderer.tune(renderer.specs()), bodies)

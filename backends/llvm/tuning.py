@@ -70,7 +70,7 @@ Runner = Callable[[], object]
 
 @dataclass(frozen=True)
 class Choice:
-    """What one choice took: `kind` ("gemm"), the `shape` it was made for, the `choice` (a
+    """What one choice took: `kind` ("gemm" or "attention"), the `shape` it was made for, the `choice` (a
     candidate's name), `why` ("measured", "cached" from the tuning file, or "default"), each
     candidate's time in microseconds when timed (its fastest run), and the analytic
     `default`."""
@@ -83,7 +83,7 @@ class Choice:
     times_us: Mapping[str, float] = field(default_factory=dict)
 
     def describe(self) -> str:
-        """`onednn (measured: onednn 1.00 ms, native 1.05 ms, mkl 1.42 ms)`."""
+        """`onednn (measured: onednn 1 ms, native 1.52 ms)`."""
         if not self.times_us:
             return f"{self.choice} ({self.why})"
         timed = ", ".join(
@@ -122,7 +122,8 @@ def cpu() -> dict[str, Any]:
 
 
 def tuning_file() -> Path:
-    """This CPU's tuning file: `TILEFUSE_CACHE_DIR/tuning/<model>-<digest>-<level>-<n>t.jsonl`."""
+    """This CPU's tuning file, under TILEFUSE_CACHE_DIR:
+    `tuning/<model>-f<family>m<model>-<digest>-<level>-<threads>t.jsonl`."""
     c = cpu()
     model = re.sub(r"[^a-z0-9]+", "-", c["model"].lower()).strip("-") or "cpu"
     name = f"{model}-f{c['family']}m{c['model_id']}-{c['fingerprint'][:8]}-{c['level']}"
