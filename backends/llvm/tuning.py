@@ -70,10 +70,10 @@ Runner = Callable[[], object]
 
 @dataclass(frozen=True)
 class Choice:
-    """What one choice took: `kind` ("gemm" or "attention"), the `shape` it was made for, the `choice` (a
-    candidate's name), `why` ("measured", "cached" from the tuning file, or "default"), each
-    candidate's time in microseconds when timed (its fastest run), and the analytic
-    `default`."""
+    """What one choice took: `kind` ("gemm" or "attention"), the `shape` it was made for, the
+    `choice` (a candidate's name), `why` ("measured", "cached" from the tuning file, or
+    "default"), each candidate's time in microseconds when timed (its fastest run), and the
+    analytic `default`."""
 
     kind: str
     shape: str
