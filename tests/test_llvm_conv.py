@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 import compiler
+from backends.llvm import runtime as llvm_runtime
 from backends.llvm import winograd as llvm_winograd
 from compiler.core import config
 from compiler.core.types import DType, TensorType
@@ -123,10 +124,10 @@ def test_pointwise_convolution_is_one_gemm(batch: int, bias: bool) -> None:
 
 def test_weight_transform_in_blocks_is_the_whole_transform() -> None:
     w = torch.randn(37, 20, 3, 3)  # 37 output channels: blocks of 4 leave a ragged last one
-    g = torch.tensor(llvm_winograd.G, dtype=torch.float64)
+    g = torch.tensor(llvm_runtime.WINOGRAD_G, dtype=torch.float64)
     whole = torch.einsum("ik,ockl,jl->ijoc", g, w.double(), g).reshape(16, 37, 20).float()
     for block_bytes in (1, 16 * 20 * 8 * 4, 1 << 30):
-        assert torch.equal(llvm_winograd.weight_transform(w, block_bytes), whole)
+        assert torch.equal(llvm_runtime.winograd_weights(w, block_bytes), whole)
 
 
 @pytest.mark.parametrize(

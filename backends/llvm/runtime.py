@@ -231,14 +231,7 @@ class PackedWeights:
     def winograd(self, w: torch.Tensor) -> torch.Tensor:
         """`w` [OC, C, 3, 3] as Winograd's U = G w G^T, [16, OC, C]."""
 
-        def make() -> torch.Tensor:
-            from backends.llvm import (
-                winograd as llvm_winograd,  # its GraphBuilder: only when one is transformed
-            )
-
-            return llvm_winograd.weight_transform(w)
-
-        return self._prepared(w, ("winograd",), make)
+        return self._prepared(w, ("winograd",), lambda: winograd_weights(w))
 
     def conv(self, w: torch.Tensor, *geometry: Any) -> torch.Tensor:
         """`w` reordered into oneDNN's blocked layout for this convolution geometry."""
@@ -275,6 +268,29 @@ class PackedWeights:
             return torch.ops.mkl._mkl_reorder_linear_weight(orig, m), stand_in
 
         return self._prepared(w, (m, transposed), make)
+
+
+WINOGRAD_G = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
+"""Winograd F(2x2, 3x3)'s G."""
+
+
+def winograd_weights(w: torch.Tensor, block_bytes: int = 1 << 20) -> torch.Tensor:
+    """U = G w G^T as [16, OC, C] float32, computed in float64 a block of output channels at
+    a time (about `block_bytes` of float64 per block): its transient memory stays small
+    whatever the weight's size (the whole weight in float64 with einsum's intermediates was
+    ~6x the weight at once, a peak a loaded artifact's RSS kept). Here, not with the rest of
+    Winograd in `backends.llvm.winograd`: a loaded artifact runs it on its first call, and
+    importing the renderer there loaded LLVM (~40 MB resident) into a process that needs
+    none."""
+    oc, c = w.shape[0], w.shape[1]
+    g = torch.tensor(WINOGRAD_G, dtype=torch.float64)
+    u = torch.empty(16, oc, c, dtype=torch.float32)
+    step = max(1, block_bytes // (16 * c * 8))
+    with torch.no_grad():
+        for lo in range(0, oc, step):
+            block = w[lo : lo + step].to(torch.float64)
+            u[:, lo : lo + step] = torch.einsum("ik,ockl,jl->ijoc", g, block, g).reshape(16, -1, c)
+    return u
 
 
 def index_error(

@@ -3,7 +3,8 @@
     Y = A^T [ (G g G^T) . (B^T d B) ] A      per 4x4 input tile d, 2x2 output tile Y
 
 The weight transform `U = G g G^T` ([16, OC, C]) is computed once per weight version in
-float64 (`PackedWeights.winograd`). Per call, a native kernel writes the 16 transformed input
+float64 (`PackedWeights.winograd`, `runtime.winograd_weights`: on the load path, which
+imports no LLVM). Per call, a native kernel writes the 16 transformed input
 planes `V[k] = (B^T d B)[k]` ([C, tiles]), a second computes the 16 products
 `M[k] = U[k] @ V[k]` (Note [Winograd's products]), and a third (`backends.llvm.winograd_out`)
 applies `A^T M A` and writes the 2x2 outputs into the NCHW result with the bias and the
@@ -49,8 +50,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import torch
-
 from backends.llvm import matmul as llvm_matmul
 from backends.llvm import winograd_out as llvm_winograd_out
 from backends.llvm.kernel import KernelModule, render_kernel
@@ -59,8 +58,6 @@ from compiler.core import config
 from compiler.core.ir import GraphBuilder, Value
 from compiler.core.schedule import ExternCall, KernelSpec, Step
 from compiler.core.types import DType, TensorType
-
-G = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
 
 
 def eligible(x: TensorType, w: TensorType, attrs: dict, weight: bool) -> bool:
@@ -81,22 +78,6 @@ def tiles(x: TensorType, padding: tuple[int, int]) -> tuple[int, int, int, int]:
     """(Ho, Wo, tiles down, tiles across)."""
     ho, wo = x.shape[2] + 2 * padding[0] - 2, x.shape[3] + 2 * padding[1] - 2
     return ho, wo, -(-ho // 2), -(-wo // 2)
-
-
-def weight_transform(w: torch.Tensor, block_bytes: int = 1 << 20) -> torch.Tensor:
-    """U = G w G^T as [16, OC, C] float32, computed in float64 a block of output channels at
-    a time (about `block_bytes` of float64 per block): its transient memory stays small
-    whatever the weight's size (the whole weight in float64 with einsum's intermediates was
-    ~6x the weight at once, a peak a loaded artifact's RSS kept)."""
-    oc, c = w.shape[0], w.shape[1]
-    g = torch.tensor(G, dtype=torch.float64)
-    u = torch.empty(16, oc, c, dtype=torch.float32)
-    step = max(1, block_bytes // (16 * c * 8))
-    with torch.no_grad():
-        for lo in range(0, oc, step):
-            block = w[lo : lo + step].to(torch.float64)
-            u[:, lo : lo + step] = torch.einsum("ik,ockl,jl->ijoc", g, block, g).reshape(16, -1, c)
-    return u
 
 
 B_T_READS = ((0, 2), (1, 2), (1, 2), (1, 3))
