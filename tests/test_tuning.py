@@ -1,6 +1,7 @@
 """Choices measured on this host and kept in a tuning file per CPU (backends/llvm/tuning.py,
-Note [Measured choices]): which GEMM runs each weight's product, timed, cached, replayed from
-an artifact, overridden by the file, and left to the analytic default under TILEFUSE_TUNE=0."""
+Note [Measured choices]): which GEMM runs each weight's product and which kernel each
+attention, timed, cached, replayed from an artifact, overridden by the file, and left to the
+analytic default under TILEFUSE_TUNE=0."""
 
 from __future__ import annotations
 
