@@ -193,8 +193,8 @@ def _saved_program(path: Path, native: dict[str, Any] | None) -> LlvmProgram | N
 def _choice(e: dict[str, Any]) -> Any:
     from backends.llvm.tuning import Choice
 
-    medians = {k: float(v) for k, v in e.get("times_us", {}).items()}
-    return Choice(e["kind"], e["shape"], e["choice"], e["why"], e["default"], medians)
+    times = {k: float(v) for k, v in e.get("times_us", {}).items()}
+    return Choice(e["kind"], e["shape"], e["choice"], e["why"], e["default"], times)
 
 
 def _open_library(path: Path, native: dict[str, Any] | None, program: LlvmProgram) -> Any:
