@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from backends.llvm import aot as llvm_aot
+from backends.llvm import tuning
 from backends.llvm.runtime import LlvmProgram, SavedModule
 from compiler.core import config
 
@@ -60,8 +61,6 @@ program is rendered again on the CPU they were made on (Note [Measured choices])
 
 
 def _save_choices(program: LlvmProgram, path: Path) -> None:
-    from backends.llvm import tuning
-
     cpu = tuning.cpu()
     lines = [
         json.dumps({"call": call, "cpu": cpu, **choice.to_dict()}, sort_keys=True)
@@ -76,15 +75,14 @@ def _read_choices(path: Path) -> list[dict[str, Any]]:
         entries = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     except (OSError, ValueError):
         return []
-    return [e for e in entries if isinstance(e, dict) and "choice" in e and "shape" in e]
+    keys = ("call", "kind", "shape", "choice", "why", "default")
+    return [e for e in entries if isinstance(e, dict) and all(k in e for k in keys)]
 
 
 def _replay(path: Path) -> None:
     """Add the artifact's measured choices to this host's tuning file when they were made on
     this CPU (the same model, flags, level and threads) and the file lacks them: the render
     that follows takes them without timing."""
-    from backends.llvm import tuning
-
     if not config.load().tune:
         return
     store, cpu = tuning.current(), tuning.cpu()
@@ -184,17 +182,14 @@ def _saved_program(path: Path, native: dict[str, Any] | None) -> LlvmProgram | N
         constants,
         input_dtypes=tuple(getattr(torch, d) for d in saved["input_dtypes"]),
         source_file=path / "llvm.txt",
-        choices=tuple((e["call"], _choice(e)) for e in _read_choices(path / TUNING) if "call" in e),
+        choices=tuple(
+            (e["call"], tuning.Choice.from_dict(e))
+            for e in _read_choices(path / TUNING)
+            if "call" in e
+        ),
     )
     program.read_driver(path / "driver.bin")  # Note [A compiled driver]
     return program
-
-
-def _choice(e: dict[str, Any]) -> Any:
-    from backends.llvm.tuning import Choice
-
-    times = {k: float(v) for k, v in e.get("times_us", {}).items()}
-    return Choice(e["kind"], e["shape"], e["choice"], e["why"], e["default"], times)
 
 
 def _open_library(path: Path, native: dict[str, Any] | None, program: LlvmProgram) -> Any:

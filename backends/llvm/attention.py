@@ -176,23 +176,10 @@ def _roots(e: ExternCall, ops: list[Operand]) -> dict[str, torch.Tensor]:
 
 
 def _time_native(e: ExternCall, ops: list[Operand]) -> tuning.Runner:
-    from backends.llvm import jit as llvm_jit
-    from backends.llvm.runtime import NativeKernel
-
-    threads = num_threads()
-    mod = render_attention(e, ops, threads)
-    llvm_jit.openmp()
-    lib = llvm_jit.NativeLibrary([llvm_jit.compile_object(mod.ir)])
-    kernel = NativeKernel(mod.symbol, lib.address(mod.symbol), mod)
+    mod = render_attention(e, ops, num_threads())
     roots = _roots(e, ops)
     args = [roots[p.name] for p in mod.params if p.role == "in"]
-    args.append(torch.empty(e.node.out.type.shape))
-
-    def run() -> None:
-        kernel(threads, *args)
-        _ = lib  # the code lives as long as the runner
-
-    return run
+    return tuning.native_runner(mod, [*args, torch.empty(e.node.out.type.shape)])
 
 
 def _time_torch(e: ExternCall, ops: list[Operand], into_output: bool) -> tuning.Runner:

@@ -32,7 +32,6 @@ from backends.llvm.matmul import Matmul
 from backends.llvm.matmul import module as matmul_module
 from backends.llvm.tuning import Choice
 from compiler.core import config
-from compiler.core.config import num_threads
 from compiler.core.reference import local
 from compiler.core.schedule import ExternCall, KernelSpec, Step, index_map
 from compiler.core.types import DType, TensorType
@@ -206,26 +205,12 @@ def _matmul(g: WeightGemm) -> Matmul:
 
 def _time_native(g: WeightGemm, name: str) -> tuning.Runner:
     """One run of `g` as the native matmul, on random operands: the module is the one the
-    program would call (the same IR), so compiling it here fills the object cache for it."""
-    from backends.llvm import jit as llvm_jit
-    from backends.llvm.runtime import NativeKernel
-
-    mod = matmul_module(name, _matmul(g))
-    llvm_jit.openmp()
-    lib = llvm_jit.NativeLibrary([llvm_jit.compile_object(mod.ir)])
-    kernel = NativeKernel(mod.symbol, lib.address(mod.symbol), mod)
-    x = _x(g)
-    args = [x, torch.randn(g.k, g.n)]
+    program would call (the same IR)."""
+    args = [_x(g), torch.randn(g.k, g.n)]
     if g.bias is not None:
         args.append(torch.randn(g.n))
     args.append(torch.empty(g.m, g.n))
-    threads = num_threads()
-
-    def run() -> None:
-        kernel(threads, *args)
-        _ = lib  # the code lives as long as the runner
-
-    return run
+    return tuning.native_runner(matmul_module(name, _matmul(g)), args)
 
 
 def _time_packed(g: WeightGemm, lib: str) -> tuning.Runner:

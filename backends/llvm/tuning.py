@@ -46,11 +46,16 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import torch
 
 from backends.llvm.aot import cpu_fields, host_fingerprint
 from compiler.core import config
 from compiler.core.version import __version__
+
+if TYPE_CHECKING:
+    from backends.llvm.kernel import KernelModule  # llvmlite's IR: not on the load path
 
 log = logging.getLogger("tilefuse.llvm")
 
@@ -82,15 +87,21 @@ class Choice:
     default: str
     times_us: Mapping[str, float] = field(default_factory=dict)
 
+    def timed(self) -> str:
+        """The candidates' times, fastest first: `onednn 1 ms, native 1.52 ms` ("" untimed)."""
+        ranked = sorted(self.times_us.items(), key=lambda kv: kv[1])
+        return ", ".join(f"{name} {us / 1e3:.3g} ms" for name, us in ranked)
+
     def describe(self) -> str:
         """`onednn (measured: onednn 1 ms, native 1.52 ms)`."""
-        if not self.times_us:
-            return f"{self.choice} ({self.why})"
-        timed = ", ".join(
-            f"{name} {us / 1e3:.3g} ms"
-            for name, us in sorted(self.times_us.items(), key=lambda kv: kv[1])
-        )
-        return f"{self.choice} ({self.why}: {timed})"
+        timed = self.timed()
+        return f"{self.choice} ({self.why}: {timed})" if timed else f"{self.choice} ({self.why})"
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], why: str | None = None) -> Choice:
+        """The `Choice` of `to_dict()`, or of a tuning file's line (with `why`)."""
+        times = {k: float(v) for k, v in d.get("times_us", {}).items()}
+        return cls(d["kind"], d["shape"], d["choice"], why or d["why"], d["default"], times)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -119,6 +130,14 @@ def cpu() -> dict[str, Any]:
         "threads": config.num_threads(),
         "fingerprint": host_fingerprint(),
     }
+
+
+def cpu_label(c: Mapping[str, Any]) -> str:
+    """`AMD EPYC (family 25 model 17, avx512), native, 2 threads` for the CPU `c` (`cpu()`)."""
+    return (
+        f"{c['model']} (family {c['family']} model {c['model_id']}, {c['isa']}), "
+        f"{c['level']}, {c['threads']} threads"
+    )
 
 
 def tuning_file() -> Path:
@@ -191,6 +210,25 @@ def retune() -> Iterator[None]:
         _refresh.on = False
 
 
+def native_runner(module: KernelModule, args: list[torch.Tensor]) -> Runner:
+    """One run of the native kernel `module` on `args` (its parameters in order, scratch
+    aside), on the threads the program's kernels run on. Its object code comes from the cache
+    the candidates were compiled into, and is the program's when it is chosen."""
+    from backends.llvm import jit as llvm_jit  # LLVM: only while tuning a render
+    from backends.llvm.runtime import NativeKernel
+
+    llvm_jit.openmp()
+    lib = llvm_jit.NativeLibrary([llvm_jit.compile_object(module.ir)])
+    kernel = NativeKernel(module.symbol, lib.address(module.symbol), module)
+    threads = config.num_threads()
+
+    def run() -> None:
+        kernel(threads, *args)
+        _ = lib  # the code lives as long as the runner
+
+    return run
+
+
 def pending(kind: str, shape: str) -> bool:
     """Whether `decide` would time the choice for `shape` now (tuning on, and the tuning file
     has none, or `retune`)."""
@@ -219,8 +257,7 @@ def decide(
     store = current()
     kept = store.get(kind, shape)
     if kept is not None and kept["choice"] in candidates and not getattr(_refresh, "on", False):
-        times = {k: float(v) for k, v in kept.get("times_us", {}).items()}
-        return Choice(kind, shape, kept["choice"], "cached", default, times)
+        return Choice.from_dict({**kept, "default": default}, why="cached")
     if not measure:
         return Choice(kind, shape, default, "default", default)
     times = _time(kind, shape, candidates)
@@ -244,8 +281,7 @@ def entry(
 ) -> dict[str, Any]:
     """A line of a tuning file: the choice made for `shape` on the CPU `c` (`cpu()`)."""
     return {
-        "cpu": f"{c['model']} (family {c['family']} model {c['model_id']}, {c['isa']}), "
-        f"{c['level']}, {c['threads']} threads",
+        "cpu": cpu_label(c),
         "kind": kind,
         "shape": shape,
         "times_us": {k: round(float(v), 1) for k, v in times_us.items()},
@@ -292,22 +328,16 @@ class Choices:
     path: Path | None = None  # the tuning file they were read from or written to
 
     def __str__(self) -> str:
-        c = self.cpu
-        head = (
-            f"choices on {c['model']} (family {c['family']} model {c['model_id']}, "
-            f"{c['isa']}), {c['level']}, {c['threads']} threads"
-        )
+        head = f"choices on {cpu_label(self.cpu)}"
         if self.path is not None:
             head += f"; tuning file {self.path}"
         if not self.rows:
             return head + "\n(none: no GEMM of a weight with more than one row, no attention)"
         table = [("call", "kind", "shape", "choice", "why", "default", "fastest runs")]
         for call, ch in self.rows:
-            timed = ", ".join(
-                f"{name} {us / 1e3:.3g} ms"
-                for name, us in sorted(ch.times_us.items(), key=lambda kv: kv[1])
+            table.append(
+                (call, ch.kind, ch.shape, ch.choice, ch.why, ch.default, ch.timed() or "-")
             )
-            table.append((call, ch.kind, ch.shape, ch.choice, ch.why, ch.default, timed or "-"))
         widths = [max(len(row[i]) for row in table) for i in range(6)]
         lines = [
             "  ".join(cell.ljust(w) for cell, w in zip(row[:6], widths, strict=True))
