@@ -53,6 +53,7 @@ from backends.llvm.emit import (
     thread_share,
 )
 from backends.llvm.kernel import KernelModule, Param
+from backends.llvm.runtime import native_runner
 from backends.llvm.tuning import Choice
 from compiler.core.config import num_threads
 from compiler.core.ir import Node
@@ -179,7 +180,7 @@ def _time_native(e: ExternCall, ops: list[Operand]) -> tuning.Runner:
     mod = render_attention(e, ops, num_threads())
     roots = _roots(e, ops)
     args = [roots[p.name] for p in mod.params if p.role == "in"]
-    return tuning.native_runner(mod, [*args, torch.empty(e.node.out.type.shape)])
+    return native_runner(mod, [*args, torch.empty(e.node.out.type.shape)])
 
 
 def _time_torch(e: ExternCall, ops: list[Operand], into_output: bool) -> tuning.Runner:

@@ -30,6 +30,7 @@ from backends.llvm.aot import cpu_fields
 from backends.llvm.kernel import KernelModule
 from backends.llvm.matmul import Matmul
 from backends.llvm.matmul import module as matmul_module
+from backends.llvm.runtime import native_runner
 from backends.llvm.tuning import Choice
 from compiler.core import config
 from compiler.core.reference import local
@@ -210,7 +211,7 @@ def _time_native(g: WeightGemm, name: str) -> tuning.Runner:
     if g.bias is not None:
         args.append(torch.randn(g.n))
     args.append(torch.empty(g.m, g.n))
-    return tuning.native_runner(matmul_module(name, _matmul(g)), args)
+    return native_runner(matmul_module(name, _matmul(g)), args)
 
 
 def _time_packed(g: WeightGemm, lib: str) -> tuning.Runner:

@@ -170,6 +170,25 @@ class LlvmProgram:
         return run
 
 
+def native_runner(module: KernelModule, args: list[torch.Tensor]) -> Callable[[], None]:
+    """One run of the native kernel `module` on `args` (its parameters in order, scratch
+    aside), on the threads the program's kernels run on: a candidate the tune stage times
+    (`backends.llvm.tuning`). Its object code comes from the cache the candidates were
+    compiled into, and is the program's when it is chosen."""
+    from backends.llvm import jit as llvm_jit  # LLVM: only while tuning a render
+
+    llvm_jit.openmp()
+    lib = llvm_jit.NativeLibrary([llvm_jit.compile_object(module.ir)])
+    kernel = NativeKernel(module.symbol, lib.address(module.symbol), module)
+    threads = num_threads()
+
+    def run() -> None:
+        kernel(threads, *args)
+        _ = lib  # the code lives as long as the runner
+
+    return run
+
+
 class NativeKernel:
     """A loaded native kernel: call it with tensors, one per parameter, in order."""
 

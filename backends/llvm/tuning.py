@@ -46,16 +46,11 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import torch
+from typing import Any
 
 from backends.llvm.aot import cpu_fields, host_fingerprint
 from compiler.core import config
 from compiler.core.version import __version__
-
-if TYPE_CHECKING:
-    from backends.llvm.kernel import KernelModule  # llvmlite's IR: not on the load path
 
 log = logging.getLogger("tilefuse.llvm")
 
@@ -208,25 +203,6 @@ def retune() -> Iterator[None]:
         yield
     finally:
         _refresh.on = False
-
-
-def native_runner(module: KernelModule, args: list[torch.Tensor]) -> Runner:
-    """One run of the native kernel `module` on `args` (its parameters in order, scratch
-    aside), on the threads the program's kernels run on. Its object code comes from the cache
-    the candidates were compiled into, and is the program's when it is chosen."""
-    from backends.llvm import jit as llvm_jit  # LLVM: only while tuning a render
-    from backends.llvm.runtime import NativeKernel
-
-    llvm_jit.openmp()
-    lib = llvm_jit.NativeLibrary([llvm_jit.compile_object(module.ir)])
-    kernel = NativeKernel(module.symbol, lib.address(module.symbol), module)
-    threads = config.num_threads()
-
-    def run() -> None:
-        kernel(threads, *args)
-        _ = lib  # the code lives as long as the runner
-
-    return run
 
 
 def pending(kind: str, shape: str) -> bool:
