@@ -186,11 +186,14 @@ def build_hf_vae_decoder(tiny: bool) -> Built:
     return VaeDecode(vae).eval(), (torch.randn(1, 4, latent, latent, generator=_gen()),), {}
 
 
-def build_hf_qwen2(tiny: bool) -> Built:
-    from transformers import Qwen2Config, Qwen2Model
+def _decoder(family: str, tiny: bool, **config: Any) -> Built:
+    """transformers' `<family>Model` (a decoder LLM) without its LM head: 4 layers, 6 heads
+    (2 KV), MLP 1024, vocab 2048, input_ids [1, 128]; `config` overrides (tiny: the test
+    suite's sizes)."""
+    import transformers
 
     torch.manual_seed(0)
-    cfg = Qwen2Config(
+    size = dict(
         hidden_size=64 if tiny else 384,
         num_attention_heads=4 if tiny else 6,
         num_key_value_heads=2,
@@ -200,25 +203,23 @@ def build_hf_qwen2(tiny: bool) -> Built:
         max_position_embeddings=256,
         use_cache=False,
     )
-    return Qwen2Model(cfg).eval(), (_ids(cfg.vocab_size, 1, 16 if tiny else 128),), {}
+    cfg = getattr(transformers, f"{family}Config")(**(size | config))
+    model = getattr(transformers, f"{family}Model")(cfg).eval()
+    return model, (_ids(cfg.vocab_size, 1, 16 if tiny else 128),), {}
+
+
+def build_hf_qwen2(tiny: bool) -> Built:
+    return _decoder("Qwen2", tiny)
 
 
 def build_hf_gemma(tiny: bool) -> Built:
-    from transformers import GemmaConfig, GemmaModel
+    # Gemma: one KV head of 64, GeGLU, embeddings scaled by sqrt(hidden)
+    wide = dict(hidden_size=256, num_attention_heads=4, head_dim=64)
+    return _decoder("Gemma", tiny, num_key_value_heads=1, **({"head_dim": 16} if tiny else wide))
 
-    torch.manual_seed(0)
-    cfg = GemmaConfig(
-        hidden_size=64 if tiny else 256,
-        num_attention_heads=4,
-        num_key_value_heads=1,
-        head_dim=16 if tiny else 64,
-        num_hidden_layers=2 if tiny else 4,
-        intermediate_size=128 if tiny else 1024,
-        vocab_size=256 if tiny else 2048,
-        max_position_embeddings=256,
-        use_cache=False,
-    )
-    return GemmaModel(cfg).eval(), (_ids(cfg.vocab_size, 1, 16 if tiny else 128),), {}
+
+def build_hf_mistral(tiny: bool) -> Built:
+    return _decoder("Mistral", tiny, sliding_window=8 if tiny else 64)
 
 
 def build_hf_bert(tiny: bool) -> Built:
@@ -240,24 +241,6 @@ def build_hf_bert(tiny: bool) -> Built:
     mask[1, seq * 3 // 4 :] = 0  # the second sequence padded
     types = torch.zeros(batch, seq, dtype=torch.long)  # as a tokenizer returns them
     return model, (ids, mask, types), {"return_dict": False}
-
-
-def build_hf_mistral(tiny: bool) -> Built:
-    from transformers import MistralConfig, MistralModel
-
-    torch.manual_seed(0)
-    cfg = MistralConfig(
-        hidden_size=64 if tiny else 384,
-        num_attention_heads=4 if tiny else 6,
-        num_key_value_heads=2,
-        num_hidden_layers=2 if tiny else 4,
-        intermediate_size=128 if tiny else 1024,
-        vocab_size=256 if tiny else 2048,
-        max_position_embeddings=256,
-        sliding_window=8 if tiny else 64,
-        use_cache=False,
-    )
-    return MistralModel(cfg).eval(), (_ids(cfg.vocab_size, 1, 16 if tiny else 128),), {}
 
 
 def build_hf_t5_encoder(tiny: bool) -> Built:
