@@ -132,10 +132,9 @@ def choose(
     """ "native" (this kernel) or "torch" (`F.scaled_dot_product_attention` on the operands
     where they lie), whichever is faster on this host for the shape (Note [Measured choices]
     in backends.llvm.tuning); the native kernel by default. Without `measure`, the tuning
-    file's choice or the default: nothing is timed.
-
-    On the Zen 4 both ran the unet's self-attention (8 heads, S = 1024, D = 40) in ~9.7 ms;
-    held to AVX2, the native kernel took 17.3 ms against torch's 10.0."""
+    file's choice or the default: nothing is timed. With AVX-512 the two run alike on the
+    examples' attentions; with AVX2 torch's is faster on long sequences (figures in
+    benchmarks/RESULTS.md)."""
     candidates = {
         "native": functools.partial(_time_native, e, ops),
         "torch": functools.partial(_time_torch, e, ops, into_output),

@@ -304,8 +304,9 @@ def library() -> str | None:
     GEMM runs at the cores' peak on Intel CPUs and takes slower code paths on AMD's, where
     oneDNN on a weight reordered once (`_reorder_linear_weight`) does not (128x512x2048: 134
     against 218 GFLOP/s on 2 cores; the table is in docs/llvm_backend.md, Measurements). So
-    "auto" is oneDNN on a CPU that is not Intel's, MKL on Intel's. The choice is by vendor,
-    not measured on the host it runs on. oneDNN's reordered weight is an opaque tensor, so it
+    "auto" is oneDNN on a CPU that is not Intel's, MKL on Intel's. The library is chosen by
+    vendor, not measured (Note [Measured choices] says why); whether a GEMM runs in it or
+    natively is measured. oneDNN's reordered weight is an opaque tensor, so it
     is rebuilt in each process, as MKL's packed copy is."""
     choice = config.load().gemm
     if choice == "auto":

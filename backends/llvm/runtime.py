@@ -299,8 +299,8 @@ def winograd_weights(w: torch.Tensor, block_bytes: int = 1 << 20) -> torch.Tenso
     whatever the weight's size (the whole weight in float64 with einsum's intermediates was
     ~6x the weight at once, a peak a loaded artifact's RSS kept). Here, not with the rest of
     Winograd in `backends.llvm.winograd`: a loaded artifact runs it on its first call, and
-    importing the renderer there loaded LLVM (~40 MB resident) into a process that needs
-    none."""
+    importing the renderer there would load LLVM (Note [Why a shared library]) into a
+    process that needs none."""
     oc, c = w.shape[0], w.shape[1]
     g = torch.tensor(WINOGRAD_G, dtype=torch.float64)
     u = torch.empty(16, oc, c, dtype=torch.float32)

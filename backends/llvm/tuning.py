@@ -5,23 +5,22 @@
     choice.choice, choice.why          # "native", "measured" (or "cached", "default")
 
 Note [Measured choices]
-Which GEMM is faster for a shape depends on the CPU more than on the shape: on a Zen 4
-(AVX-512) our native register tiles beat oneDNN's packed GEMM on some of the examples' shapes
-(a small one, 128 x 64 x 96, ran in 16 us against oneDNN's 66: its call costs more than the
-arithmetic), and with the libraries and our code held to AVX2 on the same host oneDNN wins by
-up to 1.5x (128 x 2048 x 512: 1.22 against 1.90 ms on 2 cores). A rule written on one host is
-wrong on another, so a choice with more than one good answer is timed here, on the shape the
-model has, the first time a compile meets it: each candidate is built (the native one is the
-very module the program would call), warmed up and run in turns, and its fastest run is its
-time. The fastest run, not the median: on a shared 2-core VM the same GEMM's median moved by
-up to 2x between repeats while its fastest run moved by a few per cent. A candidate must beat
-the analytic default by KEEP_DEFAULT to replace it: a GEMM timed alone is not the GEMM inside
-the program (its operands come from other kernels' caches, other kernels' threads come and
-go), and with a 3 % margin the measured choices made gpt2 5-13 % slower than the defaults.
-For the same reason the libraries are not both candidates: MKL's packed GEMM timed alone was
-within 10-15 % of oneDNN's on the Zen 4, and gpt2 with MKL's GEMMs everywhere ran 24.3 ms
-against 17.8 ms with oneDNN's (AVX2: 30.1 against 21.7), so the library is the vendor's
-(Note [Which GEMM library] in backends.llvm.gemm), or TILEFUSE_GEMM's.
+Which GEMM is faster for a shape depends on the CPU more than on the shape: our native
+register tiles beat a library's packed GEMM on small shapes, whose library call costs more
+than the arithmetic, and on some large ones with AVX-512; with AVX2 the library wins most.
+Attention is the same. A rule written on one host is wrong on another, so a choice with more
+than one good answer is timed here, on the shape the model has, the first time a compile
+meets it: each candidate is built (the native one is the very module the program would call),
+warmed up and run in turns, and its fastest run is its time. The fastest run, not the median:
+on a shared machine the median of the same GEMM moves far more between repeats than its
+fastest run does. A candidate must beat the analytic default by KEEP_DEFAULT to replace it: a
+GEMM timed alone is not the GEMM inside the program (its operands come from other kernels'
+caches, other kernels' threads come and go), and with a margin of a few per cent the measured
+choices made programs slower than the defaults. For the same reason the two libraries are
+not both candidates: MKL's packed GEMM, close to oneDNN's when timed alone, made programs far
+slower than oneDNN's in them on an AMD CPU, so the library is the vendor's (Note [Which GEMM
+library] in backends.llvm.gemm), or TILEFUSE_GEMM's. The measurements are in
+benchmarks/RESULTS.md.
 
 The answer is appended to a tuning file of this CPU, `TILEFUSE_CACHE_DIR/tuning/<cpu>.jsonl`:
 one JSON object a line (the CPU, the kind of choice, the shape, each candidate's time in
